@@ -1,0 +1,41 @@
+# vtcc: `make train` and `make test` set everything up on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: help install train test lint format bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet $(TORCH_PINS)
+	$(BIN)/pip install --quiet -e '.[test]' $(TORCH_PINS)
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv with pinned torch and vtcc (a no-op when up to date)
+
+train: install  ## train the default job (VTCC on the embedded digits); ARGS="key=value ..." adds overrides
+	$(BIN)/vtcc-train $(ARGS)
+
+test: install  ## run the test suite (exit 5, no tests collected, is a failure)
+	$(BIN)/python -m pytest $(ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "no tests were collected: failing"; exit 1; fi; exit $$status
+
+lint: install  ## ruff lint and format check
+	$(BIN)/ruff check vtcc tests scripts
+	$(BIN)/ruff format --check vtcc tests scripts
+
+format: install  ## ruff format and autofix
+	$(BIN)/ruff format vtcc tests scripts
+	$(BIN)/ruff check --fix vtcc tests scripts
+
+bench: install  ## throughput benchmark (prints a table)
+	$(BIN)/python scripts/benchmark.py $(ARGS)
+
+clean:  ## remove build outputs and caches (keeps .venv and outputs/)
+	rm -rf build *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,50 @@
+"""Shared fixtures: the real Hydra config, composed with tiny CPU settings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from vtcc.utils.cli import CONFIG_DIR
+
+# A model and run small enough for a 2-core CPU; every CLI test shares them.
+TINY = [
+    "model.embed_dim=32",
+    "model.depth=1",
+    "model.num_heads=2",
+    "data.image_size=8",
+    "data.batch_size=128",
+    "trainer.accelerator=cpu",
+    "trainer.max_epochs=2",
+    "trainer.check_val_every_n_epoch=1",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def compose_train(output_dir: Path, overrides: list[str] = ()) -> DictConfig:
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=[*TINY, f"paths.output_dir={output_dir}", *overrides])
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path: Path) -> DictConfig:
+    return compose_train(tmp_path / "run")
+
+
+def run_cli(module: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``python -m vtcc.<module>`` like a user would, with outputs under ``cwd``."""
+    env = {**os.environ, "VTCC_LOG_DIR": str(cwd / "outputs"), "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", f"vtcc.{module}", *overrides],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

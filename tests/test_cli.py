@@ -1,0 +1,121 @@
+"""End to end through the real Hydra CLI: train, resume, evaluate, and user mistakes."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import TINY, run_cli
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """One tiny 2-epoch training run shared by the tests below."""
+    cwd = tmp_path_factory.mktemp("cli")
+    result = run_cli("train", *TINY, "hydra.run.dir=outputs/train/first", cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return cwd
+
+
+def test_training_writes_config_checkpoints_metrics(trained_run):
+    run = trained_run / "outputs/train/first"
+    assert (run / "config.yaml").is_file() and (run / ".hydra/overrides.yaml").is_file()
+    assert (run / "checkpoints/last.ckpt").is_file()
+    assert len(list((run / "checkpoints").glob("best-epoch*.ckpt"))) == 1
+    header = (run / "logs/metrics.csv").read_text().splitlines()[0].split(",")
+    for key in (
+        "train/loss",
+        "train/loss_instance",
+        "train/loss_cluster",
+        "train/loss_entropy",
+        "val/acc",
+        "val/nmi",
+    ):
+        assert key in header
+    final = json.loads((run / "final_metrics.json").read_text())
+    assert set(final) == {"acc", "nmi", "ari", "num_clusters"}
+    assert 0.0 < final["acc"] <= 1.0 and 1 <= final["num_clusters"] <= 10
+    checkpoint = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
+    assert checkpoint["epoch"] == 2 and checkpoint["global_step"] == 2 * (1797 // 128)
+    assert checkpoint["vtcc_config"]["model"]["embed_dim"] == 32
+
+
+def test_resume_continues_from_the_saved_step(trained_run):
+    first = trained_run / "outputs/train/first/checkpoints/last.ckpt"
+    result = run_cli(
+        "train",
+        *TINY,
+        "trainer.max_epochs=3",
+        f"ckpt_path={first}",
+        "hydra.run.dir=outputs/train/second",
+        cwd=trained_run,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = torch.load(trained_run / "outputs/train/second/checkpoints/last.ckpt", weights_only=True)
+    assert resumed["epoch"] == 3 and resumed["global_step"] == 3 * (1797 // 128)
+    with open(trained_run / "outputs/train/second/logs/metrics.csv") as handle:
+        epochs = {row["epoch"] for row in csv.DictReader(handle) if row["train/loss"]}
+    assert epochs == {"2"}  # only the new epoch was trained
+
+
+def test_resume_latest_picks_the_newest_run(trained_run):
+    result = run_cli(
+        "train",
+        *TINY,
+        "trainer.max_epochs=4",
+        "resume=latest",
+        "hydra.run.dir=outputs/train/third",
+        cwd=trained_run,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "outputs/train/second/checkpoints/last.ckpt" in result.stderr + result.stdout
+    resumed = torch.load(trained_run / "outputs/train/third/checkpoints/last.ckpt", weights_only=True)
+    assert resumed["epoch"] == 4
+
+
+def test_eval_reproduces_the_final_metrics(trained_run):
+    run = trained_run / "outputs/train/first"
+    result = run_cli(
+        "evaluate",
+        f"ckpt_path={run}/checkpoints/last.ckpt",
+        "accelerator=cpu",
+        "hydra.run.dir=outputs/eval/e1",
+        cwd=trained_run,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = json.loads((trained_run / "outputs/eval/e1/metrics.json").read_text())
+    final = json.loads((run / "final_metrics.json").read_text())
+    for key in ("acc", "nmi", "ari", "num_clusters"):
+        assert written[key] == pytest.approx(final[key], abs=1e-9)
+    printed, _ = json.JSONDecoder().raw_decode(result.stdout)
+    assert printed["acc"] == pytest.approx(final["acc"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["num_clusters=1"], "at least 2 clusters"),
+        (["data.batch_size=1"], "at least 2 images"),
+        (["module.optimizer.lr=0"], "learning rate must be > 0"),
+        (["data.image_size=10"], "not divisible by patch size"),
+        (["ckpt_path=missing.ckpt"], "does not exist"),
+        (["resume=latest"], "found no checkpoints"),
+        (["model=no_such_model"], "Could not find 'model/no_such_model'"),
+    ],
+)
+def test_user_mistakes_exit_nonzero_without_traceback(tmp_path, overrides, message):
+    result = run_cli("train", *TINY, *overrides, cwd=tmp_path)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_eval_of_a_file_that_is_no_checkpoint(tmp_path):
+    (tmp_path / "notes.ckpt").write_text("not a checkpoint")
+    result = run_cli("evaluate", "ckpt_path=notes.ckpt", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "not a readable vtcc checkpoint" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+from vtcc.data import EvalTransform, InMemoryDataModule, TwinViewAugmentation, load_digits, small_image_view
+from vtcc.errors import ConfigError
+
+
+def test_digits_are_real_uint8_images_with_ten_classes():
+    arrays = load_digits()
+    assert arrays.images.shape == (1797, 1, 8, 8) and arrays.images.dtype == torch.uint8
+    assert arrays.images.max() == 255 and arrays.images.min() == 0
+    assert arrays.num_classes == 10 and arrays.labels.bincount().min() >= 170
+
+
+def make_datamodule(batch_size: int = 64) -> InMemoryDataModule:
+    view = small_image_view(image_size=16, mean=[0.3], std=[0.4])
+    return InMemoryDataModule(
+        dataset=load_digits,
+        train_transform=TwinViewAugmentation(view),
+        image_size=16,
+        mean=[0.3],
+        std=[0.4],
+        in_chans=1,
+        num_classes=10,
+        batch_size=batch_size,
+    )
+
+
+def test_train_batches_cover_the_data_without_the_remainder():
+    datamodule = make_datamodule(batch_size=256)
+    datamodule.setup("fit")
+    batches = list(datamodule.train_dataloader())
+    assert len(batches) == 1797 // 256
+    images, labels = batches[0]
+    assert images.shape == (256, 1, 8, 8) and images.dtype == torch.uint8
+    seen = torch.cat([labels for _, labels in batches])
+    assert len(seen) == 7 * 256
+
+
+def test_eval_batches_keep_order_and_every_image():
+    datamodule = make_datamodule()
+    datamodule.setup("validate")
+    labels = torch.cat([y for _, y in datamodule.val_dataloader()])
+    assert torch.equal(labels, load_digits().labels)
+
+
+def test_twin_views_differ_but_share_shape_and_normalisation():
+    torch.manual_seed(0)
+    augment = TwinViewAugmentation(small_image_view(image_size=16, mean=[0.3], std=[0.4]))
+    images = load_digits().images[:128]
+    view_a, view_b = augment(images)
+    assert view_a.shape == view_b.shape == (128, 1, 16, 16)
+    assert view_a.dtype == torch.float32
+    assert (view_a - view_b).abs().mean() > 0.1
+    eval_view = EvalTransform(16, [0.3], [0.4])(images)
+    assert view_a.mean().item() == pytest.approx(eval_view.mean().item(), abs=0.25)
+
+
+def test_eval_transform_is_deterministic_and_normalised():
+    images = load_digits().images[:64]
+    transform = EvalTransform(16, [0.3], [0.4])
+    first, second = transform(images), transform(images)
+    assert torch.equal(first, second)
+    assert first.min().item() == pytest.approx(-0.75, abs=1e-4)  # black pixels: (0 - 0.3) / 0.4
+
+
+def test_batch_size_errors_are_clear():
+    with pytest.raises(ConfigError, match="at least 2"):
+        make_datamodule(batch_size=1)
+    datamodule = make_datamodule(batch_size=4096)
+    with pytest.raises(ConfigError, match="fewer than data.batch_size"):
+        datamodule.setup("fit")

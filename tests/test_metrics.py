@@ -1,0 +1,57 @@
+"""ACC, NMI and ARI against scikit-learn and a brute-force matching."""
+
+import itertools
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from vtcc.metrics import clustering_metrics
+
+
+def brute_force_acc(labels: np.ndarray, clusters: np.ndarray) -> float:
+    """Best accuracy over every injective cluster -> label map (small K only)."""
+    label_values, cluster_values = np.unique(labels), np.unique(clusters)
+    best = 0
+    size = max(len(label_values), len(cluster_values))
+    for perm in itertools.permutations(range(size), len(cluster_values)):
+        mapping = {c: perm[i] for i, c in enumerate(cluster_values)}
+        mapped = np.array([mapping[c] for c in clusters])
+        hits = sum(
+            1 for m, y in zip(mapped, labels, strict=True) if m < len(label_values) and label_values[m] == y
+        )
+        best = max(best, hits)
+    return best / len(labels)
+
+
+def test_permuted_labels_are_perfect():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, size=500)
+    permutation = rng.permutation(10)
+    metrics = clustering_metrics(labels, permutation[labels] + 100)
+    assert metrics == {"acc": 1.0, "nmi": pytest.approx(1.0), "ari": pytest.approx(1.0)}
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize(("num_labels", "num_clusters"), [(4, 4), (3, 5), (5, 3)])
+def test_random_labels_match_sklearn_and_brute_force(seed, num_labels, num_clusters):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_labels, size=60)
+    clusters = np.where(rng.random(60) < 0.6, labels % num_clusters, rng.integers(0, num_clusters, size=60))
+    metrics = clustering_metrics(labels, clusters)
+    assert metrics["nmi"] == pytest.approx(normalized_mutual_info_score(labels, clusters), abs=1e-10)
+    assert metrics["ari"] == pytest.approx(adjusted_rand_score(labels, clusters), abs=1e-10)
+    assert metrics["acc"] == pytest.approx(brute_force_acc(labels, clusters), abs=1e-12)
+
+
+def test_single_cluster_has_zero_nmi_and_ari():
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    metrics = clustering_metrics(labels, np.zeros(6, dtype=int))
+    assert metrics["acc"] == pytest.approx(2 / 6)
+    assert metrics["nmi"] == pytest.approx(normalized_mutual_info_score(labels, np.zeros(6)))
+    assert metrics["ari"] == pytest.approx(0.0)
+
+
+def test_mismatched_inputs_are_rejected():
+    with pytest.raises(ValueError, match="must be equal"):
+        clustering_metrics(np.array([0, 1]), np.array([0]))

@@ -1,0 +1,128 @@
+"""A LightningDataModule for datasets held in memory as uint8 tensors.
+
+Batches are index-sliced (no per-image Python work) and augmented on their device after
+transfer, so the input pipeline keeps up with the model on a laptop CPU and on a GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from vtcc.data.datasets import ImageArrays
+from vtcc.data.transforms import EvalTransform
+from vtcc.errors import ConfigError
+
+
+class BatchedTensors(Dataset):
+    """Tensors indexed together; ``__getitems__`` lets the DataLoader slice a whole batch at once."""
+
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        return tuple(t[index] for t in self.tensors)
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        index = torch.as_tensor(indices)
+        return tuple(t[index] for t in self.tensors)
+
+
+def keep_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Collate for :class:`BatchedTensors`: the batch is already stacked."""
+    return batch
+
+
+class InMemoryDataModule(LightningDataModule):
+    """Trains on all images (the clustering setting) and evaluates on all of them.
+
+    Labels, when present, are used only for metrics. ``num_classes`` is the dataset's class
+    count, the default number of clusters.
+    """
+
+    def __init__(
+        self,
+        dataset: Callable[[], ImageArrays],
+        train_transform: nn.Module,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        in_chans: int,
+        num_classes: int | None = None,
+        batch_size: int = 256,
+        eval_batch_size: int = 512,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 2:
+            raise ConfigError(
+                f"data.batch_size={batch_size}: contrastive training needs at least 2 images a batch"
+            )
+        self.load_arrays = dataset
+        self.train_transform = train_transform
+        self.eval_transform = EvalTransform(image_size, mean, std)
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.arrays: ImageArrays | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.arrays is not None:
+            return
+        arrays = self.load_arrays()
+        if arrays.images.shape[1] != self.in_chans:
+            raise ConfigError(
+                f"{arrays.name} has {arrays.images.shape[1]} channel(s) but data.in_chans={self.in_chans}"
+            )
+        if len(arrays) < self.batch_size:
+            raise ConfigError(
+                f"{arrays.name} has {len(arrays)} images, fewer than data.batch_size={self.batch_size}: "
+                "lower the batch size"
+            )
+        self.arrays = arrays
+
+    def _labels(self) -> torch.Tensor:
+        assert self.arrays is not None
+        if self.arrays.labels is not None:
+            return self.arrays.labels
+        return torch.full((len(self.arrays),), -1, dtype=torch.long)
+
+    def _loader(self, batch_size: int, shuffle: bool) -> DataLoader:
+        assert self.arrays is not None, "call setup() first"
+        return DataLoader(
+            BatchedTensors(self.arrays.images, self._labels()),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,
+            collate_fn=keep_batch,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int):
+        """Training: ``(view_a, view_b)``; evaluation: ``(images, labels)`` with labels -1 when unknown."""
+        images, labels = batch
+        if self.trainer is not None and self.trainer.training:
+            return self.train_transform(images)
+        return self.eval_transform(images), labels

@@ -1,0 +1,72 @@
+"""Batched augmentations on tensors (kornia), run after the batch reaches its device.
+
+Each view draws its own random parameters per image; inputs are uint8 ``(B, C, h, w)``,
+outputs float ``(B, C, S, S)`` normalised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import kornia.augmentation as K
+import torch
+from torch import nn
+
+
+def _to_float(images: torch.Tensor) -> torch.Tensor:
+    return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+
+
+def small_image_view(
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    crop_scale: Sequence[float] = (0.6, 1.0),
+    crop_ratio: Sequence[float] = (0.8, 1.25),
+    rotation: float = 15.0,
+    translate: float = 0.1,
+    shear: float = 10.0,
+    affine_p: float = 0.8,
+    brightness: float = 0.3,
+    contrast: float = 0.3,
+    noise_std: float = 0.05,
+    noise_p: float = 0.5,
+) -> nn.Sequential:
+    """A view for small grayscale images such as digits: no flips, which would change their meaning."""
+    return nn.Sequential(
+        K.RandomResizedCrop((image_size, image_size), scale=tuple(crop_scale), ratio=tuple(crop_ratio)),
+        K.RandomAffine(degrees=rotation, translate=(translate, translate), shear=shear, p=affine_p),
+        K.RandomBrightness((1 - brightness, 1 + brightness)),
+        K.RandomContrast((1 - contrast, 1 + contrast)),
+        K.RandomGaussianNoise(std=noise_std, p=noise_p),
+        K.Normalize(mean=torch.tensor(mean), std=torch.tensor(std)),
+    )
+
+
+class TwinViewAugmentation(nn.Module):
+    """Two independently augmented views of one batch, as Contrastive Clustering trains on."""
+
+    def __init__(self, view_a: nn.Module, view_b: nn.Module | None = None) -> None:
+        super().__init__()
+        self.view_a = view_a
+        self.view_b = view_a if view_b is None else view_b
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images = _to_float(images)
+        return self.view_a(images), self.view_b(images)
+
+
+class EvalTransform(nn.Module):
+    """Deterministic resize and normalisation, for evaluation and prediction."""
+
+    def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.view = nn.Sequential(
+            K.Resize((image_size, image_size), antialias=True),
+            K.Normalize(mean=torch.tensor(mean), std=torch.tensor(std)),
+        )
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.view(_to_float(images))

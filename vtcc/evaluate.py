@@ -1,0 +1,55 @@
+"""``vtcc-eval ckpt_path=<file>``: rebuild a run from its checkpoint and report ACC / NMI / ARI."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import lightning.pytorch as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from vtcc.errors import ConfigError
+from vtcc.utils.checkpoint import CONFIG_KEY, load_checkpoint
+from vtcc.utils.cli import CONFIG_DIR, run_safely
+
+log = logging.getLogger("vtcc")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
+        raise ConfigError("no checkpoint given: run vtcc-eval ckpt_path=<run>/checkpoints/last.ckpt")
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    run_cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
+    if cfg.get("data"):
+        run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data)
+    datamodule = instantiate(run_cfg.data)
+    module = instantiate(run_cfg.module, network=instantiate(run_cfg.model))
+    module.load_state_dict(checkpoint["state_dict"])
+    trainer = pl.Trainer(
+        accelerator=cfg.accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+    )
+    results = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    metrics = {key.removeprefix("val/"): float(value) for key, value in results.items()}
+    output = Path(cfg.paths.output_dir) / "metrics.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps({"ckpt_path": str(cfg.ckpt_path), **metrics}, indent=2) + "\n")
+    print(json.dumps(metrics, indent=2))
+    log.info("metrics written to %s", output)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+def main(cfg: DictConfig) -> None:
+    run_safely(evaluate, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+from vtcc.models.conv_stem import ConvStem
+from vtcc.models.heads import ClusterProjector, InstanceProjector
+from vtcc.models.network import ClusteringNetwork, vtcc_network
+from vtcc.models.vit import vit_conv_stem
+
+__all__ = [
+    "ClusterProjector",
+    "ClusteringNetwork",
+    "ConvStem",
+    "InstanceProjector",
+    "vit_conv_stem",
+    "vtcc_network",
+]

@@ -1,0 +1,74 @@
+"""Backbone plus both projectors: the network that Contrastive Clustering trains."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vtcc.models.heads import ClusterProjector, InstanceProjector
+
+
+class ClusteringNetwork(nn.Module):
+    """Shared backbone feeding an instance projector and a cluster projector.
+
+    ``backbone`` maps ``(B, C, H, W)`` to ``(B, D)`` and exposes ``num_features = D``.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_clusters: int,
+        instance_dim: int = 128,
+        hidden_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        feature_dim = int(backbone.num_features)
+        hidden = hidden_dim or 4 * feature_dim
+        self.backbone = backbone
+        self.instance_projector = InstanceProjector(feature_dim, hidden, instance_dim)
+        self.cluster_projector = ClusterProjector(feature_dim, hidden, num_clusters)
+
+    @property
+    def num_clusters(self) -> int:
+        return self.cluster_projector.num_clusters
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return instance vectors ``(B, instance_dim)`` and cluster probabilities ``(B, K)``."""
+        features = self.backbone(images)
+        return self.instance_projector(features), self.cluster_projector(features)
+
+    @torch.no_grad()
+    def cluster_probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Soft assignments ``(B, K)`` without the instance branch, for evaluation."""
+        return self.cluster_projector(self.backbone(images))
+
+
+def vtcc_network(
+    num_clusters: int,
+    img_size: int = 224,
+    patch_size: int = 16,
+    in_chans: int = 3,
+    embed_dim: int = 384,
+    depth: int = 8,
+    num_heads: int = 12,
+    mlp_ratio: float = 4.0,
+    pos_embed: str = "sincos",
+    drop_path_rate: float = 0.0,
+    instance_dim: int = 128,
+    hidden_dim: int | None = None,
+) -> ClusteringNetwork:
+    """VTCC: a conv-stem ViT trained from scratch under both projectors (one Hydra node, flat keys)."""
+    from vtcc.models.vit import vit_conv_stem
+
+    backbone = vit_conv_stem(
+        img_size=img_size,
+        patch_size=patch_size,
+        in_chans=in_chans,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+        mlp_ratio=mlp_ratio,
+        pos_embed=pos_embed,
+        drop_path_rate=drop_path_rate,
+    )
+    return ClusteringNetwork(backbone, num_clusters, instance_dim=instance_dim, hidden_dim=hidden_dim)

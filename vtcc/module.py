@@ -1,0 +1,109 @@
+"""The LightningModule: twin views -> shared network -> instance and cluster losses; evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningModule
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from vtcc.errors import ConfigError
+from vtcc.losses import ClusterLoss, InstanceLoss
+from vtcc.metrics import clustering_metrics
+from vtcc.models import ClusteringNetwork
+from vtcc.utils.rng import capture_rng_states, restore_rng_states
+
+
+class ContrastiveClustering(LightningModule):
+    """Contrastive Clustering (Li et al., AAAI 2021) around any :class:`ClusteringNetwork`.
+
+    ``optimizer`` and ``scheduler`` are partials (Hydra ``_partial_: true``) completed with the
+    parameters and the total number of steps. Evaluation clusters by the cluster head's argmax.
+    """
+
+    def __init__(
+        self,
+        network: ClusteringNetwork,
+        instance_loss: InstanceLoss,
+        cluster_loss: ClusterLoss,
+        optimizer: Callable[..., Optimizer],
+        scheduler: Callable[..., LRScheduler] | None = None,
+        instance_weight: float = 1.0,
+        cluster_weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.network = network
+        self.instance_loss = instance_loss
+        self.cluster_loss = cluster_loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.instance_weight = instance_weight
+        self.cluster_weight = cluster_weight
+        self._eval_clusters: list[torch.Tensor] = []
+        self._eval_labels: list[torch.Tensor] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Cluster probabilities ``(B, K)``."""
+        return self.network.cluster_probabilities(images)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        view_a, view_b = batch
+        batch_size = view_a.shape[0]
+        z, p = self.network(torch.cat([view_a, view_b]))
+        loss_instance = self.instance_loss(z[:batch_size], z[batch_size:])
+        loss_cluster, loss_entropy = self.cluster_loss(p[:batch_size], p[batch_size:])
+        loss = self.instance_weight * loss_instance + self.cluster_weight * (loss_cluster + loss_entropy)
+        self.log_dict(
+            {
+                "train/loss": loss,
+                "train/loss_instance": loss_instance,
+                "train/loss_cluster": loss_cluster,
+                "train/loss_entropy": loss_entropy,
+            },
+            on_step=False,
+            on_epoch=True,
+            prog_bar=False,
+            batch_size=batch_size,
+        )
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_clusters.clear()
+        self._eval_labels.clear()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        self._eval_clusters.append(self(images).argmax(1).cpu())
+        self._eval_labels.append(labels.cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        clusters = self.all_gather(torch.cat(self._eval_clusters)).flatten().cpu().numpy()
+        labels = self.all_gather(torch.cat(self._eval_labels)).flatten().cpu().numpy()
+        values = {"val/num_clusters": float(len(np.unique(clusters)))}
+        if (labels >= 0).all():
+            values.update({f"val/{k}": v for k, v in clustering_metrics(labels, clusters).items()})
+        self.log_dict(values, prog_bar=True, sync_dist=False)
+
+    def configure_optimizers(self) -> Any:
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params=trainable)
+        if any(group["lr"] <= 0 for group in optimizer.param_groups):
+            raise ConfigError("the learning rate must be > 0: set module.optimizer.lr, e.g. 3e-4")
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(
+            optimizer, total_steps=int(self.trainer.estimated_stepping_batches)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the RNG streams so a resumed run draws the same data order and augmentations."""
+        checkpoint["rng_states"] = capture_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "rng_states" in checkpoint:
+            restore_rng_states(checkpoint["rng_states"])

@@ -1,0 +1,43 @@
+"""Entry-point helpers: user mistakes become one clear line and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+from vtcc.errors import ConfigError
+
+log = logging.getLogger("vtcc")
+
+# conf/ beside the package (editable install, or a checkout on PYTHONPATH).
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+USER_ERRORS = (ConfigError, MisconfigurationException)
+
+
+def _user_error(error: BaseException) -> BaseException | None:
+    """The user-facing cause of ``error``, looking through Hydra's instantiation wrappers."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, USER_ERRORS):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def run_safely(task: Callable[[Any], Any], cfg: Any) -> Any:
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    try:
+        return task(cfg)
+    except Exception as error:
+        cause = _user_error(error)
+        if cause is None:
+            raise
+        print(f"vtcc: error: {cause}", file=sys.stderr)
+        raise SystemExit(2) from None
