@@ -57,9 +57,9 @@ class ContrastiveClustering(LightningModule):
         loss_instance = self.instance_loss(z[:batch_size], z[batch_size:])
         loss_cluster, loss_entropy = self.cluster_loss(p[:batch_size], p[batch_size:])
         loss = self.instance_weight * loss_instance + self.cluster_weight * (loss_cluster + loss_entropy)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
         self.log_dict(
             {
-                "train/loss": loss,
                 "train/loss_instance": loss_instance,
                 "train/loss_cluster": loss_cluster,
                 "train/loss_entropy": loss_entropy,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -19,3 +20,25 @@ class StoreConfig(Callback):
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         checkpoint[CONFIG_KEY] = self.config
+
+
+class EpochThroughput(Callback):
+    """Logs ``train/images_per_sec`` (source images, each seen as two views) and ``train/epoch_seconds``."""
+
+    def __init__(self) -> None:
+        self._start = 0.0
+        self._images = 0
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._images = 0
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx
+    ) -> None:
+        self._images += len(batch[0])
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        seconds = time.perf_counter() - self._start
+        pl_module.log("train/epoch_seconds", seconds, on_epoch=True)
+        pl_module.log("train/images_per_sec", self._images / max(seconds, 1e-9), on_epoch=True)
