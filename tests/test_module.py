@@ -13,7 +13,7 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(tiny_cfg):
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
     views = (torch.randn(32, 1, 8, 8), torch.randn(32, 1, 8, 8))
     views = (views[0], views[0] + 0.1 * views[1])
-    module.log_dict = lambda *args, **kwargs: None  # no trainer attached
+    module.log = module.log_dict = lambda *args, **kwargs: None  # no trainer attached
     losses = []
     for _ in range(15):
         loss = module.training_step(views, 0)
