@@ -13,7 +13,9 @@ from vtcc.metrics import clustering_metrics
 
 
 def kmeans_metrics(features: np.ndarray, labels: np.ndarray, seeds: range) -> dict[str, float]:
-    runs = [clustering_metrics(labels, KMeans(10, n_init=10, random_state=s).fit_predict(features)) for s in seeds]
+    runs = [
+        clustering_metrics(labels, KMeans(10, n_init=10, random_state=s).fit_predict(features)) for s in seeds
+    ]
     return {key: float(np.mean([run[key] for run in runs])) for key in runs[0]}
 
 
