@@ -84,8 +84,11 @@ class ContrastiveClustering(LightningModule):
         clusters = self.all_gather(torch.cat(self._eval_clusters)).flatten().cpu().numpy()
         labels = self.all_gather(torch.cat(self._eval_labels)).flatten().cpu().numpy()
         values = {"val/num_clusters": float(len(np.unique(clusters)))}
-        if (labels >= 0).all():
-            values.update({f"val/{k}": v for k, v in clustering_metrics(labels, clusters).items()})
+        scored = labels >= 0  # images without a label train but are not scored
+        if scored.any():
+            values.update(
+                {f"val/{k}": v for k, v in clustering_metrics(labels[scored], clusters[scored]).items()}
+            )
         self.log_dict(values, prog_bar=True, sync_dist=False)
 
     def configure_optimizers(self) -> Any:

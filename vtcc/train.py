@@ -34,16 +34,32 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     return None
 
 
+def adapt_to_data(cfg: DictConfig, datamodule) -> None:
+    """Take K from the data when not given; without labels, keep the best checkpoint by loss."""
+    if cfg.get("num_clusters") is None:
+        if datamodule.num_classes is None:
+            raise ConfigError("the images have no class folders to count clusters from: set num_clusters=<K>")
+        cfg.num_clusters = datamodule.num_classes
+    if cfg.num_clusters > len(datamodule.arrays):
+        raise ConfigError(
+            f"num_clusters={cfg.num_clusters} is more than the {len(datamodule.arrays)} images: "
+            "lower num_clusters"
+        )
+    best = (cfg.get("callbacks") or {}).get("best_checkpoint")
+    if not datamodule.labeled and best is not None and best.get("monitor") == "val/acc":
+        best.monitor, best.mode = "train/loss", "min"
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then evaluate the final model once; returns the final metrics."""
-    if cfg.get("num_clusters") is None:
-        raise ConfigError("the dataset has no labels to count clusters from: set num_clusters=<K>")
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt_path = resolve_ckpt_path(cfg)
     output_dir = Path(cfg.paths.output_dir)
 
     datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")  # load data first: its errors and its class count come before the model
+    adapt_to_data(cfg, datamodule)
     network = instantiate(cfg.model)
     module = instantiate(cfg.module, network=network)
     config = OmegaConf.to_container(cfg, resolve=True)

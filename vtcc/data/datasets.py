@@ -10,7 +10,10 @@ import torch
 
 @dataclass
 class ImageArrays:
-    """``images``: uint8 ``(N, C, H, W)``; ``labels``: int64 ``(N,)`` used only for metrics, or None."""
+    """``images``: uint8 ``(N, C, H, W)``; ``labels``: int64 ``(N,)`` or None.
+
+    Labels are used only for metrics; -1 marks an image without one.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor | None
@@ -29,7 +32,7 @@ class ImageArrays:
 
     @property
     def num_classes(self) -> int | None:
-        return None if self.labels is None else int(self.labels.unique().numel())
+        return None if self.labels is None else int(self.labels[self.labels >= 0].unique().numel())
 
 
 def load_digits() -> ImageArrays:

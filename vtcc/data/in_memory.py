@@ -44,7 +44,8 @@ class InMemoryDataModule(LightningDataModule):
     """Trains on all images (the clustering setting) and evaluates on all of them.
 
     Labels, when present, are used only for metrics. ``num_classes`` is the dataset's class
-    count, the default number of clusters.
+    count, the default number of clusters (None: counted from the labels found). ``root`` and
+    ``download`` are handed to the ``dataset`` loader when given.
     """
 
     def __init__(
@@ -56,6 +57,9 @@ class InMemoryDataModule(LightningDataModule):
         std: Sequence[float],
         in_chans: int,
         num_classes: int | None = None,
+        root: str | None = None,
+        download: bool = False,
+        name: str | None = None,
         batch_size: int = 256,
         eval_batch_size: int = 512,
         num_workers: int = 0,
@@ -70,7 +74,9 @@ class InMemoryDataModule(LightningDataModule):
         self.train_transform = train_transform
         self.eval_transform = EvalTransform(image_size, mean, std)
         self.in_chans = in_chans
+        self.name = name
         self.num_classes = num_classes
+        self.loader_kwargs = {k: v for k, v in (("root", root), ("download", download)) if v}
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
@@ -80,7 +86,7 @@ class InMemoryDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.arrays is not None:
             return
-        arrays = self.load_arrays()
+        arrays = self.load_arrays(**self.loader_kwargs)
         if arrays.images.shape[1] != self.in_chans:
             raise ConfigError(
                 f"{arrays.name} has {arrays.images.shape[1]} channel(s) but data.in_chans={self.in_chans}"
@@ -91,6 +97,12 @@ class InMemoryDataModule(LightningDataModule):
                 "lower the batch size"
             )
         self.arrays = arrays
+        if self.num_classes is None:
+            self.num_classes = arrays.num_classes
+
+    @property
+    def labeled(self) -> bool:
+        return self.arrays is not None and self.arrays.labels is not None
 
     def _labels(self) -> torch.Tensor:
         assert self.arrays is not None

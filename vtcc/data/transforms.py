@@ -57,6 +57,41 @@ class TwinViewAugmentation(nn.Module):
         return self.view_a(images), self.view_b(images)
 
 
+def blur_kernel_size(image_size: int) -> int:
+    """About a tenth of the image, odd, at least 3 (SimCLR / MoCo v3)."""
+    return max(3, int(0.1 * image_size) // 2 * 2 + 1)
+
+
+def rgb_view(
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    crop_scale: Sequence[float] = (0.08, 1.0),
+    hflip_p: float = 0.5,
+    color_jitter: Sequence[float] = (0.4, 0.4, 0.2, 0.1),
+    color_jitter_p: float = 0.8,
+    grayscale_p: float = 0.2,
+    blur_p: float = 0.0,
+    blur_sigma: Sequence[float] = (0.1, 2.0),
+    solarize_p: float = 0.0,
+) -> nn.Sequential:
+    """One view of natural RGB images: the ops of SimCLR, MoCo v3 and Contrastive Clustering."""
+    brightness, contrast, saturation, hue = color_jitter
+    ops: list[nn.Module] = [
+        K.RandomResizedCrop((image_size, image_size), scale=tuple(crop_scale)),
+        K.RandomHorizontalFlip(p=hflip_p),
+        K.ColorJitter(brightness, contrast, saturation, hue, p=color_jitter_p),
+        K.RandomGrayscale(p=grayscale_p),
+    ]
+    if blur_p > 0:
+        size = blur_kernel_size(image_size)
+        ops.append(K.RandomGaussianBlur((size, size), tuple(blur_sigma), p=blur_p))
+    if solarize_p > 0:
+        ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=solarize_p))  # threshold 0.5 = 128/255
+    ops.append(K.Normalize(mean=torch.tensor(mean), std=torch.tensor(std)))
+    return nn.Sequential(*ops)
+
+
 class EvalTransform(nn.Module):
     """Deterministic resize and normalisation, for evaluation and prediction."""
 

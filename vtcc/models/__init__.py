@@ -1,6 +1,6 @@
 from vtcc.models.conv_stem import ConvStem
 from vtcc.models.heads import ClusterProjector, InstanceProjector
-from vtcc.models.network import ClusteringNetwork, vtcc_network
+from vtcc.models.network import ClusteringNetwork, timm_network, vtcc_network
 from vtcc.models.vit import vit_conv_stem
 
 __all__ = [
@@ -8,6 +8,7 @@ __all__ = [
     "ClusteringNetwork",
     "ConvStem",
     "InstanceProjector",
+    "timm_network",
     "vit_conv_stem",
     "vtcc_network",
 ]

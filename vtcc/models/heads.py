@@ -8,9 +8,21 @@ from torch import nn
 
 from vtcc.errors import ConfigError
 
+HEAD_STYLES = ("vtcc", "cc")
 
-def projection_mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
-    """Linear-BN-ReLU-Linear-BN-ReLU-Linear: ``(B, in_dim) -> (B, out_dim)``."""
+
+def projection_mlp(in_dim: int, hidden_dim: int, out_dim: int, style: str = "vtcc") -> nn.Sequential:
+    """``(B, in_dim) -> (B, out_dim)``.
+
+    ``"vtcc"``: Linear-BN-ReLU-Linear-BN-ReLU-Linear (VTCC, after MoCo v3);
+    ``"cc"``: Linear-ReLU-Linear (the original Contrastive Clustering heads).
+    """
+    if style not in HEAD_STYLES:
+        raise ConfigError(f"head style {style!r} is unknown: use one of {', '.join(HEAD_STYLES)}")
+    if style == "cc":
+        return nn.Sequential(
+            nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim)
+        )
     return nn.Sequential(
         nn.Linear(in_dim, hidden_dim),
         nn.BatchNorm1d(hidden_dim),
@@ -25,9 +37,9 @@ def projection_mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
 class InstanceProjector(nn.Module):
     """Maps features ``(B, D)`` to L2-normalised vectors ``(B, out_dim)`` for the instance loss."""
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int = 128) -> None:
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int = 128, style: str = "vtcc") -> None:
         super().__init__()
-        self.mlp = projection_mlp(in_dim, hidden_dim, out_dim)
+        self.mlp = projection_mlp(in_dim, hidden_dim, out_dim, style)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.mlp(features).float(), dim=1)
@@ -39,12 +51,12 @@ class ClusterProjector(nn.Module):
     The softmax runs in float32 so bf16 autocast cannot round small probabilities to zero.
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int, num_clusters: int) -> None:
+    def __init__(self, in_dim: int, hidden_dim: int, num_clusters: int, style: str = "vtcc") -> None:
         super().__init__()
         if num_clusters < 2:
             raise ConfigError(f"num_clusters={num_clusters}: clustering needs at least 2 clusters")
         self.num_clusters = num_clusters
-        self.mlp = projection_mlp(in_dim, hidden_dim, num_clusters)
+        self.mlp = projection_mlp(in_dim, hidden_dim, num_clusters, style)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.mlp(features).float(), dim=1)

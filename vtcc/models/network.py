@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vtcc.errors import ConfigError
 from vtcc.models.heads import ClusterProjector, InstanceProjector
 
 
@@ -12,6 +13,7 @@ class ClusteringNetwork(nn.Module):
     """Shared backbone feeding an instance projector and a cluster projector.
 
     ``backbone`` maps ``(B, C, H, W)`` to ``(B, D)`` and exposes ``num_features = D``.
+    ``hidden_dim`` defaults to ``4 D`` for VTCC heads and ``D`` for Contrastive Clustering's.
     """
 
     def __init__(
@@ -20,13 +22,14 @@ class ClusteringNetwork(nn.Module):
         num_clusters: int,
         instance_dim: int = 128,
         hidden_dim: int | None = None,
+        head_style: str = "vtcc",
     ) -> None:
         super().__init__()
         feature_dim = int(backbone.num_features)
-        hidden = hidden_dim or 4 * feature_dim
+        hidden = hidden_dim or (4 * feature_dim if head_style == "vtcc" else feature_dim)
         self.backbone = backbone
-        self.instance_projector = InstanceProjector(feature_dim, hidden, instance_dim)
-        self.cluster_projector = ClusterProjector(feature_dim, hidden, num_clusters)
+        self.instance_projector = InstanceProjector(feature_dim, hidden, instance_dim, head_style)
+        self.cluster_projector = ClusterProjector(feature_dim, hidden, num_clusters, head_style)
 
     @property
     def num_clusters(self) -> int:
@@ -72,3 +75,22 @@ def vtcc_network(
         drop_path_rate=drop_path_rate,
     )
     return ClusteringNetwork(backbone, num_clusters, instance_dim=instance_dim, hidden_dim=hidden_dim)
+
+
+def timm_network(
+    name: str,
+    num_clusters: int,
+    in_chans: int = 3,
+    pretrained: bool = False,
+    instance_dim: int = 128,
+    hidden_dim: int | None = None,
+    head_style: str = "vtcc",
+) -> ClusteringNetwork:
+    """Any timm model as the backbone (e.g. ``resnet34`` for Contrastive Clustering's runs)."""
+    import timm
+
+    try:
+        backbone = timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_chans)
+    except RuntimeError as error:
+        raise ConfigError(f"timm has no model {name!r}: pick one from timm.list_models()") from error
+    return ClusteringNetwork(backbone, num_clusters, instance_dim, hidden_dim, head_style)

@@ -1,0 +1,136 @@
+"""Every dataset choice trains end to end on a fake copy, through the real Hydra config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from PIL import Image
+
+from tests import fake_data
+from tests.conftest import TINY, compose_train, run_cli
+from vtcc.data import load_digits
+from vtcc.train import train
+from vtcc.utils.cli import CONFIG_DIR
+
+FEW_STEPS = [*TINY, "trainer.max_epochs=1", "data.batch_size=8", "data.eval_batch_size=16", "callbacks=none"]
+
+
+def train_on(tmp_path: Path, *overrides: str) -> dict[str, float]:
+    cfg = compose_train(tmp_path / "run", [*FEW_STEPS, *overrides])
+    return train(cfg)
+
+
+@pytest.mark.parametrize(
+    ("data", "writer", "extra"),
+    [
+        ("cifar10", fake_data.write_cifar10, []),
+        ("cifar100_20", fake_data.write_cifar100, []),
+        ("stl10", fake_data.write_stl10, ["data.dataset.include_unlabeled=true"]),
+        ("mnist", lambda root: fake_data.write_idx(root, "MNIST"), []),
+        ("fashion_mnist", lambda root: fake_data.write_idx(root, "FashionMNIST"), []),
+    ],
+)
+def test_benchmarks_train_a_few_steps(tmp_path, data, writer, extra):
+    writer(tmp_path / "data")
+    augment = "augment=small" if data in ("mnist", "fashion_mnist") else "augment=cc"
+    metrics = train_on(tmp_path, f"data={data}", f"data.root={tmp_path / 'data'}", augment, *extra)
+    assert 0 < metrics["acc"] <= 1 and metrics["num_clusters"] >= 1
+    assert (tmp_path / "run" / "final_metrics.json").is_file()
+
+
+def test_imagenet_subsets_and_tiny_imagenet_folders(tmp_path):
+    wnids = ["n02056570", "n02085936", "n02128757", "n02690373", "n02692877"]
+    fake_data.write_image_folder(tmp_path / "imagenet", [*wnids, "n99999999"], per_class=3)
+    with pytest.raises(Exception, match="class folder"):  # ImageNet-10 needs all ten of its classes
+        train_on(tmp_path, "data=imagenet10", f"data.root={tmp_path / 'imagenet'}")
+    fake_data.write_image_folder(tmp_path / "tiny" / "train", wnids, per_class=4, nested="images")
+    metrics = train_on(
+        tmp_path,
+        "data=tiny_imagenet",
+        f"data.root={tmp_path / 'tiny'}",
+        "data.image_size=8",
+        "num_clusters=5",
+    )
+    assert 0 < metrics["acc"] <= 1
+
+
+def test_unlabelled_folder_needs_k_then_trains_without_metrics(tmp_path):
+    for i in range(20):
+        Image.fromarray(np.full((12, 12, 3), i * 10, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    with pytest.raises(Exception, match="set num_clusters"):
+        train_on(tmp_path, "data=folder", f"data.root={tmp_path}", "data.image_size=8")
+    metrics = train_on(
+        tmp_path, "data=folder", f"data.root={tmp_path}", "data.image_size=8", "num_clusters=3"
+    )
+    assert set(metrics) == {"num_clusters"}
+
+
+def test_too_many_clusters_for_the_images(tmp_path):
+    fake_data.write_image_folder(tmp_path / "imgs", ["a", "b"], per_class=5)
+    with pytest.raises(Exception, match="more than the 10 images"):
+        train_on(
+            tmp_path, "data=folder", f"data.root={tmp_path / 'imgs'}", "data.image_size=8", "num_clusters=11"
+        )
+
+
+def test_missing_data_through_the_cli_is_one_clear_line(tmp_path):
+    result = run_cli("train", *TINY, "data=cifar10", f"data.root={tmp_path / 'nowhere'}", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "CIFAR-10 not found in" in result.stderr and "data.download=true" in result.stderr
+
+
+def test_folder_of_digit_pngs_trains_as_well_as_the_built_in_data(tmp_path):
+    """The folder path, on the digits written as PNG class folders, learns real clusters."""
+    arrays = load_digits()
+    for index, (image, label) in enumerate(zip(arrays.images, arrays.labels, strict=True)):
+        folder = tmp_path / "digits" / str(int(label))
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image[0].numpy()).save(folder / f"{index:04d}.png")
+    result = run_cli(
+        "train",
+        "data=folder",
+        f"data.root={tmp_path / 'digits'}",
+        "data.in_chans=1",
+        "data.image_size=16",
+        "data.mean=[0.3]",
+        "data.std=[0.4]",
+        "trainer.max_epochs=30",
+        "trainer.enable_progress_bar=false",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "run" / "final_metrics.json").read_text())
+    assert metrics["num_clusters"] == 10
+    assert metrics["acc"] > 0.6  # k-means on raw pixels: 0.795 after convergence; this is 30 epochs
+
+
+def test_every_experiment_preset_composes_with_the_papers_values():
+    presets = sorted(p.stem for p in Path(CONFIG_DIR, "experiment").glob("*.yaml"))
+    assert len(presets) == 19
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        for name in presets:
+            cfg = compose(
+                "train", overrides=[f"experiment={name}", "data.root=somewhere", "paths.output_dir=x"]
+            )
+            assert cfg.trainer.max_epochs == 1000 and cfg.seed == 42
+            assert cfg.module.optimizer.lr == 3e-4 and cfg.module.optimizer.weight_decay == 0
+            assert cfg.module.instance_loss.temperature == 0.5 and cfg.module.cluster_loss.temperature == 1.0
+            assert cfg.data.image_size == 224
+            if name.startswith("vtcc_"):
+                assert cfg.data.batch_size == 128 and cfg.augment.view_b.solarize_p == 0.2
+                assert (cfg.model.embed_dim, cfg.model.depth, cfg.model.num_heads, cfg.model.patch_size) == (
+                    384,
+                    8,
+                    12,
+                    16,
+                )
+            else:
+                assert cfg.data.batch_size == 256 and cfg.model.name == "resnet34"
+        network = instantiate(cfg.model)  # the last preset, a ResNet-34 one
+        assert network.num_clusters == cfg.data.num_classes

@@ -1,0 +1,135 @@
+"""Readers for the papers' benchmarks in their published on-disk formats, decoded to uint8 arrays.
+
+``download=True`` fetches through torchvision where it can; reading is ours, so a copy placed
+by hand (or written by the tests) loads the same way.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vtcc.data.datasets import ImageArrays
+from vtcc.errors import ConfigError
+
+
+class DatasetNotFoundError(ConfigError):
+    """The files of a dataset are not where the config says."""
+
+
+def missing(name: str, root: Path, layout: str, how: str) -> DatasetNotFoundError:
+    return DatasetNotFoundError(f"{name} not found in {root}: expected {layout}. {how}")
+
+
+def _download_hint(name: str) -> str:
+    return f"Add data.download=true to fetch {name} with torchvision, or set data.root=<dir> where it lies."
+
+
+def _maybe_download(dataset_class, root: Path, download: bool, **kwargs) -> None:
+    if download:
+        for train in (True, False):
+            dataset_class(root=str(root), train=train, download=True, **kwargs)
+
+
+def _read_cifar_batches(folder: Path, files: list[str], label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = [], []
+    for name in files:
+        with open(folder / name, "rb") as handle:
+            entry = pickle.load(handle, encoding="latin1")
+        images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(entry[label_key])
+    return np.concatenate(images), np.asarray(labels, dtype=np.int64)
+
+
+def _cifar(root: str | Path, download: bool, name: str, folder: str, files: list[str], label_key: str):
+    from torchvision import datasets
+
+    root = Path(root)
+    _maybe_download(datasets.CIFAR10 if name == "CIFAR-10" else datasets.CIFAR100, root, download)
+    if not all((root / folder / f).is_file() for f in files):
+        raise missing(
+            name, root, f"{folder}/{{{','.join(files)}}} (the python pickles)", _download_hint(name)
+        )
+    images, labels = _read_cifar_batches(root / folder, files, label_key)
+    return ImageArrays(torch.from_numpy(images), torch.from_numpy(labels), name)
+
+
+def load_cifar10(root: str | Path, download: bool = False) -> ImageArrays:
+    """CIFAR-10, train + test (60,000 images, 10 classes), as clustering papers use it."""
+    files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    return _cifar(root, download, "CIFAR-10", "cifar-10-batches-py", files, "labels")
+
+
+def load_cifar100_20(root: str | Path, download: bool = False) -> ImageArrays:
+    """CIFAR-100, train + test, labelled by its 20 superclasses (the ``coarse_labels`` of the files)."""
+    return _cifar(root, download, "CIFAR-100", "cifar-100-python", ["train", "test"], "coarse_labels")
+
+
+def load_stl10(root: str | Path, download: bool = False, include_unlabeled: bool = False) -> ImageArrays:
+    """STL-10 train + test (13,000 labelled images, 10 classes, 96 px); optionally the 100,000 unlabelled."""
+    from torchvision import datasets
+
+    root = Path(root)
+    folder = root / "stl10_binary"
+    if download:
+        datasets.STL10(root=str(root), split="train", download=True)
+    needed = ["train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin"] + (
+        ["unlabeled_X.bin"] if include_unlabeled else []
+    )
+    if not all((folder / f).is_file() for f in needed):
+        raise missing("STL-10", root, f"stl10_binary/{{{','.join(needed)}}}", _download_hint("STL-10"))
+
+    def read_images(name: str) -> np.ndarray:
+        # Stored column-major per image: (N, 3, 96, 96) with H and W swapped.
+        return np.fromfile(folder / name, dtype=np.uint8).reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)
+
+    images = [read_images("train_X.bin"), read_images("test_X.bin")]
+    labels = [
+        np.fromfile(folder / f, dtype=np.uint8).astype(np.int64) - 1 for f in ("train_y.bin", "test_y.bin")
+    ]
+    if include_unlabeled:
+        # Unlabelled images get label -1: they train, but only labelled ones are scored.
+        unlabeled = read_images("unlabeled_X.bin")
+        images.append(unlabeled)
+        labels.append(np.full(len(unlabeled), -1, dtype=np.int64))
+    return ImageArrays(
+        torch.from_numpy(np.ascontiguousarray(np.concatenate(images))),
+        torch.from_numpy(np.concatenate(labels)),
+        "STL-10",
+    )
+
+
+def _idx_dataset(
+    root: str | Path, download: bool, name: str, folder: str, dataset_class_name: str
+) -> ImageArrays:
+    from torchvision import datasets
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    root = Path(root)
+    raw = root / folder / "raw"
+    if download:
+        _maybe_download(getattr(datasets, dataset_class_name), root, True)
+    files = [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ]
+    if not all((raw / f).is_file() for f in files):
+        raise missing(name, root, f"{folder}/raw/{{{','.join(files)}}} (idx files)", _download_hint(name))
+    images = torch.cat([read_image_file(str(raw / files[0])), read_image_file(str(raw / files[2]))])
+    labels = torch.cat([read_label_file(str(raw / files[1])), read_label_file(str(raw / files[3]))])
+    return ImageArrays(images.unsqueeze(1).contiguous(), labels.long(), name)
+
+
+def load_mnist(root: str | Path, download: bool = False) -> ImageArrays:
+    """MNIST train + test (70,000 images, 10 classes)."""
+    return _idx_dataset(root, download, "MNIST", "MNIST", "MNIST")
+
+
+def load_fashion_mnist(root: str | Path, download: bool = False) -> ImageArrays:
+    """Fashion-MNIST train + test (70,000 images, 10 classes)."""
+    return _idx_dataset(root, download, "Fashion-MNIST", "FashionMNIST", "FashionMNIST")

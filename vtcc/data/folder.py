@@ -1,0 +1,142 @@
+"""Your own images: a class-per-subfolder tree (labels used only for metrics) or a flat folder.
+
+Images are decoded once, in threads, into one uint8 tensor of ``image_size`` squares
+(shorter side resized, then centre-cropped), so training never touches the disk again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vtcc.data.benchmarks import DatasetNotFoundError
+from vtcc.data.datasets import ImageArrays
+from vtcc.errors import ConfigError
+
+log = logging.getLogger("vtcc")
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+LAYOUT = "<root>/<class>/<image> (labels for metrics) or <root>/<image> (unlabelled)"
+
+
+def _images_under(folder: Path, recursive: bool) -> list[Path]:
+    pattern = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in pattern if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def list_images(
+    root: Path, classes: Sequence[str] | None = None
+) -> tuple[list[Path], list[int] | None, list[str]]:
+    """Paths, their class indices (None for a flat folder) and the class names."""
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"image folder {root} does not exist: set data.root to {LAYOUT}")
+    subfolders = sorted(p for p in root.iterdir() if p.is_dir())
+    if classes is not None:
+        absent = [c for c in classes if not (root / c).is_dir()]
+        if absent:
+            raise DatasetNotFoundError(
+                f"{len(absent)} class folder(s) missing in {root}: {', '.join(absent[:5])}; "
+                "expected <root>/<wnid>/<image>"
+            )
+        subfolders = [root / c for c in classes]
+    per_class = [(folder.name, _images_under(folder, recursive=True)) for folder in subfolders]
+    per_class = [(name, paths) for name, paths in per_class if paths]
+    if per_class:
+        if _images_under(root, recursive=False) and classes is None:
+            raise ConfigError(
+                f"{root} has images both at the top and in subfolders: use one layout, {LAYOUT}"
+            )
+        if len(per_class) == 1:
+            raise ConfigError(
+                f"{root} has a single class folder ({per_class[0][0]}): clustering needs at least 2 classes, "
+                "or put the images in one flat folder and set num_clusters"
+            )
+        paths = [p for _, class_paths in per_class for p in class_paths]
+        labels = [i for i, (_, class_paths) in enumerate(per_class) for _ in class_paths]
+        return paths, labels, [name for name, _ in per_class]
+    paths = _images_under(root, recursive=False)
+    if not paths:
+        raise ConfigError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {root}: expected {LAYOUT}")
+    return paths, None, []
+
+
+def decode_image(path: Path, image_size: int, in_chans: int) -> np.ndarray:
+    """``(C, S, S)`` uint8; RGBA is composited on white, palette and 16-bit images converted."""
+    with Image.open(path) as image:
+        image.draft("RGB" if in_chans == 3 else "L", (image_size, image_size))
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+        image = image.convert("RGB" if in_chans == 3 else "L")
+        scale = image_size / min(image.size)
+        size = (max(image_size, round(image.width * scale)), max(image_size, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+        left, top = (size[0] - image_size) // 2, (size[1] - image_size) // 2
+        image = image.crop((left, top, left + image_size, top + image_size))
+        array = np.asarray(image, dtype=np.uint8)
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def load_image_folder(
+    root: str | Path,
+    image_size: int,
+    in_chans: int = 3,
+    classes: Sequence[str] | None = None,
+    subdir: str | None = None,
+    skip_corrupt: bool = False,
+    num_threads: int | None = None,
+    name: str = "image folder",
+) -> ImageArrays:
+    """Decode every image under ``root`` (or ``root/subdir``) once; unreadable files are listed by path."""
+    folder = Path(root) / subdir if subdir else Path(root)
+    paths, labels, _ = list_images(folder, classes)
+    arrays: list[np.ndarray | None] = [None] * len(paths)
+    failures: list[tuple[Path, str]] = []
+
+    def work(index: int) -> None:
+        try:
+            arrays[index] = decode_image(paths[index], image_size, in_chans)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            failures.append((paths[index], str(error)))
+
+    with ThreadPoolExecutor(max_workers=num_threads) as pool:
+        list(pool.map(work, range(len(paths))))
+    if failures and not skip_corrupt:
+        shown = "\n  ".join(f"{path}: {reason}" for path, reason in sorted(failures)[:10])
+        raise ConfigError(
+            f"{len(failures)} unreadable image(s) in {folder}:\n  {shown}\n"
+            "Fix or remove them, or add data.dataset.skip_corrupt=true to skip them."
+        )
+    if failures:
+        log.warning("skipped %d unreadable image(s) in %s", len(failures), folder)
+    keep = [i for i, array in enumerate(arrays) if array is not None]
+    if len(keep) < 2:
+        raise ConfigError(f"fewer than 2 readable images in {folder}")
+    images = torch.from_numpy(np.stack([arrays[i] for i in keep]))
+    label_tensor = None if labels is None else torch.tensor([labels[i] for i in keep], dtype=torch.long)
+    return ImageArrays(images, label_tensor, name)
+
+
+def load_npz(root: str | Path) -> ImageArrays:
+    """``x``: uint8 ``(N, H, W)`` or ``(N, H, W, C)``; optional ``y`` labels ``(N,)``."""
+    path = Path(root)
+    if not path.is_file():
+        raise DatasetNotFoundError(
+            f"npz file {path} does not exist: set data.root=<file>.npz with arrays x (and y)"
+        )
+    with np.load(path) as archive:
+        if "x" not in archive:
+            raise ConfigError(f"{path} has no array 'x' (found {', '.join(archive.files)})")
+        x = archive["x"]
+        y = archive["y"] if "y" in archive else None
+    if x.dtype != np.uint8 or x.ndim not in (3, 4):
+        raise ConfigError(f"{path}: x must be uint8 (N, H, W) or (N, H, W, C), got {x.dtype} {x.shape}")
+    images = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+    labels = None if y is None else torch.from_numpy(np.asarray(y, dtype=np.int64))
+    return ImageArrays(torch.from_numpy(np.ascontiguousarray(images)), labels, path.stem)
