@@ -82,7 +82,7 @@ def test_eval_reproduces_the_final_metrics(trained_run):
     result = run_cli(
         "evaluate",
         f"ckpt_path={run}/checkpoints/last.ckpt",
-        "accelerator=cpu",
+        "trainer.accelerator=cpu",
         "hydra.run.dir=outputs/eval/e1",
         cwd=trained_run,
     )

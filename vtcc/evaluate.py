@@ -29,8 +29,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     module = instantiate(run_cfg.module, network=instantiate(run_cfg.model))
     module.load_state_dict(checkpoint["state_dict"])
     trainer = pl.Trainer(
-        accelerator=cfg.accelerator,
-        devices=1,
+        **cfg.trainer,
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -38,6 +37,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     )
     results = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     metrics = {key.removeprefix("val/"): float(value) for key, value in results.items()}
+    if trainer.global_rank != 0:
+        return metrics
     output = Path(cfg.paths.output_dir) / "metrics.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"ckpt_path": str(cfg.ckpt_path), **metrics}, indent=2) + "\n")

@@ -23,6 +23,7 @@ class ContrastiveClustering(LightningModule):
 
     ``optimizer`` and ``scheduler`` are partials (Hydra ``_partial_: true``) completed with the
     parameters and the total number of steps. Evaluation clusters by the cluster head's argmax.
+    ``compile`` compiles the backbone in place with ``torch.compile`` (checkpoints keep their keys).
     """
 
     def __init__(
@@ -34,6 +35,7 @@ class ContrastiveClustering(LightningModule):
         scheduler: Callable[..., LRScheduler] | None = None,
         instance_weight: float = 1.0,
         cluster_weight: float = 1.0,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.network = network
@@ -43,8 +45,8 @@ class ContrastiveClustering(LightningModule):
         self.scheduler_factory = scheduler
         self.instance_weight = instance_weight
         self.cluster_weight = cluster_weight
-        self._eval_clusters: list[torch.Tensor] = []
-        self._eval_labels: list[torch.Tensor] = []
+        self.compile_backbone = compile
+        self._eval_outputs: list[torch.Tensor] = []
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Cluster probabilities ``(B, K)``."""
@@ -72,17 +74,16 @@ class ContrastiveClustering(LightningModule):
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        self._eval_clusters.clear()
-        self._eval_labels.clear()
+        self._eval_outputs.clear()
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        images, labels = batch
-        self._eval_clusters.append(self(images).argmax(1).cpu())
-        self._eval_labels.append(labels.cpu())
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        images, labels, indices = batch
+        self._eval_outputs.append(torch.stack([indices, self(images).argmax(1), labels], dim=1))
 
     def on_validation_epoch_end(self) -> None:
-        clusters = self.all_gather(torch.cat(self._eval_clusters)).flatten().cpu().numpy()
-        labels = self.all_gather(torch.cat(self._eval_labels)).flatten().cpu().numpy()
+        rows = self.all_gather(torch.cat(self._eval_outputs)).reshape(-1, 3).cpu().numpy()
+        _, first = np.unique(rows[:, 0], return_index=True)  # drop the sampler's repeated samples
+        clusters, labels = rows[first, 1], rows[first, 2]
         values = {"val/num_clusters": float(len(np.unique(clusters)))}
         scored = labels >= 0  # images without a label train but are not scored
         if scored.any():
@@ -91,7 +92,17 @@ class ContrastiveClustering(LightningModule):
             )
         self.log_dict(values, prog_bar=True, sync_dist=False)
 
+    def configure_model(self) -> None:
+        if self.compile_backbone:
+            self.network.backbone.compile()
+
     def configure_optimizers(self) -> Any:
+        if self.trainer.accumulate_grad_batches > 1:
+            raise ConfigError(
+                "trainer.accumulate_grad_batches > 1 would give each contrastive loss fewer negatives "
+                "than the batch it stands for: use a larger data.batch_size, or more devices "
+                "(the losses gather across them)"
+            )
         trainable = [p for p in self.parameters() if p.requires_grad]
         optimizer = self.optimizer_factory(params=trainable)
         if any(group["lr"] <= 0 for group in optimizer.param_groups):

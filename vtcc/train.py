@@ -75,6 +75,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     results = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     metrics = {key.removeprefix("val/"): float(value) for key, value in results.items()}
+    if not trainer.is_global_zero:
+        return metrics
     (output_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("final metrics: %s", _format(metrics))
     log.info("outputs in %s", output_dir)

@@ -113,7 +113,7 @@ class InMemoryDataModule(LightningDataModule):
     def _loader(self, batch_size: int, shuffle: bool) -> DataLoader:
         assert self.arrays is not None, "call setup() first"
         return DataLoader(
-            BatchedTensors(self.arrays.images, self._labels()),
+            BatchedTensors(self.arrays.images, self._labels(), torch.arange(len(self.arrays))),
             batch_size=batch_size,
             shuffle=shuffle,
             drop_last=shuffle,
@@ -132,9 +132,12 @@ class InMemoryDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self.val_dataloader()
 
-    def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int):
-        """Training: ``(view_a, view_b)``; evaluation: ``(images, labels)`` with labels -1 when unknown."""
-        images, labels = batch
+    def on_after_batch_transfer(self, batch: tuple[torch.Tensor, ...], dataloader_idx: int):
+        """Training: ``(view_a, view_b)``; evaluation: ``(images, labels, indices)``, labels -1 when unknown.
+
+        The indices let distributed evaluation drop the samples a distributed sampler repeats.
+        """
+        images, labels, indices = batch
         if self.trainer is not None and self.trainer.training:
             return self.train_transform(images)
-        return self.eval_transform(images), labels
+        return self.eval_transform(images), labels, indices

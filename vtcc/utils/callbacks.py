@@ -23,7 +23,8 @@ class StoreConfig(Callback):
 
 
 class EpochThroughput(Callback):
-    """Logs ``train/images_per_sec`` (source images, each seen as two views) and ``train/epoch_seconds``."""
+    """Logs ``train/images_per_sec`` (source images over all processes, each seen as two views)
+    and ``train/epoch_seconds``."""
 
     def __init__(self) -> None:
         self._start = 0.0
@@ -36,7 +37,7 @@ class EpochThroughput(Callback):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx
     ) -> None:
-        self._images += len(batch[0])
+        self._images += len(batch[0]) * trainer.world_size
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         seconds = time.perf_counter() - self._start

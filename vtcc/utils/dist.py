@@ -10,14 +10,35 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``tensor`` from all processes along dim 0, keeping gradients.
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sums the gradients of all processes and keeps this one's slice.
 
-    The backward pass sums the incoming gradients over processes, so a loss computed on
-    the gathered global batch trains each process's slice as one process would.
+    One all-reduce of a contiguous gradient works on every backend (gloo has no reduce-scatter)
+    and is immune to the non-contiguous gradients that a transpose after the gather produces.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.contiguous()
+        ctx.rank, ctx.batch = dist.get_rank(), tensor.shape[0]
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor)
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.batch : (ctx.rank + 1) * ctx.batch]
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` ``(B, ...)`` from all processes along dim 0, keeping gradients.
+
+    Every process must pass the same ``B``. The backward pass sums the incoming gradients over
+    processes, so a loss computed on the gathered global batch (and averaged by DDP) trains each
+    process's slice as one process on the global batch would.
     """
     if world_size() == 1:
         return tensor
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(tensor.contiguous()), dim=0)
+    return _GatherWithGrad.apply(tensor)

@@ -1,0 +1,131 @@
+"""Two CPU processes (gloo) against one process on the same global batch."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from tests.conftest import TINY, run_cli
+from vtcc.losses import ClusterLoss, InstanceLoss
+
+BATCH, FEATURES, CLUSTERS = 6, 5, 4
+
+
+def make_problem() -> tuple[torch.Tensor, torch.Tensor, torch.nn.Linear, torch.nn.Linear]:
+    """Two views of 2 x BATCH samples and two linear heads, identical in every process."""
+    generator = torch.Generator().manual_seed(0)
+    x_a = torch.randn(2 * BATCH, FEATURES, generator=generator, dtype=torch.float64)
+    x_b = x_a + 0.3 * torch.randn(2 * BATCH, FEATURES, generator=generator, dtype=torch.float64)
+    torch.manual_seed(1)
+    return x_a, x_b, torch.nn.Linear(FEATURES, 8).double(), torch.nn.Linear(FEATURES, CLUSTERS).double()
+
+
+def losses_and_grads(x_a, x_b, instance_head, cluster_head, gather: bool) -> dict[str, torch.Tensor]:
+    instance, cluster = InstanceLoss(gather_distributed=gather), ClusterLoss(gather_distributed=gather)
+    z_a, z_b = F.normalize(instance_head(x_a), dim=1), F.normalize(instance_head(x_b), dim=1)
+    p_a, p_b = torch.softmax(cluster_head(x_a), dim=1), torch.softmax(cluster_head(x_b), dim=1)
+    loss_instance = instance(z_a, z_b)
+    loss_cluster, loss_entropy = cluster(p_a, p_b)
+    (loss_instance + loss_cluster + loss_entropy).backward()
+    grads = {
+        f"grad_{head}_{name}": p.grad
+        for head, module in (("instance", instance_head), ("cluster", cluster_head))
+        for name, p in module.named_parameters()
+    }
+    values = {
+        "instance": loss_instance.detach(),
+        "cluster": loss_cluster.detach(),
+        "entropy": loss_entropy.detach(),
+    }
+    return {**values, **grads}
+
+
+def worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    x_a, x_b, instance_head, cluster_head = make_problem()
+    local = slice(rank * BATCH, (rank + 1) * BATCH)
+    result = losses_and_grads(x_a[local], x_b[local], instance_head, cluster_head, gather=True)
+    for key, value in result.items():
+        if key.startswith("grad_"):  # what DDP does: average the gradients over processes
+            dist.all_reduce(value)
+            value /= world_size
+    torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_two_processes_equal_one_process_on_the_global_batch(tmp_path):
+    mp.spawn(worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    x_a, x_b, instance_head, cluster_head = make_problem()
+    single = losses_and_grads(x_a, x_b, instance_head, cluster_head, gather=False)
+    for rank in range(2):
+        distributed = torch.load(tmp_path / f"rank{rank}.pt")
+        assert set(distributed) == set(single)
+        for key, expected in single.items():
+            assert torch.allclose(distributed[key], expected, atol=1e-5, rtol=0), (
+                key,
+                distributed[key] / expected,
+            )
+    # Without the gather, each process would see only its slice: a different loss.
+    halves = losses_and_grads(x_a[:BATCH], x_b[:BATCH], *make_problem()[2:], gather=False)
+    assert abs(halves["instance"] - single["instance"]) > 1e-3
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    cwd = tmp_path_factory.mktemp("ddp")
+    result = run_cli("train", *TINY, "trainer.max_epochs=1", "hydra.run.dir=run", cwd=cwd)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return cwd / "run" / "checkpoints" / "last.ckpt"
+
+
+def test_distributed_evaluation_equals_single_process(checkpoint):
+    """1,797 digits over 2 processes: the sampler pads one duplicate, which must not count."""
+    cwd = checkpoint.parents[2]
+    common = [f"ckpt_path={checkpoint}", "trainer.accelerator=cpu"]
+    single = run_cli("evaluate", *common, "hydra.run.dir=eval1", cwd=cwd)
+    double = run_cli("evaluate", *common, "strategy=ddp", "trainer.devices=2", "hydra.run.dir=eval2", cwd=cwd)
+    assert single.returncode == 0 and double.returncode == 0, double.stderr[-2000:]
+    one = json.loads((cwd / "eval1" / "metrics.json").read_text())
+    two = json.loads((cwd / "eval2" / "metrics.json").read_text())
+    for key in ("acc", "nmi", "ari", "num_clusters"):
+        assert two[key] == one[key], key
+
+
+def test_gradient_accumulation_is_refused(tmp_path):
+    result = run_cli("train", *TINY, "trainer.accumulate_grad_batches=2", cwd=tmp_path)
+    assert result.returncode == 2 and "fewer negatives" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_ddp_training_on_two_cpu_processes_saves_once_and_resumes(tmp_path):
+    ddp = ["strategy=ddp", "trainer.devices=2", "data.batch_size=64"]
+    first = run_cli("train", *TINY, *ddp, "trainer.max_epochs=1", "hydra.run.dir=run1", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    checkpoint = torch.load(tmp_path / "run1/checkpoints/last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 1797 // (2 * 64)  # each step takes 64 images on each process
+    assert sorted(p.name for p in (tmp_path / "run1/checkpoints").iterdir()) == [
+        "best-epoch000.ckpt",
+        "last.ckpt",
+    ]
+    second = run_cli(
+        "train",
+        *TINY,
+        *ddp,
+        "trainer.max_epochs=2",
+        f"ckpt_path={tmp_path}/run1/checkpoints/last.ckpt",
+        "hydra.run.dir=run2",
+        cwd=tmp_path,
+    )
+    assert second.returncode == 0, second.stderr[-2000:]
+    resumed = torch.load(tmp_path / "run2/checkpoints/last.ckpt", weights_only=True)
+    assert resumed["global_step"] == 2 * (1797 // (2 * 64))
+    with open(tmp_path / "run2/logs/metrics.csv") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["train/loss"]]
+    assert [row["epoch"] for row in rows] == ["1"]  # one row: rank 0 alone logs
