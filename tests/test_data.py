@@ -31,17 +31,19 @@ def test_train_batches_cover_the_data_without_the_remainder():
     datamodule.setup("fit")
     batches = list(datamodule.train_dataloader())
     assert len(batches) == 1797 // 256
-    images, labels = batches[0]
+    images, labels, indices = batches[0]
     assert images.shape == (256, 1, 8, 8) and images.dtype == torch.uint8
-    seen = torch.cat([labels for _, labels in batches])
-    assert len(seen) == 7 * 256
+    assert torch.equal(labels, load_digits().labels[indices])
+    seen = torch.cat([batch_indices for _, _, batch_indices in batches])
+    assert len(seen) == 7 * 256 and len(seen.unique()) == 7 * 256  # no image twice in an epoch
 
 
 def test_eval_batches_keep_order_and_every_image():
     datamodule = make_datamodule()
     datamodule.setup("validate")
-    labels = torch.cat([y for _, y in datamodule.val_dataloader()])
-    assert torch.equal(labels, load_digits().labels)
+    batches = list(datamodule.val_dataloader())
+    assert torch.equal(torch.cat([y for _, y, _ in batches]), load_digits().labels)
+    assert torch.equal(torch.cat([i for _, _, i in batches]), torch.arange(1797))
 
 
 def test_twin_views_differ_but_share_shape_and_normalisation():
