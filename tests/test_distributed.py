@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from pathlib import Path
 
@@ -12,9 +13,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
 
 from tests.conftest import TINY, run_cli
 from vtcc.losses import ClusterLoss, InstanceLoss
+from vtcc.utils.cli import CONFIG_DIR
 
 BATCH, FEATURES, CLUSTERS = 6, 5, 4
 
@@ -129,3 +132,34 @@ def test_ddp_training_on_two_cpu_processes_saves_once_and_resumes(tmp_path):
     with open(tmp_path / "run2/logs/metrics.csv") as handle:
         rows = [row for row in csv.DictReader(handle) if row["train/loss"]]
     assert [row["epoch"] for row in rows] == ["1"]  # one row: rank 0 alone logs
+
+
+def test_slurm_launcher_preset_follows_the_trainer():
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=["hydra/launcher=slurm", "strategy=ddp_multinode", "trainer.devices=4"],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
+    assert cfg.trainer.strategy == "ddp" and cfg.trainer.num_nodes == 2
+
+
+def test_bf16_and_compile_train_and_keep_checkpoint_keys(tmp_path):
+    result = run_cli(
+        "train",
+        *TINY,
+        "trainer.max_epochs=1",
+        "trainer.precision=bf16-mixed",
+        "module.compile=true",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(tmp_path / "run/logs/metrics.csv") as handle:
+        losses = [float(row["train/loss"]) for row in csv.DictReader(handle) if row["train/loss"]]
+    assert losses and all(math.isfinite(loss) for loss in losses)
+    state = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    assert "network.backbone.cls_token" in state and not any("_orig_mod" in key for key in state)
