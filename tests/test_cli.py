@@ -40,7 +40,7 @@ def test_training_writes_config_checkpoints_metrics(trained_run):
     assert set(final) == {"acc", "nmi", "ari", "num_clusters"}
     assert 0.0 < final["acc"] <= 1.0 and 1 <= final["num_clusters"] <= 10
     checkpoint = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
-    assert checkpoint["epoch"] == 2 and checkpoint["global_step"] == 2 * (1797 // 128)
+    assert checkpoint["epoch"] == 1 and checkpoint["global_step"] == 2 * (1797 // 128)  # saved at epoch end
     assert checkpoint["vtcc_config"]["model"]["embed_dim"] == 32
 
 
@@ -56,7 +56,7 @@ def test_resume_continues_from_the_saved_step(trained_run):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     resumed = torch.load(trained_run / "outputs/train/second/checkpoints/last.ckpt", weights_only=True)
-    assert resumed["epoch"] == 3 and resumed["global_step"] == 3 * (1797 // 128)
+    assert resumed["epoch"] == 2 and resumed["global_step"] == 3 * (1797 // 128)
     with open(trained_run / "outputs/train/second/logs/metrics.csv") as handle:
         epochs = {row["epoch"] for row in csv.DictReader(handle) if row["train/loss"]}
     assert epochs == {"2"}  # only the new epoch was trained
@@ -74,7 +74,7 @@ def test_resume_latest_picks_the_newest_run(trained_run):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "outputs/train/second/checkpoints/last.ckpt" in result.stderr + result.stdout
     resumed = torch.load(trained_run / "outputs/train/third/checkpoints/last.ckpt", weights_only=True)
-    assert resumed["epoch"] == 4
+    assert resumed["epoch"] == 3
 
 
 def test_eval_reproduces_the_final_metrics(trained_run):

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vtcc.errors import ConfigError
-from vtcc.utils.checkpoint import CONFIG_KEY, load_checkpoint
+from vtcc.utils.checkpoint import restore_run
 from vtcc.utils.cli import CONFIG_DIR, run_safely
 
 log = logging.getLogger("vtcc")
@@ -21,13 +21,8 @@ log = logging.getLogger("vtcc")
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
         raise ConfigError("no checkpoint given: run vtcc-eval ckpt_path=<run>/checkpoints/last.ckpt")
-    checkpoint = load_checkpoint(cfg.ckpt_path)
-    run_cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
-    if cfg.get("data"):
-        run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data)
+    run_cfg, module = restore_run(cfg.ckpt_path)
     datamodule = instantiate(run_cfg.data)
-    module = instantiate(run_cfg.module, network=instantiate(run_cfg.model))
-    module.load_state_dict(checkpoint["state_dict"])
     trainer = pl.Trainer(
         **cfg.trainer,
         logger=False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -11,11 +12,13 @@ from lightning.pytorch import LightningModule
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from vtcc.errors import ConfigError
+from vtcc.errors import ConfigError, TrainingDivergedError
 from vtcc.losses import ClusterLoss, InstanceLoss
 from vtcc.metrics import clustering_metrics
 from vtcc.models import ClusteringNetwork
 from vtcc.utils.rng import capture_rng_states, restore_rng_states
+
+log = logging.getLogger("vtcc")
 
 
 class ContrastiveClustering(LightningModule):
@@ -47,6 +50,8 @@ class ContrastiveClustering(LightningModule):
         self.cluster_weight = cluster_weight
         self.compile_backbone = compile
         self._eval_outputs: list[torch.Tensor] = []
+        self._nonfinite_steps = torch.zeros((), dtype=torch.long)  # counted on device: no sync per step
+        self._collapsed_evaluations = 0
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Cluster probabilities ``(B, K)``."""
@@ -59,6 +64,9 @@ class ContrastiveClustering(LightningModule):
         loss_instance = self.instance_loss(z[:batch_size], z[batch_size:])
         loss_cluster, loss_entropy = self.cluster_loss(p[:batch_size], p[batch_size:])
         loss = self.instance_weight * loss_instance + self.cluster_weight * (loss_cluster + loss_entropy)
+        self._nonfinite_steps = (
+            self._nonfinite_steps.to(loss.device) + (~torch.isfinite(loss.detach())).long()
+        )
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
         self.log_dict(
             {
@@ -73,6 +81,15 @@ class ContrastiveClustering(LightningModule):
         )
         return loss
 
+    def on_train_epoch_end(self) -> None:
+        """Stop before a NaN or inf reaches a checkpoint (this hook runs before the checkpoint callbacks)."""
+        if int(self._nonfinite_steps) > 0:
+            raise TrainingDivergedError(
+                f"the loss became NaN or infinite in {int(self._nonfinite_steps)} step(s) of epoch "
+                f"{self.current_epoch}; the last good checkpoint is kept. Lower module.optimizer.lr, add a "
+                "warm-up (module.scheduler), or use trainer.precision=32-true, then resume from it"
+            )
+
     def on_validation_epoch_start(self) -> None:
         self._eval_outputs.clear()
 
@@ -85,12 +102,28 @@ class ContrastiveClustering(LightningModule):
         _, first = np.unique(rows[:, 0], return_index=True)  # drop the sampler's repeated samples
         clusters, labels = rows[first, 1], rows[first, 2]
         values = {"val/num_clusters": float(len(np.unique(clusters)))}
+        self._warn_on_collapse(clusters)
         scored = labels >= 0  # images without a label train but are not scored
         if scored.any():
             values.update(
                 {f"val/{k}": v for k, v in clustering_metrics(labels[scored], clusters[scored]).items()}
             )
         self.log_dict(values, prog_bar=True, sync_dist=False)
+
+    def _warn_on_collapse(self, clusters: np.ndarray, patience: int = 2) -> None:
+        """Warn when fewer than half the clusters are used for ``patience`` evaluations in a row."""
+        used = len(np.unique(clusters))
+        collapsed = used < self.network.num_clusters / 2
+        self._collapsed_evaluations = self._collapsed_evaluations + 1 if collapsed else 0
+        if self._collapsed_evaluations >= patience and self.trainer.is_global_zero:
+            log.warning(
+                "cluster collapse: only %d of %d clusters hold images for %d evaluations in a row. Remedies: "
+                "raise module.cluster_loss.entropy_weight (e.g. 2), lower module.optimizer.lr, use a larger "
+                "data.batch_size, check that num_clusters fits the data, or train longer.",
+                used,
+                self.network.num_clusters,
+                self._collapsed_evaluations,
+            )
 
     def configure_model(self) -> None:
         if self.compile_backbone:

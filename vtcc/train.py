@@ -14,7 +14,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from vtcc.errors import ConfigError
 from vtcc.utils.callbacks import StoreConfig
-from vtcc.utils.checkpoint import find_latest_checkpoint
+from vtcc.utils.checkpoint import (
+    CONFIG_KEY,
+    AtomicCheckpointIO,
+    config_differences,
+    find_latest_checkpoint,
+    load_checkpoint,
+)
 from vtcc.utils.cli import CONFIG_DIR, run_safely
 
 log = logging.getLogger("vtcc")
@@ -26,12 +32,40 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
         raise ConfigError(f"resume={cfg.resume!r} is unknown: use resume=latest or ckpt_path=<file>")
     if cfg.get("ckpt_path"):
         path = Path(cfg.ckpt_path)
-        if not path.is_file():
-            raise ConfigError(f"ckpt_path={path} does not exist: give the .ckpt file of an earlier run")
-        return str(path)
-    if cfg.get("resume") == "latest":
-        return str(find_latest_checkpoint(cfg.paths.log_dir, cfg.task_name))
-    return None
+    elif cfg.get("resume") == "latest":
+        path = find_latest_checkpoint(cfg.paths.log_dir, cfg.task_name)
+    else:
+        return None
+    check_resumable(path, OmegaConf.to_container(cfg, resolve=True))
+    return str(path)
+
+
+# Settings that change no weight shape: a run may resume with other values.
+NON_STRUCTURAL = {"grad_checkpointing", "drop_path_rate", "pretrained"}
+
+
+def check_resumable(path: Path, current: dict[str, Any]) -> None:
+    """The checkpoint must be vtcc's and built with the same model and K as this run."""
+    stored = load_checkpoint(path)[CONFIG_KEY]
+    for config in (stored, current):
+        for key in NON_STRUCTURAL:
+            (config.get("model") or {}).pop(key, None)
+    differences = config_differences(stored, current, ("model", "num_clusters"))
+    if differences:
+        raise ConfigError(
+            f"{path} was trained with another model: {'; '.join(differences)}. "
+            "Resume with the checkpoint's settings (its config.yaml), or start a new run"
+        )
+
+
+def check_output_dir(output_dir: Path, overwrite: bool) -> None:
+    """A run never writes over another run's checkpoints unless asked to."""
+    checkpoints = output_dir / "checkpoints"
+    if checkpoints.is_dir() and any(checkpoints.iterdir()) and not overwrite:
+        raise ConfigError(
+            f"{output_dir} already holds a run's checkpoints: choose another hydra.run.dir, "
+            "or add overwrite=true to reuse it"
+        )
 
 
 def adapt_to_data(cfg: DictConfig, datamodule) -> None:
@@ -54,19 +88,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then evaluate the final model once; returns the final metrics."""
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    ckpt_path = resolve_ckpt_path(cfg)
     output_dir = Path(cfg.paths.output_dir)
-
+    check_output_dir(output_dir, cfg.get("overwrite", False))
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")  # load data first: its errors and its class count come before the model
     adapt_to_data(cfg, datamodule)
+    ckpt_path = resolve_ckpt_path(cfg)
     network = instantiate(cfg.model)
     module = instantiate(cfg.module, network=network)
     config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
     callbacks.append(StoreConfig(config))
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values()]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    )
 
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))

@@ -59,6 +59,7 @@ def vtcc_network(
     drop_path_rate: float = 0.0,
     instance_dim: int = 128,
     hidden_dim: int | None = None,
+    grad_checkpointing: bool = False,
 ) -> ClusteringNetwork:
     """VTCC: a conv-stem ViT trained from scratch under both projectors (one Hydra node, flat keys)."""
     from vtcc.models.vit import vit_conv_stem
@@ -73,6 +74,7 @@ def vtcc_network(
         mlp_ratio=mlp_ratio,
         pos_embed=pos_embed,
         drop_path_rate=drop_path_rate,
+        grad_checkpointing=grad_checkpointing,
     )
     return ClusteringNetwork(backbone, num_clusters, instance_dim=instance_dim, hidden_dim=hidden_dim)
 

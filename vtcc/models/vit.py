@@ -23,11 +23,13 @@ def vit_conv_stem(
     pos_embed: str = "sincos",
     drop_path_rate: float = 0.0,
     stem_channels: list[int] | None = None,
+    grad_checkpointing: bool = False,
 ) -> VisionTransformer:
     """Build a ViT whose forward returns the CLS token, shape ``(B, embed_dim)``.
 
     ``pos_embed="sincos"`` freezes a 2-D sin-cos position embedding (VTCC, MoCo v3);
-    ``"learn"`` keeps timm's learned one.
+    ``"learn"`` keeps timm's learned one. ``grad_checkpointing`` recomputes block activations in
+    the backward pass: less memory for large models and images, about a third more compute.
     """
     if pos_embed not in ("sincos", "learn"):
         raise ConfigError(f"pos_embed={pos_embed!r} is unknown: use 'sincos' or 'learn'")
@@ -54,4 +56,5 @@ def vit_conv_stem(
         with torch.no_grad():
             model.pos_embed.copy_(torch.cat([cls_position, grid]).unsqueeze(0))
         model.pos_embed.requires_grad_(False)
+    model.set_grad_checkpointing(grad_checkpointing)
     return model

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from vtcc.utils.checkpoint import CONFIG_KEY
 
@@ -43,3 +46,19 @@ class EpochThroughput(Callback):
         seconds = time.perf_counter() - self._start
         pl_module.log("train/epoch_seconds", seconds, on_epoch=True)
         pl_module.log("train/images_per_sec", self._images / max(seconds, 1e-9), on_epoch=True)
+
+
+class SaveOnInterrupt(Callback):
+    """Ctrl-C or SIGTERM (a cluster pre-emption) saves ``interrupted.ckpt`` before the run exits.
+
+    ``resume=latest`` picks it up when it is the newest checkpoint.
+    """
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt | SIGTERMException) and trainer.state.fn == "fit":
+            path = self.dirpath / "interrupted.ckpt"
+            trainer.save_checkpoint(path)
+            rank_zero_info(f"interrupted: saved {path}; continue with resume=latest or ckpt_path={path}")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from vtcc.errors import ConfigError
 
@@ -29,11 +31,62 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def find_latest_checkpoint(log_dir: str | Path, task_name: str = "train") -> Path:
-    """The newest ``last.ckpt`` among the runs under ``log_dir/task_name``."""
-    candidates = list(Path(log_dir, task_name).glob("*/checkpoints/last.ckpt"))
+    """The newest ``last.ckpt`` or ``interrupted.ckpt`` among the runs under ``log_dir/task_name``."""
+    runs = Path(log_dir, task_name)
+    candidates = [*runs.glob("*/checkpoints/last.ckpt"), *runs.glob("*/checkpoints/interrupted.ckpt")]
     if not candidates:
         raise ConfigError(
             f"resume=latest found no checkpoints/last.ckpt under {Path(log_dir, task_name)}: "
             "train first, or pass ckpt_path=<file>"
         )
     return max(candidates, key=lambda p: p.stat().st_mtime)
+
+
+def restore_run(path: str | Path) -> tuple[Any, Any]:
+    """The run's config and its LightningModule with the checkpoint's weights, on the CPU."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    checkpoint = load_checkpoint(path)
+    run_cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
+    module = instantiate(run_cfg.module, network=instantiate(run_cfg.model))
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        raise ConfigError(f"{path} does not match the model its config describes: {error}") from error
+    return run_cfg, module
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes to a temporary file in the same folder, then renames it over the target.
+
+    A crash while saving leaves the previous checkpoint intact; a reader never sees a partial file.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(temporary, "wb") as handle:
+                torch.save(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+
+def config_differences(stored: dict[str, Any], current: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
+    """``section.key: stored -> current`` for every setting under ``keys`` that differs."""
+    differences = []
+    for section in keys:
+        old, new = stored.get(section), current.get(section)
+        if not isinstance(old, dict) or not isinstance(new, dict):
+            if old != new:
+                differences.append(f"{section}: {old!r} -> {new!r}")
+            continue
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key) and not key.startswith("_partial"):
+                differences.append(f"{section}.{key}: {old.get(key)!r} -> {new.get(key)!r}")
+    return differences

@@ -11,14 +11,14 @@ from typing import Any
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-from vtcc.errors import ConfigError
+from vtcc.errors import VtccError
 
 log = logging.getLogger("vtcc")
 
 # conf/ beside the package (editable install, or a checkout on PYTHONPATH).
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
-USER_ERRORS = (ConfigError, MisconfigurationException)
+USER_ERRORS = (VtccError, MisconfigurationException)
 
 
 def _user_error(error: BaseException) -> BaseException | None:

@@ -1,0 +1,99 @@
+"""vtcc-predict on a folder the test writes: one CSV row per image, same clusters as evaluation."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+from PIL import Image
+
+from tests.conftest import TINY, run_cli
+from vtcc.data import load_digits
+from vtcc.utils.checkpoint import restore_run
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory) -> Path:
+    """A 1-epoch run on 300 digits written as PNG class folders."""
+    cwd = tmp_path_factory.mktemp("predict")
+    arrays = load_digits()
+    for index in range(300):
+        folder = cwd / "images" / str(int(arrays.labels[index]))
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arrays.images[index, 0].numpy()).save(folder / f"{index:04d}.png")
+    result = run_cli(
+        "train",
+        *TINY,
+        "data=folder",
+        "data.root=images",
+        "data.in_chans=1",
+        "data.mean=[0.3]",
+        "data.std=[0.4]",
+        "data.batch_size=64",
+        "trainer.max_epochs=1",
+        "hydra.run.dir=run",
+        cwd=cwd,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return cwd
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_predict_matches_evaluation_assignments(folder_run, monkeypatch):
+    checkpoint = folder_run / "run/checkpoints/last.ckpt"
+    result = run_cli(
+        "predict",
+        f"ckpt_path={checkpoint}",
+        "input=images",
+        "output=pred",
+        "save_embeddings=true",
+        "copy_images=link",
+        "device=cpu",
+        cwd=folder_run,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = read_rows(folder_run / "pred/clusters.csv")
+    assert len(rows) == 300
+    assert all(0 <= int(row["cluster"]) < 10 and 0.1 <= float(row["confidence"]) <= 1.0 for row in rows)
+    embeddings = np.load(folder_run / "pred/embeddings.npy")
+    assert embeddings.shape == (300, 128) and np.allclose(np.linalg.norm(embeddings, axis=1), 1, atol=1e-5)
+    linked = sorted((folder_run / "pred").glob("cluster_*/*.png"))
+    assert len(linked) == 300 and all(p.is_symlink() for p in linked)
+
+    monkeypatch.chdir(folder_run)  # the run's data.root is relative to where it was trained
+    run_cfg, module = restore_run(checkpoint)  # evaluation's own path: datamodule + eval transform
+    datamodule = instantiate(run_cfg.data)
+    datamodule.setup("validate")
+    module.eval()
+    with torch.no_grad():
+        expected = torch.cat(
+            [
+                module(datamodule.eval_transform(images)).argmax(1)
+                for images, _, _ in datamodule.val_dataloader()
+            ]
+        )
+    predicted = torch.tensor([int(row["cluster"]) for row in rows])  # both in sorted path order
+    assert torch.equal(predicted, expected)
+
+
+def test_predict_refuses_to_overwrite_and_names_bad_inputs(folder_run):
+    checkpoint = folder_run / "run/checkpoints/last.ckpt"
+    (folder_run / "taken").mkdir()
+    (folder_run / "taken" / "keep.txt").write_text("mine")
+    taken = run_cli("predict", f"ckpt_path={checkpoint}", "input=images", "output=taken", cwd=folder_run)
+    assert taken.returncode == 2 and "overwrite=true" in taken.stderr and "Traceback" not in taken.stderr
+    assert (folder_run / "taken" / "keep.txt").read_text() == "mine"
+    missing = run_cli("predict", f"ckpt_path={checkpoint}", "input=nowhere", "output=out2", cwd=folder_run)
+    assert missing.returncode == 2 and "neither a folder" in missing.stderr
+    (folder_run / "list.txt").write_text("images/0/0000.png\nimages/1/0001.png\n")
+    listed = run_cli("predict", f"ckpt_path={checkpoint}", "input=list.txt", "output=out3", cwd=folder_run)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert len(read_rows(folder_run / "out3/clusters.csv")) == 2

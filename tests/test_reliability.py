@@ -1,0 +1,240 @@
+"""Exact resume, crash recovery, safe checkpoints and clear errors for bad input."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from tests.conftest import TINY, compose_train, run_cli
+from vtcc.data import load_digits
+from vtcc.errors import TrainingDivergedError
+from vtcc.train import train
+from vtcc.utils.checkpoint import AtomicCheckpointIO
+
+
+def train_run(output_dir: Path, *overrides: str) -> dict[str, float]:
+    return train(compose_train(output_dir, list(overrides)))
+
+
+def last_checkpoint(run: Path) -> dict:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+
+
+def logged_losses(run: Path) -> dict[str, str]:
+    with open(run / "logs" / "metrics.csv") as handle:
+        return {row["epoch"]: row["train/loss"] for row in csv.DictReader(handle) if row["train/loss"]}
+
+
+def assert_same_training_state(a: dict, b: dict) -> None:
+    assert a["global_step"] == b["global_step"] and a["epoch"] == b["epoch"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    for state_a, state_b in zip(
+        a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values(), strict=True
+    ):
+        for key in state_a:
+            assert torch.equal(state_a[key], state_b[key]), key
+
+
+def test_stopped_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path):
+    train_run(tmp_path / "whole", "trainer.max_epochs=4")
+    train_run(tmp_path / "first", "trainer.max_epochs=2")
+    train_run(
+        tmp_path / "second", "trainer.max_epochs=4", f"ckpt_path={tmp_path / 'first/checkpoints/last.ckpt'}"
+    )
+    assert_same_training_state(last_checkpoint(tmp_path / "whole"), last_checkpoint(tmp_path / "second"))
+    whole, resumed = logged_losses(tmp_path / "whole"), logged_losses(tmp_path / "second")
+    assert resumed == {"2": whole["2"], "3": whole["3"]}  # the same losses to the last digit
+
+
+def test_twenty_resume_cycles_equal_one_run(tmp_path):
+    arrays = load_digits()
+    np.savez(tmp_path / "small.npz", x=arrays.images[:160, 0].numpy(), y=arrays.labels[:160].numpy())
+    small = [
+        "data=npz",
+        f"data.root={tmp_path / 'small.npz'}",
+        "data.in_chans=1",
+        "data.batch_size=64",
+        "data.image_size=8",
+        "data.mean=[0.3]",
+        "data.std=[0.4]",
+        "trainer.check_val_every_n_epoch=5",
+    ]
+    train_run(tmp_path / "whole", *small, "trainer.max_epochs=20")
+    previous = None
+    for cycle in range(1, 21):
+        resume = [f"ckpt_path={previous}"] if previous else []
+        train_run(tmp_path / f"cycle{cycle}", *small, f"trainer.max_epochs={cycle}", *resume)
+        previous = tmp_path / f"cycle{cycle}" / "checkpoints" / "last.ckpt"
+    assert_same_training_state(last_checkpoint(tmp_path / "whole"), last_checkpoint(tmp_path / "cycle20"))
+
+
+def test_atomic_save_keeps_the_previous_checkpoint_when_saving_crashes(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": torch.tensor(1)}, target)
+
+    def crash_midway(obj, handle, *args, **kwargs):
+        handle.write(b"partial bytes")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash_midway)
+    with pytest.raises(OSError, match="disk full"):
+        io.save_checkpoint({"step": torch.tensor(2)}, target)
+    monkeypatch.undo()
+    assert torch.load(target, weights_only=True)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
+
+
+def start_training(cwd: Path, *overrides: str) -> subprocess.Popen:
+    env = {**os.environ, "VTCC_LOG_DIR": str(cwd / "outputs"), "PYTHONWARNINGS": "ignore"}
+    command = [sys.executable, "-m", "vtcc.train", *TINY, *overrides]
+    return subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.stderr.read()[-2000:]
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_sigkill_mid_epoch_then_resume_latest_finishes(tmp_path):
+    process = start_training(tmp_path, "trainer.max_epochs=50", "hydra.run.dir=outputs/train/killed")
+    checkpoint = tmp_path / "outputs/train/killed/checkpoints/last.ckpt"
+    wait_for(checkpoint, process)
+    time.sleep(0.5)  # into the next epoch
+    process.kill()
+    process.wait()
+    saved = torch.load(checkpoint, weights_only=True)  # whole and loadable
+    assert 0 <= saved["epoch"] < 49
+    result = run_cli(
+        "train",
+        *TINY,
+        f"trainer.max_epochs={saved['epoch'] + 2}",  # one more epoch than the checkpoint holds
+        "resume=latest",
+        "hydra.run.dir=outputs/train/resumed",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    resumed = last_checkpoint(tmp_path / "outputs/train/resumed")
+    assert resumed["epoch"] == saved["epoch"] + 1
+    assert resumed["global_step"] == (saved["epoch"] + 2) * (1797 // 128)
+
+
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_saves_a_checkpoint_that_resume_latest_uses(tmp_path, sent):
+    process = start_training(tmp_path, "trainer.max_epochs=50", "hydra.run.dir=outputs/train/stopped")
+    wait_for(tmp_path / "outputs/train/stopped/checkpoints/last.ckpt", process)
+    time.sleep(0.3)
+    process.send_signal(sent)
+    process.wait(timeout=60)
+    interrupted = tmp_path / "outputs/train/stopped/checkpoints/interrupted.ckpt"
+    assert interrupted.is_file()
+    state = torch.load(interrupted, weights_only=True)
+    assert state["global_step"] > 0 and "vtcc_config" in state
+
+
+def test_resume_with_another_model_says_what_differs(tmp_path):
+    train_run(tmp_path / "run", "trainer.max_epochs=1")
+    result = run_cli(
+        "train",
+        *TINY,
+        "model.embed_dim=64",
+        f"ckpt_path={tmp_path / 'run/checkpoints/last.ckpt'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "model.embed_dim: 32 -> 64" in result.stderr
+
+
+def test_a_run_never_writes_over_another(tmp_path):
+    first = run_cli("train", *TINY, "trainer.max_epochs=1", "hydra.run.dir=same", cwd=tmp_path)
+    assert first.returncode == 0
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "same/checkpoints").iterdir()}
+    second = run_cli("train", *TINY, "trainer.max_epochs=1", "hydra.run.dir=same", cwd=tmp_path)
+    assert second.returncode == 2 and "overwrite=true" in second.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "same/checkpoints").iterdir()} == before
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    train_run(tmp_path / "good", "trainer.max_epochs=1")
+    good = tmp_path / "good/checkpoints/last.ckpt"
+    before = good.read_bytes()
+    with pytest.raises(TrainingDivergedError, match="NaN or infinite"):
+        train_run(tmp_path / "bad", "trainer.max_epochs=3", "module.instance_weight=nan", f"ckpt_path={good}")
+    assert good.read_bytes() == before
+    assert not (tmp_path / "bad/checkpoints/last.ckpt").exists()
+
+
+def test_collapse_is_reported_with_remedies(tiny_cfg, caplog):
+    module = instantiate(tiny_cfg.module, network=instantiate(tiny_cfg.model))
+    module._trainer = SimpleNamespace(is_global_zero=True)
+    with caplog.at_level(logging.WARNING, logger="vtcc"):
+        module._warn_on_collapse(np.zeros(100, dtype=int))
+        assert not caplog.records  # one evaluation is not yet a trend
+        module._warn_on_collapse(np.zeros(100, dtype=int))
+    assert "cluster collapse" in caplog.text and "entropy_weight" in caplog.text
+    caplog.clear()
+    module._warn_on_collapse(np.arange(100) % 10)  # all clusters used again: the count restarts
+    module._warn_on_collapse(np.zeros(100, dtype=int))
+    assert not caplog.records
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["no_such_key=1"], "Could not override 'no_such_key'"),
+        (["data=no_such_data"], "Could not find 'data/no_such_data'"),
+        (["data=folder", "data.root=missing_folder"], "does not exist"),
+        (["data=folder", "data.root=empty"], "no images"),
+        (["data=folder", "data.root=broken"], "unreadable image"),
+        (["model.patch_size=3"], "power of two"),
+    ],
+)
+def test_more_bad_input_is_one_clear_line(tmp_path, overrides, message):
+    (tmp_path / "empty").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / "broken" / name).mkdir(parents=True)
+        (tmp_path / "broken" / name / "x.png").write_bytes(b"not a png")
+    result = run_cli("train", *TINY, *overrides, cwd=tmp_path)
+    assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_eval_without_the_runs_data(tmp_path):
+    from PIL import Image
+
+    for name in ("a", "b"):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for i in range(8):
+            Image.new("RGB", (8, 8), (i * 30, 0, 0)).save(tmp_path / "imgs" / name / f"{i}.png")
+    trained = run_cli(
+        "train",
+        *TINY,
+        "data=folder",
+        "data.root=imgs",
+        "data.batch_size=8",
+        "trainer.max_epochs=1",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    (tmp_path / "imgs").rename(tmp_path / "moved")
+    result = run_cli("evaluate", "ckpt_path=run/checkpoints/last.ckpt", cwd=tmp_path)
+    assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
