@@ -49,7 +49,10 @@ def build(overrides: list[str], device: str):
     from vtcc.utils.cli import CONFIG_DIR
 
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[*overrides, "paths.output_dir=.", f"trainer.accelerator={device.split(':')[0]}"])
+        cfg = compose(
+            "train",
+            overrides=[*overrides, "paths.output_dir=.", f"trainer.accelerator={device.split(':')[0]}"],
+        )
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     module = instantiate(cfg.module, network=instantiate(cfg.model))
@@ -72,9 +75,16 @@ def timed_lightning_loop(cfg, datamodule, module, steps: int, warmup: int) -> fl
 
     clock = Clock()
     trainer = pl.Trainer(
-        accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision, max_steps=warmup + steps,
-        limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[clock],
+        accelerator=cfg.trainer.accelerator,
+        devices=1,
+        precision=cfg.trainer.precision,
+        max_steps=warmup + steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[clock],
     )
     trainer.fit(module, datamodule=datamodule)
     return steps * datamodule.batch_size / clock.seconds
@@ -135,12 +145,22 @@ def run_one(name: str, steps: int, device: str, extra: list[str]) -> dict:
     else:
         memory_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
-        "config": name, "device": device, "precision": cfg.trainer.precision, "batch": batch_size,
-        "image_size": cfg.data.image_size, "full_loop_img_s": full_rate, "plain_loop_img_s": plain_rate,
-        "full_over_plain": full_rate / plain_rate, "augment_img_s": augment_rate,
-        "augment_over_step": augment_rate / plain_rate, "step_tflop": counter.get_total_flops() / 1e12,
-        "achieved_tflop_s": achieved / 1e12, "matmul_peak_tflop_s": peak / 1e12, "utilisation": achieved / peak,
-        "peak_memory_mb": memory_mb, "peak_memory_mb_per_image": memory_mb / batch_size,
+        "config": name,
+        "device": device,
+        "precision": cfg.trainer.precision,
+        "batch": batch_size,
+        "image_size": cfg.data.image_size,
+        "full_loop_img_s": full_rate,
+        "plain_loop_img_s": plain_rate,
+        "full_over_plain": full_rate / plain_rate,
+        "augment_img_s": augment_rate,
+        "augment_over_step": augment_rate / plain_rate,
+        "step_tflop": counter.get_total_flops() / 1e12,
+        "achieved_tflop_s": achieved / 1e12,
+        "matmul_peak_tflop_s": peak / 1e12,
+        "utilisation": achieved / peak,
+        "peak_memory_mb": memory_mb,
+        "peak_memory_mb_per_image": memory_mb / batch_size,
     }
 
 
@@ -158,13 +178,24 @@ def main() -> None:
         return
     rows = []
     for name in args.configs:
-        command = [sys.executable, __file__, "--single", name, "--steps", str(args.steps), "--device", args.device]
+        command = [
+            sys.executable,
+            __file__,
+            "--single",
+            name,
+            "--steps",
+            str(args.steps),
+            "--device",
+            args.device,
+        ]
         result = subprocess.run([*command, "--override", *args.override], capture_output=True, text=True)
         if result.returncode != 0:
             print(f"{name}: failed\n{result.stderr[-2000:]}", file=sys.stderr)
             continue
         rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
-    header = f"{'config':15s} {'full img/s':>10s} {'plain img/s':>11s} {'full/plain':>10s} {'aug img/s':>10s} "
+    header = (
+        f"{'config':15s} {'full img/s':>10s} {'plain img/s':>11s} {'full/plain':>10s} {'aug img/s':>10s} "
+    )
     header += f"{'aug/step':>8s} {'TFLOP/s':>8s} {'peak':>7s} {'util':>6s} {'MB':>7s} {'MB/img':>7s}"
     print(f"device {args.device}, torch threads {torch.get_num_threads()}, {args.steps} timed steps")
     print(header)
