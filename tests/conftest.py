@@ -27,9 +27,11 @@ TINY = [
 ]
 
 
-def compose_train(output_dir: Path, overrides: list[str] = ()) -> DictConfig:
+def compose_train(output_dir: Path, overrides: list[str] = (), tiny: bool = True) -> DictConfig:
+    """The real train config; ``tiny`` adds the small-model settings of :data:`TINY`."""
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=[*TINY, f"paths.output_dir={output_dir}", *overrides])
+        base = TINY if tiny else []
+        return compose("train", overrides=[*base, f"paths.output_dir={output_dir}", *overrides])
 
 
 @pytest.fixture

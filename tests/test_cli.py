@@ -37,7 +37,7 @@ def test_training_writes_config_checkpoints_metrics(trained_run):
     ):
         assert key in header
     final = json.loads((run / "final_metrics.json").read_text())
-    assert set(final) == {"acc", "nmi", "ari", "num_clusters"}
+    assert set(final) == {"acc", "acc_many_to_one", "nmi", "ari", "num_clusters"}
     assert 0.0 < final["acc"] <= 1.0 and 1 <= final["num_clusters"] <= 10
     checkpoint = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
     assert checkpoint["epoch"] == 1 and checkpoint["global_step"] == 2 * (1797 // 128)  # saved at epoch end

@@ -29,7 +29,12 @@ def test_permuted_labels_are_perfect():
     labels = rng.integers(0, 10, size=500)
     permutation = rng.permutation(10)
     metrics = clustering_metrics(labels, permutation[labels] + 100)
-    assert metrics == {"acc": 1.0, "nmi": pytest.approx(1.0), "ari": pytest.approx(1.0)}
+    assert metrics == {
+        "acc": 1.0,
+        "acc_many_to_one": 1.0,
+        "nmi": pytest.approx(1.0),
+        "ari": pytest.approx(1.0),
+    }
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -55,3 +60,12 @@ def test_single_cluster_has_zero_nmi_and_ari():
 def test_mismatched_inputs_are_rejected():
     with pytest.raises(ValueError, match="must be equal"):
         clustering_metrics(np.array([0, 1]), np.array([0]))
+
+
+def test_many_to_one_accuracy_rewards_over_clustering():
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    clusters = np.array([0, 0, 1, 1, 2, 2, 3, 3])  # each class split in two pure clusters
+    metrics = clustering_metrics(labels, clusters)
+    assert metrics["acc_many_to_one"] == 1.0 and metrics["acc"] == 0.5
+    mixed = clustering_metrics(labels, np.array([0, 0, 0, 1, 1, 1, 1, 2]))
+    assert mixed["acc_many_to_one"] == pytest.approx(7 / 8)

@@ -11,6 +11,7 @@ import lightning.pytorch as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from vtcc.data.features import wrap_for_network
 from vtcc.errors import ConfigError
 from vtcc.utils.checkpoint import restore_run
 from vtcc.utils.cli import CONFIG_DIR, run_safely
@@ -22,7 +23,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
         raise ConfigError("no checkpoint given: run vtcc-eval ckpt_path=<run>/checkpoints/last.ckpt")
     run_cfg, module = restore_run(cfg.ckpt_path)
-    datamodule = instantiate(run_cfg.data)
+    datamodule = wrap_for_network(run_cfg, instantiate(run_cfg.data), module.network)
     trainer = pl.Trainer(
         **cfg.trainer,
         logger=False,

@@ -22,6 +22,11 @@ def accuracy_from_table(table: np.ndarray) -> float:
     return float(table[rows, cols].sum() / table.sum())
 
 
+def many_to_one_accuracy_from_table(table: np.ndarray) -> float:
+    """Each cluster takes its majority label; the score for over-clustering (K above the class count)."""
+    return float(table.max(axis=0).sum() / table.sum())
+
+
 def nmi_from_table(table: np.ndarray) -> float:
     """Mutual information over the arithmetic mean of the entropies (scikit-learn's default)."""
     n = table.sum()
@@ -55,13 +60,18 @@ def _entropy(p: np.ndarray) -> float:
 
 
 def clustering_metrics(labels: np.ndarray, clusters: np.ndarray) -> dict[str, float]:
-    """ACC, NMI, ARI of predicted ``clusters`` against ground-truth ``labels`` (both shape ``(N,)``)."""
+    """ACC, NMI, ARI of predicted ``clusters`` against ground-truth ``labels`` (both shape ``(N,)``).
+
+    ``acc_many_to_one`` maps each cluster to its majority label; it equals or exceeds ACC and is
+    the fair score when there are more clusters than classes.
+    """
     labels, clusters = np.asarray(labels).ravel(), np.asarray(clusters).ravel()
     if labels.shape != clusters.shape or labels.size == 0:
         raise ValueError(f"labels {labels.shape} and clusters {clusters.shape} must be equal, non-empty")
     table = contingency_table(labels, clusters)
     return {
         "acc": accuracy_from_table(table),
+        "acc_many_to_one": many_to_one_accuracy_from_table(table),
         "nmi": nmi_from_table(table),
         "ari": ari_from_table(table),
     }

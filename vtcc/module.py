@@ -1,4 +1,4 @@
-"""The LightningModule: twin views -> shared network -> instance and cluster losses; evaluation."""
+"""The LightningModules: two views -> shared network -> the objective's losses; evaluation."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from vtcc.errors import ConfigError, TrainingDivergedError
-from vtcc.losses import ClusterLoss, InstanceLoss
+from vtcc.losses import ClusterLoss, InstanceLoss, ScanLoss
 from vtcc.metrics import clustering_metrics
 from vtcc.models import ClusteringNetwork
 from vtcc.utils.rng import capture_rng_states, restore_rng_states
@@ -21,63 +21,49 @@ from vtcc.utils.rng import capture_rng_states, restore_rng_states
 log = logging.getLogger("vtcc")
 
 
-class ContrastiveClustering(LightningModule):
-    """Contrastive Clustering (Li et al., AAAI 2021) around any :class:`ClusteringNetwork`.
+class ClusteringModule(LightningModule):
+    """What every clustering objective shares: evaluation, optimisers, RNG state, fault checks.
 
     ``optimizer`` and ``scheduler`` are partials (Hydra ``_partial_: true``) completed with the
     parameters and the total number of steps. Evaluation clusters by the cluster head's argmax.
     ``compile`` compiles the backbone in place with ``torch.compile`` (checkpoints keep their keys).
+    Subclasses implement :meth:`losses` for a batch of two views (images or cached features).
     """
 
     def __init__(
         self,
         network: ClusteringNetwork,
-        instance_loss: InstanceLoss,
-        cluster_loss: ClusterLoss,
         optimizer: Callable[..., Optimizer],
         scheduler: Callable[..., LRScheduler] | None = None,
-        instance_weight: float = 1.0,
-        cluster_weight: float = 1.0,
         compile: bool = False,
     ) -> None:
         super().__init__()
         self.network = network
-        self.instance_loss = instance_loss
-        self.cluster_loss = cluster_loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.instance_weight = instance_weight
-        self.cluster_weight = cluster_weight
         self.compile_backbone = compile
         self._eval_outputs: list[torch.Tensor] = []
         self._nonfinite_steps = torch.zeros((), dtype=torch.long)  # counted on device: no sync per step
         self._collapsed_evaluations = 0
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Cluster probabilities ``(B, K)``."""
-        return self.network.cluster_probabilities(images)
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Cluster probabilities ``(B, K)`` of images or of cached features."""
+        return self.network.cluster_probabilities(inputs)
+
+    def losses(self, view_a: torch.Tensor, view_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"loss": total, <term>: value, ...}`` for two views of one batch."""
+        raise NotImplementedError
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         view_a, view_b = batch
+        terms = self.losses(view_a, view_b)
+        loss = terms.pop("loss")
+        nonfinite = (~torch.isfinite(loss.detach())).long()
+        self._nonfinite_steps = self._nonfinite_steps.to(loss.device) + nonfinite
         batch_size = view_a.shape[0]
-        z, p = self.network(torch.cat([view_a, view_b]))
-        loss_instance = self.instance_loss(z[:batch_size], z[batch_size:])
-        loss_cluster, loss_entropy = self.cluster_loss(p[:batch_size], p[batch_size:])
-        loss = self.instance_weight * loss_instance + self.cluster_weight * (loss_cluster + loss_entropy)
-        self._nonfinite_steps = (
-            self._nonfinite_steps.to(loss.device) + (~torch.isfinite(loss.detach())).long()
-        )
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
         self.log_dict(
-            {
-                "train/loss_instance": loss_instance,
-                "train/loss_cluster": loss_cluster,
-                "train/loss_entropy": loss_entropy,
-            },
-            on_step=False,
-            on_epoch=True,
-            prog_bar=False,
-            batch_size=batch_size,
+            {f"train/{k}": v for k, v in terms.items()}, on_step=False, on_epoch=True, batch_size=batch_size
         )
         return loss
 
@@ -136,8 +122,11 @@ class ContrastiveClustering(LightningModule):
                 "than the batch it stands for: use a larger data.batch_size, or more devices "
                 "(the losses gather across them)"
             )
-        trainable = [p for p in self.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params=trainable)
+        if hasattr(self.network, "param_groups"):  # pretrained backbones train at their own rates
+            params = self.network.param_groups(lr=self.optimizer_factory.keywords.get("lr", 1e-3))
+        else:
+            params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params=params)
         if any(group["lr"] <= 0 for group in optimizer.param_groups):
             raise ConfigError("the learning rate must be > 0: set module.optimizer.lr, e.g. 3e-4")
         if self.scheduler_factory is None:
@@ -154,3 +143,62 @@ class ContrastiveClustering(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "rng_states" in checkpoint:
             restore_rng_states(checkpoint["rng_states"])
+
+
+class ContrastiveClustering(ClusteringModule):
+    """Contrastive Clustering (Li et al., AAAI 2021): instance NT-Xent + cluster NT-Xent + entropy.
+
+    Both views go through the network as one concatenated batch (BatchNorm sees both views).
+    """
+
+    def __init__(
+        self,
+        network: ClusteringNetwork,
+        instance_loss: InstanceLoss,
+        cluster_loss: ClusterLoss,
+        optimizer: Callable[..., Optimizer],
+        scheduler: Callable[..., LRScheduler] | None = None,
+        instance_weight: float = 1.0,
+        cluster_weight: float = 1.0,
+        compile: bool = False,
+    ) -> None:
+        super().__init__(network, optimizer, scheduler, compile)
+        self.instance_loss = instance_loss
+        self.cluster_loss = cluster_loss
+        self.instance_weight = instance_weight
+        self.cluster_weight = cluster_weight
+
+    def losses(self, view_a: torch.Tensor, view_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        batch_size = view_a.shape[0]
+        z, p = self.network(torch.cat([view_a, view_b]))
+        loss_instance = self.instance_loss(z[:batch_size], z[batch_size:])
+        loss_cluster, loss_entropy = self.cluster_loss(p[:batch_size], p[batch_size:])
+        loss = self.instance_weight * loss_instance + self.cluster_weight * (loss_cluster + loss_entropy)
+        return {
+            "loss": loss,
+            "loss_instance": loss_instance,
+            "loss_cluster": loss_cluster,
+            "loss_entropy": loss_entropy,
+        }
+
+
+class ScanClustering(ClusteringModule):
+    """SCAN's clustering step: a view of each image and a view of one of its nearest neighbours
+    (in the pretrained feature space) should fall in the same cluster; plus an entropy term."""
+
+    def __init__(
+        self,
+        network: ClusteringNetwork,
+        scan_loss: ScanLoss,
+        optimizer: Callable[..., Optimizer],
+        scheduler: Callable[..., LRScheduler] | None = None,
+        compile: bool = False,
+    ) -> None:
+        super().__init__(network, optimizer, scheduler, compile)
+        self.scan_loss = scan_loss
+
+    def losses(self, anchor: torch.Tensor, neighbor: torch.Tensor) -> dict[str, torch.Tensor]:
+        batch_size = anchor.shape[0]
+        _, p = self.network(torch.cat([anchor, neighbor]))
+        consistency, entropy = self.scan_loss(p[:batch_size], p[batch_size:])
+        return {"loss": consistency + entropy, "loss_consistency": consistency, "loss_entropy": entropy}

@@ -66,12 +66,13 @@ def predict(cfg: DictConfig) -> Path:
     )
     network = module.network.to(device).eval()
     data = run_cfg.data
-    transform = EvalTransform(data.image_size, data.mean, data.std).to(device)
+    interpolation = data.get("interpolation", "bilinear")
+    transform = EvalTransform(data.image_size, data.mean, data.std, interpolation).to(device)
+    channels = len(data.mean)  # what the model takes: gray images become RGB for a pretrained backbone
     clusters, confidences, embeddings = [], [], []
     for start in tqdm(range(0, len(paths), cfg.batch_size), desc="predict", unit="batch"):
-        batch = [
-            decode_image(p, data.image_size, data.in_chans) for p in paths[start : start + cfg.batch_size]
-        ]
+        chunk = paths[start : start + cfg.batch_size]
+        batch = [decode_image(path, data.image_size, channels) for path in chunk]
         images = transform(torch.from_numpy(np.stack(batch)).to(device))
         z, p = network(images)
         confidence, cluster = p.max(dim=1)

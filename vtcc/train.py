@@ -10,9 +10,11 @@ from typing import Any
 import hydra
 import lightning.pytorch as pl
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from vtcc.data.features import wrap_for_network
 from vtcc.errors import ConfigError
+from vtcc.models.pretrained import pretrained_data_config
 from vtcc.utils.callbacks import StoreConfig
 from vtcc.utils.checkpoint import (
     CONFIG_KEY,
@@ -41,7 +43,7 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
 
 
 # Settings that change no weight shape: a run may resume with other values.
-NON_STRUCTURAL = {"grad_checkpointing", "drop_path_rate", "pretrained"}
+NON_STRUCTURAL = {"grad_checkpointing", "drop_path_rate", "pretrained", "checkpoint"}
 
 
 def check_resumable(path: Path, current: dict[str, Any]) -> None:
@@ -68,6 +70,18 @@ def check_output_dir(output_dir: Path, overwrite: bool) -> None:
         )
 
 
+def adapt_to_model(cfg: DictConfig) -> None:
+    """A pretrained backbone brings its own preprocessing (timm's data config): use it for the data."""
+    if not str(cfg.model.get("_target_", "")).endswith("pretrained_network"):
+        return
+    preprocessing = pretrained_data_config(
+        cfg.model.name, cfg.model.get("checkpoint"), cfg.model.get("model_kwargs")
+    )
+    with open_dict(cfg.data):
+        cfg.data.update(preprocessing)
+    log.info("data preprocessing from %s: %s", cfg.model.name, preprocessing)
+
+
 def adapt_to_data(cfg: DictConfig, datamodule) -> None:
     """Take K from the data when not given; without labels, keep the best checkpoint by loss."""
     if cfg.get("num_clusters") is None:
@@ -90,11 +104,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     check_output_dir(output_dir, cfg.get("overwrite", False))
+    adapt_to_model(cfg)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")  # load data first: its errors and its class count come before the model
     adapt_to_data(cfg, datamodule)
     ckpt_path = resolve_ckpt_path(cfg)
     network = instantiate(cfg.model)
+    datamodule = wrap_for_network(cfg, datamodule, network)
+    datamodule.setup("fit")  # with a frozen backbone: extract or load the cached features now
     module = instantiate(cfg.module, network=network)
     config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]

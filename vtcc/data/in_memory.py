@@ -60,6 +60,7 @@ class InMemoryDataModule(LightningDataModule):
         root: str | None = None,
         download: bool = False,
         name: str | None = None,
+        interpolation: str = "bilinear",
         batch_size: int = 256,
         eval_batch_size: int = 512,
         num_workers: int = 0,
@@ -72,8 +73,9 @@ class InMemoryDataModule(LightningDataModule):
             )
         self.load_arrays = dataset
         self.train_transform = train_transform
-        self.eval_transform = EvalTransform(image_size, mean, std)
+        self.eval_transform = EvalTransform(image_size, mean, std, interpolation)
         self.in_chans = in_chans
+        self.channels = len(mean)  # what the model takes
         self.name = name
         self.num_classes = num_classes
         self.loader_kwargs = {k: v for k, v in (("root", root), ("download", download)) if v}
@@ -138,6 +140,13 @@ class InMemoryDataModule(LightningDataModule):
         The indices let distributed evaluation drop the samples a distributed sampler repeats.
         """
         images, labels, indices = batch
+        images = self.model_channels(images)
         if self.trainer is not None and self.trainer.training:
             return self.train_transform(images)
         return self.eval_transform(images), labels, indices
+
+    def model_channels(self, images: torch.Tensor) -> torch.Tensor:
+        """Gray images repeated to RGB when the normalisation (a pretrained model's) has three channels."""
+        if images.shape[1] == 1 and self.channels == 3:
+            return images.expand(-1, 3, -1, -1)
+        return images

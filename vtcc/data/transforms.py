@@ -95,10 +95,12 @@ def rgb_view(
 class EvalTransform(nn.Module):
     """Deterministic resize and normalisation, for evaluation and prediction."""
 
-    def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(
+        self, image_size: int, mean: Sequence[float], std: Sequence[float], interpolation: str = "bilinear"
+    ) -> None:
         super().__init__()
         self.view = nn.Sequential(
-            K.Resize((image_size, image_size), antialias=True),
+            K.Resize((image_size, image_size), resample=interpolation.upper(), antialias=True),
             K.Normalize(mean=torch.tensor(mean), std=torch.tensor(std)),
         )
 

@@ -35,15 +35,19 @@ class ClusteringNetwork(nn.Module):
     def num_clusters(self) -> int:
         return self.cluster_projector.num_clusters
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Images ``(B, C, H, W)`` through the backbone; ``(B, D)`` inputs are features already (cached)."""
+        return inputs if inputs.ndim == 2 else self.backbone(inputs)
+
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return instance vectors ``(B, instance_dim)`` and cluster probabilities ``(B, K)``."""
-        features = self.backbone(images)
+        features = self.features(inputs)
         return self.instance_projector(features), self.cluster_projector(features)
 
     @torch.no_grad()
-    def cluster_probabilities(self, images: torch.Tensor) -> torch.Tensor:
+    def cluster_probabilities(self, inputs: torch.Tensor) -> torch.Tensor:
         """Soft assignments ``(B, K)`` without the instance branch, for evaluation."""
-        return self.cluster_projector(self.backbone(images))
+        return self.cluster_projector(self.features(inputs))
 
 
 def vtcc_network(

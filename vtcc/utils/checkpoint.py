@@ -49,7 +49,10 @@ def restore_run(path: str | Path) -> tuple[Any, Any]:
 
     checkpoint = load_checkpoint(path)
     run_cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
-    module = instantiate(run_cfg.module, network=instantiate(run_cfg.model))
+    model_cfg = run_cfg.model.copy()
+    if "pretrained" in model_cfg:
+        model_cfg.pretrained = False  # the checkpoint holds the weights: no download, no weights file needed
+    module = instantiate(run_cfg.module, network=instantiate(model_cfg))
     try:
         module.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:

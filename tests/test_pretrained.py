@@ -1,0 +1,192 @@
+"""Pretrained-backbone mode on a small random timm ViT saved to a local file (no download)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file, save_file
+
+from tests.conftest import compose_train, run_cli
+from vtcc.data import load_digits
+from vtcc.errors import ConfigError
+from vtcc.losses import ScanLoss, nearest_neighbors
+from vtcc.models.pretrained import pretrained_network
+from vtcc.train import train
+
+VIT = "vit_tiny_patch16_224"
+KWARGS = "model.model_kwargs={img_size:32,patch_size:8,depth:3}"
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    backbone = timm.create_model(VIT, pretrained=False, num_classes=0, img_size=32, patch_size=8, depth=3)
+    save_file(backbone.state_dict(), folder / "vit.safetensors")
+    torch.save(backbone.state_dict(), folder / "vit.pth")
+    arrays = load_digits()
+    np.savez(folder / "digits.npz", x=arrays.images[:256, 0].numpy(), y=arrays.labels[:256].numpy())
+    return folder
+
+
+def overrides(weights: Path, *extra: str) -> list[str]:
+    return [
+        "model=pretrained",
+        f"model.name={VIT}",
+        f"model.checkpoint={weights / 'vit.safetensors'}",
+        KWARGS,
+        "data=npz",
+        f"data.root={weights / 'digits.npz'}",
+        "data.in_chans=1",
+        "data.batch_size=64",
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=2",
+        "trainer.check_val_every_n_epoch=1",
+        "trainer.enable_progress_bar=false",
+        "features.num_views=4",
+        "features.batch_size=64",
+        f"paths.log_dir={weights / 'outputs'}",
+        *extra,
+    ]
+
+
+def run(tmp_path: Path, weights: Path, *extra: str) -> tuple[dict[str, float], dict]:
+    metrics = train(compose_train(tmp_path, overrides(weights, *extra), tiny=False))
+    return metrics, torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+
+
+def backbone_state(checkpoint: dict) -> dict[str, torch.Tensor]:
+    prefix = "network.backbone."
+    return {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+
+
+def test_frozen_mode_keeps_the_backbone_and_uses_its_preprocessing(tmp_path, weights):
+    metrics, checkpoint = run(tmp_path / "frozen", weights)
+    original = load_file(weights / "vit.safetensors")
+    trained = backbone_state(checkpoint)
+    assert trained.keys() == original.keys()
+    assert all(torch.equal(trained[k], original[k]) for k in original)
+    config = checkpoint["vtcc_config"]["data"]
+    assert (
+        config["image_size"] == 32
+        and config["mean"] == [0.5, 0.5, 0.5]
+        and config["interpolation"] == "bicubic"
+    )
+    assert 0 < metrics["acc"] <= 1 and metrics["acc_many_to_one"] >= metrics["acc"]
+
+
+def test_feature_cache_is_reused_and_invalidated(tmp_path, weights, caplog):
+    caches = weights / "outputs" / "cache" / "features"
+    run(tmp_path / "a", weights, "seed=7")
+    first = set(caches.glob("*.pt"))
+    with caplog.at_level("INFO", logger="vtcc"):
+        run(tmp_path / "b", weights, "seed=7")
+    assert set(caches.glob("*.pt")) == first and "features loaded from" in caplog.text
+    run(tmp_path / "c", weights, "seed=7", "augment.view_a.rotation=5")  # another transform
+    second = set(caches.glob("*.pt"))
+    assert len(second - first) == 1
+    run(tmp_path / "d", weights, "seed=7", f"model.checkpoint={weights / 'vit.pth'}")  # another weights file
+    assert len(set(caches.glob("*.pt")) - second) == 1
+
+
+def test_partial_mode_trains_only_the_last_blocks(tmp_path, weights):
+    _, checkpoint = run(
+        tmp_path, weights, "model.mode=partial", "model.trainable_blocks=1", "trainer.max_epochs=1"
+    )
+    original = load_file(weights / "vit.safetensors")
+    trained = backbone_state(checkpoint)
+    changed = {k for k in original if not torch.equal(trained[k], original[k])}
+    assert changed and all(k.startswith(("blocks.2.", "norm.")) for k in changed)
+    assert any(k.startswith("blocks.2.") for k in changed)
+
+
+def test_full_mode_decays_the_learning_rate_layer_by_layer(weights):
+    network = pretrained_network(
+        VIT,
+        5,
+        checkpoint=str(weights / "vit.pth"),
+        mode="full",
+        backbone_lr_scale=1.0,
+        layer_decay=0.5,
+        model_kwargs={"img_size": 32, "patch_size": 8, "depth": 3},
+    )
+    groups = network.param_groups(lr=1.0)
+    assert groups[0]["lr"] == 1.0  # the heads
+    rates = sorted({round(g["lr"], 6) for g in groups[1:]})
+    assert rates == [0.125, 0.25, 0.5, 1.0]  # embeddings, blocks 0 and 1, block 2 with the final norm
+    assert all(p.requires_grad for p in network.parameters())
+
+
+def test_scan_objective_on_neighbours(tmp_path, weights):
+    metrics, checkpoint = run(tmp_path, weights, "objective=scan", "features.num_neighbors=5")
+    assert checkpoint["vtcc_config"]["module"]["_target_"] == "vtcc.module.ScanClustering"
+    assert 0 < metrics["acc"] <= 1
+
+
+def test_scan_needs_a_frozen_backbone(tmp_path):
+    with pytest.raises(ConfigError, match="frozen backbone"):
+        train(compose_train(tmp_path, ["objective=scan", "trainer.max_epochs=1", "callbacks=none"]))
+
+
+def test_nearest_neighbours_are_exact():
+    features = torch.randn(50, 8, generator=torch.Generator().manual_seed(0))
+    found = nearest_neighbors(features, k=4, chunk=7)
+    normed = torch.nn.functional.normalize(features, dim=1)
+    similarity = normed @ normed.T
+    similarity.fill_diagonal_(-2)
+    assert torch.equal(found, similarity.topk(4, dim=1).indices)
+
+
+def test_scan_loss_prefers_agreeing_neighbours_and_balanced_clusters():
+    sharp = torch.eye(4).repeat(4, 1) * 0.97 + 0.01
+    consistency_same, entropy_same = ScanLoss(entropy_weight=1.0)(sharp, sharp)
+    consistency_other, _ = ScanLoss(entropy_weight=1.0)(sharp, sharp.roll(1, dims=1))
+    assert consistency_same < consistency_other
+    assert entropy_same.item() == pytest.approx(0.0, abs=1e-6)  # evenly spread over the 4 clusters
+
+
+def test_eval_and_predict_work_on_a_pretrained_checkpoint(tmp_path, weights):
+    args = overrides(weights, "hydra.run.dir=run")
+    args = [a for a in args if not a.startswith("paths.log_dir")] + [f"paths.log_dir={tmp_path / 'outputs'}"]
+    trained = run_cli("train", *args, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    final = json.loads((tmp_path / "run/final_metrics.json").read_text())
+    evaluated = run_cli(
+        "evaluate",
+        "ckpt_path=run/checkpoints/last.ckpt",
+        "hydra.run.dir=eval",
+        f"paths.log_dir={tmp_path / 'outputs'}",
+        cwd=tmp_path,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert json.loads((tmp_path / "eval/metrics.json").read_text())["acc"] == pytest.approx(final["acc"])
+    (tmp_path / "new").mkdir()
+    from PIL import Image
+
+    for i in range(5):
+        Image.fromarray(load_digits().images[i, 0].numpy()).save(tmp_path / "new" / f"{i}.png")
+    predicted = run_cli(
+        "predict", "ckpt_path=run/checkpoints/last.ckpt", "input=new", "output=pred", cwd=tmp_path
+    )
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    assert len((tmp_path / "pred/clusters.csv").read_text().splitlines()) == 6
+
+
+def test_bad_pretrained_settings(tmp_path, weights):
+    with pytest.raises(ConfigError, match="does not exist"):
+        pretrained_network(VIT, 5, checkpoint=str(tmp_path / "missing.pth"))
+    with pytest.raises(ConfigError, match="timm has no model"):
+        pretrained_network("no_such_net", 5, checkpoint=str(weights / "vit.pth"))
+    with pytest.raises(ConfigError, match="model.mode"):
+        pretrained_network(
+            VIT,
+            5,
+            checkpoint=str(weights / "vit.pth"),
+            mode="half",
+            model_kwargs={"img_size": 32, "patch_size": 8, "depth": 3},
+        )

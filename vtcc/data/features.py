@@ -1,0 +1,199 @@
+"""Frozen-backbone mode: backbone features of several augmented views, computed once and cached.
+
+The heads then train on pairs of cached views (or, for SCAN, a view and a neighbour's view),
+which takes seconds an epoch on a CPU instead of a backbone pass per step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch import nn
+from torch.utils.data import DataLoader
+
+from vtcc.data.in_memory import BatchedTensors, InMemoryDataModule, keep_batch
+from vtcc.errors import ConfigError
+from vtcc.losses.scan import nearest_neighbors
+
+log = logging.getLogger("vtcc")
+
+
+def cache_key(parts: dict[str, Any]) -> str:
+    """A short hash of everything the cached features depend on (model, weights file, data, transform)."""
+    checkpoint = (parts.get("model") or {}).get("checkpoint")
+    if checkpoint and Path(checkpoint).is_file():
+        stat = Path(checkpoint).stat()
+        parts = {
+            **parts,
+            "checkpoint_file": [str(Path(checkpoint).resolve()), stat.st_size, stat.st_mtime_ns],
+        }
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+class CachedFeatureDataModule(LightningDataModule):
+    """Wraps an image datamodule; serves ``(view_a, view_b)`` features ``(B, D)`` for training and
+    ``(features, labels, indices)`` of the evaluation transform for evaluation.
+
+    ``num_views`` augmented views per image (even: each augmentation pass yields two), stored in
+    ``cache_dir/<key>.pt``. ``pairing``: ``views`` (two views of an image) or ``neighbors``
+    (a view of an image and a view of one of its ``num_neighbors`` nearest neighbours).
+    """
+
+    def __init__(
+        self,
+        source: InMemoryDataModule,
+        backbone: nn.Module,
+        key: str,
+        cache_dir: str,
+        num_views: int = 10,
+        pairing: str = "views",
+        num_neighbors: int = 20,
+        batch_size: int = 256,
+        eval_batch_size: int = 1024,
+        extract_batch_size: int = 256,
+        device: str = "auto",
+    ) -> None:
+        super().__init__()
+        if num_views < 2 or num_views % 2:
+            raise ConfigError(f"features.num_views={num_views} must be an even number >= 2")
+        if pairing not in ("views", "neighbors"):
+            raise ConfigError(f"features.pairing={pairing!r} is unknown: use views or neighbors")
+        self.source = source
+        self.backbone = backbone
+        self.path = Path(cache_dir) / f"{key}.pt"
+        self.num_views = num_views
+        self.pairing = pairing
+        self.num_neighbors = num_neighbors
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.extract_batch_size = extract_batch_size
+        self.device = torch.device(
+            ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        )
+        self.cache: dict[str, torch.Tensor] | None = None
+        self.computed = False  # True when this instance extracted the features instead of loading them
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.source.num_classes
+
+    @property
+    def labeled(self) -> bool:
+        return self.source.labeled
+
+    @property
+    def arrays(self):
+        return self.source.arrays
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.cache is not None:
+            return
+        self.source.setup(stage)
+        if self.path.is_file():
+            self.cache = torch.load(self.path, map_location="cpu", weights_only=True)
+            log.info("features loaded from %s", self.path)
+        else:
+            self.cache = self.extract()
+            self.computed = True
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            torch.save(self.cache, temporary)
+            os.replace(temporary, self.path)  # concurrent processes never read a partial file
+            log.info("features cached in %s", self.path)
+        if self.pairing == "neighbors" and "neighbors" not in self.cache:
+            self.cache["neighbors"] = nearest_neighbors(self.cache["eval"], self.num_neighbors)
+
+    @torch.no_grad()
+    def extract(self) -> dict[str, torch.Tensor]:
+        """``views``: ``(V, N, D)``; ``eval``: ``(N, D)``; ``labels``: ``(N,)``."""
+        arrays = self.source.arrays
+        backbone = self.backbone.to(self.device).eval()
+        train_transform = self.source.train_transform.to(self.device)
+        eval_transform = self.source.eval_transform.to(self.device)
+        views = [[] for _ in range(self.num_views)]
+        evaluated = []
+        for start in range(0, len(arrays), self.extract_batch_size):
+            images = self.source.model_channels(
+                arrays.images[start : start + self.extract_batch_size].to(self.device)
+            )
+            evaluated.append(backbone(eval_transform(images)).float().cpu())
+            for pair in range(self.num_views // 2):
+                view_a, view_b = train_transform(images)
+                views[2 * pair].append(backbone(view_a).float().cpu())
+                views[2 * pair + 1].append(backbone(view_b).float().cpu())
+        return {
+            "views": torch.stack([torch.cat(v) for v in views]),
+            "eval": torch.cat(evaluated),
+            "labels": self.source._labels(),
+        }
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.cache is not None
+        return DataLoader(
+            BatchedTensors(torch.arange(len(self.cache["eval"]))),
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            collate_fn=self.training_pairs,
+        )
+
+    def training_pairs(self, batch: tuple[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two views drawn per image (distinct), or a view of the image and of a random neighbour."""
+        (index,) = batch
+        views = self.cache["views"]
+        first = torch.randint(self.num_views, (len(index),))
+        if self.pairing == "neighbors":
+            neighbors = self.cache["neighbors"][index]
+            partner = neighbors[torch.arange(len(index)), torch.randint(neighbors.shape[1], (len(index),))]
+            return views[first, index], views[torch.randint(self.num_views, (len(index),)), partner]
+        second = (first + torch.randint(1, self.num_views, (len(index),))) % self.num_views
+        return views[first, index], views[second, index]
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.cache is not None
+        count = len(self.cache["eval"])
+        return DataLoader(
+            BatchedTensors(self.cache["eval"], self.cache["labels"], torch.arange(count)),
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            collate_fn=keep_batch,
+        )
+
+
+def wrap_for_network(cfg: Any, datamodule: InMemoryDataModule, network: nn.Module) -> LightningDataModule:
+    """With a frozen pretrained backbone and ``features.cache=true``, train the heads on cached features."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    features = cfg.get("features")
+    if getattr(network, "mode", None) != "frozen" or not features or not features.cache:
+        if features and features.get("pairing") == "neighbors":
+            raise ConfigError(
+                "objective=scan needs neighbours from a frozen backbone: "
+                "use model=pretrained model.mode=frozen"
+            )
+        return datamodule
+    parts = OmegaConf.to_container(cfg, resolve=True)
+    key = cache_key(
+        {
+            "model": {k: v for k, v in parts["model"].items() if k in ("name", "checkpoint", "model_kwargs")},
+            "data": {
+                k: v
+                for k, v in parts["data"].items()
+                if k not in ("batch_size", "eval_batch_size", "num_workers")
+            },
+            "augment": parts.get("augment"),
+            "num_views": features.num_views,
+            "seed": parts.get("seed"),
+        }
+    )
+    settings = {k: v for k, v in features.items() if k != "cache"}
+    return instantiate(settings, source=datamodule, backbone=network.backbone, key=key)

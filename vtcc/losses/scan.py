@@ -1,0 +1,49 @@
+"""SCAN's clustering objective (Van Gansbeke et al., ECCV 2020): neighbours share a cluster."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from vtcc.errors import ConfigError
+from vtcc.losses.cluster import negative_entropy
+from vtcc.losses.nt_xent import at_least_float32
+
+
+class ScanLoss(nn.Module):
+    """``forward(p_anchor, p_neighbor)`` on ``(B, K)`` probabilities returns ``(consistency, entropy)``.
+
+    consistency: ``-mean log <p_anchor, p_neighbor>``; entropy: ``entropy_weight * (log K - H(mean p))``,
+    zero when the batch spreads evenly over the clusters (SCAN's entropy term, shifted by log K).
+    """
+
+    def __init__(self, entropy_weight: float = 5.0) -> None:
+        super().__init__()
+        if entropy_weight < 0:
+            raise ConfigError(f"entropy_weight must be >= 0, got {entropy_weight}")
+        self.entropy_weight = entropy_weight
+
+    def forward(self, p_anchor: torch.Tensor, p_neighbor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p_anchor, p_neighbor = at_least_float32(p_anchor), at_least_float32(p_neighbor)
+        agreement = (p_anchor * p_neighbor).sum(dim=1).clamp_min(1e-12)
+        consistency = -torch.log(agreement).mean()
+        entropy = negative_entropy(p_anchor)
+        return consistency, self.entropy_weight * entropy
+
+
+def nearest_neighbors(features: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor:
+    """Exact cosine k-nearest neighbours ``(N, k)`` of ``(N, D)`` features, self excluded (chunked matmul)."""
+    if not 0 < k < len(features):
+        raise ConfigError(
+            f"num_neighbors={k} must be between 1 and the number of images - 1 ({len(features) - 1})"
+        )
+    normed = torch.nn.functional.normalize(features.float(), dim=1)
+    result = []
+    for start in range(0, len(normed), chunk):
+        similarity = normed[start : start + chunk] @ normed.T
+        rows = torch.arange(start, min(start + chunk, len(normed)))
+        similarity[rows - start, rows] = -math.inf
+        result.append(similarity.topk(k, dim=1).indices)
+    return torch.cat(result)
