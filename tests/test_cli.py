@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -119,3 +120,23 @@ def test_eval_of_a_file_that_is_no_checkpoint(tmp_path):
     result = run_cli("evaluate", "ckpt_path=notes.ckpt", cwd=tmp_path)
     assert result.returncode == 2
     assert "not a readable vtcc checkpoint" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_eval_report_files_are_valid_and_the_confusion_matrix_counts_every_image(trained_run):
+    run = trained_run / "outputs/train/first"
+    result = run_cli(
+        "evaluate",
+        f"ckpt_path={run}/checkpoints/last.ckpt",
+        "trainer.accelerator=cpu",
+        "report=true",
+        "hydra.run.dir=outputs/eval/report",
+        cwd=trained_run,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = trained_run / "outputs/eval/report/report"
+    for name in ("clusters.png", "sizes.png", "confusion.png", "embedding.png"):
+        assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    page = (report / "report.html").read_text()
+    assert page.startswith("<!doctype html>") and page.count("data:image/png;base64,") == 4
+    confusion = np.loadtxt(report / "confusion.csv", delimiter=",")
+    assert confusion.sum() == 1797 and confusion.shape[0] == 10

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import hydra
 import lightning.pytorch as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vtcc.data.features import wrap_for_network
 from vtcc.errors import ConfigError
+from vtcc.report import write_report
 from vtcc.utils.checkpoint import restore_run
 from vtcc.utils.cli import CONFIG_DIR, run_safely
 
@@ -38,9 +40,38 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     output = Path(cfg.paths.output_dir) / "metrics.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"ckpt_path": str(cfg.ckpt_path), **metrics}, indent=2) + "\n")
+    if cfg.get("report"):
+        page = write_report_for(module, datamodule, metrics, Path(cfg.paths.output_dir) / "report")
+        log.info("report: %s", page)
     print(json.dumps(metrics, indent=2))
     log.info("metrics written to %s", output)
     return metrics
+
+
+@torch.no_grad()
+def write_report_for(module, datamodule, metrics: dict[str, float], output: Path) -> Path:
+    """Predictions, confidences and embeddings over the evaluation split, then the report files."""
+    module.eval()
+    outputs = {"cluster": [], "confidence": [], "embedding": [], "label": [], "index": []}
+    for batch in datamodule.val_dataloader():
+        inputs, labels, indices = datamodule.on_after_batch_transfer(batch, 0)
+        z, p = module.network(inputs.to(module.device))
+        confidence, cluster = p.max(dim=1)
+        for key, value in zip(outputs, (cluster, confidence, z, labels, indices), strict=True):
+            outputs[key].append(value.float().cpu() if key in ("confidence", "embedding") else value.cpu())
+    merged = {key: torch.cat(values).numpy() for key, values in outputs.items()}
+    labels = merged["label"]
+    images = datamodule.arrays.images[merged["index"]].numpy()
+    return write_report(
+        output,
+        images,
+        merged["cluster"],
+        merged["confidence"],
+        merged["embedding"],
+        module.network.num_clusters,
+        labels=labels if (labels >= 0).all() else None,
+        metrics=metrics,
+    )
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")

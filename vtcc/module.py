@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.loggers import TensorBoardLogger
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
@@ -89,6 +90,13 @@ class ClusteringModule(LightningModule):
         clusters, labels = rows[first, 1], rows[first, 2]
         values = {"val/num_clusters": float(len(np.unique(clusters)))}
         self._warn_on_collapse(clusters)
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger) and self.trainer.is_global_zero:
+                sizes = np.bincount(clusters, minlength=self.network.num_clusters)
+                logger.experiment.add_histogram("val/cluster_assignments", clusters, self.global_step)
+                logger.experiment.add_scalar(
+                    "val/largest_cluster_share", sizes.max() / sizes.sum(), self.global_step
+                )
         scored = labels >= 0  # images without a label train but are not scored
         if scored.any():
             values.update(

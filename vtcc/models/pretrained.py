@@ -20,9 +20,14 @@ def create_pretrained_backbone(
     pretrained: bool = True,
     model_kwargs: dict[str, Any] | None = None,
 ) -> nn.Module:
-    """timm model ``name`` without classifier; weights from ``checkpoint`` (.pth, .safetensors) or the hub."""
+    """timm model ``name`` without classifier; weights from ``checkpoint`` (.pth, .safetensors) or the hub.
+
+    A vtcc run's ``.ckpt`` as ``checkpoint`` gives that run's backbone (``name`` is then ignored).
+    """
     import timm
 
+    if checkpoint and str(checkpoint).endswith(".ckpt"):
+        return vtcc_run_backbone(checkpoint)
     kwargs: dict[str, Any] = {"num_classes": 0, **(model_kwargs or {})}
     if checkpoint:
         path = Path(checkpoint)
@@ -46,12 +51,30 @@ def create_pretrained_backbone(
         raise ConfigError(f"could not load weights for {name!r} ({error}): {hint}") from error
 
 
+def vtcc_run_backbone(checkpoint: str | Path) -> nn.Module:
+    """The backbone of a vtcc training run (``.ckpt``), e.g. an end-to-end VTCC model reused frozen."""
+    from vtcc.utils.checkpoint import restore_run
+
+    _, module = restore_run(checkpoint)
+    return module.network.backbone
+
+
 def pretrained_data_config(
     name: str, checkpoint: str | None = None, model_kwargs: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The model's own preprocessing (timm's data config): image size, mean, std, interpolation."""
+    """The model's own preprocessing (timm's data config): image size, mean, std, interpolation.
+
+    For a vtcc run's ``.ckpt``, the preprocessing that run used.
+    """
     import timm
     from timm.data import resolve_model_data_config
+
+    if checkpoint and str(checkpoint).endswith(".ckpt"):
+        from vtcc.utils.checkpoint import CONFIG_KEY, load_checkpoint
+
+        data = load_checkpoint(checkpoint)[CONFIG_KEY]["data"]
+        keys = ("image_size", "mean", "std", "interpolation")
+        return {key: data.get(key, "bilinear") for key in keys}
 
     model = timm.create_model(name, pretrained=False, num_classes=0, **(model_kwargs or {}))
     config = resolve_model_data_config(model)

@@ -1,0 +1,167 @@
+"""A clustering report a person can look at: PNG figures and one self-contained HTML page.
+
+Figures: the most confident images of each cluster, cluster sizes, the confusion matrix against
+the labels after Hungarian matching (when labels exist), and a 2-D t-SNE map of the instance
+embeddings coloured by cluster and by label.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from vtcc.metrics import contingency_table
+
+STYLE = (
+    "body{font-family:sans-serif;margin:2em;max-width:1100px}img{max-width:100%;border:1px solid #ddd}"
+    "table{border-collapse:collapse}th,td{padding:4px 12px;border-bottom:1px solid #ddd;text-align:left}"
+)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def matched_confusion(labels: np.ndarray, clusters: np.ndarray) -> tuple[np.ndarray, list[int], list[int]]:
+    """Counts ``(labels, clusters)`` with the clusters reordered so matched pairs lie on the diagonal."""
+    label_values, cluster_values = np.unique(labels), np.unique(clusters)
+    table = contingency_table(labels, clusters)
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    order = list(cols[np.argsort(rows)]) + [c for c in range(table.shape[1]) if c not in set(cols)]
+    return table[:, order], label_values.tolist(), [int(cluster_values[c]) for c in order]
+
+
+def cluster_grid(
+    images: np.ndarray, clusters: np.ndarray, confidence: np.ndarray, path: Path, per_cluster: int = 8
+):
+    """One row per non-empty cluster: its ``per_cluster`` most confident images, left to right."""
+    plt = _pyplot()
+    used = np.unique(clusters)
+    figure, axes = plt.subplots(
+        len(used), per_cluster, figsize=(per_cluster * 1.1, len(used) * 1.2), squeeze=False
+    )
+    for row, cluster in enumerate(used):
+        members = np.flatnonzero(clusters == cluster)
+        best = members[np.argsort(-confidence[members])][:per_cluster]
+        for column in range(per_cluster):
+            axis = axes[row, column]
+            axis.axis("off")
+            if column < len(best):
+                image = images[best[column]].transpose(1, 2, 0)
+                axis.imshow(
+                    image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255
+                )
+        axes[row, 0].set_title(f"cluster {cluster} ({len(members)})", fontsize=7, loc="left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def size_histogram(clusters: np.ndarray, num_clusters: int, path: Path) -> None:
+    plt = _pyplot()
+    sizes = np.bincount(clusters, minlength=num_clusters)
+    figure, axis = plt.subplots(figsize=(max(4, num_clusters * 0.35), 3))
+    axis.bar(range(num_clusters), sizes, color="#4878a8")
+    axis.set_xlabel("cluster")
+    axis.set_ylabel("images")
+    axis.set_title("cluster sizes")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def confusion_figure(table: np.ndarray, label_names: list[int], cluster_names: list[int], path: Path) -> None:
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(max(4, len(cluster_names) * 0.45), max(3.5, len(label_names) * 0.4)))
+    axis.imshow(table, cmap="Blues")
+    axis.set_xticks(range(len(cluster_names)), cluster_names, fontsize=7)
+    axis.set_yticks(range(len(label_names)), label_names, fontsize=7)
+    axis.set_xlabel("cluster (Hungarian-matched order)")
+    axis.set_ylabel("label")
+    if table.size <= 900:
+        for (i, j), count in np.ndenumerate(table):
+            if count:
+                axis.text(j, i, int(count), ha="center", va="center", fontsize=6)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def embedding_figure(
+    embeddings: np.ndarray,
+    clusters: np.ndarray,
+    labels: np.ndarray | None,
+    path: Path,
+    max_points: int = 3000,
+    seed: int = 0,
+) -> None:
+    """t-SNE (scikit-learn) of at most ``max_points`` embeddings, by cluster and, with labels, by label."""
+    from sklearn.manifold import TSNE
+
+    plt = _pyplot()
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(len(embeddings), size=min(max_points, len(embeddings)), replace=False))
+    perplexity = float(min(30, max(2, (len(chosen) - 1) // 3)))
+    points = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
+        embeddings[chosen]
+    )
+    panels = [("by cluster", clusters[chosen])] + (
+        [("by label", labels[chosen])] if labels is not None else []
+    )
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.2), squeeze=False)
+    for axis, (title, colours) in zip(axes[0], panels, strict=True):
+        axis.scatter(points[:, 0], points[:, 1], c=colours, s=4, cmap="tab20")
+        axis.set_title(f"t-SNE of instance embeddings, {title}", fontsize=9)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_report(
+    output: Path,
+    images: np.ndarray,
+    clusters: np.ndarray,
+    confidence: np.ndarray,
+    embeddings: np.ndarray,
+    num_clusters: int,
+    labels: np.ndarray | None = None,
+    metrics: dict[str, float] | None = None,
+    title: str = "vtcc clustering report",
+) -> Path:
+    """Write the PNG figures and ``report.html`` (figures embedded) into ``output``; returns the page."""
+    output.mkdir(parents=True, exist_ok=True)
+    figures = {"clusters.png": "Most confident images of each cluster", "sizes.png": "Cluster sizes"}
+    cluster_grid(images, clusters, confidence, output / "clusters.png")
+    size_histogram(clusters, num_clusters, output / "sizes.png")
+    if labels is not None:
+        table, label_names, cluster_names = matched_confusion(labels, clusters)
+        confusion_figure(table, label_names, cluster_names, output / "confusion.png")
+        np.savetxt(output / "confusion.csv", table, fmt="%d", delimiter=",")
+        figures["confusion.png"] = "Confusion matrix after Hungarian matching"
+    embedding_figure(embeddings, clusters, labels, output / "embedding.png")
+    figures["embedding.png"] = "2-D map of the instance embeddings"
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{v:.4f}</td></tr>" for k, v in (metrics or {}).items())
+    sections = "".join(
+        f'<section><h2>{html.escape(caption)}</h2><img alt="{html.escape(caption)}" '
+        f'src="data:image/png;base64,{base64.b64encode((output / name).read_bytes()).decode()}"></section>'
+        for name, caption in figures.items()
+    )
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style>"
+        f"</head><body><h1>{html.escape(title)}</h1><p>{len(clusters)} images, {len(np.unique(clusters))} of "
+        f"{num_clusters} clusters used.</p><table>{rows}</table>{sections}</body></html>"
+    )
+    (output / "report.html").write_text(page)
+    return output / "report.html"
