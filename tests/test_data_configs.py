@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
@@ -134,3 +135,62 @@ def test_every_experiment_preset_composes_with_the_papers_values():
                 assert cfg.data.batch_size == 256 and cfg.model.name == "resnet34"
         network = instantiate(cfg.model)  # the last preset, a ResNet-34 one
         assert network.num_clusters == cfg.data.num_classes
+
+
+def test_streaming_folder_serves_the_images_the_in_memory_path_loads(tmp_path):
+    fake_data.write_image_folder(tmp_path / "imgs", ["a", "b", "c"], per_class=6)
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        common = [
+            f"data.root={tmp_path / 'imgs'}",
+            "data.image_size=16",
+            "data.batch_size=4",
+            "paths.output_dir=x",
+        ]
+        streamed = instantiate(compose("train", overrides=["data=folder_streaming", *common]).data)
+        in_memory = instantiate(compose("train", overrides=["data=folder", *common]).data)
+    streamed.setup("fit")
+    in_memory.setup("fit")
+    assert len(streamed) == len(in_memory) == 18 and streamed.num_classes == 3 and streamed.labeled
+    batches = list(streamed.val_dataloader())  # two worker processes decode
+    images = torch.cat([b[0] for b in batches])
+    assert torch.equal(images, in_memory.arrays.images)
+    assert torch.equal(torch.cat([b[1] for b in batches]), in_memory.arrays.labels)
+    assert torch.equal(streamed.images_at(torch.tensor([5, 0])), in_memory.arrays.images[[5, 0]])
+    metrics = train_on(
+        tmp_path, "data=folder_streaming", f"data.root={tmp_path / 'imgs'}", "data.image_size=8"
+    )
+    assert 0 < metrics["acc"] <= 1
+
+
+def test_held_out_split_trains_on_train_and_evaluates_on_test(tmp_path):
+    fake_data.write_cifar10(tmp_path / "data", per_file=8)  # 40 train + 8 test images
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "data=cifar10",
+                f"data.root={tmp_path / 'data'}",
+                "data.eval_split=test",
+                "data.batch_size=8",
+                "paths.output_dir=x",
+            ],
+        )
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    trained = torch.cat([batch[2] for batch in datamodule.train_dataloader()])
+    evaluated = torch.cat([batch[2] for batch in datamodule.val_dataloader()])
+    assert sorted(trained.tolist()) == list(range(40)) and evaluated.tolist() == list(range(40, 48))
+    fake_data.write_image_folder(tmp_path / "imgs", ["a", "b"], per_class=4)
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        folder = compose(
+            "train",
+            overrides=[
+                "data=folder",
+                f"data.root={tmp_path / 'imgs'}",
+                "+data.eval_split=test",
+                "data.batch_size=4",
+                "paths.output_dir=x",
+            ],
+        )
+    with pytest.raises(Exception, match="no test split"):
+        instantiate(folder.data).setup("fit")

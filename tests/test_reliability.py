@@ -146,7 +146,7 @@ def test_interrupt_saves_a_checkpoint_that_resume_latest_uses(tmp_path, sent):
     process.send_signal(sent)
     process.wait(timeout=60)
     interrupted = tmp_path / "outputs/train/stopped/checkpoints/interrupted.ckpt"
-    assert interrupted.is_file()
+    assert interrupted.is_file(), process.stderr.read()[-3000:]
     state = torch.load(interrupted, weights_only=True)
     assert state["global_step"] > 0 and "vtcc_config" in state
 

@@ -61,10 +61,10 @@ def write_report_for(module, datamodule, metrics: dict[str, float], output: Path
             outputs[key].append(value.float().cpu() if key in ("confidence", "embedding") else value.cpu())
     merged = {key: torch.cat(values).numpy() for key, values in outputs.items()}
     labels = merged["label"]
-    images = datamodule.arrays.images[merged["index"]].numpy()
     return write_report(
         output,
-        images,
+        datamodule.images_at,
+        merged["index"],
         merged["cluster"],
         merged["confidence"],
         merged["embedding"],

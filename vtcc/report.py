@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy.optimize import linear_sum_assignment
 
 from vtcc.metrics import contingency_table
@@ -41,9 +43,17 @@ def matched_confusion(labels: np.ndarray, clusters: np.ndarray) -> tuple[np.ndar
 
 
 def cluster_grid(
-    images: np.ndarray, clusters: np.ndarray, confidence: np.ndarray, path: Path, per_cluster: int = 8
-):
-    """One row per non-empty cluster: its ``per_cluster`` most confident images, left to right."""
+    images_at: Callable[[torch.Tensor], torch.Tensor],
+    indices: np.ndarray,
+    clusters: np.ndarray,
+    confidence: np.ndarray,
+    path: Path,
+    per_cluster: int = 8,
+) -> None:
+    """One row per non-empty cluster: its ``per_cluster`` most confident images, left to right.
+
+    ``images_at(dataset_indices)`` returns uint8 ``(n, C, H, W)``; only the images shown are read.
+    """
     plt = _pyplot()
     used = np.unique(clusters)
     figure, axes = plt.subplots(
@@ -52,11 +62,12 @@ def cluster_grid(
     for row, cluster in enumerate(used):
         members = np.flatnonzero(clusters == cluster)
         best = members[np.argsort(-confidence[members])][:per_cluster]
+        shown = np.asarray(images_at(torch.as_tensor(indices[best])))
         for column in range(per_cluster):
             axis = axes[row, column]
             axis.axis("off")
             if column < len(best):
-                image = images[best[column]].transpose(1, 2, 0)
+                image = shown[column].transpose(1, 2, 0)
                 axis.imshow(
                     image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255
                 )
@@ -130,7 +141,8 @@ def embedding_figure(
 
 def write_report(
     output: Path,
-    images: np.ndarray,
+    images_at: Callable[[torch.Tensor], torch.Tensor],
+    indices: np.ndarray,
     clusters: np.ndarray,
     confidence: np.ndarray,
     embeddings: np.ndarray,
@@ -142,7 +154,7 @@ def write_report(
     """Write the PNG figures and ``report.html`` (figures embedded) into ``output``; returns the page."""
     output.mkdir(parents=True, exist_ok=True)
     figures = {"clusters.png": "Most confident images of each cluster", "sizes.png": "Cluster sizes"}
-    cluster_grid(images, clusters, confidence, output / "clusters.png")
+    cluster_grid(images_at, indices, clusters, confidence, output / "clusters.png")
     size_histogram(clusters, num_clusters, output / "sizes.png")
     if labels is not None:
         table, label_names, cluster_names = matched_confusion(labels, clusters)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -88,10 +89,9 @@ def adapt_to_data(cfg: DictConfig, datamodule) -> None:
         if datamodule.num_classes is None:
             raise ConfigError("the images have no class folders to count clusters from: set num_clusters=<K>")
         cfg.num_clusters = datamodule.num_classes
-    if cfg.num_clusters > len(datamodule.arrays):
+    if cfg.num_clusters > len(datamodule):
         raise ConfigError(
-            f"num_clusters={cfg.num_clusters} is more than the {len(datamodule.arrays)} images: "
-            "lower num_clusters"
+            f"num_clusters={cfg.num_clusters} is more than the {len(datamodule)} images: lower num_clusters"
         )
     best = (cfg.get("callbacks") or {}).get("best_checkpoint")
     if not datamodule.labeled and best is not None and best.get("monitor") == "val/acc":
@@ -142,6 +142,9 @@ def _format(metrics: dict[str, Any]) -> str:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
+    # A job started in the background of a script inherits an ignored SIGINT; Ctrl-C and
+    # `kill -INT` must still stop the run (saving interrupted.ckpt).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     run_safely(train, cfg)
 
 

@@ -9,6 +9,7 @@ from vtcc.data.benchmarks import (
 from vtcc.data.datasets import ImageArrays, load_digits
 from vtcc.data.folder import load_image_folder, load_npz
 from vtcc.data.in_memory import InMemoryDataModule
+from vtcc.data.streaming import StreamingFolderDataModule
 from vtcc.data.transforms import EvalTransform, TwinViewAugmentation, rgb_view, small_image_view
 
 __all__ = [
@@ -26,5 +27,6 @@ __all__ = [
     "load_npz",
     "load_stl10",
     "rgb_view",
+    "StreamingFolderDataModule",
     "small_image_view",
 ]

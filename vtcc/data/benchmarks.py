@@ -53,8 +53,13 @@ def _cifar(root: str | Path, download: bool, name: str, folder: str, files: list
         raise missing(
             name, root, f"{folder}/{{{','.join(files)}}} (the python pickles)", _download_hint(name)
         )
-    images, labels = _read_cifar_batches(root / folder, files, label_key)
-    return ImageArrays(torch.from_numpy(images), torch.from_numpy(labels), name)
+    train_images, train_labels = _read_cifar_batches(root / folder, files[:-1], label_key)
+    test_images, test_labels = _read_cifar_batches(root / folder, files[-1:], label_key)
+    is_test = torch.cat(
+        [torch.zeros(len(train_images), dtype=torch.bool), torch.ones(len(test_images), dtype=torch.bool)]
+    )
+    images = torch.from_numpy(np.concatenate([train_images, test_images]))
+    return ImageArrays(images, torch.from_numpy(np.concatenate([train_labels, test_labels])), name, is_test)
 
 
 def load_cifar10(root: str | Path, download: bool = False) -> ImageArrays:
@@ -95,10 +100,14 @@ def load_stl10(root: str | Path, download: bool = False, include_unlabeled: bool
         unlabeled = read_images("unlabeled_X.bin")
         images.append(unlabeled)
         labels.append(np.full(len(unlabeled), -1, dtype=np.int64))
+    is_test = torch.cat(
+        [torch.full((len(part),), index == 1, dtype=torch.bool) for index, part in enumerate(images)]
+    )
     return ImageArrays(
         torch.from_numpy(np.ascontiguousarray(np.concatenate(images))),
         torch.from_numpy(np.concatenate(labels)),
         "STL-10",
+        is_test,
     )
 
 
@@ -120,9 +129,10 @@ def _idx_dataset(
     ]
     if not all((raw / f).is_file() for f in files):
         raise missing(name, root, f"{folder}/raw/{{{','.join(files)}}} (idx files)", _download_hint(name))
-    images = torch.cat([read_image_file(str(raw / files[0])), read_image_file(str(raw / files[2]))])
+    train, test = read_image_file(str(raw / files[0])), read_image_file(str(raw / files[2]))
     labels = torch.cat([read_label_file(str(raw / files[1])), read_label_file(str(raw / files[3]))])
-    return ImageArrays(images.unsqueeze(1).contiguous(), labels.long(), name)
+    is_test = torch.cat([torch.zeros(len(train), dtype=torch.bool), torch.ones(len(test), dtype=torch.bool)])
+    return ImageArrays(torch.cat([train, test]).unsqueeze(1).contiguous(), labels.long(), name, is_test)
 
 
 def load_mnist(root: str | Path, download: bool = False) -> ImageArrays:

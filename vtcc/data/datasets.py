@@ -18,6 +18,7 @@ class ImageArrays:
     images: torch.Tensor
     labels: torch.Tensor | None
     name: str
+    is_test: torch.Tensor | None = None  # bool (N,): the dataset's own test split, where it has one
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:

@@ -89,9 +89,11 @@ class CachedFeatureDataModule(LightningDataModule):
     def labeled(self) -> bool:
         return self.source.labeled
 
-    @property
-    def arrays(self):
-        return self.source.arrays
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def images_at(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.source.images_at(indices)
 
     def setup(self, stage: str | None = None) -> None:
         if self.cache is not None:
@@ -113,18 +115,16 @@ class CachedFeatureDataModule(LightningDataModule):
 
     @torch.no_grad()
     def extract(self) -> dict[str, torch.Tensor]:
-        """``views``: ``(V, N, D)``; ``eval``: ``(N, D)``; ``labels``: ``(N,)``."""
-        arrays = self.source.arrays
+        """``views``: ``(V, N, D)``; ``eval``: ``(N, D)``; ``labels``: ``(N,)``, in the source's order."""
         backbone = self.backbone.to(self.device).eval()
         train_transform = self.source.train_transform.to(self.device)
         eval_transform = self.source.eval_transform.to(self.device)
         views = [[] for _ in range(self.num_views)]
-        evaluated = []
-        for start in range(0, len(arrays), self.extract_batch_size):
-            images = self.source.model_channels(
-                arrays.images[start : start + self.extract_batch_size].to(self.device)
-            )
+        evaluated, labels = [], []
+        for images, batch_labels, _ in self.source.val_dataloader():  # in memory or streamed, in order
+            images = self.source.model_channels(images.to(self.device))
             evaluated.append(backbone(eval_transform(images)).float().cpu())
+            labels.append(batch_labels)
             for pair in range(self.num_views // 2):
                 view_a, view_b = train_transform(images)
                 views[2 * pair].append(backbone(view_a).float().cpu())
@@ -132,7 +132,7 @@ class CachedFeatureDataModule(LightningDataModule):
         return {
             "views": torch.stack([torch.cat(v) for v in views]),
             "eval": torch.cat(evaluated),
-            "labels": self.source._labels(),
+            "labels": torch.cat(labels),
         }
 
     def train_dataloader(self) -> DataLoader:

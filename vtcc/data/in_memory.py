@@ -61,6 +61,7 @@ class InMemoryDataModule(LightningDataModule):
         download: bool = False,
         name: str | None = None,
         interpolation: str = "bilinear",
+        eval_split: str = "all",
         batch_size: int = 256,
         eval_batch_size: int = 512,
         num_workers: int = 0,
@@ -74,7 +75,11 @@ class InMemoryDataModule(LightningDataModule):
         self.load_arrays = dataset
         self.train_transform = train_transform
         self.eval_transform = EvalTransform(image_size, mean, std, interpolation)
+        if eval_split not in ("all", "test"):
+            raise ConfigError(f"data.eval_split={eval_split!r} is unknown: use all (train + test) or test")
+        self.eval_split = eval_split
         self.in_chans = in_chans
+        self.image_size = image_size
         self.channels = len(mean)  # what the model takes
         self.name = name
         self.num_classes = num_classes
@@ -99,6 +104,12 @@ class InMemoryDataModule(LightningDataModule):
                 "lower the batch size"
             )
         self.arrays = arrays
+        everything = torch.arange(len(arrays))
+        self.train_indices = self.eval_indices = everything
+        if self.eval_split == "test":
+            if arrays.is_test is None:
+                raise ConfigError(f"{arrays.name} has no test split: use data.eval_split=all")
+            self.train_indices, self.eval_indices = everything[~arrays.is_test], everything[arrays.is_test]
         if self.num_classes is None:
             self.num_classes = arrays.num_classes
 
@@ -106,16 +117,34 @@ class InMemoryDataModule(LightningDataModule):
     def labeled(self) -> bool:
         return self.arrays is not None and self.arrays.labels is not None
 
+    def __len__(self) -> int:
+        return len(self.arrays) if self.arrays is not None else 0
+
+    def images_at(self, indices: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(len(indices), C, H, W)`` images as loaded (for reports)."""
+        assert self.arrays is not None
+        return self.arrays.images[indices]
+
     def _labels(self) -> torch.Tensor:
         assert self.arrays is not None
         if self.arrays.labels is not None:
             return self.arrays.labels
         return torch.full((len(self.arrays),), -1, dtype=torch.long)
 
-    def _loader(self, batch_size: int, shuffle: bool) -> DataLoader:
+    def _subset(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and labels at ``index``; no copy when that is the whole dataset."""
+        if len(index) == len(self.arrays):
+            return self.arrays.images, self._labels()
+        return self.arrays.images[index], self._labels()[index]
+
+    def _dataset(self, train: bool) -> Dataset:
         assert self.arrays is not None, "call setup() first"
+        index = self.train_indices if train else self.eval_indices  # the held-out split, or everything
+        return BatchedTensors(*self._subset(index), index)
+
+    def _loader(self, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(
-            BatchedTensors(self.arrays.images, self._labels(), torch.arange(len(self.arrays))),
+            self._dataset(train=shuffle),
             batch_size=batch_size,
             shuffle=shuffle,
             drop_last=shuffle,

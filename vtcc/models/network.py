@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -52,35 +54,20 @@ class ClusteringNetwork(nn.Module):
 
 def vtcc_network(
     num_clusters: int,
-    img_size: int = 224,
-    patch_size: int = 16,
-    in_chans: int = 3,
-    embed_dim: int = 384,
-    depth: int = 8,
-    num_heads: int = 12,
-    mlp_ratio: float = 4.0,
-    pos_embed: str = "sincos",
-    drop_path_rate: float = 0.0,
     instance_dim: int = 128,
     hidden_dim: int | None = None,
-    grad_checkpointing: bool = False,
+    **backbone: Any,
 ) -> ClusteringNetwork:
-    """VTCC: a conv-stem ViT trained from scratch under both projectors (one Hydra node, flat keys)."""
+    """VTCC: a conv-stem ViT trained from scratch under both projectors.
+
+    One flat Hydra node: ``backbone`` holds :func:`vtcc.models.vit.vit_conv_stem`'s arguments
+    (``img_size``, ``patch_size``, ``in_chans``, ``embed_dim``, ``depth``, ``num_heads``, ...).
+    """
     from vtcc.models.vit import vit_conv_stem
 
-    backbone = vit_conv_stem(
-        img_size=img_size,
-        patch_size=patch_size,
-        in_chans=in_chans,
-        embed_dim=embed_dim,
-        depth=depth,
-        num_heads=num_heads,
-        mlp_ratio=mlp_ratio,
-        pos_embed=pos_embed,
-        drop_path_rate=drop_path_rate,
-        grad_checkpointing=grad_checkpointing,
+    return ClusteringNetwork(
+        vit_conv_stem(**backbone), num_clusters, instance_dim=instance_dim, hidden_dim=hidden_dim
     )
-    return ClusteringNetwork(backbone, num_clusters, instance_dim=instance_dim, hidden_dim=hidden_dim)
 
 
 def timm_network(
