@@ -1,7 +1,18 @@
+import kornia.augmentation as K
+import numpy as np
 import pytest
 import torch
+from scipy.stats import ks_2samp
+from torch import nn
 
-from vtcc.data import EvalTransform, InMemoryDataModule, TwinViewAugmentation, load_digits, small_image_view
+from vtcc.data import (
+    EvalTransform,
+    InMemoryDataModule,
+    TwinViewAugmentation,
+    load_digits,
+    rgb_view,
+    small_image_view,
+)
 from vtcc.errors import ConfigError
 
 
@@ -72,3 +83,50 @@ def test_batch_size_errors_are_clear():
     datamodule = make_datamodule(batch_size=4096)
     with pytest.raises(ConfigError, match="fewer than data.batch_size"):
         datamodule.setup("fit")
+
+
+def crop_area_fractions(augment: TwinViewAugmentation, images: torch.Tensor, batched: bool) -> np.ndarray:
+    """The area fraction of the crop each image got from the first view's RandomResizedCrop."""
+    crop = augment.view_a[0]
+    areas = []
+    for chunk in images.split(len(images) if batched else 1):
+        augment(chunk)
+        boxes = crop._params["src"]  # (B, 4, 2) corners in the input
+        width = boxes[:, 1, 0] - boxes[:, 0, 0] + 1
+        height = boxes[:, 2, 1] - boxes[:, 1, 1] + 1
+        areas.append((width * height / (chunk.shape[-1] * chunk.shape[-2])).numpy())
+    return np.concatenate(areas)
+
+
+def test_batched_and_per_image_augmentation_draw_the_same_parameter_distribution():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (1500, 3, 64, 64), dtype=torch.uint8)
+    augment = TwinViewAugmentation(rgb_view(32, [0.5] * 3, [0.5] * 3, crop_scale=(0.08, 1.0)))
+    batched = crop_area_fractions(augment, images, batched=True)
+    per_image = crop_area_fractions(augment, images, batched=False)
+    assert len(np.unique(batched)) > 100  # every image of a batch draws its own crop (areas are whole pixels)
+    assert ks_2samp(batched, per_image).pvalue > 0.01
+    assert 0.08 - 0.02 <= batched.min() and batched.max() <= 1.0 + 1e-6
+    shared = TwinViewAugmentation(nn.Sequential(K.RandomResizedCrop((32, 32), same_on_batch=True)))
+    assert ks_2samp(crop_area_fractions(shared, images[:300], batched=True), per_image).pvalue < 0.01
+
+
+def test_workers_path_yields_augmented_pairs():
+    view = small_image_view(image_size=16, mean=[0.3], std=[0.4])
+    datamodule = InMemoryDataModule(
+        dataset=load_digits,
+        train_transform=TwinViewAugmentation(view),
+        image_size=16,
+        mean=[0.3],
+        std=[0.4],
+        in_chans=1,
+        num_classes=10,
+        batch_size=64,
+        num_workers=2,
+        augment_on="workers",
+    )
+    datamodule.setup("fit")
+    view_a, view_b, labels, indices = next(iter(datamodule.train_dataloader()))
+    assert view_a.shape == view_b.shape == (64, 1, 16, 16) and view_a.dtype == torch.float32
+    assert not torch.equal(view_a, view_b) and torch.equal(labels, load_digits().labels[indices])
+    assert datamodule.on_after_batch_transfer((view_a, view_b, labels, indices), 0) == (view_a, view_b)

@@ -194,3 +194,8 @@ def test_held_out_split_trains_on_train_and_evaluates_on_test(tmp_path):
         )
     with pytest.raises(Exception, match="no test split"):
         instantiate(folder.data).setup("fit")
+
+
+def test_training_with_augmentation_in_worker_processes(tmp_path):
+    metrics = train_on(tmp_path, "data.augment_on=workers", "data.num_workers=2", "data.batch_size=128")
+    assert 0 < metrics["acc"] <= 1

@@ -2,6 +2,7 @@
 
 Batches are index-sliced (no per-image Python work) and augmented on their device after
 transfer, so the input pipeline keeps up with the model on a laptop CPU and on a GPU.
+``augment_on="workers"`` instead augments image by image in the DataLoader's workers.
 """
 
 from __future__ import annotations
@@ -35,6 +36,21 @@ class BatchedTensors(Dataset):
         return tuple(t[index] for t in self.tensors)
 
 
+class AugmentedInWorkers(BatchedTensors):
+    """Training batches ``(view_a, view_b, labels, indices)`` augmented image by image where the
+    batch is assembled (in the DataLoader's worker processes when ``num_workers > 0``)."""
+
+    def __init__(
+        self, augment: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], *tensors
+    ) -> None:
+        super().__init__(*tensors)
+        self.augment = augment
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        images, *rest = super().__getitems__(indices)
+        return (*self.augment(images), *rest)
+
+
 def keep_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     """Collate for :class:`BatchedTensors`: the batch is already stacked."""
     return batch
@@ -62,6 +78,7 @@ class InMemoryDataModule(LightningDataModule):
         name: str | None = None,
         interpolation: str = "bilinear",
         eval_split: str = "all",
+        augment_on: str = "device",
         batch_size: int = 256,
         eval_batch_size: int = 512,
         num_workers: int = 0,
@@ -78,6 +95,9 @@ class InMemoryDataModule(LightningDataModule):
         if eval_split not in ("all", "test"):
             raise ConfigError(f"data.eval_split={eval_split!r} is unknown: use all (train + test) or test")
         self.eval_split = eval_split
+        if augment_on not in ("device", "workers"):
+            raise ConfigError(f"data.augment_on={augment_on!r} is unknown: use device or workers")
+        self.augment_on = augment_on
         self.in_chans = in_chans
         self.image_size = image_size
         self.channels = len(mean)  # what the model takes
@@ -140,7 +160,12 @@ class InMemoryDataModule(LightningDataModule):
     def _dataset(self, train: bool) -> Dataset:
         assert self.arrays is not None, "call setup() first"
         index = self.train_indices if train else self.eval_indices  # the held-out split, or everything
+        if train and self.augment_on == "workers":
+            return AugmentedInWorkers(self._augment_per_image, *self._subset(index), index)
         return BatchedTensors(*self._subset(index), index)
+
+    def _augment_per_image(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.train_transform.per_image(self.model_channels(images))
 
     def _loader(self, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(
@@ -168,6 +193,8 @@ class InMemoryDataModule(LightningDataModule):
 
         The indices let distributed evaluation drop the samples a distributed sampler repeats.
         """
+        if len(batch) == 4:  # augmented in the workers already
+            return batch[0], batch[1]
         images, labels, indices = batch
         images = self.model_channels(images)
         if self.trainer is not None and self.trainer.training:

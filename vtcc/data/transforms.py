@@ -56,6 +56,12 @@ class TwinViewAugmentation(nn.Module):
         images = _to_float(images)
         return self.view_a(images), self.view_b(images)
 
+    @torch.no_grad()
+    def per_image(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same recipe one image at a time, as DataLoader workers run it on the CPU."""
+        views = [self(image[None]) for image in images]
+        return torch.cat([a for a, _ in views]), torch.cat([b for _, b in views])
+
 
 def blur_kernel_size(image_size: int) -> int:
     """About a tenth of the image, odd, at least 3 (SimCLR / MoCo v3)."""
