@@ -23,7 +23,7 @@ def test_digits_are_real_uint8_images_with_ten_classes():
     assert arrays.num_classes == 10 and arrays.labels.bincount().min() >= 170
 
 
-def make_datamodule(batch_size: int = 64) -> InMemoryDataModule:
+def make_datamodule(batch_size: int = 64, **options) -> InMemoryDataModule:
     view = small_image_view(image_size=16, mean=[0.3], std=[0.4])
     return InMemoryDataModule(
         dataset=load_digits,
@@ -34,6 +34,7 @@ def make_datamodule(batch_size: int = 64) -> InMemoryDataModule:
         in_chans=1,
         num_classes=10,
         batch_size=batch_size,
+        **options,
     )
 
 
@@ -112,19 +113,7 @@ def test_batched_and_per_image_augmentation_draw_the_same_parameter_distribution
 
 
 def test_workers_path_yields_augmented_pairs():
-    view = small_image_view(image_size=16, mean=[0.3], std=[0.4])
-    datamodule = InMemoryDataModule(
-        dataset=load_digits,
-        train_transform=TwinViewAugmentation(view),
-        image_size=16,
-        mean=[0.3],
-        std=[0.4],
-        in_chans=1,
-        num_classes=10,
-        batch_size=64,
-        num_workers=2,
-        augment_on="workers",
-    )
+    datamodule = make_datamodule(batch_size=64, num_workers=2, augment_on="workers")
     datamodule.setup("fit")
     view_a, view_b, labels, indices = next(iter(datamodule.train_dataloader()))
     assert view_a.shape == view_b.shape == (64, 1, 16, 16) and view_a.dtype == torch.float32

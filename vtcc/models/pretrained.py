@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from vtcc.errors import ConfigError
@@ -153,35 +152,14 @@ def pretrained_network(
     name: str,
     num_clusters: int,
     checkpoint: str | None = None,
-    mode: str = "frozen",
-    trainable_blocks: int = 2,
-    backbone_lr_scale: float = 0.1,
-    layer_decay: float = 0.75,
-    instance_dim: int = 128,
-    hidden_dim: int | None = None,
-    head_style: str = "vtcc",
     model_kwargs: dict[str, Any] | None = None,
     pretrained: bool = True,
+    **options: Any,
 ) -> PretrainedClusteringNetwork:
     """The ``model=pretrained`` node: ``name`` is any timm model, e.g. ``vit_small_patch16_224.dino``.
 
+    ``options`` are :class:`PretrainedClusteringNetwork`'s (``mode``, ``trainable_blocks``, ...).
     ``pretrained=False`` builds the architecture only (a vtcc checkpoint then supplies the weights).
     """
     backbone = create_pretrained_backbone(name, checkpoint if pretrained else None, pretrained, model_kwargs)
-    return PretrainedClusteringNetwork(
-        backbone,
-        num_clusters,
-        mode,
-        trainable_blocks,
-        backbone_lr_scale,
-        layer_decay,
-        instance_dim,
-        hidden_dim,
-        head_style,
-    )
-
-
-@torch.no_grad()
-def backbone_features(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """``(B, D)`` features in float32, whatever precision the backbone runs in."""
-    return backbone(images).float()
+    return PretrainedClusteringNetwork(backbone, num_clusters, **options)
