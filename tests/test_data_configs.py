@@ -21,6 +21,12 @@ from vtcc.utils.cli import CONFIG_DIR
 FEW_STEPS = [*TINY, "trainer.max_epochs=1", "data.batch_size=8", "data.eval_batch_size=16", "callbacks=none"]
 
 
+def compose_data(*overrides: str):
+    """The real config's ``data`` node for ``overrides`` (not instantiated)."""
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=[*overrides, "paths.output_dir=x"]).data
+
+
 def train_on(tmp_path: Path, *overrides: str) -> dict[str, float]:
     cfg = compose_train(tmp_path / "run", [*FEW_STEPS, *overrides])
     return train(cfg)
@@ -139,15 +145,9 @@ def test_every_experiment_preset_composes_with_the_papers_values():
 
 def test_streaming_folder_serves_the_images_the_in_memory_path_loads(tmp_path):
     fake_data.write_image_folder(tmp_path / "imgs", ["a", "b", "c"], per_class=6)
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        common = [
-            f"data.root={tmp_path / 'imgs'}",
-            "data.image_size=16",
-            "data.batch_size=4",
-            "paths.output_dir=x",
-        ]
-        streamed = instantiate(compose("train", overrides=["data=folder_streaming", *common]).data)
-        in_memory = instantiate(compose("train", overrides=["data=folder", *common]).data)
+    common = [f"data.root={tmp_path / 'imgs'}", "data.image_size=16", "data.batch_size=4"]
+    streamed = instantiate(compose_data("data=folder_streaming", *common))
+    in_memory = instantiate(compose_data("data=folder", *common))
     streamed.setup("fit")
     in_memory.setup("fit")
     assert len(streamed) == len(in_memory) == 18 and streamed.num_classes == 3 and streamed.labeled
@@ -164,36 +164,20 @@ def test_streaming_folder_serves_the_images_the_in_memory_path_loads(tmp_path):
 
 def test_held_out_split_trains_on_train_and_evaluates_on_test(tmp_path):
     fake_data.write_cifar10(tmp_path / "data", per_file=8)  # 40 train + 8 test images
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "data=cifar10",
-                f"data.root={tmp_path / 'data'}",
-                "data.eval_split=test",
-                "data.batch_size=8",
-                "paths.output_dir=x",
-            ],
-        )
-    datamodule = instantiate(cfg.data)
+    cifar = compose_data(
+        "data=cifar10", f"data.root={tmp_path / 'data'}", "data.eval_split=test", "data.batch_size=8"
+    )
+    datamodule = instantiate(cifar)
     datamodule.setup("fit")
     trained = torch.cat([batch[2] for batch in datamodule.train_dataloader()])
     evaluated = torch.cat([batch[2] for batch in datamodule.val_dataloader()])
     assert sorted(trained.tolist()) == list(range(40)) and evaluated.tolist() == list(range(40, 48))
     fake_data.write_image_folder(tmp_path / "imgs", ["a", "b"], per_class=4)
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        folder = compose(
-            "train",
-            overrides=[
-                "data=folder",
-                f"data.root={tmp_path / 'imgs'}",
-                "+data.eval_split=test",
-                "data.batch_size=4",
-                "paths.output_dir=x",
-            ],
-        )
+    folder = compose_data(
+        "data=folder", f"data.root={tmp_path / 'imgs'}", "+data.eval_split=test", "data.batch_size=4"
+    )
     with pytest.raises(Exception, match="no test split"):
-        instantiate(folder.data).setup("fit")
+        instantiate(folder).setup("fit")
 
 
 def test_training_with_augmentation_in_worker_processes(tmp_path):

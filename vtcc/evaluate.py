@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vtcc.data.features import wrap_for_network
 from vtcc.errors import ConfigError
+from vtcc.module import validation_metrics
 from vtcc.report import write_report
 from vtcc.utils.checkpoint import restore_run
 from vtcc.utils.cli import CONFIG_DIR, run_safely
@@ -33,8 +34,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         enable_model_summary=False,
         enable_progress_bar=False,
     )
-    results = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
-    metrics = {key.removeprefix("val/"): float(value) for key, value in results.items()}
+    metrics = validation_metrics(trainer, module, datamodule)
     if trainer.global_rank != 0:
         return metrics
     output = Path(cfg.paths.output_dir) / "metrics.json"

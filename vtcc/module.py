@@ -22,6 +22,12 @@ from vtcc.utils.rng import capture_rng_states, restore_rng_states
 log = logging.getLogger("vtcc")
 
 
+def validation_metrics(trainer: Any, module: LightningModule, datamodule: Any) -> dict[str, float]:
+    """Run the evaluation split once; ``{"acc": ..., "nmi": ..., ...}`` without the ``val/`` prefix."""
+    results = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    return {key.removeprefix("val/"): float(value) for key, value in results.items()}
+
+
 class ClusteringModule(LightningModule):
     """What every clustering objective shares: evaluation, optimisers, RNG state, fault checks.
 

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from vtcc.data.features import wrap_for_network
 from vtcc.errors import ConfigError
 from vtcc.models.pretrained import pretrained_data_config
+from vtcc.module import validation_metrics
 from vtcc.utils.callbacks import StoreConfig
 from vtcc.utils.checkpoint import (
     CONFIG_KEY,
@@ -126,8 +127,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    results = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
-    metrics = {key.removeprefix("val/"): float(value) for key, value in results.items()}
+    metrics = validation_metrics(trainer, module, datamodule)
     if not trainer.is_global_zero:
         return metrics
     (output_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
