@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 import warnings
 from collections.abc import Callable
@@ -12,8 +11,6 @@ from typing import Any
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from vtcc.errors import VtccError
-
-log = logging.getLogger("vtcc")
 
 # conf/ beside the package (editable install, or a checkout on PYTHONPATH).
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
