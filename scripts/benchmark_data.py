@@ -38,7 +38,8 @@ def presets(size: int) -> dict[str, TwinViewAugmentation]:
         "small": TwinViewAugmentation(small_image_view(size, MEAN, STD)),
         "cc": TwinViewAugmentation(rgb_view(size, MEAN, STD, color_jitter=(0.4, 0.4, 0.4, 0.1))),
         "vtcc": TwinViewAugmentation(
-            rgb_view(size, MEAN, STD, blur_p=1.0), rgb_view(size, MEAN, STD, blur_p=0.1, solarize_p=0.2)
+            rgb_view(size, MEAN, STD, hflip_last=True, blur_p=1.0),
+            rgb_view(size, MEAN, STD, hflip_last=True, blur_p=1.0, solarize_p=0.2),
         ),
     }
 

@@ -13,6 +13,19 @@ from omegaconf import DictConfig
 
 from vtcc.utils.cli import CONFIG_DIR
 
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``gpu`` tests run only where CUDA exists; everywhere else they are reported as skipped."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 # A model and run small enough for a 2-core CPU; every CLI test shares them.
 TINY = [
     "model.embed_dim=32",

@@ -40,7 +40,7 @@ def write_cifar100(root: Path, per_file: int = 30) -> None:
         (folder / name).write_bytes(pickle.dumps(entry))
 
 
-def write_stl10(root: Path, per_split: int = 12) -> np.ndarray:
+def write_stl10(root: Path, per_split: int = 12, unlabeled: int = 5) -> np.ndarray:
     folder = root / "stl10_binary"
     folder.mkdir(parents=True)
     images = []
@@ -49,7 +49,7 @@ def write_stl10(root: Path, per_split: int = 12) -> np.ndarray:
         images.append(batch)
         batch.transpose(0, 1, 3, 2).tofile(folder / f"{split}_X.bin")  # column-major, as published
         (np.arange(per_split) % 10 + 1).astype(np.uint8).tofile(folder / f"{split}_y.bin")
-    random_images(5, 3, 96, seed=9).transpose(0, 1, 3, 2).tofile(folder / "unlabeled_X.bin")
+    random_images(unlabeled, 3, 96, seed=9).transpose(0, 1, 3, 2).tofile(folder / "unlabeled_X.bin")
     return np.concatenate(images)
 
 

@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import kornia.augmentation as K
 import numpy as np
 import pytest
@@ -118,4 +120,5 @@ def test_workers_path_yields_augmented_pairs():
     view_a, view_b, labels, indices = next(iter(datamodule.train_dataloader()))
     assert view_a.shape == view_b.shape == (64, 1, 16, 16) and view_a.dtype == torch.float32
     assert not torch.equal(view_a, view_b) and torch.equal(labels, load_digits().labels[indices])
+    datamodule.trainer = SimpleNamespace(training=True)  # the hook runs inside fit
     assert datamodule.on_after_batch_transfer((view_a, view_b, labels, indices), 0) == (view_a, view_b)

@@ -103,10 +103,13 @@ def test_folder_of_digit_pngs_trains_as_well_as_the_built_in_data(tmp_path):
         "data=folder",
         f"data.root={tmp_path / 'digits'}",
         "data.in_chans=1",
-        "data.image_size=16",
+        "data.image_size=8",
         "data.mean=[0.3]",
         "data.std=[0.4]",
-        "trainer.max_epochs=30",
+        "model.embed_dim=48",
+        "model.depth=2",
+        "model.num_heads=2",
+        "trainer.max_epochs=15",
         "trainer.enable_progress_bar=false",
         "hydra.run.dir=run",
         cwd=tmp_path,
@@ -114,12 +117,13 @@ def test_folder_of_digit_pngs_trains_as_well_as_the_built_in_data(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((tmp_path / "run" / "final_metrics.json").read_text())
     assert metrics["num_clusters"] == 10
-    assert metrics["acc"] > 0.6  # k-means on raw pixels: 0.795 after convergence; this is 30 epochs
+    # This small model reaches 0.706 in 15 epochs on the built-in digits (random: about 0.2).
+    assert metrics["acc"] > 0.6
 
 
 def test_every_experiment_preset_composes_with_the_papers_values():
     presets = sorted(p.stem for p in Path(CONFIG_DIR, "experiment").glob("*.yaml"))
-    assert len(presets) == 19
+    assert len(presets) == 21  # two method bases + 13 VTCC and 6 CC dataset presets
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         for name in presets:
             cfg = compose(
@@ -131,6 +135,7 @@ def test_every_experiment_preset_composes_with_the_papers_values():
             assert cfg.data.image_size == 224
             if name.startswith("vtcc_"):
                 assert cfg.data.batch_size == 128 and cfg.augment.view_b.solarize_p == 0.2
+                assert cfg.augment.view_a.blur_p == cfg.augment.view_b.blur_p == 1.0
                 assert (cfg.model.embed_dim, cfg.model.depth, cfg.model.num_heads, cfg.model.patch_size) == (
                     384,
                     8,

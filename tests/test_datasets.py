@@ -75,10 +75,12 @@ def test_missing_benchmark_names_dataset_directory_layout_and_download(tmp_path,
 def test_image_folder_labels_modes_and_sizes(tmp_path):
     fake_data.write_image_folder(tmp_path, ["cats", "dogs", "owls"])
     arrays = load_image_folder(tmp_path, image_size=16, in_chans=3)
-    assert arrays.images.shape == (18, 3, 16, 16)
+    assert arrays.images.shape == (18, 3, 24, 24)  # held at the images' own 20 x 24 size, whole
     assert arrays.labels.tolist() == [0] * 6 + [1] * 6 + [2] * 6
-    gray = load_image_folder(tmp_path, image_size=8, in_chans=1)
+    gray = load_image_folder(tmp_path, image_size=8, in_chans=1, stored_size=8)
     assert gray.images.shape == (18, 1, 8, 8)
+    capped = load_image_folder(tmp_path, image_size=8, max_stored_size=12)
+    assert capped.images.shape == (18, 3, 12, 12)
 
 
 def test_rgba_is_composited_on_white(tmp_path):

@@ -69,3 +69,10 @@ def test_many_to_one_accuracy_rewards_over_clustering():
     assert metrics["acc_many_to_one"] == 1.0 and metrics["acc"] == 0.5
     mixed = clustering_metrics(labels, np.array([0, 0, 0, 1, 1, 1, 1, 2]))
     assert mixed["acc_many_to_one"] == pytest.approx(7 / 8)
+
+
+@pytest.mark.parametrize(("labels", "clusters"), [([3], [0]), ([1, 1], [0, 1]), ([0, 1], [5, 5])])
+def test_tiny_inputs_give_scikit_learns_ari_not_nan(labels, clusters):
+    assert clustering_metrics(np.array(labels), np.array(clusters))["ari"] == pytest.approx(
+        adjusted_rand_score(labels, clusters)
+    )

@@ -190,3 +190,42 @@ def test_bad_pretrained_settings(tmp_path, weights):
             mode="half",
             model_kwargs={"img_size": 32, "patch_size": 8, "depth": 3},
         )
+
+
+def test_held_out_split_with_cached_features_trains_on_train_and_scores_on_test(tmp_path, weights):
+    """data.eval_split=test: the heads train on the train split only, SCAN's neighbours come from
+    it, and evaluation sees the test split under its global indices."""
+    from hydra.utils import instantiate
+
+    from tests import fake_data
+    from vtcc.data.features import wrap_for_network
+
+    fake_data.write_cifar10(tmp_path / "data", per_file=8)  # 40 train + 8 test images
+    settings = [
+        o
+        for o in overrides(weights, "objective=scan", "features.num_neighbors=3")
+        if not o.startswith("data")
+    ]
+    cfg = compose_train(
+        tmp_path / "run",
+        [
+            *settings,
+            "data=cifar10",
+            f"data.root={tmp_path / 'data'}",
+            "data.eval_split=test",
+            "data.batch_size=8",
+        ],
+        tiny=False,
+    )
+    network = instantiate(cfg.model)
+    datamodule = wrap_for_network(cfg, instantiate(cfg.data), network)
+    datamodule.setup("fit")
+    is_test = datamodule.source.arrays.is_test
+    assert len(datamodule.cache["eval"]) == 48  # every image's features, in global order
+    trained = datamodule.train_dataloader().dataset.tensors[0]
+    assert sorted(trained.tolist()) == torch.nonzero(~is_test).flatten().tolist()
+    features, labels, indices = next(iter(datamodule.val_dataloader()))
+    assert indices.tolist() == torch.nonzero(is_test).flatten().tolist()
+    assert torch.equal(labels, datamodule.source.arrays.labels[indices])
+    neighbors = datamodule.cache["neighbors"][trained]
+    assert not is_test[neighbors].any()  # neighbours of training images are training images

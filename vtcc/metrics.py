@@ -42,8 +42,10 @@ def nmi_from_table(table: np.ndarray) -> float:
 
 
 def ari_from_table(table: np.ndarray) -> float:
-    """Adjusted Rand index (Hubert & Arabie)."""
+    """Adjusted Rand index (Hubert & Arabie); 1 for fewer than two samples, as scikit-learn."""
     n = table.sum()
+    if n < 2:
+        return 1.0
     index = comb(table, 2).sum()
     rows = comb(table.sum(1), 2).sum()
     cols = comb(table.sum(0), 2).sum()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -52,18 +53,24 @@ class ClusteringModule(LightningModule):
         self._eval_outputs: list[torch.Tensor] = []
         self._nonfinite_steps = torch.zeros((), dtype=torch.long)  # counted on device: no sync per step
         self._collapsed_evaluations = 0
+        self._rng_restored = False
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Cluster probabilities ``(B, K)`` of images or of cached features."""
         return self.network.cluster_probabilities(inputs)
 
-    def losses(self, view_a: torch.Tensor, view_b: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``{"loss": total, <term>: value, ...}`` for two views of one batch."""
+    def losses(
+        self, view_a: torch.Tensor, view_b: torch.Tensor, cluster: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """``{"loss": total, <term>: value, ...}`` for two views of one batch.
+
+        ``cluster=False``: a batch of the unlabelled pool under CC's STL-10 protocol (instance loss only).
+        """
         raise NotImplementedError
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        view_a, view_b = batch
-        terms = self.losses(view_a, view_b)
+    def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
+        view_a, view_b, *flag = batch
+        terms = self.losses(view_a, view_b, *flag)
         loss = terms.pop("loss")
         nonfinite = (~torch.isfinite(loss.detach())).long()
         self._nonfinite_steps = self._nonfinite_steps.to(loss.device) + nonfinite
@@ -74,11 +81,25 @@ class ClusteringModule(LightningModule):
         )
         return loss
 
+    def on_fit_start(self) -> None:
+        """Under DDP every process is seeded alike; give each its own random stream, so the i-th
+        image of every process gets its own crop, flip and jitter (the sampler's shuffle has its own
+        shared seed). A resumed run keeps the streams its checkpoint restored for each process."""
+        if self.trainer.world_size > 1 and not self._rng_restored:
+            seed = (torch.initial_seed() + 7919 * self.trainer.global_rank) % 2**32
+            torch.manual_seed(seed)
+            np.random.seed(seed)
+            random.seed(seed)
+
     def on_train_epoch_end(self) -> None:
-        """Stop before a NaN or inf reaches a checkpoint (this hook runs before the checkpoint callbacks)."""
-        if int(self._nonfinite_steps) > 0:
+        """Stop before a NaN or inf reaches a checkpoint (this hook runs before the checkpoint callbacks).
+
+        The count is summed over processes, so one diverging process stops all of them together.
+        """
+        nonfinite = int(self.trainer.strategy.reduce(self._nonfinite_steps.float(), reduce_op="sum"))
+        if nonfinite > 0:
             raise TrainingDivergedError(
-                f"the loss became NaN or infinite in {int(self._nonfinite_steps)} step(s) of epoch "
+                f"the loss became NaN or infinite in {nonfinite} step(s) of epoch "
                 f"{self.current_epoch}; the last good checkpoint is kept. Lower module.optimizer.lr, add a "
                 "warm-up (module.scheduler), or use trainer.precision=32-true, then resume from it"
             )
@@ -151,18 +172,31 @@ class ClusteringModule(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the RNG streams so a resumed run draws the same data order and augmentations."""
-        checkpoint["rng_states"] = capture_rng_states()
+        """Keep the RNG streams of every process, so a resumed run draws the same augmentations."""
+        states = capture_rng_states()
+        checkpoint["rng_states"] = states
+        if self._trainer is not None and self.trainer.world_size > 1 and not self.trainer.interrupted:
+            gathered: list[Any] = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, states)  # every process saves, rank 0 writes
+            checkpoint["rng_states_per_rank"] = gathered
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "rng_states" in checkpoint:
+        per_rank = checkpoint.get("rng_states_per_rank")
+        world_size = self.trainer.world_size if self._trainer is not None else 1
+        if per_rank and len(per_rank) == world_size:
+            restore_rng_states(per_rank[self.trainer.global_rank])
+            self._rng_restored = True
+        elif "rng_states" in checkpoint:
             restore_rng_states(checkpoint["rng_states"])
+            self._rng_restored = world_size == 1
 
 
 class ContrastiveClustering(ClusteringModule):
     """Contrastive Clustering (Li et al., AAAI 2021): instance NT-Xent + cluster NT-Xent + entropy.
 
-    Both views go through the network as one concatenated batch (BatchNorm sees both views).
+    Each view goes through the network on its own, so every BatchNorm layer (conv stem, heads)
+    normalises a view with that view's batch statistics, as the official networks
+    (``Network_VTCC.forward``, CC's ``Network.forward``) do; running statistics update once per view.
     """
 
     def __init__(
@@ -182,11 +216,15 @@ class ContrastiveClustering(ClusteringModule):
         self.instance_weight = instance_weight
         self.cluster_weight = cluster_weight
 
-    def losses(self, view_a: torch.Tensor, view_b: torch.Tensor) -> dict[str, torch.Tensor]:
-        batch_size = view_a.shape[0]
-        z, p = self.network(torch.cat([view_a, view_b]))
-        loss_instance = self.instance_loss(z[:batch_size], z[batch_size:])
-        loss_cluster, loss_entropy = self.cluster_loss(p[:batch_size], p[batch_size:])
+    def losses(
+        self, view_a: torch.Tensor, view_b: torch.Tensor, cluster: bool = True
+    ) -> dict[str, torch.Tensor]:
+        z_a, p_a = self.network(view_a)
+        z_b, p_b = self.network(view_b)
+        loss_instance = self.instance_loss(z_a, z_b)
+        if not cluster:
+            return {"loss": self.instance_weight * loss_instance, "loss_instance": loss_instance}
+        loss_cluster, loss_entropy = self.cluster_loss(p_a, p_b)
         loss = self.instance_weight * loss_instance + self.cluster_weight * (loss_cluster + loss_entropy)
         return {
             "loss": loss,
@@ -198,7 +236,9 @@ class ContrastiveClustering(ClusteringModule):
 
 class ScanClustering(ClusteringModule):
     """SCAN's clustering step: a view of each image and a view of one of its nearest neighbours
-    (in the pretrained feature space) should fall in the same cluster; plus an entropy term."""
+    (in the pretrained feature space) should fall in the same cluster; plus an entropy term.
+
+    Anchors and neighbours are forwarded apart, as SCAN's ``scan_train`` does (per-view BatchNorm)."""
 
     def __init__(
         self,
@@ -211,8 +251,10 @@ class ScanClustering(ClusteringModule):
         super().__init__(network, optimizer, scheduler, compile)
         self.scan_loss = scan_loss
 
-    def losses(self, anchor: torch.Tensor, neighbor: torch.Tensor) -> dict[str, torch.Tensor]:
-        batch_size = anchor.shape[0]
-        _, p = self.network(torch.cat([anchor, neighbor]))
-        consistency, entropy = self.scan_loss(p[:batch_size], p[batch_size:])
+    def losses(
+        self, anchor: torch.Tensor, neighbor: torch.Tensor, cluster: bool = True
+    ) -> dict[str, torch.Tensor]:
+        p_anchor = self.network.cluster_projector(self.network.features(anchor))
+        p_neighbor = self.network.cluster_projector(self.network.features(neighbor))
+        consistency, entropy = self.scan_loss(p_anchor, p_neighbor)
         return {"loss": consistency + entropy, "loss_consistency": consistency, "loss_entropy": entropy}

@@ -57,10 +57,10 @@ def predict(cfg: DictConfig) -> Path:
     for key in ("ckpt_path", "input", "output"):
         if OmegaConf.is_missing(cfg, key):
             raise ConfigError(f"{key} is required: vtcc-predict ckpt_path=<file> input=<folder> output=<dir>")
+    run_cfg, module = restore_run(cfg.ckpt_path)  # a refused checkpoint stops before anything else
     paths = list_inputs(cfg.input)
     output = Path(cfg.output)
     prepare_output(output, cfg.overwrite)
-    run_cfg, module = restore_run(cfg.ckpt_path)
     device = torch.device(
         cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     )
@@ -69,10 +69,13 @@ def predict(cfg: DictConfig) -> Path:
     interpolation = data.get("interpolation", "bilinear")
     transform = EvalTransform(data.image_size, data.mean, data.std, interpolation).to(device)
     channels = len(data.mean)  # what the model takes: gray images become RGB for a pretrained backbone
+    folder = data.get("dataset") if "stored_size" in (data.get("dataset") or {}) else data
+    stored = folder.get("stored_size") or data.image_size  # a folder run's stored squares
+    fit = folder.get("fit", "whole")
     clusters, confidences, embeddings = [], [], []
     for start in tqdm(range(0, len(paths), cfg.batch_size), desc="predict", unit="batch"):
         chunk = paths[start : start + cfg.batch_size]
-        batch = [decode_image(path, data.image_size, channels) for path in chunk]
+        batch = [decode_image(path, stored, channels, fit) for path in chunk]
         images = transform(torch.from_numpy(np.stack(batch)).to(device))
         z, p = network(images)
         confidence, cluster = p.max(dim=1)

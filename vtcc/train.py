@@ -85,7 +85,7 @@ def adapt_to_model(cfg: DictConfig) -> None:
 
 
 def adapt_to_data(cfg: DictConfig, datamodule) -> None:
-    """Take K from the data when not given; without labels, keep the best checkpoint by loss."""
+    """Take K from the data when not given; record the size the images are held at."""
     if cfg.get("num_clusters") is None:
         if datamodule.num_classes is None:
             raise ConfigError("the images have no class folders to count clusters from: set num_clusters=<K>")
@@ -94,9 +94,12 @@ def adapt_to_data(cfg: DictConfig, datamodule) -> None:
         raise ConfigError(
             f"num_clusters={cfg.num_clusters} is more than the {len(datamodule)} images: lower num_clusters"
         )
-    best = (cfg.get("callbacks") or {}).get("best_checkpoint")
-    if not datamodule.labeled and best is not None and best.get("monitor") == "val/acc":
-        best.monitor, best.mode = "train/loss", "min"
+    for node in (cfg.data, cfg.data.get("dataset")):  # folder: data.dataset; streaming: data
+        if isinstance(node, DictConfig) and "stored_size" in node and node.stored_size is None:
+            node.stored_size = datamodule.stored_size  # recorded, so predict decodes the run's way
+    best = (cfg.get("callbacks") or {}).get("best_by_labels")
+    if best is not None and not datamodule.labeled:
+        raise ConfigError("callbacks=best_by_labels needs labelled data: use callbacks=default")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

@@ -99,29 +99,57 @@ class CachedFeatureDataModule(LightningDataModule):
         if self.cache is not None:
             return
         self.source.setup(stage)
-        if self.path.is_file():
-            self.cache = torch.load(self.path, map_location="cpu", weights_only=True)
+        cache = torch.load(self.path, map_location="cpu", weights_only=True) if self.path.is_file() else None
+        if cache is not None and not self._matches_source(cache):
+            log.warning("cached features in %s do not match the data: extracting them again", self.path)
+            cache = None
+        if cache is not None:
             log.info("features loaded from %s", self.path)
         else:
-            self.cache = self.extract()
+            cache = self.extract()
             self.computed = True
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            torch.save(self.cache, temporary)
+            self._save(cache)
+        self.cache = cache
+        self.train_indices = self.source.train_indices
+        self.eval_indices = self.source.eval_indices
+        if self.pairing == "neighbors":
+            self.cache["neighbors"] = self._training_neighbors()
+
+    def _matches_source(self, cache: dict[str, torch.Tensor]) -> bool:
+        """The cache holds one row per source image, with the source's labels."""
+        if len(cache.get("eval", ())) != len(self.source):
+            return False
+        return torch.equal(cache["labels"], self.source.labels_in_order())
+
+    def _save(self, cache: dict[str, torch.Tensor]) -> None:
+        """Atomic: written to a temporary file, renamed; a failed write leaves no temporary file."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            torch.save(cache, temporary)
             os.replace(temporary, self.path)  # concurrent processes never read a partial file
-            log.info("features cached in %s", self.path)
-        if self.pairing == "neighbors" and "neighbors" not in self.cache:
-            self.cache["neighbors"] = nearest_neighbors(self.cache["eval"], self.num_neighbors)
+        finally:
+            temporary.unlink(missing_ok=True)
+        log.info("features cached in %s", self.path)
+
+    def _training_neighbors(self) -> torch.Tensor:
+        """``(N, k)`` global indices of each training image's nearest training images (-1 elsewhere):
+        neighbours never come from the held-out split."""
+        train = self.train_indices
+        neighbors = torch.full((len(self.cache["eval"]), self.num_neighbors), -1, dtype=torch.long)
+        neighbors[train] = train[nearest_neighbors(self.cache["eval"][train], self.num_neighbors)]
+        return neighbors
 
     @torch.no_grad()
     def extract(self) -> dict[str, torch.Tensor]:
-        """``views``: ``(V, N, D)``; ``eval``: ``(N, D)``; ``labels``: ``(N,)``, in the source's order."""
+        """``views``: ``(V, N, D)``; ``eval``: ``(N, D)``; ``labels``: ``(N,)``: every image of the
+        source (train and held-out) in its global index order."""
         backbone = self.backbone.to(self.device).eval()
         train_transform = self.source.train_transform.to(self.device)
         eval_transform = self.source.eval_transform.to(self.device)
         views = [[] for _ in range(self.num_views)]
         evaluated, labels = [], []
-        for images, batch_labels, _ in self.source.val_dataloader():  # in memory or streamed, in order
+        for images, batch_labels, _ in self.source.ordered_dataloader():  # in memory or streamed
             images = self.source.model_channels(images.to(self.device))
             evaluated.append(backbone(eval_transform(images)).float().cpu())
             labels.append(batch_labels)
@@ -138,7 +166,7 @@ class CachedFeatureDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         assert self.cache is not None
         return DataLoader(
-            BatchedTensors(torch.arange(len(self.cache["eval"]))),
+            BatchedTensors(self.train_indices),  # global indices of the training split
             batch_size=self.batch_size,
             shuffle=True,
             drop_last=True,
@@ -159,9 +187,9 @@ class CachedFeatureDataModule(LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         assert self.cache is not None
-        count = len(self.cache["eval"])
+        index = self.eval_indices  # the held-out split, or everything; global indices for the report
         return DataLoader(
-            BatchedTensors(self.cache["eval"], self.cache["labels"], torch.arange(count)),
+            BatchedTensors(self.cache["eval"][index], self.cache["labels"][index], index),
             batch_size=self.eval_batch_size,
             shuffle=False,
             collate_fn=keep_batch,
@@ -182,9 +210,16 @@ def wrap_for_network(cfg: Any, datamodule: InMemoryDataModule, network: nn.Modul
             )
         return datamodule
     parts = OmegaConf.to_container(cfg, resolve=True)
+    datamodule.setup("fit")  # the key hashes the data's contents
     key = cache_key(
         {
-            "model": {k: v for k, v in parts["model"].items() if k in ("name", "checkpoint", "model_kwargs")},
+            "model": {
+                k: v
+                for k, v in parts["model"].items()
+                if k in ("name", "checkpoint", "pretrained", "model_kwargs")
+            },
+            "data_fingerprint": datamodule.fingerprint(),
+            "extraction": [features.get("device", "auto"), torch.cuda.is_available(), "float32"],
             "data": {
                 k: v
                 for k, v in parts["data"].items()

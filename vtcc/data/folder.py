@@ -1,7 +1,12 @@
 """Your own images: a class-per-subfolder tree (labels used only for metrics) or a flat folder.
 
-Images are decoded once, in threads, into one uint8 tensor of ``image_size`` squares
-(shorter side resized, then centre-cropped), so training never touches the disk again.
+Images are decoded once, in threads, into one uint8 tensor of ``stored_size`` squares, so
+training never touches the disk again. ``stored_size`` defaults to the images' own resolution
+(their median longer side, capped by ``max_stored_size``), so the training crops come from the
+full-resolution image as in the official pipelines, which crop the original with
+``RandomResizedCrop``; evaluation then resizes the stored square to ``image_size``.
+``fit="whole"`` resizes the whole image to the square (the official ``Resize((S, S))``, no border
+lost); ``fit="center_crop"`` resizes the shorter side and crops the centre.
 """
 
 from __future__ import annotations
@@ -66,7 +71,10 @@ def list_images(
     return paths, None, []
 
 
-def decode_image(path: Path, image_size: int, in_chans: int) -> np.ndarray:
+FITS = ("whole", "center_crop")
+
+
+def decode_image(path: Path, image_size: int, in_chans: int, fit: str = "whole") -> np.ndarray:
     """``(C, S, S)`` uint8; RGBA is composited on white, palette and 16-bit images converted."""
     with Image.open(path) as image:
         image.draft("RGB" if in_chans == 3 else "L", (image_size, image_size))
@@ -74,13 +82,40 @@ def decode_image(path: Path, image_size: int, in_chans: int) -> np.ndarray:
             rgba = image.convert("RGBA")
             image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
         image = image.convert("RGB" if in_chans == 3 else "L")
-        scale = image_size / min(image.size)
-        size = (max(image_size, round(image.width * scale)), max(image_size, round(image.height * scale)))
-        image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
-        left, top = (size[0] - image_size) // 2, (size[1] - image_size) // 2
-        image = image.crop((left, top, left + image_size, top + image_size))
+        if fit == "whole":
+            image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+        else:
+            scale = image_size / min(image.size)
+            size = (max(image_size, round(image.width * scale)), max(image_size, round(image.height * scale)))
+            image = image.resize(size, Image.Resampling.BILINEAR)
+            left, top = (size[0] - image_size) // 2, (size[1] - image_size) // 2
+            image = image.crop((left, top, left + image_size, top + image_size))
         array = np.asarray(image, dtype=np.uint8)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def choose_stored_size(
+    paths: Sequence[Path], image_size: int, stored_size: int | None, max_stored_size: int, samples: int = 1000
+) -> int:
+    """``stored_size`` when given; else the median longer side of up to ``samples`` images (headers
+    only), within ``[image_size, max_stored_size]``."""
+    if stored_size is not None:
+        if stored_size < image_size:
+            raise ConfigError(
+                f"data.dataset.stored_size={stored_size} is below data.image_size={image_size}: "
+                "raise it, or leave it null to keep the images' own resolution"
+            )
+        return int(stored_size)
+    step = max(1, len(paths) // samples)
+    sides = []
+    for path in paths[::step]:
+        try:
+            with Image.open(path) as image:
+                sides.append(max(image.size))
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            continue  # reported with its path when decoded
+    native = int(np.median(sides)) if sides else image_size
+    return int(min(max(native, image_size), max(max_stored_size, image_size)))
 
 
 def load_image_folder(
@@ -92,16 +127,31 @@ def load_image_folder(
     skip_corrupt: bool = False,
     num_threads: int | None = None,
     name: str = "image folder",
+    stored_size: int | None = None,
+    max_stored_size: int = 512,
+    fit: str = "whole",
 ) -> ImageArrays:
     """Decode every image under ``root`` (or ``root/subdir``) once; unreadable files are listed by path."""
+    if fit not in FITS:
+        raise ConfigError(f"data.dataset.fit={fit!r} is unknown: use one of {', '.join(FITS)}")
     folder = Path(root) / subdir if subdir else Path(root)
     paths, labels, _ = list_images(folder, classes)
+    side = choose_stored_size(paths, image_size, stored_size, max_stored_size)
+    log.info(
+        "decoding %d images of %s into memory at %d x %d px (%s): about %.1f MB",
+        len(paths),
+        folder,
+        side,
+        side,
+        fit,
+        len(paths) * in_chans * side * side / 1e6,
+    )
     arrays: list[np.ndarray | None] = [None] * len(paths)
     failures: list[tuple[Path, str]] = []
 
     def work(index: int) -> None:
         try:
-            arrays[index] = decode_image(paths[index], image_size, in_chans)
+            arrays[index] = decode_image(paths[index], side, in_chans, fit)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
             failures.append((paths[index], str(error)))
 

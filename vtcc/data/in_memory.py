@@ -7,6 +7,7 @@ transfer, so the input pipeline keeps up with the model on a laptop CPU and on a
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 
 import torch
@@ -15,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from vtcc.data.datasets import ImageArrays
+from vtcc.data.samplers import PoolsInSequence
 from vtcc.data.transforms import EvalTransform
 from vtcc.errors import ConfigError
 
@@ -28,7 +30,9 @@ class BatchedTensors(Dataset):
     def __len__(self) -> int:
         return len(self.tensors[0])
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+    def __getitem__(self, index: int | list[int]) -> tuple[torch.Tensor, ...]:
+        if isinstance(index, list):  # a whole batch from a batch-yielding sampler
+            return self.__getitems__(index)
         return tuple(t[index] for t in self.tensors)
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
@@ -79,6 +83,7 @@ class InMemoryDataModule(LightningDataModule):
         interpolation: str = "bilinear",
         eval_split: str = "all",
         augment_on: str = "device",
+        unlabeled_training: str = "joint",
         batch_size: int = 256,
         eval_batch_size: int = 512,
         num_workers: int = 0,
@@ -98,6 +103,11 @@ class InMemoryDataModule(LightningDataModule):
         if augment_on not in ("device", "workers"):
             raise ConfigError(f"data.augment_on={augment_on!r} is unknown: use device or workers")
         self.augment_on = augment_on
+        if unlabeled_training not in ("joint", "instance_phase"):
+            raise ConfigError(
+                f"data.unlabeled_training={unlabeled_training!r} is unknown: use joint or instance_phase"
+            )
+        self.unlabeled_training = unlabeled_training
         self.in_chans = in_chans
         self.image_size = image_size
         self.channels = len(mean)  # what the model takes
@@ -130,8 +140,27 @@ class InMemoryDataModule(LightningDataModule):
             if arrays.is_test is None:
                 raise ConfigError(f"{arrays.name} has no test split: use data.eval_split=all")
             self.train_indices, self.eval_indices = everything[~arrays.is_test], everything[arrays.is_test]
+        if self.unlabeled_training == "instance_phase":
+            self._split_unlabeled_pool(arrays)
         if self.num_classes is None:
             self.num_classes = arrays.num_classes
+
+    def _split_unlabeled_pool(self, arrays: ImageArrays) -> None:
+        """Contrastive Clustering's STL-10 protocol: the images without a label (the unlabelled split)
+        train the instance loss only and are never evaluated; the others are the clustering set."""
+        if arrays.labels is None or not bool((arrays.labels < 0).any()):
+            raise ConfigError(
+                "data.unlabeled_training=instance_phase needs an unlabelled split: "
+                "add data.dataset.include_unlabeled=true (STL-10)"
+            )
+        if self.eval_split != "all":
+            raise ConfigError(
+                "data.unlabeled_training=instance_phase evaluates on train + test: use eval_split=all"
+            )
+        unlabeled = arrays.labels < 0
+        everything = torch.arange(len(arrays))
+        self.pools = [everything[unlabeled], everything[~unlabeled]]
+        self.eval_indices = everything[~unlabeled]
 
     @property
     def labeled(self) -> bool:
@@ -140,10 +169,20 @@ class InMemoryDataModule(LightningDataModule):
     def __len__(self) -> int:
         return len(self.arrays) if self.arrays is not None else 0
 
+    @property
+    def stored_size(self) -> int:
+        """Side of the squares the images are held at (crops are taken from these)."""
+        assert self.arrays is not None
+        return int(self.arrays.images.shape[-1])
+
     def images_at(self, indices: torch.Tensor) -> torch.Tensor:
         """uint8 ``(len(indices), C, H, W)`` images as loaded (for reports)."""
         assert self.arrays is not None
         return self.arrays.images[indices]
+
+    def labels_in_order(self) -> torch.Tensor:
+        """``(N,)`` labels of every image in index order, -1 where unknown."""
+        return self._labels()
 
     def _labels(self) -> torch.Tensor:
         assert self.arrays is not None
@@ -164,6 +203,31 @@ class InMemoryDataModule(LightningDataModule):
             return AugmentedInWorkers(self._augment_per_image, *self._subset(index), index)
         return BatchedTensors(*self._subset(index), index)
 
+    def _all_dataset(self) -> Dataset:
+        """Every image once, in index order, with its label and global index."""
+        assert self.arrays is not None, "call setup() first"
+        everything = torch.arange(len(self.arrays))
+        return BatchedTensors(*self._subset(everything), everything)
+
+    def ordered_dataloader(self) -> DataLoader:
+        """All images (train and held-out) in index order, untransformed: for feature extraction."""
+        return DataLoader(
+            self._all_dataset(),
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            collate_fn=keep_batch,
+            num_workers=self.num_workers,
+        )
+
+    def fingerprint(self) -> str:
+        """A hash of the decoded images and labels: a folder that gained, lost or changed an image
+        gets another one."""
+        assert self.arrays is not None, "call setup() first"
+        digest = hashlib.sha256()
+        digest.update(self.arrays.images.contiguous().numpy().data)
+        digest.update(self._labels().numpy().tobytes())
+        return digest.hexdigest()[:20]
+
     def _augment_per_image(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.train_transform.per_image(self.model_channels(images))
 
@@ -180,7 +244,31 @@ class InMemoryDataModule(LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        if self.unlabeled_training == "instance_phase":
+            return self._pooled_loader()
         return self._loader(self.batch_size, shuffle=True)
+
+    def _pooled_loader(self) -> DataLoader:
+        """Each epoch: all unlabelled-pool batches, then all clustering-set batches."""
+        dataset = self._dataset(train=True)
+        trainer = self.trainer
+        sampler = PoolsInSequence(
+            dataset,
+            self.pools,
+            self.batch_size,
+            num_replicas=trainer.world_size if trainer else 1,
+            rank=trainer.global_rank if trainer else 0,
+            seed=torch.initial_seed() % 2**31,
+        )
+        return DataLoader(
+            dataset,
+            sampler=sampler,
+            batch_size=None,
+            collate_fn=keep_batch,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.eval_batch_size, shuffle=False)
@@ -188,18 +276,32 @@ class InMemoryDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self.val_dataloader()
 
-    def on_after_batch_transfer(self, batch: tuple[torch.Tensor, ...], dataloader_idx: int):
-        """Training: ``(view_a, view_b)``; evaluation: ``(images, labels, indices)``, labels -1 when unknown.
+    def _training(self) -> bool:
+        return self.trainer is not None and self.trainer.training
+
+    def on_before_batch_transfer(self, batch: tuple[torch.Tensor, ...], dataloader_idx: int):
+        """Under ``instance_phase`` a training batch also says, as a Python bool decided on the host
+        (no device sync), whether it is a clustering-set batch (cluster loss) or an unlabelled one."""
+        if self.unlabeled_training == "instance_phase" and self._training():
+            return (*batch, bool((batch[-2] >= 0).all()))
+        return batch
+
+    def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int):
+        """Training: ``(view_a, view_b)``, plus the cluster-loss flag under ``instance_phase``;
+        evaluation: ``(images, labels, indices)``, labels -1 when unknown.
 
         The indices let distributed evaluation drop the samples a distributed sampler repeats.
         """
-        if len(batch) == 4:  # augmented in the workers already
-            return batch[0], batch[1]
-        images, labels, indices = batch
-        images = self.model_channels(images)
-        if self.trainer is not None and self.trainer.training:
-            return self.train_transform(images)
-        return self.eval_transform(images), labels, indices
+        if not self._training():
+            images, labels, indices = batch
+            return self.eval_transform(self.model_channels(images)), labels, indices
+        if self.augment_on == "workers":  # augmented in the workers already
+            view_a, view_b = batch[0], batch[1]
+        else:
+            view_a, view_b = self.train_transform(self.model_channels(batch[0]))
+        if self.unlabeled_training == "instance_phase":
+            return view_a, view_b, batch[-1]
+        return view_a, view_b
 
     def model_channels(self, images: torch.Tensor) -> torch.Tensor:
         """Gray images repeated to RGB when the normalisation (a pretrained model's) has three channels."""

@@ -1,11 +1,12 @@
 """Large folders that do not fit in memory: images decoded per batch by worker processes.
 
-Workers only decode and resize (to uint8, like the in-memory path); the augmentations still run
-batched on the device after transfer, so both paths train identically.
+Workers only decode and resize (to uint8 squares of ``stored_size``, like the in-memory path); the
+augmentations still run batched on the device after transfer, so both paths train identically.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vtcc.data.folder import decode_image, list_images
+from vtcc.data.folder import FITS, choose_stored_size, decode_image, list_images
 from vtcc.data.in_memory import InMemoryDataModule
 from vtcc.errors import ConfigError
 
@@ -21,15 +22,23 @@ from vtcc.errors import ConfigError
 class DecodedImages(Dataset):
     """``__getitems__`` decodes a batch of paths into ``(uint8 (B, C, S, S), labels, indices)``."""
 
-    def __init__(self, paths: Sequence[Path], labels: torch.Tensor, image_size: int, in_chans: int) -> None:
+    def __init__(
+        self, paths: Sequence[Path], labels: torch.Tensor, image_size: int, in_chans: int, fit: str = "whole"
+    ) -> None:
         self.paths, self.labels = list(paths), labels
-        self.image_size, self.in_chans = image_size, in_chans
+        self.image_size, self.in_chans, self.fit = image_size, in_chans, fit
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    @property
+    def stored_size(self) -> int:
+        return self._stored_size
+
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        images = np.stack([decode_image(self.paths[i], self.image_size, self.in_chans) for i in indices])
+        images = np.stack(
+            [decode_image(self.paths[i], self.image_size, self.in_chans, self.fit) for i in indices]
+        )
         index = torch.as_tensor(indices)
         return torch.from_numpy(images), self.labels[index], index
 
@@ -41,9 +50,20 @@ class StreamingFolderDataModule(InMemoryDataModule):
     Unreadable files stop the first epoch that reaches them, with their path.
     """
 
-    def __init__(self, root: str, classes: Sequence[str] | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        root: str,
+        classes: Sequence[str] | None = None,
+        stored_size: int | None = None,
+        max_stored_size: int = 512,
+        fit: str = "whole",
+        **kwargs,
+    ) -> None:
         super().__init__(dataset=None, root=root, **kwargs)
+        if fit not in FITS:
+            raise ConfigError(f"data.fit={fit!r} is unknown: use one of {', '.join(FITS)}")
         self.classes = classes
+        self.requested_size, self.max_stored_size, self.fit = stored_size, max_stored_size, fit
         self.paths: list[Path] = []
 
     def setup(self, stage: str | None = None) -> None:
@@ -55,9 +75,13 @@ class StreamingFolderDataModule(InMemoryDataModule):
                 f"{len(paths)} images in {self.loader_kwargs['root']}, fewer than data.batch_size"
             )
         self.paths = paths
+        self._stored_size = choose_stored_size(
+            paths, self.image_size, self.requested_size, self.max_stored_size
+        )
         self.label_tensor = (
             torch.full((len(paths),), -1, dtype=torch.long) if labels is None else torch.tensor(labels)
         )
+        self.train_indices = self.eval_indices = torch.arange(len(paths))
         if self.num_classes is None and labels is not None:
             self.num_classes = len(set(labels))
         self.is_labeled = labels is not None
@@ -69,8 +93,26 @@ class StreamingFolderDataModule(InMemoryDataModule):
     def __len__(self) -> int:
         return len(self.paths)
 
+    @property
+    def stored_size(self) -> int:
+        return self._stored_size
+
     def images_at(self, indices: torch.Tensor) -> torch.Tensor:
         return self._dataset(train=False).__getitems__(indices.tolist())[0]
 
+    def labels_in_order(self) -> torch.Tensor:
+        return self.label_tensor
+
+    def _all_dataset(self) -> Dataset:
+        return self._dataset(train=False)
+
+    def fingerprint(self) -> str:
+        """A hash of the file list with sizes and modification times (no decoding)."""
+        digest = hashlib.sha256()
+        for path in self.paths:
+            stat = path.stat()
+            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()[:20]
+
     def _dataset(self, train: bool) -> Dataset:
-        return DecodedImages(self.paths, self.label_tensor, self.image_size, self.in_chans)
+        return DecodedImages(self.paths, self.label_tensor, self.stored_size, self.in_chans, self.fit)

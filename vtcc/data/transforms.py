@@ -6,6 +6,7 @@ outputs float ``(B, C, S, S)`` normalised.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import kornia.augmentation as K
@@ -63,9 +64,10 @@ class TwinViewAugmentation(nn.Module):
         return torch.cat([a for a, _ in views]), torch.cat([b for _, b in views])
 
 
-def blur_kernel_size(image_size: int) -> int:
-    """About a tenth of the image, odd, at least 3 (SimCLR / MoCo v3)."""
-    return max(3, int(0.1 * image_size) // 2 * 2 + 1)
+def blur_kernel_size(sigma_max: float) -> int:
+    """Odd kernel reaching 3 sigma on each side: PIL's ``GaussianBlur(radius=sigma)`` (VTCC's)
+    has no fixed size, so the kernel follows sigma, not the image size."""
+    return 2 * math.ceil(3 * sigma_max) + 1
 
 
 def rgb_view(
@@ -74,26 +76,37 @@ def rgb_view(
     std: Sequence[float],
     crop_scale: Sequence[float] = (0.08, 1.0),
     hflip_p: float = 0.5,
+    hflip_last: bool = False,
     color_jitter: Sequence[float] = (0.4, 0.4, 0.2, 0.1),
     color_jitter_p: float = 0.8,
     grayscale_p: float = 0.2,
     blur_p: float = 0.0,
     blur_sigma: Sequence[float] = (0.1, 2.0),
+    blur_kernel: int | None = None,
     solarize_p: float = 0.0,
 ) -> nn.Sequential:
-    """One view of natural RGB images: the ops of SimCLR, MoCo v3 and Contrastive Clustering."""
+    """One view of natural RGB images: the ops of SimCLR, MoCo v3 and Contrastive Clustering.
+
+    Order: crop, flip, colour jitter, grayscale, blur, solarize, normalise (Contrastive
+    Clustering's). ``hflip_last`` moves the flip after blur and solarize, as VTCC's
+    ``transform.py`` has it. ``blur_kernel`` null: :func:`blur_kernel_size` of the largest sigma.
+    """
     brightness, contrast, saturation, hue = color_jitter
-    ops: list[nn.Module] = [
-        K.RandomResizedCrop((image_size, image_size), scale=tuple(crop_scale)),
-        K.RandomHorizontalFlip(p=hflip_p),
+    flip = K.RandomHorizontalFlip(p=hflip_p)
+    ops: list[nn.Module] = [K.RandomResizedCrop((image_size, image_size), scale=tuple(crop_scale))]
+    if not hflip_last:
+        ops.append(flip)
+    ops += [
         K.ColorJitter(brightness, contrast, saturation, hue, p=color_jitter_p),
         K.RandomGrayscale(p=grayscale_p),
     ]
     if blur_p > 0:
-        size = blur_kernel_size(image_size)
+        size = blur_kernel or blur_kernel_size(max(blur_sigma))
         ops.append(K.RandomGaussianBlur((size, size), tuple(blur_sigma), p=blur_p))
-    if solarize_p > 0:
-        ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=solarize_p))  # threshold 0.5 = 128/255
+    if solarize_p > 0:  # PIL's ImageOps.solarize: values >= 128 inverted (kornia: >= 0.5)
+        ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=solarize_p))
+    if hflip_last:
+        ops.append(flip)
     ops.append(K.Normalize(mean=torch.tensor(mean), std=torch.tensor(std)))
     return nn.Sequential(*ops)
 

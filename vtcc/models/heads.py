@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vtcc.errors import ConfigError
+from vtcc.losses.nt_xent import at_least_float32
 
 HEAD_STYLES = ("vtcc", "cc")
 
@@ -42,7 +43,7 @@ class InstanceProjector(nn.Module):
         self.mlp = projection_mlp(in_dim, hidden_dim, out_dim, style)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.mlp(features).float(), dim=1)
+        return F.normalize(at_least_float32(self.mlp(features)), dim=1)
 
 
 class ClusterProjector(nn.Module):
@@ -59,4 +60,4 @@ class ClusterProjector(nn.Module):
         self.mlp = projection_mlp(in_dim, hidden_dim, num_clusters, style)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.mlp(features).float(), dim=1)
+        return torch.softmax(at_least_float32(self.mlp(features)), dim=1)

@@ -42,7 +42,11 @@ class ClusteringNetwork(nn.Module):
         return inputs if inputs.ndim == 2 else self.backbone(inputs)
 
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return instance vectors ``(B, instance_dim)`` and cluster probabilities ``(B, K)``."""
+        """Return instance vectors ``(B, instance_dim)`` and cluster probabilities ``(B, K)``.
+
+        Call it once per view: BatchNorm layers then normalise each view with its own batch
+        statistics, as the official VTCC and Contrastive Clustering networks do.
+        """
         features = self.features(inputs)
         return self.instance_projector(features), self.cluster_projector(features)
 
@@ -78,12 +82,18 @@ def timm_network(
     instance_dim: int = 128,
     hidden_dim: int | None = None,
     head_style: str = "vtcc",
+    model_kwargs: dict[str, Any] | None = None,
 ) -> ClusteringNetwork:
-    """Any timm model as the backbone (e.g. ``resnet34`` for Contrastive Clustering's runs)."""
+    """Any timm model as the backbone (e.g. ``resnet34`` for Contrastive Clustering's runs).
+
+    ``model_kwargs`` go to ``timm.create_model`` (e.g. ``{zero_init_last: false}`` for CC's ResNet).
+    """
     import timm
 
     try:
-        backbone = timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_chans)
+        backbone = timm.create_model(
+            name, pretrained=pretrained, num_classes=0, in_chans=in_chans, **(model_kwargs or {})
+        )
     except RuntimeError as error:
         raise ConfigError(f"timm has no model {name!r}: pick one from timm.list_models()") from error
     return ClusteringNetwork(backbone, num_clusters, instance_dim, hidden_dim, head_style)

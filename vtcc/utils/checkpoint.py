@@ -10,6 +10,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from vtcc.errors import ConfigError
+from vtcc.utils.allowlist import disallowed_targets
 
 CONFIG_KEY = "vtcc_config"
 
@@ -27,6 +28,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from error
     if not isinstance(checkpoint, dict) or CONFIG_KEY not in checkpoint or "state_dict" not in checkpoint:
         raise ConfigError(f"{path} is not a vtcc checkpoint: it has no stored training config")
+    if not isinstance(checkpoint[CONFIG_KEY], dict):
+        raise ConfigError(f"{path} is not a vtcc checkpoint: its stored config is not a mapping")
+    refused = disallowed_targets(checkpoint[CONFIG_KEY])
+    if refused:
+        key, target = refused[0]
+        raise ConfigError(
+            f"{path} asks to build {target!r} (at {key}), which vtcc never builds from a checkpoint "
+            "(only vtcc's own classes, torch optimisers and schedulers, kornia augmentations): "
+            "this file was not written by vtcc as it is; do not use it"
+        )
     return checkpoint
 
 

@@ -1,0 +1,95 @@
+"""What a stored run config may construct: a checkpoint is data, never code.
+
+``vtcc-eval`` and ``vtcc-predict`` rebuild a run from the config inside its checkpoint. Hydra's
+``instantiate`` would call any importable callable that a ``_target_`` names (``shutil.copyfile``
+included), so every ``_target_`` of a stored config is checked against this list first, without
+importing anything it names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Every callable that vtcc's own configs construct (conf/**/*.yaml), and nothing else of vtcc.
+VTCC_TARGETS = frozenset(
+    {
+        "vtcc.data.InMemoryDataModule",
+        "vtcc.data.StreamingFolderDataModule",
+        "vtcc.data.TwinViewAugmentation",
+        "vtcc.data.features.CachedFeatureDataModule",
+        "vtcc.data.load_cifar10",
+        "vtcc.data.load_cifar100_20",
+        "vtcc.data.load_digits",
+        "vtcc.data.load_fashion_mnist",
+        "vtcc.data.load_image_folder",
+        "vtcc.data.load_mnist",
+        "vtcc.data.load_npz",
+        "vtcc.data.load_stl10",
+        "vtcc.data.rgb_view",
+        "vtcc.data.small_image_view",
+        "vtcc.losses.ClusterLoss",
+        "vtcc.losses.InstanceLoss",
+        "vtcc.losses.ScanLoss",
+        "vtcc.models.pretrained.pretrained_network",
+        "vtcc.models.timm_network",
+        "vtcc.models.vtcc_network",
+        "vtcc.module.ContrastiveClustering",
+        "vtcc.module.ScanClustering",
+        "vtcc.optim.warmup_cosine",
+        "vtcc.utils.callbacks.EpochThroughput",
+        "vtcc.utils.callbacks.SaveOnInterrupt",
+    }
+)
+# Lightning objects a run config lists (eval and predict never build them, but they are harmless).
+LIGHTNING_TARGETS = frozenset(
+    {
+        "lightning.pytorch.Trainer",
+        "lightning.pytorch.callbacks.LearningRateMonitor",
+        "lightning.pytorch.callbacks.ModelCheckpoint",
+        "lightning.pytorch.loggers.CSVLogger",
+        "lightning.pytorch.loggers.TensorBoardLogger",
+    }
+)
+
+
+def _class_in(module: Any, name: str, base: type) -> bool:
+    """``module.name`` is a class derived from ``base`` (one attribute deep: no traversal)."""
+    if not name.isidentifier():
+        return False
+    candidate = getattr(module, name, None)
+    return isinstance(candidate, type) and issubclass(candidate, base)
+
+
+def is_allowed(target: str) -> bool:
+    """vtcc's own builders, torch optimisers and schedulers, kornia augmentations."""
+    if target in VTCC_TARGETS or target in LIGHTNING_TARGETS:
+        return True
+    import kornia.augmentation
+    import torch.optim
+    import torch.optim.lr_scheduler
+    from kornia.augmentation.base import _BasicAugmentationBase
+
+    package, _, name = target.rpartition(".")
+    if package == "torch.optim":
+        return _class_in(torch.optim, name, torch.optim.Optimizer)
+    if package == "torch.optim.lr_scheduler":
+        return _class_in(torch.optim.lr_scheduler, name, torch.optim.lr_scheduler.LRScheduler)
+    if package == "kornia.augmentation":
+        return _class_in(kornia.augmentation, name, _BasicAugmentationBase)
+    return False
+
+
+def disallowed_targets(config: Any, where: str = "") -> list[tuple[str, str]]:
+    """``(key path, target)`` of every ``_target_`` in a plain (container) config not allowed."""
+    found: list[tuple[str, str]] = []
+    if isinstance(config, dict):
+        for key, value in config.items():
+            path = f"{where}.{key}" if where else str(key)
+            if key == "_target_" and not (isinstance(value, str) and is_allowed(value)):
+                found.append((path, str(value)))
+            else:
+                found.extend(disallowed_targets(value, path))
+    elif isinstance(config, list | tuple):
+        for index, value in enumerate(config):
+            found.extend(disallowed_targets(value, f"{where}[{index}]"))
+    return found
