@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+TEST_WORKERS ?= 2
 
 .PHONY: help install train test lint format bench clean
 
@@ -21,8 +22,8 @@ install: $(STAMP)  ## create .venv with pinned torch and vtcc (a no-op when up t
 train: install  ## train the default job (VTCC on the embedded digits); ARGS="key=value ..." adds overrides
 	$(BIN)/vtcc-train $(ARGS)
 
-test: install  ## run the test suite (exit 5, no tests collected, is a failure)
-	$(BIN)/python -m pytest $(ARGS); status=$$?; \
+test: install  ## run the test suite on 2 single-threaded processes (exit 5, no tests collected, is a failure)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "no tests were collected: failing"; exit 1; fi; exit $$status
 
 lint: install  ## ruff lint and format check

@@ -63,3 +63,44 @@ def run_cli(module: str, *overrides: str, cwd: Path) -> subprocess.CompletedProc
         text=True,
         timeout=600,
     )
+
+
+@pytest.fixture
+def train_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    """``vtcc-train`` without a new interpreter: the composed config through the CLI's own
+    ``run_safely``; returns ``(exit code, stderr)``. For the user-mistake paths, whose cost would
+    otherwise be the import of torch and Lightning in a subprocess."""
+    from vtcc.train import train
+    from vtcc.utils.cli import run_safely
+
+    def run(*overrides: str) -> tuple[int, str]:
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("VTCC_LOG_DIR", str(tmp_path / "outputs"))
+        try:
+            run_safely(train, compose_train(tmp_path / "run", list(overrides)))
+            code = 0
+        except SystemExit as error:
+            code = int(error.code or 0)
+        return code, capsys.readouterr().err
+
+    return run
+
+
+@pytest.fixture
+def predict_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    """``vtcc-predict`` in this interpreter, from ``cwd``: ``(exit code, stderr)``."""
+    from vtcc.predict import predict
+    from vtcc.utils.cli import run_safely
+
+    def run(cwd: Path, *overrides: str) -> tuple[int, str]:
+        monkeypatch.chdir(cwd)
+        with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+            cfg = compose("predict", overrides=[*overrides, f"paths.output_dir={cwd / 'predict_log'}"])
+        try:
+            run_safely(predict, cfg)
+            code = 0
+        except SystemExit as error:
+            code = int(error.code or 0)
+        return code, capsys.readouterr().err
+
+    return run

@@ -106,14 +106,18 @@ def test_eval_reproduces_the_final_metrics(trained_run):
         (["data.image_size=10"], "not divisible by patch size"),
         (["ckpt_path=missing.ckpt"], "does not exist"),
         (["resume=latest"], "found no checkpoints"),
-        (["model=no_such_model"], "Could not find 'model/no_such_model'"),
     ],
 )
-def test_user_mistakes_exit_nonzero_without_traceback(tmp_path, overrides, message):
-    result = run_cli("train", *TINY, *overrides, cwd=tmp_path)
+def test_user_mistakes_exit_2_with_one_line(train_in_process, overrides, message):
+    code, stderr = train_in_process(*overrides)
+    assert code == 2 and message in stderr
+    assert stderr.startswith("vtcc: error: ") and stderr.count("\n") <= 1 and "Traceback" not in stderr
+
+
+def test_unknown_config_choices_through_the_cli_are_one_clear_line(tmp_path):
+    result = run_cli("train", *TINY, "model=no_such_model", cwd=tmp_path)
     assert result.returncode != 0
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "Could not find 'model/no_such_model'" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_eval_of_a_file_that_is_no_checkpoint(tmp_path):

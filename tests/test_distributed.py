@@ -159,7 +159,12 @@ def test_compile_keeps_the_checkpoint_keys(tiny_cfg):
 
     module = instantiate(tiny_cfg.module, network=instantiate(tiny_cfg.model), compile=True)
     eager = set(module.state_dict())
+    calls = []
+    compile_in_place = module.network.backbone.compile
+    module.network.backbone.compile = lambda: calls.append(1) or compile_in_place()
     module.configure_model()
+    module.configure_model()  # Lightning calls the hook again for every validate
+    assert calls == [1]  # compiled once
     assert set(module.state_dict()) == eager and not any("_orig_mod" in key for key in eager)
 
 

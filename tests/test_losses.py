@@ -98,3 +98,19 @@ def test_invalid_temperature_is_rejected(kwargs):
         InstanceLoss(**kwargs)
     with pytest.raises(ConfigError, match="temperature"):
         ClusterLoss(**kwargs)
+
+
+@pytest.mark.parametrize("batch", [3, 8, 50])
+def test_identical_embeddings_give_log_2n_minus_1(batch):
+    """Every similarity is 1 / tau: the positive is one of 2N - 1 equal terms."""
+    z = torch.nn.functional.normalize(torch.ones(batch, 16, dtype=torch.float64), dim=1)
+    assert InstanceLoss(temperature=0.5)(z, z).item() == pytest.approx(math.log(2 * batch - 1), abs=1e-9)
+
+
+@pytest.mark.parametrize("clusters", [2, 10, 30])
+def test_uniform_assignments_have_zero_entropy_term_and_log_2k_minus_1(clusters):
+    """Equal columns: the cluster NT-Xent is log(2K - 1); the uniform marginal makes log K - H = 0."""
+    p = torch.full((16, clusters), 1.0 / clusters, dtype=torch.float64)
+    contrastive, entropy = ClusterLoss(temperature=1.0)(p, p)
+    assert contrastive.item() == pytest.approx(math.log(2 * clusters - 1), abs=1e-9)
+    assert entropy.item() == pytest.approx(0.0, abs=1e-12)

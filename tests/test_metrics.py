@@ -76,3 +76,26 @@ def test_tiny_inputs_give_scikit_learns_ari_not_nan(labels, clusters):
     assert clustering_metrics(np.array(labels), np.array(clusters))["ari"] == pytest.approx(
         adjusted_rand_score(labels, clusters)
     )
+
+
+@pytest.mark.parametrize(("num_labels", "num_clusters"), [(6, 3), (3, 6), (4, 4)])
+def test_report_confusion_puts_the_hungarian_pairs_on_the_diagonal(num_labels, num_clusters):
+    from scipy.optimize import linear_sum_assignment
+
+    from vtcc.report import matched_confusion
+
+    rng = np.random.default_rng(num_labels * 10 + num_clusters)
+    labels = rng.integers(0, num_labels, 300)
+    clusters = (labels + rng.integers(0, 2, 300)) % num_clusters
+    table, label_names, cluster_names = matched_confusion(labels, clusters)
+    matched = min(num_labels, num_clusters)
+    original = np.zeros((num_labels, num_clusters), dtype=int)
+    np.add.at(original, (labels, clusters), 1)
+    rows, cols = linear_sum_assignment(original, maximize=True)
+    assert np.trace(table[:matched, :matched]) == original[rows, cols].sum()  # the best matching
+    assert sorted(label_names) == np.unique(labels).tolist()
+    assert sorted(cluster_names) == np.unique(clusters).tolist()
+    assert (
+        table[label_names.index(labels[0]), cluster_names.index(clusters[0])]
+        == original[labels[0], clusters[0]]
+    )

@@ -84,16 +84,56 @@ def test_predict_matches_evaluation_assignments(folder_run, monkeypatch):
     assert torch.equal(predicted, expected)
 
 
-def test_predict_refuses_to_overwrite_and_names_bad_inputs(folder_run):
+def test_predict_refuses_to_overwrite_and_names_bad_inputs(folder_run, predict_in_process):
     checkpoint = folder_run / "run/checkpoints/last.ckpt"
     (folder_run / "taken").mkdir()
     (folder_run / "taken" / "keep.txt").write_text("mine")
-    taken = run_cli("predict", f"ckpt_path={checkpoint}", "input=images", "output=taken", cwd=folder_run)
-    assert taken.returncode == 2 and "overwrite=true" in taken.stderr and "Traceback" not in taken.stderr
+    code, stderr = predict_in_process(folder_run, f"ckpt_path={checkpoint}", "input=images", "output=taken")
+    assert code == 2 and "overwrite=true" in stderr and "Traceback" not in stderr
     assert (folder_run / "taken" / "keep.txt").read_text() == "mine"
-    missing = run_cli("predict", f"ckpt_path={checkpoint}", "input=nowhere", "output=out2", cwd=folder_run)
-    assert missing.returncode == 2 and "neither a folder" in missing.stderr
+    code, stderr = predict_in_process(folder_run, f"ckpt_path={checkpoint}", "input=nowhere", "output=out2")
+    assert code == 2 and "neither a folder" in stderr
     (folder_run / "list.txt").write_text("images/0/0000.png\nimages/1/0001.png\n")
-    listed = run_cli("predict", f"ckpt_path={checkpoint}", "input=list.txt", "output=out3", cwd=folder_run)
-    assert listed.returncode == 0, listed.stderr[-2000:]
+    code, stderr = predict_in_process(folder_run, f"ckpt_path={checkpoint}", "input=list.txt", "output=out3")
+    assert code == 0, stderr[-2000:]
     assert len(read_rows(folder_run / "out3/clusters.csv")) == 2
+
+
+def test_predict_on_an_npz_runs_own_images_matches_evaluation(tmp_path):
+    """An RGB npz run (3 channels, one-value mean): predict decodes with the run's channels and
+    size, then evaluation's own resize, so the run's images get evaluation's clusters."""
+    digits = load_digits()
+    rgb = np.repeat(digits.images[:200, 0].numpy()[..., None], 3, axis=-1)  # (N, 8, 8, 3)
+    np.savez(tmp_path / "digits.npz", x=rgb, y=digits.labels[:200].numpy())
+    (tmp_path / "images").mkdir()
+    for index in range(200):
+        Image.fromarray(rgb[index]).save(tmp_path / "images" / f"{index:04d}.png")
+    train = run_cli(
+        "train",
+        *TINY,
+        "data=npz",
+        f"data.root={tmp_path / 'digits.npz'}",
+        "data.batch_size=64",
+        "trainer.max_epochs=1",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
+    assert train.returncode == 0, train.stderr[-2000:]
+    checkpoint = tmp_path / "run/checkpoints/last.ckpt"
+    result = run_cli(
+        "predict", f"ckpt_path={checkpoint}", "input=images", "output=pred", "device=cpu", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    predicted = torch.tensor([int(row["cluster"]) for row in read_rows(tmp_path / "pred/clusters.csv")])
+    run_cfg, module = restore_run(checkpoint)
+    datamodule = instantiate(run_cfg.data)
+    datamodule.setup("validate")
+    module.eval()
+    with torch.no_grad():
+        expected = torch.cat(
+            [
+                module(datamodule.eval_transform(images)).argmax(1)
+                for images, _, _ in datamodule.val_dataloader()
+            ]
+        )
+    assert torch.equal(predicted, expected)

@@ -120,6 +120,10 @@ def test_full_mode_decays_the_learning_rate_layer_by_layer(weights):
     rates = sorted({round(g["lr"], 6) for g in groups[1:]})
     assert rates == [0.125, 0.25, 0.5, 1.0]  # embeddings, blocks 0 and 1, block 2 with the final norm
     assert all(p.requires_grad for p in network.parameters())
+    decayed = network.param_groups(lr=1.0, weight_decay=0.05)[1:]  # module.optimizer.weight_decay acts
+    qkv = network.backbone.blocks[0].attn.qkv
+    assert [g["weight_decay"] for g in decayed if any(p is qkv.weight for p in g["params"])] == [0.05]
+    assert [g["weight_decay"] for g in decayed if any(p is qkv.bias for p in g["params"])] == [0.0]
 
 
 def test_scan_objective_on_neighbours(tmp_path, weights):
@@ -150,7 +154,7 @@ def test_scan_loss_prefers_agreeing_neighbours_and_balanced_clusters():
     assert entropy_same.item() == pytest.approx(0.0, abs=1e-6)  # evenly spread over the 4 clusters
 
 
-def test_eval_and_predict_work_on_a_pretrained_checkpoint(tmp_path, weights):
+def test_eval_and_predict_work_on_a_pretrained_checkpoint(tmp_path, weights, predict_in_process):
     args = overrides(weights, "hydra.run.dir=run")
     args = [a for a in args if not a.startswith("paths.log_dir")] + [f"paths.log_dir={tmp_path / 'outputs'}"]
     trained = run_cli("train", *args, cwd=tmp_path)
@@ -170,10 +174,10 @@ def test_eval_and_predict_work_on_a_pretrained_checkpoint(tmp_path, weights):
 
     for i in range(5):
         Image.fromarray(load_digits().images[i, 0].numpy()).save(tmp_path / "new" / f"{i}.png")
-    predicted = run_cli(
-        "predict", "ckpt_path=run/checkpoints/last.ckpt", "input=new", "output=pred", cwd=tmp_path
+    code, stderr = predict_in_process(
+        tmp_path, "ckpt_path=run/checkpoints/last.ckpt", "input=new", "output=pred"
     )
-    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    assert code == 0, stderr[-2000:]
     assert len((tmp_path / "pred/clusters.csv").read_text().splitlines()) == 6
 
 
@@ -229,3 +233,59 @@ def test_held_out_split_with_cached_features_trains_on_train_and_scores_on_test(
     assert torch.equal(labels, datamodule.source.arrays.labels[indices])
     neighbors = datamodule.cache["neighbors"][trained]
     assert not is_test[neighbors].any()  # neighbours of training images are training images
+
+
+def test_feature_cache_follows_the_datas_contents(tmp_path, weights):
+    """The same file name with one image changed is other data: new features, not the old cache."""
+    caches = weights / "outputs" / "cache" / "features"
+    before = set(caches.glob("*.pt"))
+    run(tmp_path / "a", weights, "seed=11", "trainer.max_epochs=1")
+    first = set(caches.glob("*.pt")) - before
+    digits = np.load(weights / "digits.npz")
+    changed = digits["x"].copy()
+    changed[0] = 255 - changed[0]
+    np.savez(tmp_path / "digits.npz", x=changed, y=digits["y"])
+    data = [f"data.root={tmp_path / 'digits.npz'}"]
+    run(tmp_path / "b", weights, "seed=11", "trainer.max_epochs=1", *data)
+    assert len(first) == 1 and len(set(caches.glob("*.pt")) - before - first) == 1
+
+
+def test_a_vtcc_run_as_frozen_backbone_evaluates(tmp_path):
+    """model.checkpoint=<run>.ckpt: eval rebuilds that run's backbone, not a timm model by name."""
+    from hydra import compose, initialize_config_dir
+
+    from vtcc.evaluate import evaluate
+    from vtcc.utils.checkpoint import restore_run
+    from vtcc.utils.cli import CONFIG_DIR
+
+    source = compose_train(tmp_path / "source", ["trainer.max_epochs=1", "data.batch_size=256"])
+    train(source)
+    backbone_ckpt = tmp_path / "source/checkpoints/last.ckpt"
+    cfg = compose_train(
+        tmp_path / "frozen",
+        [
+            "model=pretrained",
+            f"model.checkpoint={backbone_ckpt}",
+            "trainer.accelerator=cpu",
+            "trainer.max_epochs=1",
+            "trainer.enable_progress_bar=false",
+            "data.batch_size=256",
+            "features.num_views=2",
+            f"paths.log_dir={tmp_path / 'outputs'}",
+        ],
+        tiny=False,
+    )
+    trained = train(cfg)
+    _, module = restore_run(tmp_path / "frozen/checkpoints/last.ckpt")
+    assert type(module.network.backbone).__name__ == "VisionTransformer"
+    assert module.network.backbone.patch_embed.__class__.__name__ == "ConvStem"  # the vtcc run's
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        eval_cfg = compose(
+            "eval",
+            overrides=[
+                f"ckpt_path={tmp_path / 'frozen/checkpoints/last.ckpt'}",
+                f"paths.output_dir={tmp_path / 'eval'}",
+                "trainer.accelerator=cpu",
+            ],
+        )
+    assert evaluate(eval_cfg)["acc"] == pytest.approx(trained["acc"])

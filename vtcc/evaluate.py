@@ -41,6 +41,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"ckpt_path": str(cfg.ckpt_path), **metrics}, indent=2) + "\n")
     if cfg.get("report"):
+        module.to(trainer.strategy.root_device)  # Lightning's teardown moved it back to the CPU
         page = write_report_for(module, datamodule, metrics, Path(cfg.paths.output_dir) / "report")
         log.info("report: %s", page)
     print(json.dumps(metrics, indent=2))

@@ -147,8 +147,10 @@ class ClusteringModule(LightningModule):
             )
 
     def configure_model(self) -> None:
-        if self.compile_backbone:
+        """Compile once: Lightning calls this hook again for every fit, validate and test."""
+        if self.compile_backbone and not getattr(self, "_compiled", False):
             self.network.backbone.compile()
+            self._compiled = True
 
     def configure_optimizers(self) -> Any:
         if self.trainer.accumulate_grad_batches > 1:
@@ -158,7 +160,10 @@ class ClusteringModule(LightningModule):
                 "(the losses gather across them)"
             )
         if hasattr(self.network, "param_groups"):  # pretrained backbones train at their own rates
-            params = self.network.param_groups(lr=self.optimizer_factory.keywords.get("lr", 1e-3))
+            settings = self.optimizer_factory.keywords
+            params = self.network.param_groups(
+                lr=settings.get("lr", 1e-3), weight_decay=settings.get("weight_decay", 0.0)
+            )
         else:
             params = [p for p in self.parameters() if p.requires_grad]
         optimizer = self.optimizer_factory(params=params)

@@ -68,15 +68,20 @@ def predict(cfg: DictConfig) -> Path:
     data = run_cfg.data
     interpolation = data.get("interpolation", "bilinear")
     transform = EvalTransform(data.image_size, data.mean, data.std, interpolation).to(device)
-    channels = len(data.mean)  # what the model takes: gray images become RGB for a pretrained backbone
-    folder = data.get("dataset") if "stored_size" in (data.get("dataset") or {}) else data
-    stored = folder.get("stored_size") or data.image_size  # a folder run's stored squares
+    # Decoded as the run held its images (size, channels), then evaluation's own resize: a run's
+    # own images get the clusters evaluation gives them.
+    record = run_cfg.get("preprocessing") or {}
+    stored = record.get("stored_size") or data.image_size
+    in_chans = record.get("in_chans") or data.get("in_chans", len(data.mean))
+    folder = data.get("dataset") if "fit" in (data.get("dataset") or {}) else data
     fit = folder.get("fit", "whole")
     clusters, confidences, embeddings = [], [], []
     for start in tqdm(range(0, len(paths), cfg.batch_size), desc="predict", unit="batch"):
         chunk = paths[start : start + cfg.batch_size]
-        batch = [decode_image(path, stored, channels, fit) for path in chunk]
-        images = transform(torch.from_numpy(np.stack(batch)).to(device))
+        batch = torch.from_numpy(np.stack([decode_image(path, stored, in_chans, fit) for path in chunk]))
+        if batch.shape[1] == 1 and len(data.mean) == 3:  # gray data under an RGB (pretrained) model
+            batch = batch.expand(-1, 3, -1, -1)
+        images = transform(batch.to(device))
         z, p = network(images)
         confidence, cluster = p.max(dim=1)
         clusters.append(cluster.cpu())

@@ -34,12 +34,18 @@ def _pyplot():
 
 
 def matched_confusion(labels: np.ndarray, clusters: np.ndarray) -> tuple[np.ndarray, list[int], list[int]]:
-    """Counts ``(labels, clusters)`` with the clusters reordered so matched pairs lie on the diagonal."""
+    """Counts ``(labels, clusters)``, rows and columns reordered so the Hungarian-matched pairs lie on
+    the diagonal (first), then the unmatched labels and clusters: also with more classes than clusters."""
     label_values, cluster_values = np.unique(labels), np.unique(clusters)
     table = contingency_table(labels, clusters)
     rows, cols = linear_sum_assignment(table, maximize=True)
-    order = list(cols[np.argsort(rows)]) + [c for c in range(table.shape[1]) if c not in set(cols)]
-    return table[:, order], label_values.tolist(), [int(cluster_values[c]) for c in order]
+    row_order = list(rows) + [r for r in range(table.shape[0]) if r not in set(rows)]
+    col_order = list(cols) + [c for c in range(table.shape[1]) if c not in set(cols)]
+    return (
+        table[np.ix_(row_order, col_order)],
+        [int(label_values[r]) for r in row_order],
+        [int(cluster_values[c]) for c in col_order],
+    )
 
 
 def cluster_grid(

@@ -22,7 +22,7 @@ from vtcc.utils.checkpoint import (
     CONFIG_KEY,
     AtomicCheckpointIO,
     config_differences,
-    find_latest_checkpoint,
+    find_checkpoints,
     load_checkpoint,
 )
 from vtcc.utils.cli import CONFIG_DIR, run_safely
@@ -31,35 +31,57 @@ log = logging.getLogger("vtcc")
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
-    """``ckpt_path=<file>`` resumes that checkpoint; ``resume=latest`` the newest run's last.ckpt."""
+    """``ckpt_path=<file>`` resumes that checkpoint; ``resume=latest`` the newest run whose model,
+    K, data and objective match this one (other runs under ``paths.log_dir`` are passed over)."""
     if cfg.get("resume") not in (None, "latest"):
         raise ConfigError(f"resume={cfg.resume!r} is unknown: use resume=latest or ckpt_path=<file>")
+    current = OmegaConf.to_container(cfg, resolve=True)
     if cfg.get("ckpt_path"):
         path = Path(cfg.ckpt_path)
-    elif cfg.get("resume") == "latest":
-        path = find_latest_checkpoint(cfg.paths.log_dir, cfg.task_name)
-    else:
+        differences = resume_differences(load_checkpoint(path)[CONFIG_KEY], current)
+        if differences:
+            raise ConfigError(
+                f"{path} was trained with other settings: {'; '.join(differences)}. "
+                "Resume with the checkpoint's settings (its config.yaml), or start a new run"
+            )
+        return str(path)
+    if cfg.get("resume") != "latest":
         return None
-    check_resumable(path, OmegaConf.to_container(cfg, resolve=True))
-    return str(path)
+    candidates = find_checkpoints(cfg.paths.log_dir, cfg.task_name)
+    for path in candidates:
+        if not resume_differences(load_checkpoint(path)[CONFIG_KEY], current):
+            log.info(
+                "resume=latest: %s, the newest of %d run(s) with this model, data and objective",
+                path,
+                len(candidates),
+            )
+            return str(path)
+    newest = resume_differences(load_checkpoint(candidates[0])[CONFIG_KEY], current)
+    raise ConfigError(
+        f"resume=latest found no run with this model, data and objective under "
+        f"{Path(cfg.paths.log_dir, cfg.task_name)} (the newest, {candidates[0]}, differs: "
+        f"{'; '.join(newest[:3])}): pass ckpt_path=<file>, or start a new run"
+    )
 
 
-# Settings that change no weight shape: a run may resume with other values.
-NON_STRUCTURAL = {"grad_checkpointing", "drop_path_rate", "pretrained", "checkpoint"}
+# Settings that change neither a weight shape nor what is trained: a run may resume with others.
+NON_STRUCTURAL = {"grad_checkpointing", "drop_path_rate", "pretrained", "checkpoint", "weight_init"}
+# What identifies the data a run trains on (loader settings such as batch size may change).
+DATA_IDENTITY = ("_target_", "root", "name", "dataset", "image_size", "in_chans", "eval_split")
 
 
-def check_resumable(path: Path, current: dict[str, Any]) -> None:
-    """The checkpoint must be vtcc's and built with the same model and K as this run."""
-    stored = load_checkpoint(path)[CONFIG_KEY]
+def resume_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key: stored -> current`` for each setting that must match to resume: the model and K, the
+    data (its identity, not its loader settings) and the objective (the module's class)."""
+    views = []
     for config in (stored, current):
-        for key in NON_STRUCTURAL:
-            (config.get("model") or {}).pop(key, None)
-    differences = config_differences(stored, current, ("model", "num_clusters"))
-    if differences:
-        raise ConfigError(
-            f"{path} was trained with another model: {'; '.join(differences)}. "
-            "Resume with the checkpoint's settings (its config.yaml), or start a new run"
+        model = {k: v for k, v in (config.get("model") or {}).items() if k not in NON_STRUCTURAL}
+        data = {k: v for k, v in (config.get("data") or {}).items() if k in DATA_IDENTITY}
+        objective = {"_target_": (config.get("module") or {}).get("_target_")}
+        views.append(
+            {"model": model, "num_clusters": config.get("num_clusters"), "data": data, "objective": objective}
         )
+    return config_differences(*views, ("model", "num_clusters", "data", "objective"))
 
 
 def check_output_dir(output_dir: Path, overwrite: bool) -> None:
@@ -96,7 +118,9 @@ def adapt_to_data(cfg: DictConfig, datamodule) -> None:
         )
     for node in (cfg.data, cfg.data.get("dataset")):  # folder: data.dataset; streaming: data
         if isinstance(node, DictConfig) and "stored_size" in node and node.stored_size is None:
-            node.stored_size = datamodule.stored_size  # recorded, so predict decodes the run's way
+            node.stored_size = datamodule.stored_size
+    with open_dict(cfg):  # what vtcc-predict needs to decode new images as evaluation saw the data
+        cfg.preprocessing = {"stored_size": datamodule.stored_size, "in_chans": datamodule.in_chans}
     best = (cfg.get("callbacks") or {}).get("best_by_labels")
     if best is not None and not datamodule.labeled:
         raise ConfigError("callbacks=best_by_labels needs labelled data: use callbacks=default")
@@ -125,8 +149,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
     )
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    if trainer.is_global_zero:  # one writer under DDP
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)

@@ -51,8 +51,13 @@ def list_images(
             )
         subfolders = [root / c for c in classes]
     per_class = [(folder.name, _images_under(folder, recursive=True)) for folder in subfolders]
-    per_class = [(name, paths) for name, paths in per_class if paths]
-    if per_class:
+    empty = [name for name, paths in per_class if not paths]
+    if empty and len(empty) < len(per_class):  # a class without images would renumber the others
+        raise ConfigError(
+            f"{len(empty)} class folder(s) in {root} hold no images ({', '.join(empty[:5])}): "
+            "remove them or add their images, or list the classes to keep in data.dataset.classes"
+        )
+    if per_class and not empty:
         if _images_under(root, recursive=False) and classes is None:
             raise ConfigError(
                 f"{root} has images both at the top and in subfolders: use one layout, {LAYOUT}"

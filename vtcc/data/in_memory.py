@@ -142,6 +142,11 @@ class InMemoryDataModule(LightningDataModule):
             self.train_indices, self.eval_indices = everything[~arrays.is_test], everything[arrays.is_test]
         if self.unlabeled_training == "instance_phase":
             self._split_unlabeled_pool(arrays)
+        if len(self.train_indices) < self.batch_size:  # drop_last would leave no training batch
+            raise ConfigError(
+                f"the training split of {arrays.name} has {len(self.train_indices)} images, fewer than "
+                f"data.batch_size={self.batch_size}: lower the batch size"
+            )
         if self.num_classes is None:
             self.num_classes = arrays.num_classes
 

@@ -60,6 +60,13 @@ class StreamingFolderDataModule(InMemoryDataModule):
         **kwargs,
     ) -> None:
         super().__init__(dataset=None, root=root, **kwargs)
+        if self.eval_split != "all":
+            raise ConfigError("data=folder_streaming has no test split: use data.eval_split=all")
+        if self.augment_on != "device":
+            raise ConfigError(
+                "data=folder_streaming decodes in its workers and augments on the device: "
+                "use data.augment_on=device, or data=folder for data.augment_on=workers"
+            )
         if fit not in FITS:
             raise ConfigError(f"data.fit={fit!r} is unknown: use one of {', '.join(FITS)}")
         self.classes = classes

@@ -130,8 +130,9 @@ class PretrainedClusteringNetwork(ClusteringNetwork):
             self.backbone.eval()  # a frozen backbone keeps its dropout / norm statistics fixed
         return self
 
-    def param_groups(self, lr: float) -> list[dict[str, Any]]:
-        """Optimizer groups: heads at ``lr``, the trainable backbone at its scaled rates."""
+    def param_groups(self, lr: float, weight_decay: float = 0.0) -> list[dict[str, Any]]:
+        """Optimizer groups: heads at ``lr``, the trainable backbone at its scaled rates; in ``full``
+        mode the backbone's weights decay by ``weight_decay`` (biases and norms do not)."""
         heads = [p for name, p in self.named_parameters() if not name.startswith("backbone.")]
         groups: list[dict[str, Any]] = [{"params": heads, "lr": lr}]
         if self.mode == "partial":
@@ -141,7 +142,7 @@ class PretrainedClusteringNetwork(ClusteringNetwork):
             from timm.optim import param_groups_layer_decay
 
             for group in param_groups_layer_decay(
-                self.backbone, weight_decay=0.0, layer_decay=self.layer_decay
+                self.backbone, weight_decay=weight_decay, layer_decay=self.layer_decay
             ):
                 scale = group.pop("lr_scale", 1.0)
                 groups.append({**group, "lr": lr * self.backbone_lr_scale * scale})
@@ -161,5 +162,7 @@ def pretrained_network(
     ``options`` are :class:`PretrainedClusteringNetwork`'s (``mode``, ``trainable_blocks``, ...).
     ``pretrained=False`` builds the architecture only (a vtcc checkpoint then supplies the weights).
     """
-    backbone = create_pretrained_backbone(name, checkpoint if pretrained else None, pretrained, model_kwargs)
+    run_backbone = bool(checkpoint) and str(checkpoint).endswith(".ckpt")  # its architecture is that run's
+    weights = checkpoint if pretrained or run_backbone else None
+    backbone = create_pretrained_backbone(name, weights, pretrained, model_kwargs)
     return PretrainedClusteringNetwork(backbone, num_clusters, **options)

@@ -41,8 +41,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def find_latest_checkpoint(log_dir: str | Path, task_name: str = "train") -> Path:
-    """The newest ``last.ckpt`` or ``interrupted.ckpt`` among the runs under ``log_dir/task_name``."""
+def find_checkpoints(log_dir: str | Path, task_name: str = "train") -> list[Path]:
+    """Every run's ``last.ckpt`` or ``interrupted.ckpt`` under ``log_dir/task_name``, newest first."""
     runs = Path(log_dir, task_name)
     candidates = [*runs.glob("*/checkpoints/last.ckpt"), *runs.glob("*/checkpoints/interrupted.ckpt")]
     if not candidates:
@@ -50,7 +50,7 @@ def find_latest_checkpoint(log_dir: str | Path, task_name: str = "train") -> Pat
             f"resume=latest found no checkpoints/last.ckpt under {Path(log_dir, task_name)}: "
             "train first, or pass ckpt_path=<file>"
         )
-    return max(candidates, key=lambda p: p.stat().st_mtime)
+    return sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
 def restore_run(path: str | Path) -> tuple[Any, Any]:
@@ -87,8 +87,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, path)
+            sync_directory(path.parent)  # the rename itself survives a power cut
         finally:
             temporary.unlink(missing_ok=True)
+
+
+def sync_directory(folder: Path) -> None:
+    """fsync a directory, so a rename into it is durable (a no-op where directories cannot be opened)."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
 
 
 def config_differences(stored: dict[str, Any], current: dict[str, Any], keys: tuple[str, ...]) -> list[str]:

@@ -1,0 +1,77 @@
+"""Every option of every config group composes and builds, so no preset can rot unseen
+(lightning-hydra-template's tests/test_configs.py, applied to each group)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from tests.conftest import compose_train
+from vtcc.utils.cli import CONFIG_DIR
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in Path(CONFIG_DIR, group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("augment", options("augment"))
+def test_every_augmentation_builds_and_makes_two_views(augment):
+    data = "data=digits" if augment == "small" else "data=cifar10"
+    cfg = compose_train("x", [data, f"augment={augment}", "data.image_size=32"], tiny=False)
+    view_a, view_b = instantiate(cfg.augment)(torch.randint(0, 256, (4, cfg.data.in_chans, 32, 32)).byte())
+    assert view_a.shape == view_b.shape == (4, cfg.data.in_chans, 32, 32)
+    assert not torch.equal(view_a, view_b)
+
+
+@pytest.mark.parametrize("model", options("model"))
+@pytest.mark.parametrize("objective", options("objective"))
+def test_every_model_builds_under_every_objective(model, objective):
+    overrides = [f"model={model}", f"objective={objective}", "num_clusters=3", "data.image_size=32"]
+    if model == "pretrained":  # the architecture only: no download
+        overrides += [
+            "model.pretrained=false",
+            "model.name=vit_tiny_patch16_224",
+            "model.model_kwargs={img_size:32,patch_size:8,depth:1}",
+        ]
+    if model == "vit_small":
+        overrides += ["model.depth=1"]
+    cfg = compose_train("x", overrides, tiny=False)
+    network = instantiate(cfg.model)
+    module = instantiate(cfg.module, network=network)
+    channels = 3 if model == "pretrained" else cfg.data.in_chans
+    images = torch.randn(4, channels, 32, 32)
+    losses = module.losses(images, images + 0.1 * torch.randn_like(images))
+    assert torch.isfinite(losses["loss"]) and network.num_clusters == 3
+
+
+@pytest.mark.parametrize("callbacks", options("callbacks"))
+@pytest.mark.parametrize("logger", options("logger"))
+@pytest.mark.parametrize("strategy", options("strategy"))
+def test_every_trainer_setup_builds(tmp_path, callbacks, logger, strategy):
+    cfg = compose_train(
+        tmp_path, [f"callbacks={callbacks}", f"logger={logger}", f"strategy={strategy}"], tiny=True
+    )
+    built = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
+    loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values()]
+    trainer_cfg = {**cfg.trainer, "devices": 1, "num_nodes": 1} if strategy != "single" else cfg.trainer
+    trainer = instantiate(trainer_cfg, callbacks=built, logger=loggers or False)
+    assert trainer.max_epochs == cfg.trainer.max_epochs
+    if callbacks == "best_by_labels":  # supervised selection only by name
+        assert any(getattr(c, "monitor", None) == "val/acc" for c in built)
+    else:
+        assert not any(getattr(c, "monitor", None) == "val/acc" for c in built)
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_builds_its_augmentation_and_module(experiment):
+    overrides = [f"experiment={experiment}", "data.image_size=32"]
+    if not experiment.endswith("_base"):
+        overrides.append("data.root=somewhere")
+    cfg = compose_train("x", overrides, tiny=False)
+    augment = instantiate(cfg.augment)
+    view_a, _ = augment(torch.randint(0, 256, (2, 3, 48, 48)).byte())
+    assert view_a.shape == (2, 3, 32, 32)
+    assert cfg.module._target_ == "vtcc.module.ContrastiveClustering"

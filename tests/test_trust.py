@@ -1,0 +1,86 @@
+"""Settings that used to be ignored, and choices that used to be made silently."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from tests import fake_data
+from tests.conftest import compose_train
+from vtcc.errors import ConfigError
+from vtcc.train import resolve_ckpt_path
+
+
+def fake_run(log_dir: Path, name: str, config: dict, age_seconds: float) -> Path:
+    """A run folder whose last.ckpt holds ``config`` (no weights are needed to choose a run)."""
+    path = log_dir / "train" / name / "checkpoints" / "last.ckpt"
+    path.parent.mkdir(parents=True)
+    torch.save({"vtcc_config": config, "state_dict": {}}, path)
+    stamp = time.time() - age_seconds
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_resume_latest_passes_over_runs_of_other_data_or_objectives(tmp_path):
+    cfg = compose_train(tmp_path / "new", ["resume=latest", f"paths.log_dir={tmp_path / 'outputs'}"])
+    current = OmegaConf.to_container(cfg, resolve=True)
+    other_data = {**current, "data": {**current["data"], "name": "cifar10", "image_size": 32}}
+    other_objective = {**current, "module": {**current["module"], "_target_": "vtcc.module.ScanClustering"}}
+    log_dir = tmp_path / "outputs"
+    matching = fake_run(log_dir, "old_digits", current, age_seconds=300)
+    fake_run(log_dir, "newer_cifar", other_data, age_seconds=200)
+    fake_run(log_dir, "newest_scan", other_objective, age_seconds=100)
+    assert resolve_ckpt_path(cfg) == str(matching)
+    matching.unlink()
+    with pytest.raises(ConfigError, match="no run with this model, data and objective"):
+        resolve_ckpt_path(cfg)
+
+
+def test_an_explicit_checkpoint_of_other_data_is_refused(tmp_path):
+    cfg = compose_train(tmp_path / "new", [])
+    current = OmegaConf.to_container(cfg, resolve=True)
+    other = fake_run(tmp_path, "larger", {**current, "data": {**current["data"], "image_size": 32}}, 0)
+    cfg.ckpt_path = str(other)
+    with pytest.raises(ConfigError, match=r"data.image_size: 32 -> 8"):
+        resolve_ckpt_path(cfg)
+
+
+def test_an_empty_class_folder_is_refused_not_dropped(tmp_path):
+    fake_data.write_image_folder(tmp_path, ["a", "b", "c"], per_class=3)
+    (tmp_path / "d_empty").mkdir()
+    cfg = compose_train("x", ["data=folder", f"data.root={tmp_path}", "data.batch_size=2"])
+    with pytest.raises(ConfigError, match="d_empty"):
+        instantiate(cfg.data).setup("fit")
+
+
+def test_a_batch_larger_than_the_training_split_is_refused(tmp_path):
+    fake_data.write_cifar10(tmp_path / "data", per_file=8)  # 40 train + 8 test images
+    cfg = compose_train(
+        "x", ["data=cifar10", f"data.root={tmp_path / 'data'}", "data.eval_split=test", "data.batch_size=44"]
+    )
+    with pytest.raises(ConfigError, match="training split .* 40 images"):
+        instantiate(cfg.data).setup("fit")
+
+
+@pytest.mark.parametrize(
+    ("override", "hint"),
+    [("+data.eval_split=test", "no test split"), ("+data.augment_on=workers", "augment_on=device")],
+)
+def test_streaming_refuses_settings_it_cannot_honour(tmp_path, override, hint):
+    fake_data.write_image_folder(tmp_path, ["a", "b"], per_class=3)
+    cfg = compose_train(
+        "x", ["data=folder_streaming", f"data.root={tmp_path}", "data.batch_size=2", override]
+    )
+    with pytest.raises(Exception, match=hint):  # a ConfigError inside Hydra's instantiation error
+        instantiate(cfg.data)
+
+
+def test_cached_feature_heads_train_with_the_data_batch_size():
+    cfg = compose_train("x", ["data.batch_size=64"])
+    assert cfg.features.batch_size == 64
