@@ -89,6 +89,7 @@ def checkpoint(tmp_path_factory) -> Path:
     return cwd / "run" / "checkpoints" / "last.ckpt"
 
 
+@pytest.mark.slow
 def test_distributed_evaluation_equals_single_process(checkpoint):
     """1,797 digits over 2 processes: the sampler pads one duplicate, which must not count."""
     cwd = checkpoint.parents[2]
@@ -107,6 +108,7 @@ def test_gradient_accumulation_is_refused(tmp_path):
     assert result.returncode == 2 and "fewer negatives" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_ddp_training_on_two_cpu_processes_saves_once_and_resumes(tmp_path):
     ddp = ["strategy=ddp", "trainer.devices=2", "data.batch_size=64"]
     first = run_cli("train", *TINY, *ddp, "trainer.max_epochs=1", "hydra.run.dir=run1", cwd=tmp_path)

@@ -77,7 +77,8 @@ def test_frozen_mode_keeps_the_backbone_and_uses_its_preprocessing(tmp_path, wei
         and config["mean"] == [0.5, 0.5, 0.5]
         and config["interpolation"] == "bicubic"
     )
-    assert 0 < metrics["acc"] <= 1 and metrics["acc_many_to_one"] >= metrics["acc"]
+    for key in ("acc", "acc_many_to_one"):  # counts of matched images among the npz's 256
+        assert abs(metrics[key] * 256 - round(metrics[key] * 256)) < 1e-4
 
 
 def test_feature_cache_is_reused_and_invalidated(tmp_path, weights, caplog):
@@ -129,7 +130,7 @@ def test_full_mode_decays_the_learning_rate_layer_by_layer(weights):
 def test_scan_objective_on_neighbours(tmp_path, weights):
     metrics, checkpoint = run(tmp_path, weights, "objective=scan", "features.num_neighbors=5")
     assert checkpoint["vtcc_config"]["module"]["_target_"] == "vtcc.module.ScanClustering"
-    assert 0 < metrics["acc"] <= 1
+    assert abs(metrics["acc"] * 256 - round(metrics["acc"] * 256)) < 1e-4
 
 
 def test_scan_needs_a_frozen_backbone(tmp_path):
@@ -154,6 +155,7 @@ def test_scan_loss_prefers_agreeing_neighbours_and_balanced_clusters():
     assert entropy_same.item() == pytest.approx(0.0, abs=1e-6)  # evenly spread over the 4 clusters
 
 
+@pytest.mark.slow
 def test_eval_and_predict_work_on_a_pretrained_checkpoint(tmp_path, weights, predict_in_process):
     args = overrides(weights, "hydra.run.dir=run")
     args = [a for a in args if not a.startswith("paths.log_dir")] + [f"paths.log_dir={tmp_path / 'outputs'}"]

@@ -60,6 +60,7 @@ def test_stopped_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_pa
     assert resumed == {"2": whole["2"], "3": whole["3"]}  # the same losses to the last digit
 
 
+@pytest.mark.slow
 def test_twenty_resume_cycles_equal_one_run(tmp_path):
     arrays = load_digits()
     np.savez(tmp_path / "small.npz", x=arrays.images[:160, 0].numpy(), y=arrays.labels[:160].numpy())
@@ -115,6 +116,7 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> Non
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_latest_finishes(tmp_path):
     process = start_training(tmp_path, "trainer.max_epochs=50", "hydra.run.dir=outputs/train/killed")
     checkpoint = tmp_path / "outputs/train/killed/checkpoints/last.ckpt"
@@ -123,7 +125,7 @@ def test_sigkill_mid_epoch_then_resume_latest_finishes(tmp_path):
     process.kill()
     process.wait()
     saved = torch.load(checkpoint, weights_only=True)  # whole and loadable
-    assert 0 <= saved["epoch"] < 49
+    assert saved["epoch"] < 49  # killed before the run could finish
     result = run_cli(
         "train",
         *TINY,
