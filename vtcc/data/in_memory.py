@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -216,13 +217,7 @@ class InMemoryDataModule(LightningDataModule):
 
     def ordered_dataloader(self) -> DataLoader:
         """All images (train and held-out) in index order, untransformed: for feature extraction."""
-        return DataLoader(
-            self._all_dataset(),
-            batch_size=self.eval_batch_size,
-            shuffle=False,
-            collate_fn=keep_batch,
-            num_workers=self.num_workers,
-        )
+        return self._loader(self._all_dataset(), batch_size=self.eval_batch_size, shuffle=False)
 
     def fingerprint(self) -> str:
         """A hash of the decoded images and labels: a folder that gained, lost or changed an image
@@ -236,22 +231,23 @@ class InMemoryDataModule(LightningDataModule):
     def _augment_per_image(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.train_transform.per_image(self.model_channels(images))
 
-    def _loader(self, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, **order: Any) -> DataLoader:
+        """A loader of already-stacked batches; ``order``: batch size, shuffle, sampler."""
         return DataLoader(
-            self._dataset(train=shuffle),
-            batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
+            dataset,
             collate_fn=keep_batch,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
+            **order,
         )
 
     def train_dataloader(self) -> DataLoader:
         if self.unlabeled_training == "instance_phase":
             return self._pooled_loader()
-        return self._loader(self.batch_size, shuffle=True)
+        return self._loader(
+            self._dataset(train=True), batch_size=self.batch_size, shuffle=True, drop_last=True
+        )
 
     def _pooled_loader(self) -> DataLoader:
         """Each epoch: all unlabelled-pool batches, then all clustering-set batches."""
@@ -265,18 +261,10 @@ class InMemoryDataModule(LightningDataModule):
             rank=trainer.global_rank if trainer else 0,
             seed=torch.initial_seed() % 2**31,
         )
-        return DataLoader(
-            dataset,
-            sampler=sampler,
-            batch_size=None,
-            collate_fn=keep_batch,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory,
-        )
+        return self._loader(dataset, sampler=sampler, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.eval_batch_size, shuffle=False)
+        return self._loader(self._dataset(train=False), batch_size=self.eval_batch_size, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
         return self.val_dataloader()
