@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 TEST_WORKERS ?= 2
 
-.PHONY: help install train test lint format bench clean
+.PHONY: help install train test lint format bench clean gpu-wheels gpu-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -40,3 +40,12 @@ bench: install  ## throughput benchmark (prints a table)
 clean:  ## remove build outputs and caches (keeps .venv and outputs/)
 	rm -rf build *.egg-info .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+gpu-wheels:  ## download the wheels a lent GPU machine lacks into .whl/ (hydra-core, omegaconf, antlr4, kornia)
+	mkdir -p .whl
+	$(PYTHON) -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d .whl hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3 kornia==0.9.0 kornia-rs==0.2.0
+
+gpu-check:  ## on a GPU machine: gpu-marked tests + GPU benchmarks -> $OUT or gpu_check/summary.{json,md}
+	python3 scripts/gpu_check.py --wheels .whl
