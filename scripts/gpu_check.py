@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def gpu_tests(env: dict[str, str], timeout: int) -> dict:
 
 def training_benchmark(env: dict[str, str], batch: int, precision: str, steps: int, timeout: int) -> dict:
     """scripts/benchmark.py on ViT-small at 224 px in its own process; its JSON row."""
-    out = Path(env.get("GPU_CHECK_TMP", "/tmp")) / f"bench_{batch}_{precision.replace('+', '_')}.json"
+    out = Path(tempfile.gettempdir()) / f"vtcc_bench_{batch}_{precision.replace('+', '_')}.json"
     overrides = [f"data.batch_size={batch}", *PRECISIONS[precision]]
     command = [sys.executable, str(ROOT / "scripts/benchmark.py"), "--configs", "vit_small_224"]
     command += ["--device", "cuda", "--steps", str(steps), "--json", str(out), "--override", *overrides]
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    env = install_wheels(args.wheels, Path("/tmp/vtcc_gpu_site"))
+    env = install_wheels(args.wheels, Path(tempfile.mkdtemp(prefix="vtcc_gpu_site_")))
     summary: dict = {"environment": environment(), "tests": None, "training": [], "extraction": []}
     if summary["environment"]["cuda"]:
         summary["tests"] = gpu_tests(env, timeout=240)
