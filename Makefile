@@ -45,7 +45,8 @@ gpu-wheels:  ## download the wheels a lent GPU machine lacks into .whl/ (hydra-c
 	mkdir -p .whl
 	$(PYTHON) -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-	  -d .whl hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3 kornia==0.9.0 kornia-rs==0.2.0
+	  -d .whl hydra-core==1.3.8 omegaconf==2.3.1 kornia==0.9.0 kornia-rs==0.2.0
+	$(PYTHON) -m pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3  # published as source only; pure Python
 
 gpu-check:  ## on a GPU machine: gpu-marked tests + GPU benchmarks -> $OUT or gpu_check/summary.{json,md}
 	python3 scripts/gpu_check.py --wheels .whl
