@@ -42,6 +42,19 @@ def folder_run(tmp_path_factory) -> Path:
     return cwd
 
 
+@torch.no_grad()
+def evaluation_probabilities(checkpoint: Path) -> torch.Tensor:
+    """Cluster probabilities of the run's own images along evaluation's path (datamodule + eval
+    transform), in the evaluation order."""
+    run_cfg, module = restore_run(checkpoint)
+    datamodule = instantiate(run_cfg.data)
+    datamodule.setup("validate")
+    module.eval()
+    return torch.cat(
+        [module(datamodule.eval_transform(images)) for images, _, _ in datamodule.val_dataloader()]
+    )
+
+
 def read_rows(path: Path) -> list[dict[str, str]]:
     with open(path) as handle:
         return list(csv.DictReader(handle))
@@ -69,14 +82,7 @@ def test_predict_matches_evaluation_assignments(folder_run, monkeypatch):
     assert len(linked) == 300 and all(p.is_symlink() for p in linked)
 
     monkeypatch.chdir(folder_run)  # the run's data.root is relative to where it was trained
-    run_cfg, module = restore_run(checkpoint)  # evaluation's own path: datamodule + eval transform
-    datamodule = instantiate(run_cfg.data)
-    datamodule.setup("validate")
-    module.eval()
-    with torch.no_grad():
-        probabilities = torch.cat(
-            [module(datamodule.eval_transform(images)) for images, _, _ in datamodule.val_dataloader()]
-        )
+    probabilities = evaluation_probabilities(checkpoint)
     predicted = torch.tensor([int(row["cluster"]) for row in rows])  # both in sorted path order
     assert torch.equal(predicted, probabilities.argmax(1))
     confidence = torch.tensor([float(row["confidence"]) for row in rows])  # the largest probability
@@ -124,15 +130,4 @@ def test_predict_on_an_npz_runs_own_images_matches_evaluation(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     predicted = torch.tensor([int(row["cluster"]) for row in read_rows(tmp_path / "pred/clusters.csv")])
-    run_cfg, module = restore_run(checkpoint)
-    datamodule = instantiate(run_cfg.data)
-    datamodule.setup("validate")
-    module.eval()
-    with torch.no_grad():
-        expected = torch.cat(
-            [
-                module(datamodule.eval_transform(images)).argmax(1)
-                for images, _, _ in datamodule.val_dataloader()
-            ]
-        )
-    assert torch.equal(predicted, expected)
+    assert torch.equal(predicted, evaluation_probabilities(checkpoint).argmax(1))

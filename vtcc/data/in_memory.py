@@ -129,12 +129,6 @@ class InMemoryDataModule(LightningDataModule):
             raise ConfigError(
                 f"{arrays.name} has {arrays.images.shape[1]} channel(s) but data.in_chans={self.in_chans}"
             )
-        if len(arrays) < self.batch_size:
-            raise ConfigError(
-                f"{arrays.name} has {len(arrays)} images, fewer than data.batch_size={self.batch_size}: "
-                "lower the batch size"
-            )
-        self.arrays = arrays
         everything = torch.arange(len(arrays))
         self.train_indices = self.eval_indices = everything
         if self.eval_split == "test":
@@ -148,6 +142,7 @@ class InMemoryDataModule(LightningDataModule):
                 f"the training split of {arrays.name} has {len(self.train_indices)} images, fewer than "
                 f"data.batch_size={self.batch_size}: lower the batch size"
             )
+        self.arrays = arrays  # only once every check passed: a failed setup is not half done
         if self.num_classes is None:
             self.num_classes = arrays.num_classes
 
@@ -188,9 +183,6 @@ class InMemoryDataModule(LightningDataModule):
 
     def labels_in_order(self) -> torch.Tensor:
         """``(N,)`` labels of every image in index order, -1 where unknown."""
-        return self._labels()
-
-    def _labels(self) -> torch.Tensor:
         assert self.arrays is not None
         if self.arrays.labels is not None:
             return self.arrays.labels
@@ -199,8 +191,8 @@ class InMemoryDataModule(LightningDataModule):
     def _subset(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images and labels at ``index``; no copy when that is the whole dataset."""
         if len(index) == len(self.arrays):
-            return self.arrays.images, self._labels()
-        return self.arrays.images[index], self._labels()[index]
+            return self.arrays.images, self.labels_in_order()
+        return self.arrays.images[index], self.labels_in_order()[index]
 
     def _dataset(self, train: bool) -> Dataset:
         assert self.arrays is not None, "call setup() first"
@@ -225,7 +217,7 @@ class InMemoryDataModule(LightningDataModule):
         assert self.arrays is not None, "call setup() first"
         digest = hashlib.sha256()
         digest.update(self.arrays.images.contiguous().numpy().data)
-        digest.update(self._labels().numpy().tobytes())
+        digest.update(self.labels_in_order().numpy().tobytes())
         return digest.hexdigest()[:20]
 
     def _augment_per_image(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,10 +31,6 @@ class DecodedImages(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    @property
-    def stored_size(self) -> int:
-        return self._stored_size
-
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images = np.stack(
             [decode_image(self.paths[i], self.image_size, self.in_chans, self.fit) for i in indices]
