@@ -4,17 +4,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+# The exact versions the suite passed with (make lock refreshes it from .venv).
+CONSTRAINTS := constraints.txt
 TEST_WORKERS ?= 2
 
-.PHONY: help install train test lint format bench clean gpu-wheels gpu-check
+.PHONY: help install train test lint format bench clean gpu-wheels gpu-check lock wheel-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH_PINS)
-	$(BIN)/pip install --quiet -e '.[test]' $(TORCH_PINS)
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[test]' $(TORCH_PINS)
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv with pinned torch and vtcc (a no-op when up to date)
@@ -34,7 +36,14 @@ format: install  ## ruff format and autofix
 	$(BIN)/ruff format vtcc tests scripts
 	$(BIN)/ruff check --fix vtcc tests scripts
 
-bench: install  ## throughput benchmark (prints a table)
+lock: install  ## write constraints.txt: the exact versions installed in .venv (after a passing suite)
+	{ sed -n '1,3p' $(CONSTRAINTS); $(BIN)/pip freeze --exclude-editable | grep -v '^vtcc'; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+
+wheel-check: install  ## build the wheel, install it in a fresh venv, run vtcc-train/eval/predict from a temp dir
+	$(BIN)/python scripts/check_wheel.py --python $(PYTHON) --constraints $(CONSTRAINTS)
+
+bench: install  ## throughput benchmark (prints a table; vit_small_224 on a CPU with ARGS=--all)
 	$(BIN)/python scripts/benchmark.py $(ARGS)
 
 clean:  ## remove build outputs and caches (keeps .venv and outputs/)

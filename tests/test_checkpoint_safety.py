@@ -10,8 +10,9 @@ import yaml
 
 from tests.conftest import run_cli
 from vtcc.utils.allowlist import disallowed_targets, is_allowed
+from vtcc.utils.cli import CONFIG_DIR
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(CONFIG_DIR)
 
 
 @pytest.mark.parametrize(

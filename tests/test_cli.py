@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
+from PIL import Image
 
 from tests.conftest import TINY, run_cli
+from vtcc.utils.checkpoint import restore_run
+from vtcc.utils.environment import ENVIRONMENT_KEY
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +139,25 @@ def test_eval_of_a_file_that_is_no_checkpoint(tmp_path):
     assert "not a readable vtcc checkpoint" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_eval_report_files_are_valid_and_the_confusion_matrix_counts_every_image(trained_run):
+def test_the_run_records_its_environment_and_eval_warns_when_it_differs(trained_run, tmp_path, caplog):
+    run = trained_run / "outputs/train/first"
+    recorded = yaml.safe_load((run / "environment.yaml").read_text())
+    assert recorded["command"].startswith("train.py ")  # python -m vtcc.train, with its overrides
+    assert "hydra.run.dir=outputs/train/first" in recorded["command"]
+    checkpoint = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint[ENVIRONMENT_KEY] == recorded
+    checkpoint[ENVIRONMENT_KEY]["packages"]["torch"] = "1.0.0"
+    torch.save(checkpoint, tmp_path / "elsewhere.ckpt")
+    with caplog.at_level(logging.WARNING, logger="vtcc"):
+        restore_run(run / "checkpoints/last.ckpt")
+        assert not caplog.records
+        restore_run(tmp_path / "elsewhere.ckpt")
+    assert len(caplog.records) == 1 and f"torch 1.0.0 -> {recorded['packages']['torch']}" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def report(trained_run) -> Path:
+    """``vtcc-eval report=true`` of the shared run: the report folder."""
     run = trained_run / "outputs/train/first"
     result = run_cli(
         "evaluate",
@@ -142,13 +168,50 @@ def test_eval_report_files_are_valid_and_the_confusion_matrix_counts_every_image
         cwd=trained_run,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    report = trained_run / "outputs/eval/report/report"
-    for name in ("clusters.png", "sizes.png", "confusion.png", "embedding.png"):
+    return trained_run / "outputs/eval/report/report"
+
+
+FIGURES = ("clusters.png", "sizes.png", "confusion.png", "embedding.png", "curves.png")
+
+
+def test_eval_report_files_are_valid_and_the_confusion_matrix_counts_every_image(trained_run, report):
+    for name in FIGURES:
         assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     page = (report / "report.html").read_text()
-    assert page.startswith("<!doctype html>") and page.count("data:image/png;base64,") == 4
+    assert page.startswith("<!doctype html>") and page.count("data:image/png;base64,") == len(FIGURES)
+    # The page names the run, its data, its metrics, its settings and its environment.
+    assert "run first" in page and "Data: <b>digits</b>" in page
+    for text in ("<th>acc</th>", "<th>nmi</th>", "<h2>Settings</h2>", "<h2>Environment</h2>", "torchvision"):
+        assert text in page, text
     confusion = np.loadtxt(report / "confusion.csv", delimiter=",")
     assert confusion.sum() == 1797 and confusion.shape[0] == 10
     final = json.loads((trained_run / "outputs/train/first/final_metrics.json").read_text())
     matched = min(confusion.shape)  # Hungarian pairs lead the diagonal: their sum is ACC x N
     assert np.trace(confusion[:matched, :matched]) / 1797 == pytest.approx(final["acc"], abs=1e-6)
+
+
+def browser() -> str | None:
+    return next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+
+
+def test_the_report_renders_in_a_real_browser(report, tmp_path):
+    """Headless Chromium loads report.html as a person would: every figure decodes, the page shows
+    pictures (not blank boxes), and it names the run, its data and its metrics. CI installs
+    Chromium (.ci/run sets VTCC_REQUIRE_BROWSER=1, so a missing browser fails there)."""
+    chromium = browser()
+    if chromium is None:
+        if os.environ.get("VTCC_REQUIRE_BROWSER"):
+            pytest.fail("VTCC_REQUIRE_BROWSER is set but no chromium is installed (apt-get install chromium)")
+        pytest.skip("no chromium installed (apt-get install chromium)")
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
+    url = (report / "report.html").resolve().as_uri()
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    assert f'data-figures-loaded="{len(FIGURES)}/{len(FIGURES)}"' in dom, dom[:500]
+    assert "run first" in dom and "digits" in dom and "<th>acc</th>" in dom
+    shot = tmp_path / "report.png"
+    command = [*flags, f"--screenshot={shot}", "--window-size=1100,2400", url]
+    subprocess.run(command, capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    drawn = (pixels.min(axis=2) < 200).mean()  # ink: text, plot lines, images
+    colours = len(np.unique(pixels.reshape(-1, 3) // 16, axis=0))
+    assert drawn > 0.05 and colours > 50, (drawn, colours)

@@ -9,6 +9,7 @@ from pathlib import Path
 import hydra
 import lightning.pytorch as pl
 import torch
+import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -18,6 +19,7 @@ from vtcc.module import validation_metrics
 from vtcc.report import write_report
 from vtcc.utils.checkpoint import restore_run
 from vtcc.utils.cli import CONFIG_DIR, run_safely
+from vtcc.utils.environment import ENVIRONMENT_FILE
 
 log = logging.getLogger("vtcc")
 
@@ -42,7 +44,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     output.write_text(json.dumps({"ckpt_path": str(cfg.ckpt_path), **metrics}, indent=2) + "\n")
     if cfg.get("report"):
         module.to(trainer.strategy.root_device)  # Lightning's teardown moved it back to the CPU
-        page = write_report_for(module, datamodule, metrics, Path(cfg.paths.output_dir) / "report")
+        page = write_report_for(
+            module, datamodule, metrics, Path(cfg.paths.output_dir) / "report", cfg.ckpt_path, run_cfg
+        )
         log.info("report: %s", page)
     print(json.dumps(metrics, indent=2))
     log.info("metrics written to %s", output)
@@ -50,8 +54,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 @torch.no_grad()
-def write_report_for(module, datamodule, metrics: dict[str, float], output: Path) -> Path:
-    """Predictions, confidences and embeddings over the evaluation split, then the report files."""
+def write_report_for(
+    module, datamodule, metrics: dict[str, float], output: Path, ckpt_path: str, run_cfg: DictConfig
+) -> Path:
+    """Predictions, confidences and embeddings over the evaluation split, then the report files,
+    with the run's curves, settings and environment when its folder is beside the checkpoint."""
     module.eval()
     outputs = {"cluster": [], "confidence": [], "embedding": [], "label": [], "index": []}
     for batch in datamodule.val_dataloader():
@@ -62,6 +69,15 @@ def write_report_for(module, datamodule, metrics: dict[str, float], output: Path
             outputs[key].append(value.float().cpu() if key in ("confidence", "embedding") else value.cpu())
     merged = {key: torch.cat(values).numpy() for key, values in outputs.items()}
     labels = merged["label"]
+    run_dir = Path(ckpt_path).resolve().parents[1]  # <run>/checkpoints/<file>.ckpt
+    if not (run_dir / "config.yaml").is_file():
+        run_dir = None  # a checkpoint moved out of its run folder: no curves
+    environment_file = run_dir / ENVIRONMENT_FILE if run_dir is not None else None
+    environment = (
+        yaml.safe_load(environment_file.read_text())
+        if environment_file is not None and environment_file.is_file()
+        else None
+    )
     return write_report(
         output,
         datamodule.images_at,
@@ -72,6 +88,9 @@ def write_report_for(module, datamodule, metrics: dict[str, float], output: Path
         module.network.num_clusters,
         labels=labels if (labels >= 0).all() else None,
         metrics=metrics,
+        run_dir=run_dir,
+        settings=OmegaConf.to_container(run_cfg, resolve=True),
+        environment=environment,
     )
 
 

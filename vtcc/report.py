@@ -1,14 +1,17 @@
 """A clustering report a person can look at: PNG figures and one self-contained HTML page.
 
 Figures: the most confident images of each cluster, cluster sizes, the confusion matrix against
-the labels after Hungarian matching (when labels exist), and a 2-D t-SNE map of the instance
-embeddings coloured by cluster and by label.
+the labels after Hungarian matching (when labels exist), a 2-D t-SNE map of the instance
+embeddings coloured by cluster and by label, and the training curves from the run's CSV log.
+The page also lists the run's settings and the environment it trained in.
 """
 
 from __future__ import annotations
 
 import base64
+import csv
 import html
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +24,72 @@ from vtcc.metrics import contingency_table
 STYLE = (
     "body{font-family:sans-serif;margin:2em;max-width:1100px}img{max-width:100%;border:1px solid #ddd}"
     "table{border-collapse:collapse}th,td{padding:4px 12px;border-bottom:1px solid #ddd;text-align:left}"
+    "pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}"
 )
+# Marks the page once every figure has decoded (data-figures-loaded="<n>/<total>"), so a browser
+# check can tell a broken figure from a missing one.
+FIGURE_CHECK = (
+    "<script>addEventListener('load',()=>{const i=[...document.images];"
+    "document.body.dataset.figuresLoaded=i.filter(x=>x.complete&&x.naturalWidth>0).length+'/'+i.length});"
+    "</script>"
+)
+CURVE_GROUPS = (
+    ("loss terms", ("loss",)),
+    ("clustering metrics (labels only score)", ("val/acc", "val/nmi", "val/ari")),
+)
+
+
+def read_curves(metrics_csv: Path) -> dict[str, list[tuple[int, float]]]:
+    """``name -> [(epoch, value)]`` from Lightning's CSV log: epoch-level training losses
+    (``train/*loss*`` logged per epoch) and the evaluation metrics."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    with open(metrics_csv, newline="") as handle:
+        for row in csv.DictReader(handle):
+            epoch = row.get("epoch")
+            if not epoch:
+                continue
+            for name, value in row.items():
+                if not value or name in ("epoch", "step"):
+                    continue
+                per_step = name.endswith("_step")
+                is_loss = name.startswith("train/") and "loss" in name and not per_step
+                if is_loss or name in ("val/acc", "val/nmi", "val/ari"):
+                    curves.setdefault(name.removesuffix("_epoch"), []).append((int(epoch), float(value)))
+    return {name: points for name, points in curves.items() if all(math.isfinite(v) for _, v in points)}
+
+
+def curves_figure(curves: dict[str, list[tuple[int, float]]], path: Path) -> bool:
+    """Loss terms and, when logged, ACC / NMI / ARI per epoch; False when the log has neither."""
+    panels = [
+        (title, {name: points for name, points in curves.items() if any(key in name for key in keys)})
+        for title, keys in CURVE_GROUPS
+    ]
+    panels = [(title, series) for title, series in panels if series]
+    if not panels:
+        return False
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.4), squeeze=False)
+    for axis, (title, series) in zip(axes[0], panels, strict=True):
+        for name, points in sorted(series.items()):
+            epochs, values = zip(*points, strict=True)
+            axis.plot(epochs, values, marker="." if len(points) < 30 else None, label=name)
+        axis.set_xlabel("epoch")
+        axis.set_title(title, fontsize=9)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def data_description(config: dict) -> str:
+    """``digits``, ``image_folder at <root>``: what a run trained on, in a few words."""
+    data = config.get("data") or {}
+    dataset = data.get("dataset") if isinstance(data.get("dataset"), dict) else {}
+    loader = str(dataset.get("_target_") or data.get("_target_") or "?").rpartition(".")[2]
+    name = loader.removeprefix("load_")
+    root = dataset.get("root") or data.get("root")
+    return f"{name} at {root}" if root else name
 
 
 def _pyplot():
@@ -156,8 +224,14 @@ def write_report(
     labels: np.ndarray | None = None,
     metrics: dict[str, float] | None = None,
     title: str = "vtcc clustering report",
+    run_dir: Path | None = None,
+    settings: dict | None = None,
+    environment: dict | None = None,
 ) -> Path:
-    """Write the PNG figures and ``report.html`` (figures embedded) into ``output``; returns the page."""
+    """Write the PNG figures and ``report.html`` (figures embedded) into ``output``; returns the page.
+
+    ``run_dir``: the training run's folder (its name titles the page; its ``logs/metrics.csv`` gives
+    the curves); ``settings``: the run's config; ``environment``: what it trained in."""
     output.mkdir(parents=True, exist_ok=True)
     figures = {"clusters.png": "Most confident images of each cluster", "sizes.png": "Cluster sizes"}
     cluster_grid(images_at, indices, clusters, confidence, output / "clusters.png")
@@ -169,17 +243,38 @@ def write_report(
         figures["confusion.png"] = "Confusion matrix after Hungarian matching"
     embedding_figure(embeddings, clusters, labels, output / "embedding.png")
     figures["embedding.png"] = "2-D map of the instance embeddings"
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{v:.4f}</td></tr>" for k, v in (metrics or {}).items())
+    log = run_dir / "logs" / "metrics.csv" if run_dir is not None else None
+    if log is not None and log.is_file() and curves_figure(read_curves(log), output / "curves.png"):
+        figures["curves.png"] = "Training curves (per epoch, from the run's CSV log)"
+    if run_dir is not None:
+        title = f"{title}: run {run_dir.name}"
+    about = f"<p>Run: <code>{html.escape(str(run_dir))}</code></p>" if run_dir is not None else ""
+    if settings:
+        about += f"<p>Data: <b>{html.escape(data_description(settings))}</b></p>"
+    rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{int(v) if k == 'num_clusters' else f'{v:.4f}'}</td></tr>"
+        for k, v in (metrics or {}).items()
+    )
     sections = "".join(
         f'<section><h2>{html.escape(caption)}</h2><img alt="{html.escape(caption)}" '
         f'src="data:image/png;base64,{base64.b64encode((output / name).read_bytes()).decode()}"></section>'
         for name, caption in figures.items()
     )
+    for heading, record in (("Settings", settings), ("Environment", environment)):
+        if record:
+            import yaml
+
+            text = yaml.safe_dump(record, sort_keys=False, default_flow_style=None)
+            sections += (
+                f"<section><h2>{heading}</h2><details><summary>show the run's {heading.lower()}</summary>"
+                f"<pre>{html.escape(text)}</pre></details></section>"
+            )
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{STYLE}</style>"
-        f"</head><body><h1>{html.escape(title)}</h1><p>{len(clusters)} images, {len(np.unique(clusters))} of "
-        f"{num_clusters} clusters used.</p><table>{rows}</table>{sections}</body></html>"
+        f"<style>{STYLE}</style>{FIGURE_CHECK}"
+        f"</head><body><h1>{html.escape(title)}</h1>{about}<p>{len(clusters)} images, "
+        f"{len(np.unique(clusters))} of {num_clusters} clusters used.</p><h2>Metrics</h2>"
+        f"<table>{rows}</table>{sections}</body></html>"
     )
     (output / "report.html").write_text(page)
     return output / "report.html"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vtcc.data.features import wrap_for_network
 from vtcc.errors import ConfigError
+from vtcc.k_selection import check_criterion, choose, embed, score_candidates, search_range, write_table
 from vtcc.models.pretrained import pretrained_data_config
 from vtcc.module import validation_metrics
 from vtcc.utils.callbacks import StoreConfig
@@ -26,6 +28,8 @@ from vtcc.utils.checkpoint import (
     load_checkpoint,
 )
 from vtcc.utils.cli import CONFIG_DIR, run_safely
+from vtcc.utils.environment import collect_environment, write_environment
+from vtcc.utils.loggers import build_loggers
 
 log = logging.getLogger("vtcc")
 
@@ -106,8 +110,22 @@ def adapt_to_model(cfg: DictConfig) -> None:
     log.info("data preprocessing from %s: %s", cfg.model.name, preprocessing)
 
 
-def adapt_to_data(cfg: DictConfig, datamodule) -> None:
-    """Take K from the data when not given; record the size the images are held at."""
+def adapt_to_data(cfg: DictConfig, datamodule) -> list[int] | None:
+    """Take K from the data when not given; record the size the images are held at. With
+    ``num_clusters=auto``: the candidate Ks (the backbone first trains at the largest)."""
+    candidates = None
+    if cfg.get("num_clusters") == "auto":
+        search = cfg.k_search
+        candidates = search_range(search.min, search.max, len(datamodule))
+        check_criterion(search.criterion)  # an unknown criterion stops now, not after training
+        cfg.num_clusters = max(candidates)
+        log.info(
+            "num_clusters=auto: K from %d to %d, chosen by %s on the %s embeddings after training",
+            min(candidates),
+            max(candidates),
+            search.criterion,
+            search.embedding,
+        )
     if cfg.get("num_clusters") is None:
         if datamodule.num_classes is None:
             raise ConfigError("the images have no class folders to count clusters from: set num_clusters=<K>")
@@ -124,6 +142,7 @@ def adapt_to_data(cfg: DictConfig, datamodule) -> None:
     best = (cfg.get("callbacks") or {}).get("best_by_labels")
     if best is not None and not datamodule.labeled:
         raise ConfigError("callbacks=best_by_labels needs labelled data: use callbacks=default")
+    return candidates
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -132,10 +151,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     check_output_dir(output_dir, cfg.get("overwrite", False))
+    loggers = build_loggers(cfg.get("logger"))  # a missing optional extra stops before any work
     adapt_to_model(cfg)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")  # load data first: its errors and its class count come before the model
-    adapt_to_data(cfg, datamodule)
+    candidates = adapt_to_data(cfg, datamodule)
+    if candidates and (cfg.get("ckpt_path") or cfg.get("resume")):
+        raise ConfigError(
+            "num_clusters=auto starts a new run: resume an auto run with num_clusters=<its K> "
+            "(the integer in its config.yaml)"
+        )
     ckpt_path = resolve_ckpt_path(cfg)
     network = instantiate(cfg.model)
     datamodule = wrap_for_network(cfg, datamodule, network)
@@ -143,15 +168,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = instantiate(cfg.module, network=network)
     config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
-    callbacks.append(StoreConfig(config))
-    loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values()]
+    environment = collect_environment()
+    if candidates:
+        module = search_k(cfg, module, datamodule, candidates, environment, output_dir)
+        config = OmegaConf.to_container(cfg, resolve=True)  # now with the chosen integer K
+        callbacks.append(StoreConfig(config, environment))
+    else:
+        callbacks.append(StoreConfig(config, environment))
+    epochs = {"max_epochs": refine_epochs(cfg)} if candidates else {}
     trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()], **epochs
     )
 
     if trainer.is_global_zero:  # one writer under DDP
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+        write_environment(output_dir, environment)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -162,6 +194,55 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log.info("final metrics: %s", _format(metrics))
     log.info("outputs in %s", output_dir)
     return metrics
+
+
+def refine_epochs(cfg: DictConfig) -> int:
+    """Epochs of the fresh cluster head at the chosen K: ``k_search.refine_epochs``, or half the run's."""
+    epochs = cfg.k_search.get("refine_epochs")
+    return int(epochs) if epochs is not None else max(1, int(cfg.trainer.max_epochs) // 2)
+
+
+def search_k(cfg: DictConfig, module, datamodule, candidates: list[int], environment, output_dir: Path):
+    """num_clusters=auto: train at the largest candidate K (no checkpoints: only the backbone is
+    kept), score every candidate on its embeddings, then return a module whose fresh cluster head
+    has the chosen K; ``cfg.num_clusters`` becomes that integer."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    start = time.perf_counter()
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=[],
+        logger=CSVLogger(output_dir, name="", version="k_search"),
+        enable_checkpointing=False,
+    )
+    log.info("K search: training the backbone at K=%d for %d epochs", max(candidates), trainer.max_epochs)
+    trainer.fit(module, datamodule=datamodule)
+    device = trainer.strategy.root_device
+    embeddings = embed(
+        module.network,
+        datamodule.val_dataloader(),
+        lambda batch: datamodule.on_after_batch_transfer(batch, 0),
+        device,
+        cfg.k_search.embedding,
+    )
+    rows = score_candidates(embeddings, candidates, seed=cfg.get("seed") or 0)
+    chosen = choose(rows, cfg.k_search.criterion)
+    if trainer.is_global_zero:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_table(output_dir / "k_selection.csv", rows, chosen, cfg.k_search.criterion)
+    log.info(
+        "num_clusters=auto chose K=%d by %s (k_selection.csv); backbone trained in %.0f s; "
+        "now %d epochs of a fresh cluster head at K=%d",
+        chosen,
+        cfg.k_search.criterion,
+        time.perf_counter() - start,
+        refine_epochs(cfg),
+        chosen,
+    )
+    cfg.num_clusters = chosen
+    network = module.network
+    network.reset_cluster_head(chosen)
+    return instantiate(cfg.module, network=network)
 
 
 def _format(metrics: dict[str, Any]) -> str:

@@ -32,6 +32,13 @@ class ClusteringNetwork(nn.Module):
         self.backbone = backbone
         self.instance_projector = InstanceProjector(feature_dim, hidden, instance_dim, head_style)
         self.cluster_projector = ClusterProjector(feature_dim, hidden, num_clusters, head_style)
+        self._cluster_head_shape = (feature_dim, hidden, head_style)
+
+    def reset_cluster_head(self, num_clusters: int) -> None:
+        """A fresh cluster projector for ``num_clusters`` (num_clusters=auto, once K is chosen)."""
+        feature_dim, hidden, style = self._cluster_head_shape
+        device = next(self.cluster_projector.parameters()).device
+        self.cluster_projector = ClusterProjector(feature_dim, hidden, num_clusters, style).to(device)
 
     @property
     def num_clusters(self) -> int:

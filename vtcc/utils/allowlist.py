@@ -47,7 +47,9 @@ LIGHTNING_TARGETS = frozenset(
         "lightning.pytorch.callbacks.LearningRateMonitor",
         "lightning.pytorch.callbacks.ModelCheckpoint",
         "lightning.pytorch.loggers.CSVLogger",
+        "lightning.pytorch.loggers.MLFlowLogger",
         "lightning.pytorch.loggers.TensorBoardLogger",
+        "lightning.pytorch.loggers.WandbLogger",
     }
 )
 

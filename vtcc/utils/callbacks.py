@@ -11,18 +11,23 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from vtcc.utils.checkpoint import CONFIG_KEY
+from vtcc.utils.environment import ENVIRONMENT_KEY
 
 
 class StoreConfig(Callback):
-    """Puts the resolved run config into every checkpoint, so eval and predict can rebuild the run."""
+    """Puts the resolved run config into every checkpoint, so eval and predict can rebuild the run,
+    and the environment it trained in, so they can say when theirs differs."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], environment: dict[str, Any] | None = None) -> None:
         self.config = config
+        self.environment = environment
 
     def on_save_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         checkpoint[CONFIG_KEY] = self.config
+        if self.environment is not None:
+            checkpoint[ENVIRONMENT_KEY] = self.environment
 
 
 class EpochThroughput(Callback):

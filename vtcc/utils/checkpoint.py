@@ -58,7 +58,10 @@ def restore_run(path: str | Path) -> tuple[Any, Any]:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from vtcc.utils.environment import ENVIRONMENT_KEY, warn_if_environment_changed
+
     checkpoint = load_checkpoint(path)
+    warn_if_environment_changed(checkpoint.get(ENVIRONMENT_KEY), str(path))
     run_cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
     model_cfg = run_cfg.model.copy()
     if "pretrained" in model_cfg:

@@ -11,9 +11,12 @@ from typing import Any
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from vtcc.errors import VtccError
+from vtcc.utils.app_help import register_app_help
 
-# conf/ beside the package (editable install, or a checkout on PYTHONPATH).
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# The configs ship inside the package (vtcc/conf), so a wheel installed anywhere finds them;
+# the checkout's top-level conf/ is a link to the same folder.
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+register_app_help(CONFIG_DIR)
 
 USER_ERRORS = (VtccError, MisconfigurationException)
 
