@@ -119,9 +119,7 @@ def test_a_users_own_config_folder_joins_vtccs_groups(tmp_path):
         "trainer: {max_epochs: 300}\n"
     )
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose(
-            "train", overrides=[f"hydra.searchpath=[file://{tmp_path}]", "experiment=leaves_long"]
-        )
+        cfg = compose("train", overrides=[f"hydra.searchpath=[file://{tmp_path}]", "experiment=leaves_long"])
     assert cfg.data.root == "/data/leaves" and cfg.data.num_classes == 12
     assert cfg.data._target_ == "vtcc.data.InMemoryDataModule"  # from vtcc's folder preset
     assert cfg.trainer.max_epochs == 300 and cfg.augment.view_a._target_ == "vtcc.data.rgb_view"
