@@ -48,6 +48,7 @@ def build(overrides: list[str], device: str):
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
+    from vtcc.data_defaults import resolve_data_defaults
     from vtcc.utils.cli import CONFIG_DIR
 
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
@@ -55,6 +56,7 @@ def build(overrides: list[str], device: str):
             "train",
             overrides=[*overrides, "paths.output_dir=.", f"trainer.accelerator={device.split(':')[0]}"],
         )
+    resolve_data_defaults(cfg)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     module = instantiate(cfg.module, network=instantiate(cfg.model))

@@ -43,7 +43,7 @@ def write_digit_folders(out: Path, classes: range) -> tuple[Path, Path]:
 
 
 def run(name: str, overrides: list[str], out: Path) -> dict:
-    run_dir = out / name
+    run_dir = out / "runs" / name  # not beside the image folders it reads
     command = [
         str(ROOT / ".venv/bin/vtcc-train"),
         *overrides,

@@ -66,9 +66,11 @@ def extraction_rate(backbone: Path, workdir: Path) -> float:
         )
     from hydra.utils import instantiate
 
+    from vtcc.data_defaults import resolve_data_defaults
     from vtcc.train import adapt_to_model
 
     adapt_to_model(cfg)
+    resolve_data_defaults(cfg)
     source = instantiate(cfg.data)
     source.setup("fit")
     network = instantiate(cfg.model)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from vtcc.data_defaults import resolve_data_defaults
 from vtcc.utils.cli import CONFIG_DIR
 
 
@@ -40,11 +41,23 @@ TINY = [
 ]
 
 
-def compose_train(output_dir: Path, overrides: list[str] = (), tiny: bool = True) -> DictConfig:
-    """The real train config; ``tiny`` adds the small-model settings of :data:`TINY`."""
+def compose_train(
+    output_dir: Path, overrides: list[str] = (), tiny: bool = True, resolve: bool = True
+) -> DictConfig:
+    """The real train config, its ``auto`` settings resolved as vtcc-train does (from the images
+    when ``data.root`` exists; ``resolve=False`` leaves that to ``train``); ``tiny`` adds the
+    small-model settings of :data:`TINY`."""
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         base = TINY if tiny else []
-        return compose("train", overrides=[*base, f"paths.output_dir={output_dir}", *overrides])
+        cfg = compose("train", overrides=[*base, f"paths.output_dir={output_dir}", *overrides])
+    if not resolve:
+        return cfg
+    root = cfg.data.get("root")
+    resolve_data_defaults(
+        cfg,
+        probe=root is not None and not OmegaConf.is_missing(cfg.data, "root") and Path(str(root)).exists(),
+    )
+    return cfg
 
 
 @pytest.fixture
@@ -77,7 +90,7 @@ def train_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: py
         monkeypatch.chdir(tmp_path)
         monkeypatch.setenv("VTCC_LOG_DIR", str(tmp_path / "outputs"))
         try:
-            run_safely(train, compose_train(tmp_path / "run", list(overrides)))
+            run_safely(train, compose_train(tmp_path / "run", list(overrides), resolve=False))
             code = 0
         except SystemExit as error:
             code = int(error.code or 0)

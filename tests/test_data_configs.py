@@ -22,9 +22,9 @@ FEW_STEPS = [*TINY, "trainer.max_epochs=1", "data.batch_size=8", "data.eval_batc
 
 
 def compose_data(*overrides: str):
-    """The real config's ``data`` node for ``overrides`` (not instantiated)."""
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=[*overrides, "paths.output_dir=x"]).data
+    """The real config's ``data`` node for ``overrides``, its ``auto`` settings resolved (not
+    instantiated)."""
+    return compose_train("x", list(overrides), tiny=False).data
 
 
 def train_on(tmp_path: Path, *overrides: str) -> dict[str, float]:

@@ -103,9 +103,9 @@ def test_distributed_evaluation_equals_single_process(checkpoint):
         assert two[key] == one[key], key
 
 
-def test_gradient_accumulation_is_refused(tmp_path):
-    result = run_cli("train", *TINY, "trainer.accumulate_grad_batches=2", cwd=tmp_path)
-    assert result.returncode == 2 and "fewer negatives" in result.stderr and "Traceback" not in result.stderr
+def test_gradient_accumulation_is_refused(train_in_process):
+    code, stderr = train_in_process("trainer.accumulate_grad_batches=2")
+    assert code == 2 and "fewer negatives" in stderr and "Traceback" not in stderr
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from sklearn.datasets import load_digits
 
 from vtcc.errors import ConfigError
 from vtcc.k_selection import CRITERIA, choose, score_candidates, search_range
+from vtcc.report import k_selection_figure
 from vtcc.utils.checkpoint import restore_run
 
 
@@ -82,15 +83,17 @@ def test_auto_writes_an_integer_k_that_eval_and_resume_use_and_never_reads_label
     assert tables[0] == tables[1]
     rows = list(csv.DictReader(tables[0].splitlines()))
     assert [int(r["k"]) for r in rows] == [2, 3, 4, 5]
-    chosen = [int(r["k"]) for r in rows if r["chosen"] == "silhouette"]
-    silhouettes = {int(r["k"]): float(r["silhouette"]) for r in rows}
-    assert chosen == [max(silhouettes, key=silhouettes.get)]
+    chosen = [int(r["k"]) for r in rows if r["chosen"] == "davies_bouldin"]  # the default criterion
+    scores = {int(r["k"]): float(r["davies_bouldin"]) for r in rows}
+    assert chosen == [min(scores, key=scores.get)]  # Davies-Bouldin: lower is better
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["num_clusters"] == chosen[0] and config["model"]["num_clusters"] == chosen[0]
     run_cfg, module = restore_run(run / "checkpoints" / "last.ckpt")
     assert run_cfg.num_clusters == chosen[0] and module.network.num_clusters == chosen[0]
     probabilities = module.network.cluster_probabilities(torch.randn(3, 1, 8, 8))
     assert probabilities.shape == (3, chosen[0])
+    k_selection_figure(run / "k_selection.csv", tmp_path / "k_selection.png")  # the report's plot
+    assert (tmp_path / "k_selection.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize(

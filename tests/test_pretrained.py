@@ -56,7 +56,7 @@ def overrides(weights: Path, *extra: str) -> list[str]:
 
 
 def run(tmp_path: Path, weights: Path, *extra: str) -> tuple[dict[str, float], dict]:
-    metrics = train(compose_train(tmp_path, overrides(weights, *extra), tiny=False))
+    metrics = train(compose_train(tmp_path, overrides(weights, *extra), tiny=False, resolve=False))
     return metrics, torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
 
 
@@ -291,3 +291,20 @@ def test_a_vtcc_run_as_frozen_backbone_evaluates(tmp_path):
             ],
         )
     assert evaluate(eval_cfg)["acc"] == pytest.approx(trained["acc"])
+
+
+def test_extraction_states_its_cost_first_and_takes_fewer_views_on_a_cpu(tmp_path, weights, caplog):
+    """features.num_views=auto is 4 on a CPU; the first line gives images x views x FLOPs, the
+    FLOPs of this ViT counted by hand: 3 blocks of qkv, proj, fc1 and fc2 matmuls over 17 tokens
+    of width 192, plus the 8 px patch projection of 16 patches (torch's FLOP counter does not
+    count the fused CPU attention kernel, 2 x 2 x 17 x 17 x 192 a block: 1.4 % more here)."""
+    with caplog.at_level("INFO", logger="vtcc"):
+        run(tmp_path, weights, "features.num_views=auto", "trainer.max_epochs=1", "seed=13")  # no cache yet
+    tokens, width = 17, 192
+    block = 2 * tokens * width * (3 * width + width + 4 * width + 4 * width)
+    flops = 3 * block + 2 * 16 * width * (3 * 8 * 8)
+    assert "features.num_views=4 (CPU" in caplog.text
+    assert f"256 images x 4 views (+1 evaluation view) x {flops / 1e9:.3g} GFLOP" in caplog.text
+    assert "feature extraction: about" in caplog.text and "feature extraction: 256 images done" in caplog.text
+    config = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["vtcc_config"]
+    assert config["features"]["num_views"] == 4

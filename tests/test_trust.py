@@ -54,8 +54,8 @@ def test_an_explicit_checkpoint_of_other_data_is_refused(tmp_path):
 def test_an_empty_class_folder_is_refused_not_dropped(tmp_path):
     fake_data.write_image_folder(tmp_path, ["a", "b", "c"], per_class=3)
     (tmp_path / "d_empty").mkdir()
-    cfg = compose_train("x", ["data=folder", f"data.root={tmp_path}", "data.batch_size=2"])
-    with pytest.raises(ConfigError, match="d_empty"):
+    with pytest.raises(ConfigError, match="d_empty"):  # already when the images are first looked at
+        cfg = compose_train("x", ["data=folder", f"data.root={tmp_path}", "data.batch_size=2"])
         instantiate(cfg.data).setup("fit")
 
 

@@ -20,6 +20,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from vtcc.metrics import contingency_table
+from vtcc.utils.progress import Progress
 
 STYLE = (
     "body{font-family:sans-serif;margin:2em;max-width:1100px}img{max-width:100%;border:1px solid #ddd}"
@@ -80,6 +81,30 @@ def curves_figure(curves: dict[str, list[tuple[int, float]]], path: Path) -> boo
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return True
+
+
+def k_selection_figure(table: Path, path: Path) -> None:
+    """num_clusters=auto: every criterion against K (scaled to its own range), the chosen K marked."""
+    with open(table, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    criteria = [name for name in rows[0] if name not in ("k", "chosen")]
+    ks = [int(row["k"]) for row in rows]
+    chosen = [(int(row["k"]), row["chosen"]) for row in rows if row["chosen"]]
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6.5, 3.4))
+    for name in criteria:
+        values = np.array([float(row[name]) for row in rows])
+        span = values.max() - values.min()
+        axis.plot(ks, (values - values.min()) / (span if span > 0 else 1), marker=".", label=name)
+    for k, criterion in chosen:
+        axis.axvline(k, color="black", linestyle="--", linewidth=1)
+        axis.text(k, 1.02, f"K={k} ({criterion})", fontsize=8, ha="center")
+    axis.set_xlabel("K")
+    axis.set_ylabel("score, scaled to [0, 1]")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 def data_description(config: dict) -> str:
@@ -233,19 +258,27 @@ def write_report(
     ``run_dir``: the training run's folder (its name titles the page; its ``logs/metrics.csv`` gives
     the curves); ``settings``: the run's config; ``environment``: what it trained in."""
     output.mkdir(parents=True, exist_ok=True)
+    progress = Progress("report", 4, "figures", every=0.0)
     figures = {"clusters.png": "Most confident images of each cluster", "sizes.png": "Cluster sizes"}
     cluster_grid(images_at, indices, clusters, confidence, output / "clusters.png")
     size_histogram(clusters, num_clusters, output / "sizes.png")
+    progress.advance()
     if labels is not None:
         table, label_names, cluster_names = matched_confusion(labels, clusters)
         confusion_figure(table, label_names, cluster_names, output / "confusion.png")
         np.savetxt(output / "confusion.csv", table, fmt="%d", delimiter=",")
         figures["confusion.png"] = "Confusion matrix after Hungarian matching"
-    embedding_figure(embeddings, clusters, labels, output / "embedding.png")
+    progress.advance()
+    embedding_figure(embeddings, clusters, labels, output / "embedding.png")  # t-SNE: the slow one
+    progress.advance()
     figures["embedding.png"] = "2-D map of the instance embeddings"
     log = run_dir / "logs" / "metrics.csv" if run_dir is not None else None
     if log is not None and log.is_file() and curves_figure(read_curves(log), output / "curves.png"):
         figures["curves.png"] = "Training curves (per epoch, from the run's CSV log)"
+    if run_dir is not None and (run_dir / "k_selection.csv").is_file():
+        k_selection_figure(run_dir / "k_selection.csv", output / "k_selection.png")
+        figures["k_selection.png"] = "num_clusters=auto: the label-free criteria for every candidate K"
+    progress.advance()
     if run_dir is not None:
         title = f"{title}: run {run_dir.name}"
     about = f"<p>Run: <code>{html.escape(str(run_dir))}</code></p>" if run_dir is not None else ""

@@ -15,11 +15,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vtcc.data.features import wrap_for_network
+from vtcc.data_defaults import resolve_data_defaults
 from vtcc.errors import ConfigError
 from vtcc.k_selection import check_criterion, choose, embed, score_candidates, search_range, write_table
 from vtcc.models.pretrained import pretrained_data_config
 from vtcc.module import validation_metrics
-from vtcc.utils.callbacks import StoreConfig
+from vtcc.utils.callbacks import StoreConfig, TimeBudget
 from vtcc.utils.checkpoint import (
     CONFIG_KEY,
     AtomicCheckpointIO,
@@ -128,7 +129,10 @@ def adapt_to_data(cfg: DictConfig, datamodule) -> list[int] | None:
         )
     if cfg.get("num_clusters") is None:
         if datamodule.num_classes is None:
-            raise ConfigError("the images have no class folders to count clusters from: set num_clusters=<K>")
+            raise ConfigError(
+                "the images have no class folders to count clusters from: set num_clusters=<K>, "
+                "or num_clusters=auto to choose K from the data"
+            )
         cfg.num_clusters = datamodule.num_classes
     if cfg.num_clusters > len(datamodule):
         raise ConfigError(
@@ -153,6 +157,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_output_dir(output_dir, cfg.get("overwrite", False))
     loggers = build_loggers(cfg.get("logger"))  # a missing optional extra stops before any work
     adapt_to_model(cfg)
+    resolve_data_defaults(cfg)  # data=folder/npz: channels, size, statistics, augmentation from the images
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")  # load data first: its errors and its class count come before the model
     candidates = adapt_to_data(cfg, datamodule)
@@ -168,6 +173,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = instantiate(cfg.module, network=network)
     config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
+    if cfg.get("time_budget_minutes") is not None:
+        callbacks.append(TimeBudget(float(cfg.time_budget_minutes)))
     environment = collect_environment()
     if candidates:
         module = search_k(cfg, module, datamodule, candidates, environment, output_dir)

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from torch.utils.data import DataLoader
 from vtcc.data.in_memory import BatchedTensors, InMemoryDataModule, keep_batch
 from vtcc.errors import ConfigError
 from vtcc.losses.scan import nearest_neighbors
+from vtcc.utils.progress import Progress
 
 log = logging.getLogger("vtcc")
 
@@ -136,8 +138,10 @@ class CachedFeatureDataModule(LightningDataModule):
         """``(N, k)`` global indices of each training image's nearest training images (-1 elsewhere):
         neighbours never come from the held-out split."""
         train = self.train_indices
+        progress = Progress(f"mining {self.num_neighbors} nearest neighbours", len(train), "images")
         neighbors = torch.full((len(self.cache["eval"]), self.num_neighbors), -1, dtype=torch.long)
         neighbors[train] = train[nearest_neighbors(self.cache["eval"][train], self.num_neighbors)]
+        progress.advance(len(train))
         return neighbors
 
     @torch.no_grad()
@@ -149,19 +153,55 @@ class CachedFeatureDataModule(LightningDataModule):
         eval_transform = self.source.eval_transform.to(self.device)
         views = [[] for _ in range(self.num_views)]
         evaluated, labels = [], []
+        progress = Progress("feature extraction", len(self.source), "images")
+        start = time.perf_counter()
         for images, batch_labels, _ in self.source.ordered_dataloader():  # in memory or streamed
             images = self.source.model_channels(images.to(self.device))
+            if not evaluated:
+                self._announce_cost(backbone, eval_transform(images[:1]))
             evaluated.append(backbone(eval_transform(images)).float().cpu())
             labels.append(batch_labels)
             for pair in range(self.num_views // 2):
                 view_a, view_b = train_transform(images)
                 views[2 * pair].append(backbone(view_a).float().cpu())
                 views[2 * pair + 1].append(backbone(view_b).float().cpu())
+            if len(evaluated) == 1:
+                self._announce_time(len(images), time.perf_counter() - start)
+            progress.advance(len(images))
         return {
             "views": torch.stack([torch.cat(v) for v in views]),
             "eval": torch.cat(evaluated),
             "labels": torch.cat(labels),
         }
+
+    def _announce_cost(self, backbone: nn.Module, image: torch.Tensor) -> None:
+        """The work up front: images x forward passes (views + the evaluation view) x model FLOPs."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            backbone(image)
+        self._flops = counter.get_total_flops()
+        forwards = len(self.source) * (self.num_views + 1)
+        log.info(
+            "feature extraction: %d images x %d views (+1 evaluation view) x %.3g GFLOP = %.3g TFLOP on %s",
+            len(self.source),
+            self.num_views,
+            self._flops / 1e9,
+            forwards * self._flops / 1e12,
+            self.device,
+        )
+
+    def _announce_time(self, images: int, seconds: float) -> None:
+        total = len(self.source) / max(images, 1) * seconds
+        log.info(
+            "feature extraction: about %.1f min at the measured %.0f images/s (x %d views)%s",
+            total / 60,
+            images / max(seconds, 1e-9),
+            self.num_views + 1,
+            "; fewer views on a CPU: features.num_views=2"
+            if self.device.type == "cpu" and total > 300
+            else "",
+        )
 
     def train_dataloader(self) -> DataLoader:
         assert self.cache is not None
@@ -209,8 +249,14 @@ def wrap_for_network(cfg: Any, datamodule: InMemoryDataModule, network: nn.Modul
                 "use model=pretrained model.mode=frozen"
             )
         return datamodule
-    parts = OmegaConf.to_container(cfg, resolve=True)
+    if features.num_views == "auto":  # each view is a full backbone pass per image: fewer on a CPU
+        on_gpu = torch.cuda.is_available() and features.get("device", "auto") in ("auto", "cuda")
+        features.num_views = 10 if on_gpu else 4
+        log.info(
+            "features.num_views=%d (%s; set it to change)", features.num_views, "GPU" if on_gpu else "CPU"
+        )
     datamodule.setup("fit")  # the key hashes the data's contents
+    parts = OmegaConf.to_container(cfg, resolve=True)
     key = cache_key(
         {
             "model": {

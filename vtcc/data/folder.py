@@ -23,6 +23,7 @@ from PIL import Image
 from vtcc.data.benchmarks import DatasetNotFoundError
 from vtcc.data.datasets import ImageArrays
 from vtcc.errors import ConfigError
+from vtcc.utils.progress import Progress
 
 log = logging.getLogger("vtcc")
 
@@ -153,12 +154,14 @@ def load_image_folder(
     )
     arrays: list[np.ndarray | None] = [None] * len(paths)
     failures: list[tuple[Path, str]] = []
+    progress = Progress("decoding", len(paths), "images")
 
     def work(index: int) -> None:
         try:
             arrays[index] = decode_image(paths[index], side, in_chans, fit)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
             failures.append((paths[index], str(error)))
+        progress.advance()
 
     with ThreadPoolExecutor(max_workers=num_threads) as pool:
         list(pool.map(work, range(len(paths))))

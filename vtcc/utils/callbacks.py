@@ -67,3 +67,66 @@ class SaveOnInterrupt(Callback):
             path = self.dirpath / "interrupted.ckpt"
             trainer.save_checkpoint(path)
             rank_zero_info(f"interrupted: saved {path}; continue with resume=latest or ckpt_path={path}")
+
+
+class TimeBudget(Callback):
+    """``time_budget_minutes``: size the run to the budget instead of cutting it.
+
+    After every epoch the measured epoch and evaluation times give how many epochs still fit;
+    ``max_epochs``, the evaluation cadence (about ``evaluations`` in the run) and a cosine
+    schedule's length (:class:`vtcc.optim.WarmupCosine`) follow, so the schedule ends at the
+    budget rather than being cut in the middle.
+    """
+
+    def __init__(self, minutes: float, evaluations: int = 5) -> None:
+        if minutes <= 0:
+            from vtcc.errors import ConfigError
+
+            raise ConfigError(f"time_budget_minutes={minutes} must be > 0 (or null for no budget)")
+        self.seconds = 60.0 * minutes
+        self.evaluations = evaluations
+        self._start = 0.0
+        self._epoch_start = 0.0
+        self._epoch_seconds: list[float] = []
+        self._eval_seconds: list[float] = []
+        self._eval_start = 0.0
+        self._eval_in_epoch = 0.0
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+        self._eval_in_epoch = 0.0
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._eval_start = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._eval_seconds.append(time.perf_counter() - self._eval_start)
+            self._eval_in_epoch += self._eval_seconds[-1]
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Lightning evaluates inside the training epoch: its time is counted apart
+        self._epoch_seconds.append(time.perf_counter() - self._epoch_start - self._eval_in_epoch)
+        epoch_seconds = sum(self._epoch_seconds[-5:]) / len(self._epoch_seconds[-5:])
+        eval_seconds = max(self._eval_seconds) if self._eval_seconds else 2 * epoch_seconds
+        done = trainer.current_epoch + 1
+        left = self.seconds - (time.perf_counter() - self._start) - eval_seconds  # the final evaluation
+        reserve = eval_seconds * max(0, self.evaluations - len(self._eval_seconds) - 1)
+        more = max(0, int((left - reserve) / epoch_seconds))
+        planned = int(trainer.strategy.broadcast(done + more, src=0))  # every process stops together
+        every = max(1, planned // self.evaluations)
+        trainer.fit_loop.max_epochs = planned
+        trainer.check_val_every_n_epoch = every
+        steps_per_epoch = trainer.num_training_batches
+        for config in trainer.lr_scheduler_configs:
+            for factor in getattr(config.scheduler, "lr_lambdas", []):
+                if hasattr(factor, "total_steps"):
+                    factor.total_steps = planned * steps_per_epoch
+        if done == 1 or done == planned:
+            rank_zero_info(
+                f"time budget {self.seconds / 60:.1f} min: {epoch_seconds:.1f} s an epoch, "
+                f"{planned} epochs in all, evaluation every {every}"
+            )

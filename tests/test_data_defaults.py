@@ -1,0 +1,135 @@
+"""Settings from the data for your own images: the rules (gray vs colour, small vs large, CPU vs
+GPU), their values on folders written here, and that anything set explicitly wins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from tests.conftest import compose_train
+from vtcc.data_defaults import augment_for, image_size_for, patch_size_for
+from vtcc.errors import ConfigError
+
+CPU = "trainer.accelerator=cpu"  # the size rules depend on the device
+
+
+def write_folder(root: Path, images: list[np.ndarray], classes: int = 2) -> Path:
+    for index, pixels in enumerate(images):
+        folder = root / f"class_{index % classes}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(folder / f"{index:04d}.png")
+    return root
+
+
+def gray_digits(count: int = 120) -> list[np.ndarray]:
+    return [(image * 16).clip(0, 255).astype(np.uint8) for image in load_digits().images[:count]]
+
+
+def colour_photos(count: int = 40, size: tuple[int, int] = (150, 200)) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(count)]
+
+
+@pytest.mark.parametrize(
+    ("side", "device", "size", "patch"),
+    [
+        (8, "cpu", 16, 4),  # digits: upscaled to the 16 px of the built-in job, 16 tokens
+        (28, "cpu", 28, 4),  # MNIST-like: native, 49 tokens
+        (32, "cpu", 32, 4),  # CIFAR-like: native, 64 tokens
+        (200, "cpu", 64, 8),  # photos on a CPU: 64 px, 64 tokens
+        (500, "cuda", 224, 16),  # photos on a GPU: VTCC's 224 px at patch 16, 196 tokens
+        (96, "cuda", 96, 8),  # STL-like on a GPU: native, 144 tokens
+    ],
+)
+def test_size_and_patch_rules(side, device, size, patch):
+    assert image_size_for(side, device) == size
+    assert patch_size_for(size, device) == patch
+    assert (size // patch) ** 2 <= {"cpu": 64, "cuda": 196}[device]
+
+
+def test_augmentation_rule():
+    assert augment_for(1, 16) == "small" and augment_for(1, 64) == "small"
+    assert augment_for(3, 32) == "cc" and augment_for(1, 224) == "cc"
+
+
+def test_gray_digit_pngs_get_the_built_in_digits_settings(tmp_path):
+    images = gray_digits()
+    root = write_folder(tmp_path / "digits", images)
+    cfg = compose_train(
+        tmp_path / "run", ["data=folder", f"data.root={root}", "trainer.accelerator=cpu"], tiny=False
+    )
+    assert cfg.data.in_chans == 1 and cfg.data.image_size == 16 and cfg.model.patch_size == 4
+    assert cfg.augment.view_a._target_ == "vtcc.data.small_image_view"
+    pixels = np.stack(images).astype(np.float64) / 255  # all 120 images were sampled
+    assert cfg.data.mean == pytest.approx([pixels.mean()], abs=1e-3)
+    assert cfg.data.std == pytest.approx([pixels.std()], abs=1e-3)
+    assert cfg.data_defaults.augment == "small" and cfg.data_defaults.sampled_images == "120 of 120"
+
+
+def test_colour_photos_get_a_colour_recipe_at_the_cpu_size(tmp_path):
+    root = write_folder(tmp_path / "photos", colour_photos())
+    cfg = compose_train(
+        tmp_path / "run", ["data=folder", f"data.root={root}", "trainer.accelerator=cpu"], tiny=False
+    )
+    assert cfg.data.in_chans == 3 and cfg.data.image_size == 64 and cfg.model.patch_size == 8
+    assert cfg.augment.view_a._target_ == "vtcc.data.rgb_view"
+    assert cfg.data.mean == pytest.approx([127.5 / 255] * 3, abs=0.01)  # uniform noise
+    assert len(cfg.data.std) == 3
+
+
+def test_a_gray_npz_is_probed_like_a_folder(tmp_path):
+    np.savez(tmp_path / "x.npz", x=np.stack(gray_digits(50)))
+    cfg = compose_train(
+        tmp_path / "run", ["data=npz", f"data.root={tmp_path / 'x.npz'}", "num_clusters=3"], tiny=False
+    )
+    assert cfg.data.in_chans == 1 and cfg.data.image_size == 16 and len(cfg.data.mean) == 1
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "value"),
+    [
+        ("data.in_chans=3", "data.in_chans", 3),
+        ("data.image_size=24", "data.image_size", 24),
+        ("data.mean=[0.5]", "data.mean", [0.5]),
+        ("model.patch_size=2", "model.patch_size", 2),
+        ("augment=cc", "augment.view_a._target_", "vtcc.data.rgb_view"),
+    ],
+)
+def test_an_explicit_setting_wins(tmp_path, override, key, value):
+    root = write_folder(tmp_path / "digits", gray_digits(40))
+    cfg = compose_train(tmp_path / "run", ["data=folder", f"data.root={root}", override], tiny=False)
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    assert (list(node) if isinstance(value, list) else node) == value
+
+
+def test_a_run_records_what_it_chose(train_in_process, tmp_path):
+    root = write_folder(tmp_path / "digits", gray_digits(200), classes=4)
+    code, stderr = train_in_process("data=folder", f"data.root={root}", "trainer.max_epochs=1")
+    assert code == 0, stderr[-2000:]
+    config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert config["data"]["in_chans"] == 1 and config["data"]["image_size"] == 8  # the tiny run's, kept
+    assert config["data_defaults"]["augment"] == "small" and config["model"]["patch_size"] == 4
+
+
+def test_augment_overrides_keep_the_small_recipe_and_are_refused_where_auto_picks_colour(tmp_path):
+    """augment=auto starts as the small recipe, so `augment.view_a.rotation=5` composes; on gray
+    digits it stays small with the override; on colour photos the choice is ambiguous: refused."""
+    gray = write_folder(tmp_path / "digits", gray_digits(40))
+    cfg = compose_train(
+        tmp_path / "run", ["data=folder", f"data.root={gray}", "augment.view_a.rotation=5"], tiny=False
+    )
+    assert cfg.augment.view_a.rotation == 5 and "family" not in cfg.augment
+    colour = write_folder(tmp_path / "photos", colour_photos(8))
+    with pytest.raises(ConfigError, match="augment=auto would pick cc"):
+        compose_train(
+            tmp_path / "run",
+            ["data=folder", f"data.root={colour}", "augment.view_a.rotation=5", CPU],
+            tiny=False,
+        )

@@ -1,0 +1,96 @@
+"""A look at a sample of the user's images before anything is built: colour, size, statistics.
+
+``data=folder``, ``folder_streaming`` and ``npz`` take their unset settings from it
+(:mod:`vtcc.data_defaults`); large folders are sampled, so the look costs seconds, not a decode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from vtcc.data.folder import list_images
+from vtcc.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ImageProbe:
+    images: int  # in the whole dataset
+    sampled: int
+    gray: bool  # every sampled image has equal R, G and B (or one channel)
+    median_side: int  # of the native longer sides
+    mean: list[float]  # per channel of the model's input, in [0, 1]
+    std: list[float]
+
+
+def _is_gray(pixels: np.ndarray) -> bool:
+    if pixels.ndim == 2 or pixels.shape[-1] == 1:
+        return True
+    rgb = pixels[..., :3].astype(np.int16)
+    return bool(np.abs(rgb[..., 0] - rgb[..., 1]).max() <= 2 and np.abs(rgb[..., 1] - rgb[..., 2]).max() <= 2)
+
+
+def summarise(arrays: list[np.ndarray], images: int, colour: bool = False) -> ImageProbe:
+    """Channel statistics in the colour mode the probe settles on (gray: one channel);
+    ``colour=True``: three channels whatever their values."""
+    gray = not colour and all(_is_gray(a) for a in arrays)
+    sides = [max(a.shape[:2]) for a in arrays]
+    if gray:
+        values = [np.asarray(a if a.ndim == 2 else a[..., 0], dtype=np.float64).ravel() / 255 for a in arrays]
+        pooled = np.concatenate(values)[:, None]
+    else:
+        pooled = (
+            np.concatenate(
+                [
+                    np.asarray(a if a.ndim == 3 else np.stack([a] * 3, -1))[..., :3].reshape(-1, 3)
+                    for a in arrays
+                ]
+            ).astype(np.float64)
+            / 255
+        )
+    return ImageProbe(
+        images=images,
+        sampled=len(arrays),
+        gray=gray,
+        median_side=int(np.median(sides)),
+        mean=[round(float(v), 3) for v in pooled.mean(axis=0)],
+        std=[round(max(float(v), 1e-3), 3) for v in pooled.std(axis=0)],
+    )
+
+
+def probe_folder(root: str | Path, classes=None, sample: int = 256, seed: int = 0) -> ImageProbe:
+    """Decode at most ``sample`` images (a seeded random choice) of a class-folder or flat layout."""
+    paths, _, _ = list_images(Path(root), classes)
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(paths), size=min(sample, len(paths)), replace=False))
+    arrays, failures = [], []
+    for index in chosen:
+        try:
+            with Image.open(paths[index]) as image:
+                image = ImageOps.exif_transpose(image)
+                mode = "L" if image.mode in ("L", "LA", "I;16", "1") else "RGB"
+                arrays.append(np.asarray(image.convert(mode)))
+        except (OSError, SyntaxError, ValueError) as error:
+            failures.append(f"{paths[index]}: {error}")  # the loader reports (or skips) them all
+    if not arrays:
+        raise ConfigError(
+            f"{len(failures)} unreadable image(s) sampled in {root} and none readable, e.g. {failures[0]}. "
+            "Fix or remove them, or point data.root at the images"
+        )
+    return summarise(arrays, len(paths))
+
+
+def probe_npz(root: str | Path, sample: int = 256, seed: int = 0) -> ImageProbe:
+    """Arrays keep their channels: one channel (``(N, H, W)`` or ``C = 1``) is gray, three are colour
+    (even when equal: the loader takes the array as it is)."""
+    try:
+        images = np.load(root, mmap_mode="r")["x"]
+    except (OSError, KeyError, ValueError) as error:
+        raise ConfigError(f"{root} is not an .npz with an x array ({error})") from error
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(images), size=min(sample, len(images)), replace=False))
+    colour = images.ndim == 4 and images.shape[-1] == 3
+    return summarise([np.asarray(images[i]) for i in chosen], len(images), colour=colour)

@@ -1,0 +1,153 @@
+"""Settings from the data: what ``auto`` means for your own images (``data=folder``,
+``folder_streaming``, ``npz``), decided before the model is built and logged on one line.
+
+Rules (measured on digits as PNG folders and on colour images, see the README):
+- ``data.in_chans``: 1 when every sampled image is gray, else 3.
+- ``data.image_size``: small images keep about their native size (at least 16 px, a multiple of
+  4); larger ones are brought down to what the device trains in reasonable time: 64 px on a CPU,
+  224 px on a GPU.
+- ``data.mean`` / ``data.std``: the sampled images' own channel statistics.
+- ``model.patch_size`` (``model=vit_tiny``'s conv stem): the smallest power of two from 4 that
+  keeps the tokens within 64 on a CPU and 196 on a GPU (16 px digits: 4, 16 tokens).
+- ``augment=auto`` (the default): ``small`` (no flips, mild crops, rotations) for gray images up
+  to 64 px, else Contrastive Clustering's colour recipe ``cc`` (crops, flips, colour jitter,
+  grayscale). Flips change the meaning of text, digits or some medical images: choose
+  ``augment=small`` (or set ``augment.view_a.hflip`` where a preset has it) for those.
+Any value set explicitly (not ``auto``) is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from vtcc.errors import ConfigError
+
+log = logging.getLogger("vtcc")
+
+AUTO = "auto"
+SMALL = 64  # px: above it, an image is brought down to the device's size
+DEVICE_SIZE = {"cpu": 64, "cuda": 224}
+MAX_TOKENS = {"cpu": 64, "cuda": 196}
+
+
+def device_kind(cfg: DictConfig) -> str:
+    import torch
+
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    return "cpu"
+
+
+def image_size_for(median_side: int, device: str) -> int:
+    if median_side <= SMALL:
+        return max(16, 4 * round(median_side / 4))
+    return min(DEVICE_SIZE[device], 4 * round(median_side / 4))
+
+
+def patch_size_for(image_size: int, device: str) -> int:
+    patch = 4
+    while (image_size // patch) ** 2 > MAX_TOKENS[device] and patch < 32:
+        patch *= 2
+    return patch
+
+
+def augment_for(in_chans: int, image_size: int) -> str:
+    return "small" if in_chans == 1 and image_size <= SMALL else "cc"
+
+
+def _probe(cfg: DictConfig):
+    from vtcc.data.probe import probe_folder, probe_npz
+
+    data = cfg.data
+    loader = str((data.get("dataset") or {}).get("_target_", data.get("_target_", "")))
+    root = Path(str(data.root))
+    if loader.endswith("load_npz"):
+        return probe_npz(root)
+    dataset = data.get("dataset") or {}
+    subdir = dataset.get("subdir") or data.get("subdir")
+    classes = dataset.get("classes") or data.get("classes")
+    return probe_folder(root / subdir if subdir else root, classes)
+
+
+def resolve_data_defaults(cfg: DictConfig, probe: bool = True) -> dict[str, Any]:
+    """Replace every ``auto`` of the data, ``model.patch_size`` and ``augment=auto`` by the rule's
+    value; returns what was chosen (also recorded as ``cfg.data_defaults``). ``probe=False``
+    leaves the data's own ``auto`` values (for composing configs of data that is not there)."""
+    data = cfg.data
+    keys = ("in_chans", "image_size", "mean", "std")
+    unset = [key for key in keys if probe and data.get(key) == AUTO]
+    choices: dict[str, Any] = {}
+    reasons = []
+    if unset:
+        probe = _probe(cfg)
+        device = device_kind(cfg)
+        with open_dict(data):
+            if data.get("in_chans") == AUTO:
+                data.in_chans = 1 if probe.gray else 3
+                reasons.append(f"in_chans={data.in_chans} ({'all gray' if probe.gray else 'colour'})")
+            if data.get("image_size") == AUTO:
+                data.image_size = image_size_for(probe.median_side, device)
+                reasons.append(f"image_size={data.image_size} (median side {probe.median_side} px, {device})")
+            for key in ("mean", "std"):
+                if data.get(key) == AUTO:
+                    values = getattr(probe, key)
+                    if data.in_chans == 3 and len(values) == 1:
+                        values = values * 3
+                    if data.in_chans == 1 and len(values) == 3:
+                        values = [round(sum(values) / 3, 3)]
+                    data[key] = values
+            if "mean" in unset:
+                reasons.append(f"mean/std={list(data.mean)}/{list(data.std)} (of the sample)")
+        choices.update(
+            {
+                key: OmegaConf.to_object(data[key]) if OmegaConf.is_config(data[key]) else data[key]
+                for key in unset
+            }
+        )
+        choices["sampled_images"] = f"{probe.sampled} of {probe.images}"
+    if cfg.model.get("patch_size") == AUTO and isinstance(data.get("image_size"), int):
+        cfg.model.patch_size = patch_size_for(data.image_size, device_kind(cfg))
+        choices["patch_size"] = cfg.model.patch_size
+        if unset:  # only worth a word when the size itself came from the data
+            tokens = (data.image_size // cfg.model.patch_size) ** 2
+            reasons.append(f"model.patch_size={cfg.model.patch_size} ({tokens} tokens)")
+    if cfg.augment.get("family") == AUTO:
+        if not isinstance(data.get("in_chans"), int) or not isinstance(data.get("image_size"), int):
+            if not probe:
+                return choices
+            raise ConfigError(
+                "augment=auto needs data.in_chans and data.image_size: set them, or pick an augment="
+            )
+        family = augment_for(data.in_chans, data.image_size)
+        from vtcc.utils.cli import CONFIG_DIR
+
+        recipe = OmegaConf.to_container(cfg.augment, resolve=False)
+        recipe.pop("family")
+        small = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR, "augment", "small.yaml")))
+        if recipe != small:  # augment.* keys were set: they belong to the small recipe auto starts from
+            if family != "small":
+                raise ConfigError(
+                    f"augment=auto would pick {family} for these images, but augment.* settings of the "
+                    "small recipe were given: choose the recipe explicitly (augment=small or augment=cc)"
+                )
+            family = "small (with your augment.* settings)"
+        if family == "cc":
+            cfg.augment = OmegaConf.load(Path(CONFIG_DIR, "augment", "cc.yaml"))
+        else:
+            with open_dict(cfg.augment):
+                cfg.augment.pop("family")
+        choices["augment"] = family
+        reasons.append(
+            f"augment={family} ({'small gray images' if family == 'small' else 'colour or large images'})"
+        )
+    if choices:
+        with open_dict(cfg):
+            cfg.data_defaults = choices
+    if reasons:
+        log.info("settings from the data (override any of them): %s", "; ".join(reasons))
+    return choices
