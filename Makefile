@@ -43,7 +43,7 @@ lock: install  ## write constraints.txt: the exact versions installed in .venv (
 wheel-check: install  ## build the wheel, install it in a fresh venv, run vtcc-train/eval/predict from a temp dir
 	$(BIN)/python scripts/check_wheel.py --python $(PYTHON) --constraints $(CONSTRAINTS)
 
-bench: install  ## throughput benchmark (prints a table; vit_small_224 on a CPU with ARGS=--all)
+bench: install  ## throughput benchmark (prints a table; the ViT-small configurations on a CPU with ARGS=--all)
 	$(BIN)/python scripts/benchmark.py $(ARGS)
 
 clean:  ## remove build outputs and caches (keeps .venv and outputs/)

@@ -12,7 +12,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from tests.conftest import compose_train
-from vtcc.data_defaults import augment_for, image_size_for, patch_size_for
+from vtcc.data_defaults import augment_for, image_size_for, model_for, patch_size_for
 from vtcc.errors import ConfigError
 
 CPU = "trainer.accelerator=cpu"  # the size rules depend on the device
@@ -39,9 +39,9 @@ def colour_photos(count: int = 40, size: tuple[int, int] = (150, 200)) -> list[n
     ("side", "device", "size", "patch"),
     [
         (8, "cpu", 16, 4),  # digits: upscaled to the 16 px of the built-in job, 16 tokens
-        (28, "cpu", 28, 4),  # MNIST-like: native, 49 tokens
-        (32, "cpu", 32, 4),  # CIFAR-like: native, 64 tokens
-        (200, "cpu", 64, 8),  # photos on a CPU: 64 px, 64 tokens
+        (28, "cpu", 28, 8),  # MNIST-like: native, 9 tokens (the run moves it to 32 px: 16)
+        (32, "cpu", 32, 8),  # CIFAR-like: native, 16 tokens
+        (200, "cpu", 64, 16),  # photos on a CPU: 64 px, 16 tokens
         (500, "cuda", 224, 16),  # photos on a GPU: VTCC's 224 px at patch 16, 196 tokens
         (96, "cuda", 96, 8),  # STL-like on a GPU: native, 144 tokens
     ],
@@ -49,7 +49,7 @@ def colour_photos(count: int = 40, size: tuple[int, int] = (150, 200)) -> list[n
 def test_size_and_patch_rules(side, device, size, patch):
     assert image_size_for(side, device) == size
     assert patch_size_for(size, device) == patch
-    assert (size // patch) ** 2 <= {"cpu": 64, "cuda": 196}[device]
+    assert (size // patch) ** 2 <= {"cpu": 16, "cuda": 196}[device]
 
 
 def test_augmentation_rule():
@@ -76,7 +76,7 @@ def test_colour_photos_get_a_colour_recipe_at_the_cpu_size(tmp_path):
     cfg = compose_train(
         tmp_path / "run", ["data=folder", f"data.root={root}", "trainer.accelerator=cpu"], tiny=False
     )
-    assert cfg.data.in_chans == 3 and cfg.data.image_size == 64 and cfg.model.patch_size == 8
+    assert cfg.data.in_chans == 3 and cfg.data.image_size == 64 and cfg.model.patch_size == 16
     assert cfg.augment.view_a._target_ == "vtcc.data.rgb_view"
     assert cfg.data.mean == pytest.approx([127.5 / 255] * 3, abs=0.01)  # uniform noise
     assert len(cfg.data.std) == 3
@@ -133,3 +133,19 @@ def test_augment_overrides_keep_the_small_recipe_and_are_refused_where_auto_pick
             ["data=folder", f"data.root={colour}", "augment.view_a.rotation=5", CPU],
             tiny=False,
         )
+
+
+def test_model_rule():
+    assert model_for(16, "cpu") == model_for(224, "cpu") == model_for(64, "cuda") == "vit_tiny"
+    assert model_for(96, "cuda") == model_for(224, "cuda") == "vit_small"
+
+
+def test_photos_on_a_gpu_get_vtccs_vit_small_at_224_px(tmp_path, monkeypatch):
+    """The GPU branch of the rules, on a CPU machine: the device is what the rules are told."""
+    monkeypatch.setattr("vtcc.data_defaults.device_kind", lambda cfg: "cuda")
+    root = write_folder(tmp_path / "photos", colour_photos(8, size=(300, 400)))
+    cfg = compose_train(tmp_path / "run", ["data=folder", f"data.root={root}"], tiny=False)
+    assert cfg.data.image_size == 224 and cfg.model.embed_dim == 384 and cfg.model.depth == 8
+    assert cfg.model.patch_size == 16 and cfg.data_defaults.model == "vit_small"
+    with pytest.raises(ConfigError, match="model=auto would pick vit_small"):
+        compose_train(tmp_path / "run", ["data=folder", f"data.root={root}", "model.depth=2"], tiny=False)

@@ -48,7 +48,7 @@ def test_help_lists_every_option_of_every_group_with_its_line(app):
             assert re.search(rf"\n  \[?{path.stem}\]?\s+{re.escape(description)}\n", template), path.stem
     if app == "train":
         assert {"data", "augment", "model", "objective", "strategy", "experiment", "logger"} <= set(groups)
-        assert re.search(r"\n  \[digits\]\s", template) and re.search(r"\n  \[vit_tiny\]\s", template)
+        assert re.search(r"\n  \[digits\]\s", template) and re.search(r"\n  \[auto\]\s", template)
 
 
 def test_describe_takes_the_first_sentence_of_the_header(tmp_path):

@@ -31,6 +31,7 @@ def fake_trainer(scheduler) -> SimpleNamespace:
         lr_scheduler_configs=[SimpleNamespace(scheduler=scheduler)],
         strategy=SimpleNamespace(broadcast=lambda value, src=0: value),
         sanity_checking=False,
+        is_global_zero=True,
     )
 
 

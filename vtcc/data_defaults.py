@@ -8,7 +8,10 @@ Rules (measured on digits as PNG folders and on colour images, see the README):
   224 px on a GPU.
 - ``data.mean`` / ``data.std``: the sampled images' own channel statistics.
 - ``model.patch_size`` (``model=vit_tiny``'s conv stem): the smallest power of two from 4 that
-  keeps the tokens within 64 on a CPU and 196 on a GPU (16 px digits: 4, 16 tokens).
+  keeps the tokens within 16 on a CPU and 196 on a GPU (16 px digits: 4, 16 tokens; 32 px: 8);
+  an image size chosen from the data then moves to the nearest multiple of the patch.
+- ``model=auto`` (the default): ``vit_tiny`` (width 96, depth 4), or on a GPU for images from
+  96 px VTCC's ViT-small (width 384, depth 8, 12 heads, patch 16).
 - ``augment=auto`` (the default): ``small`` (no flips, mild crops, rotations) for gray images up
   to 64 px, else Contrastive Clustering's colour recipe ``cc`` (crops, flips, colour jitter,
   grayscale). Flips change the meaning of text, digits or some medical images: choose
@@ -31,7 +34,8 @@ log = logging.getLogger("vtcc")
 AUTO = "auto"
 SMALL = 64  # px: above it, an image is brought down to the device's size
 DEVICE_SIZE = {"cpu": 64, "cuda": 224}
-MAX_TOKENS = {"cpu": 64, "cuda": 196}
+MAX_TOKENS = {"cpu": 16, "cuda": 196}
+LARGE_ON_GPU = 96  # px: from here model=auto takes VTCC's ViT-small on a GPU
 
 
 def device_kind(cfg: DictConfig) -> str:
@@ -56,8 +60,41 @@ def patch_size_for(image_size: int, device: str) -> int:
     return patch
 
 
+def fit_to_patch(image_size: int, patch: int) -> int:
+    """The stem needs a multiple of the patch: round to the nearest one (at least one patch)."""
+    return max(patch, patch * round(image_size / patch))
+
+
 def augment_for(in_chans: int, image_size: int) -> str:
     return "small" if in_chans == 1 and image_size <= SMALL else "cc"
+
+
+def model_for(image_size: int, device: str) -> str:
+    return "vit_small" if device == "cuda" and image_size >= LARGE_ON_GPU else "vit_tiny"
+
+
+def choose_model(cfg: DictConfig) -> str:
+    """``model=auto``: vit_tiny, or VTCC's ViT-small on a GPU for images from 96 px. It starts as
+    vit_tiny: overrides of its keys keep it, and where the rule wants ViT-small they are refused."""
+    from vtcc.utils.cli import CONFIG_DIR
+
+    name = model_for(cfg.data.image_size, device_kind(cfg))
+    given = OmegaConf.to_container(cfg.model, resolve=False)
+    given.pop("size")
+    tiny = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR, "model", "vit_tiny.yaml")))
+    if given != tiny:
+        if name != "vit_tiny":
+            raise ConfigError(
+                f"model=auto would pick {name} for {cfg.data.image_size} px images on a GPU, but model.* "
+                "settings of vit_tiny were given: choose the model explicitly (model=vit_tiny or vit_small)"
+            )
+        name = "vit_tiny (with your model.* settings)"
+    if name == "vit_small":
+        cfg.model = OmegaConf.load(Path(CONFIG_DIR, "model", "vit_small.yaml"))
+    else:
+        with open_dict(cfg.model):
+            cfg.model.pop("size")
+    return name
 
 
 def _probe(cfg: DictConfig):
@@ -110,8 +147,13 @@ def resolve_data_defaults(cfg: DictConfig, probe: bool = True) -> dict[str, Any]
             }
         )
         choices["sampled_images"] = f"{probe.sampled} of {probe.images}"
+    if cfg.model.get("size") == AUTO and isinstance(data.get("image_size"), int):
+        choices["model"] = choose_model(cfg)
+        reasons.append(f"model={choices['model']}")
     if cfg.model.get("patch_size") == AUTO and isinstance(data.get("image_size"), int):
         cfg.model.patch_size = patch_size_for(data.image_size, device_kind(cfg))
+        if "image_size" in unset:  # a size the data chose may move to the patch grid
+            data.image_size = fit_to_patch(data.image_size, cfg.model.patch_size)
         choices["patch_size"] = cfg.model.patch_size
         if unset:  # only worth a word when the size itself came from the data
             tokens = (data.image_size // cfg.model.patch_size) ** 2

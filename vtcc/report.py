@@ -281,7 +281,10 @@ def write_report(
     progress.advance()
     if run_dir is not None:
         title = f"{title}: run {run_dir.name}"
-    about = f"<p>Run: <code>{html.escape(str(run_dir))}</code></p>" if run_dir is not None else ""
+    about = ""
+    if run_dir is not None:  # shown relative to where the report was made, when below it
+        shown = run_dir.relative_to(Path.cwd()) if run_dir.is_relative_to(Path.cwd()) else run_dir
+        about = f"<p>Run: <code>{html.escape(str(shown))}</code></p>"
     if settings:
         about += f"<p>Data: <b>{html.escape(data_description(settings))}</b></p>"
     rows = "".join(

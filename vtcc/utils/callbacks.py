@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from vtcc.utils.checkpoint import CONFIG_KEY
 from vtcc.utils.environment import ENVIRONMENT_KEY
+
+log = logging.getLogger("vtcc")
 
 
 class StoreConfig(Callback):
@@ -125,8 +128,11 @@ class TimeBudget(Callback):
             for factor in getattr(config.scheduler, "lr_lambdas", []):
                 if hasattr(factor, "total_steps"):
                     factor.total_steps = planned * steps_per_epoch
-        if done == 1 or done == planned:
-            rank_zero_info(
-                f"time budget {self.seconds / 60:.1f} min: {epoch_seconds:.1f} s an epoch, "
-                f"{planned} epochs in all, evaluation every {every}"
+        if (done == 1 or done == planned) and trainer.is_global_zero:
+            log.info(
+                "time budget %.1f min: %.1f s an epoch, %d epochs in all, evaluation every %d",
+                self.seconds / 60,
+                epoch_seconds,
+                planned,
+                every,
             )
