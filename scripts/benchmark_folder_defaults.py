@@ -19,17 +19,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 from PIL import Image
 from sklearn.datasets import load_digits
+from train_runs import run_vtcc_train  # scripts/ is on the path when a script runs
 
-ROOT = Path(__file__).resolve().parents[1]
 MAKE_TRAIN = ["data.in_chans=1", "data.image_size=16", "data.mean=[0.3]", "data.std=[0.4]", "augment=small"]
 OLD = [
     "data.in_chans=3",
@@ -67,20 +64,7 @@ def evaluations(run_dir: Path) -> list[tuple[int, float]]:
 
 def run(name: str, folder: Path, extra: list[str], out: Path) -> dict:
     run_dir = out / "runs" / name.replace(":", "_")
-    command = [
-        str(ROOT / ".venv/bin/vtcc-train"),
-        "data=folder",
-        f"data.root={folder}",
-        *extra,
-        f"hydra.run.dir={run_dir}",
-        "trainer.enable_progress_bar=false",
-    ]
-    start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        print(f"{name}: failed\n{result.stderr[-3000:]}", file=sys.stderr)
-        raise SystemExit(1)
+    seconds = run_vtcc_train(name, ["data=folder", f"data.root={folder}", *extra], run_dir)
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     metrics = json.loads((run_dir / "final_metrics.json").read_text())
     rates = [

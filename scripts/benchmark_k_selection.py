@@ -13,19 +13,17 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 from PIL import Image
 from sklearn.datasets import load_digits
+from train_runs import run_vtcc_train  # scripts/ is on the path when a script runs
 
-ROOT = Path(__file__).resolve().parents[1]
+from vtcc.k_selection import CRITERIA
+
 GRAY_DIGITS = ["data.in_chans=1", "data.image_size=16", "data.mean=[0.3]", "data.std=[0.4]", "augment=small"]
-CRITERIA = {"silhouette": max, "calinski_harabasz": max, "davies_bouldin": min, "stability": max}
 
 
 def write_digit_folders(out: Path, classes: range) -> tuple[Path, Path]:
@@ -44,18 +42,7 @@ def write_digit_folders(out: Path, classes: range) -> tuple[Path, Path]:
 
 def run(name: str, overrides: list[str], out: Path) -> dict:
     run_dir = out / "runs" / name  # not beside the image folders it reads
-    command = [
-        str(ROOT / ".venv/bin/vtcc-train"),
-        *overrides,
-        f"hydra.run.dir={run_dir}",
-        "trainer.enable_progress_bar=false",
-    ]
-    start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        print(f"{name}: failed\n{result.stderr[-3000:]}", file=sys.stderr)
-        raise SystemExit(1)
+    seconds = run_vtcc_train(name, overrides, run_dir)
     row = {"case": name, "seconds": seconds, **json.loads((run_dir / "final_metrics.json").read_text())}
     row["chosen_k"] = yaml.safe_load((run_dir / "config.yaml").read_text())["num_clusters"]
     table = run_dir / "k_selection.csv"

@@ -73,28 +73,26 @@ def model_for(image_size: int, device: str) -> str:
     return "vit_small" if device == "cuda" and image_size >= LARGE_ON_GPU else "vit_tiny"
 
 
-def choose_model(cfg: DictConfig) -> str:
-    """``model=auto``: vit_tiny, or VTCC's ViT-small on a GPU for images from 96 px. It starts as
-    vit_tiny: overrides of its keys keep it, and where the rule wants ViT-small they are refused."""
+def resolve_auto_option(cfg: DictConfig, group: str, marker: str, base: str, pick: str, why: str) -> str:
+    """``<group>=auto`` starts as the ``base`` option plus a ``marker: auto`` key. Becomes ``pick``:
+    the base as given (marker dropped), or ``pick``'s own config; overrides of the base's keys keep
+    the base, and where the rule picks another option they are refused. Returns what was used."""
     from vtcc.utils.cli import CONFIG_DIR
 
-    name = model_for(cfg.data.image_size, device_kind(cfg))
-    given = OmegaConf.to_container(cfg.model, resolve=False)
-    given.pop("size")
-    tiny = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR, "model", "vit_tiny.yaml")))
-    if given != tiny:
-        if name != "vit_tiny":
-            raise ConfigError(
-                f"model=auto would pick {name} for {cfg.data.image_size} px images on a GPU, but model.* "
-                "settings of vit_tiny were given: choose the model explicitly (model=vit_tiny or vit_small)"
-            )
-        name = "vit_tiny (with your model.* settings)"
-    if name == "vit_small":
-        cfg.model = OmegaConf.load(Path(CONFIG_DIR, "model", "vit_small.yaml"))
-    else:
-        with open_dict(cfg.model):
-            cfg.model.pop("size")
-    return name
+    given = OmegaConf.to_container(cfg[group], resolve=False)
+    given.pop(marker)
+    changed = given != OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR, group, f"{base}.yaml")))
+    if changed and pick != base:
+        raise ConfigError(
+            f"{group}=auto would pick {pick} {why}, but {group}.* settings of {base} were given: "
+            f"choose it explicitly ({group}={base} or {group}={pick})"
+        )
+    if pick != base:
+        cfg[group] = OmegaConf.load(Path(CONFIG_DIR, group, f"{pick}.yaml"))
+        return pick
+    with open_dict(cfg[group]):
+        cfg[group].pop(marker)
+    return f"{base} (with your {group}.* settings)" if changed else base
 
 
 def _probe(cfg: DictConfig):
@@ -121,18 +119,20 @@ def resolve_data_defaults(cfg: DictConfig, probe: bool = True) -> dict[str, Any]
     choices: dict[str, Any] = {}
     reasons = []
     if unset:
-        probe = _probe(cfg)
+        sample = _probe(cfg)
         device = device_kind(cfg)
         with open_dict(data):
             if data.get("in_chans") == AUTO:
-                data.in_chans = 1 if probe.gray else 3
-                reasons.append(f"in_chans={data.in_chans} ({'all gray' if probe.gray else 'colour'})")
+                data.in_chans = 1 if sample.gray else 3
+                reasons.append(f"in_chans={data.in_chans} ({'all gray' if sample.gray else 'colour'})")
             if data.get("image_size") == AUTO:
-                data.image_size = image_size_for(probe.median_side, device)
-                reasons.append(f"image_size={data.image_size} (median side {probe.median_side} px, {device})")
+                data.image_size = image_size_for(sample.median_side, device)
+                reasons.append(
+                    f"image_size={data.image_size} (median side {sample.median_side} px, {device})"
+                )
             for key in ("mean", "std"):
                 if data.get(key) == AUTO:
-                    values = getattr(probe, key)
+                    values = getattr(sample, key)
                     if data.in_chans == 3 and len(values) == 1:
                         values = values * 3
                     if data.in_chans == 1 and len(values) == 3:
@@ -140,15 +140,12 @@ def resolve_data_defaults(cfg: DictConfig, probe: bool = True) -> dict[str, Any]
                     data[key] = values
             if "mean" in unset:
                 reasons.append(f"mean/std={list(data.mean)}/{list(data.std)} (of the sample)")
-        choices.update(
-            {
-                key: OmegaConf.to_object(data[key]) if OmegaConf.is_config(data[key]) else data[key]
-                for key in unset
-            }
-        )
-        choices["sampled_images"] = f"{probe.sampled} of {probe.images}"
+        choices.update({key: list(data[key]) if key in ("mean", "std") else data[key] for key in unset})
+        choices["sampled_images"] = f"{sample.sampled} of {sample.images}"
     if cfg.model.get("size") == AUTO and isinstance(data.get("image_size"), int):
-        choices["model"] = choose_model(cfg)
+        pick = model_for(data.image_size, device_kind(cfg))
+        why = f"for {data.image_size} px images on a GPU"
+        choices["model"] = resolve_auto_option(cfg, "model", "size", "vit_tiny", pick, why)
         reasons.append(f"model={choices['model']}")
     if cfg.model.get("patch_size") == AUTO and isinstance(data.get("image_size"), int):
         cfg.model.patch_size = patch_size_for(data.image_size, device_kind(cfg))
@@ -166,27 +163,9 @@ def resolve_data_defaults(cfg: DictConfig, probe: bool = True) -> dict[str, Any]
                 "augment=auto needs data.in_chans and data.image_size: set them, or pick an augment="
             )
         family = augment_for(data.in_chans, data.image_size)
-        from vtcc.utils.cli import CONFIG_DIR
-
-        recipe = OmegaConf.to_container(cfg.augment, resolve=False)
-        recipe.pop("family")
-        small = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR, "augment", "small.yaml")))
-        if recipe != small:  # augment.* keys were set: they belong to the small recipe auto starts from
-            if family != "small":
-                raise ConfigError(
-                    f"augment=auto would pick {family} for these images, but augment.* settings of the "
-                    "small recipe were given: choose the recipe explicitly (augment=small or augment=cc)"
-                )
-            family = "small (with your augment.* settings)"
-        if family == "cc":
-            cfg.augment = OmegaConf.load(Path(CONFIG_DIR, "augment", "cc.yaml"))
-        else:
-            with open_dict(cfg.augment):
-                cfg.augment.pop("family")
-        choices["augment"] = family
-        reasons.append(
-            f"augment={family} ({'small gray images' if family == 'small' else 'colour or large images'})"
-        )
+        why = "small gray images" if family == "small" else "colour or large images"
+        choices["augment"] = resolve_auto_option(cfg, "augment", "family", "small", family, f"for {why}")
+        reasons.append(f"augment={choices['augment']} ({why})")
     if choices:
         with open_dict(cfg):
             cfg.data_defaults = choices

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from scipy.optimize import linear_sum_assignment
 
 from vtcc.metrics import contingency_table
@@ -298,8 +299,6 @@ def write_report(
     )
     for heading, record in (("Settings", settings), ("Environment", environment)):
         if record:
-            import yaml
-
             text = yaml.safe_dump(record, sort_keys=False, default_flow_style=None)
             sections += (
                 f"<section><h2>{heading}</h2><details><summary>show the run's {heading.lower()}</summary>"

@@ -171,17 +171,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = wrap_for_network(cfg, datamodule, network)
     datamodule.setup("fit")  # with a frozen backbone: extract or load the cached features now
     module = instantiate(cfg.module, network=network)
+    if candidates:
+        module = search_k(cfg, module, datamodule, candidates, output_dir)  # sets the integer K
     config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
     if cfg.get("time_budget_minutes") is not None:
         callbacks.append(TimeBudget(float(cfg.time_budget_minutes)))
     environment = collect_environment()
-    if candidates:
-        module = search_k(cfg, module, datamodule, candidates, environment, output_dir)
-        config = OmegaConf.to_container(cfg, resolve=True)  # now with the chosen integer K
-        callbacks.append(StoreConfig(config, environment))
-    else:
-        callbacks.append(StoreConfig(config, environment))
+    callbacks.append(StoreConfig(config, environment))
     epochs = {"max_epochs": refine_epochs(cfg)} if candidates else {}
     trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()], **epochs
@@ -209,7 +206,7 @@ def refine_epochs(cfg: DictConfig) -> int:
     return int(epochs) if epochs is not None else max(1, int(cfg.trainer.max_epochs) // 2)
 
 
-def search_k(cfg: DictConfig, module, datamodule, candidates: list[int], environment, output_dir: Path):
+def search_k(cfg: DictConfig, module, datamodule, candidates: list[int], output_dir: Path):
     """num_clusters=auto: train at the largest candidate K (no checkpoints: only the backbone is
     kept), score every candidate on its embeddings, then return a module whose fresh cluster head
     has the chosen K; ``cfg.num_clusters`` becomes that integer."""

@@ -74,6 +74,10 @@ def device_description() -> str:
     return f"cpu: {torch.get_num_threads()} threads"
 
 
+def package_versions() -> dict[str, str | None]:
+    return {name: _version(name) for name in PACKAGES}
+
+
 def collect_environment(argv: list[str] | None = None) -> dict[str, Any]:
     cuda = torch.version.cuda
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
@@ -82,7 +86,7 @@ def collect_environment(argv: list[str] | None = None) -> dict[str, Any]:
         "git_commit": git_commit(),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "packages": {name: _version(name) for name in PACKAGES},
+        "packages": package_versions(),
         "torch_cuda_build": cuda,
         "cudnn": cudnn,
         "device": device_description(),
@@ -116,7 +120,8 @@ def warn_if_environment_changed(recorded: dict[str, Any] | None, source: str) ->
     """One warning line when this environment differs from the one ``source`` was trained in."""
     if not recorded:
         return []
-    differences = environment_differences(recorded, collect_environment())
+    current = {"packages": package_versions(), "device": device_description()}  # no git calls here
+    differences = environment_differences(recorded, current)
     if differences:
         log.warning(
             "%s was trained in another environment (%s): results may differ from the run's own",

@@ -1,0 +1,26 @@
+"""One `vtcc-train` run of a benchmark script: its own run folder, timed, stopping the script on failure."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_vtcc_train(name: str, overrides: list[str], run_dir: Path) -> float:
+    """Seconds the run took, from process start to exit (imports, data, training, evaluation)."""
+    command = [
+        str(ROOT / ".venv/bin/vtcc-train"),
+        *overrides,
+        f"hydra.run.dir={run_dir}",
+        "trainer.enable_progress_bar=false",
+    ]
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"{name}: failed\n{result.stderr[-3000:]}", file=sys.stderr)
+        raise SystemExit(1)
+    return time.perf_counter() - start
