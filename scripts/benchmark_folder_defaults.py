@@ -11,6 +11,9 @@ Runs (each `vtcc-train data=folder data.root=<folder>` plus):
   <folder>:make_train  make train's settings forced (1 channel, 16 px, digits' mean/std, augment=small)
   <folder>:old         the folder defaults before settings came from the data (3 channels, 32 px,
                        ImageNet mean/std, augment=small, patch 4), with time_budget_minutes=<minutes>
+  <folder>:small       augment=small forced (the gray recipe, no colour ops)
+  <folder>:cc_mild     augment=cc with crops of 30-100 % and no flips
+--seed N runs every case with seed=N (run folders get a _sN suffix).
 Prints the chosen settings, images/s, ACC / NMI / ARI and the ACC at each evaluation with its time.
 """
 
@@ -90,6 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("folder_bench"))
     parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
         "--cases", nargs="+", default=["digits8:auto", "digits8:old", "digits32:auto", "colour32:auto"]
     )
@@ -97,11 +101,20 @@ def main() -> None:
     out = args.out.resolve()
     folders = write_folders(out)
     budget = [f"time_budget_minutes={args.minutes}"]
-    extras = {"auto": [], "budget": budget, "make_train": MAKE_TRAIN, "old": [*OLD, *budget]}
+    extras = {
+        "auto": [],
+        "budget": budget,
+        "make_train": MAKE_TRAIN,
+        "old": [*OLD, *budget],
+        "small": ["augment=small"],
+        "cc_mild": ["augment=cc", "augment.view_a.crop_scale=[0.3,1.0]", "augment.view_a.hflip_p=0"],
+    }
+    seed = [] if args.seed is None else [f"seed={args.seed}"]
     rows = []
     for case in args.cases:
         folder, kind = case.split(":")
-        row = run(case, folders[folder], extras[kind], out)
+        name = case if args.seed is None else f"{case}_s{args.seed}"
+        row = run(name, folders[folder], [*extras[kind], *seed], out)
         rows.append(row)
         print(json.dumps(row), flush=True)
     print(

@@ -22,7 +22,8 @@ def options(group: str) -> list[str]:
 @pytest.mark.parametrize("augment", options("augment"))
 def test_every_augmentation_builds_and_makes_two_views(augment):
     data = "data=digits" if augment == "small" else "data=cifar10"
-    cfg = compose_train("x", [data, f"augment={augment}", "data.image_size=32"], tiny=False)
+    flips = ["augment.view_b.hflip_p=0.5"] if augment == "selflabel" else []  # auto: from init_from's run
+    cfg = compose_train("x", [data, f"augment={augment}", "data.image_size=32", *flips], tiny=False)
     view_a, view_b = instantiate(cfg.augment)(torch.randint(0, 256, (4, cfg.data.in_chans, 32, 32)).byte())
     assert view_a.shape == view_b.shape == (4, cfg.data.in_chans, 32, 32)
     assert not torch.equal(view_a, view_b)

@@ -224,6 +224,6 @@ def test_training_loss_and_gradients_equal_the_per_view_official_computation():
             assert torch.allclose(ours.grad, theirs.grad, atol=1e-6), name
     # One concatenated forward (both views in one BatchNorm batch) is measurably another loss.
     concatenated = copy.deepcopy(reference)
-    z, p = concatenated(torch.cat([x_i, x_j]))
+    z, (p,) = concatenated(torch.cat([x_i, x_j]))  # one head
     other = InstanceLoss(0.5)(z[:16], z[16:]) + sum(ClusterLoss(1.0)(p[:16], p[16:]))
     assert abs(other.item() - expected.item()) > 1e-4

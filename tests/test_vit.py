@@ -48,7 +48,7 @@ def test_network_outputs_normalised_vectors_and_probabilities():
     assert isinstance(network, ClusteringNetwork)
     assert network.instance_projector.mlp[0].out_features == 128  # hidden width 4 x embed
     network.train()
-    z, p = network(torch.randn(6, 1, 16, 16))
+    z, (p,) = network(torch.randn(6, 1, 16, 16))  # one cluster head
     assert z.shape == (6, 128) and torch.allclose(z.norm(dim=1), torch.ones(6), atol=1e-5)
     assert p.shape == (6, 7) and torch.allclose(p.sum(1), torch.ones(6), atol=1e-5) and (p >= 0).all()
 

@@ -63,7 +63,7 @@ def write_report_for(
     outputs = {"cluster": [], "confidence": [], "embedding": [], "label": [], "index": []}
     for batch in datamodule.val_dataloader():
         inputs, labels, indices = datamodule.on_after_batch_transfer(batch, 0)
-        z, p = module.network(inputs.to(module.device))
+        z, p = module.network.embed_and_assign(inputs.to(module.device))
         confidence, cluster = p.max(dim=1)
         for key, value in zip(outputs, (cluster, confidence, z, labels, indices), strict=True):
             outputs[key].append(value.float().cpu() if key in ("confidence", "embedding") else value.cpu())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from vtcc.errors import ConfigError, TrainingDivergedError
-from vtcc.losses import ClusterLoss, InstanceLoss, ScanLoss
+from vtcc.losses import ClusterLoss, ConfidenceCrossEntropy, InstanceLoss, ScanLoss, TemiLoss
 from vtcc.metrics import clustering_metrics
 from vtcc.models import ClusteringNetwork
 from vtcc.utils.rng import capture_rng_states, restore_rng_states
@@ -35,7 +36,10 @@ class ClusteringModule(LightningModule):
     ``optimizer`` and ``scheduler`` are partials (Hydra ``_partial_: true``) completed with the
     parameters and the total number of steps. Evaluation clusters by the cluster head's argmax.
     ``compile`` compiles the backbone in place with ``torch.compile`` (checkpoints keep their keys).
-    Subclasses implement :meth:`losses` for a batch of two views (images or cached features).
+    ``num_heads`` cluster heads train side by side; after each epoch (and before each evaluation) the
+    one with the lowest mean training loss becomes ``network.best_head``: labels never choose it.
+    Subclasses implement :meth:`losses` for a batch of two views (images or cached features); their
+    ``head_losses`` term ``(H,)`` is logged per head and ranks the heads.
     """
 
     def __init__(
@@ -44,9 +48,16 @@ class ClusteringModule(LightningModule):
         optimizer: Callable[..., Optimizer],
         scheduler: Callable[..., LRScheduler] | None = None,
         compile: bool = False,
+        num_heads: int = 1,
     ) -> None:
         super().__init__()
+        if num_heads < 1:
+            raise ConfigError(f"module.num_heads={num_heads}: train at least 1 cluster head")
+        if network.num_heads != num_heads:
+            network.reset_cluster_heads(network.num_clusters, num_heads)
         self.network = network
+        self._head_loss_sums = torch.zeros(num_heads, dtype=torch.float64)
+        self._head_loss_batches = 0
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.compile_backbone = compile
@@ -68,10 +79,18 @@ class ClusteringModule(LightningModule):
         """
         raise NotImplementedError
 
+    def network_loaded(self) -> None:
+        """Called once ``init_from`` has put another run's weights into the network."""
+
     def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
         view_a, view_b, *flag = batch
         terms = self.losses(view_a, view_b, *flag)
         loss = terms.pop("loss")
+        head_losses = terms.pop("head_losses", None)
+        if head_losses is not None:
+            self._track_head_losses(head_losses.detach())
+            if len(head_losses) > 1:
+                terms.update({f"head{i}_loss": value for i, value in enumerate(head_losses.detach())})
         nonfinite = (~torch.isfinite(loss.detach())).long()
         self._nonfinite_steps = self._nonfinite_steps.to(loss.device) + nonfinite
         batch_size = view_a.shape[0]
@@ -80,6 +99,24 @@ class ClusteringModule(LightningModule):
             {f"train/{k}": v for k, v in terms.items()}, on_step=False, on_epoch=True, batch_size=batch_size
         )
         return loss
+
+    def _track_head_losses(self, head_losses: torch.Tensor) -> None:
+        """Sums per head on the device (no sync per step)."""
+        self._head_loss_sums = self._head_loss_sums.to(head_losses.device) + head_losses.double()
+        self._head_loss_batches += 1
+
+    def _choose_best_head(self, log_it: bool = False) -> None:
+        """The head with the lowest mean training loss so far this epoch (summed over processes)."""
+        if self._head_loss_batches == 0 or self.network.num_heads == 1:
+            return
+        sums = self.trainer.strategy.reduce(self._head_loss_sums.float(), reduce_op="sum")
+        self.network.best_head.fill_(int(torch.argmin(sums)))
+        if log_it:
+            self.log("train/best_head", float(self.network.best_head), on_step=False, on_epoch=True)
+
+    def on_train_epoch_start(self) -> None:
+        self._head_loss_sums = torch.zeros_like(self._head_loss_sums)
+        self._head_loss_batches = 0
 
     def on_fit_start(self) -> None:
         """Under DDP every process is seeded alike; give each its own random stream, so the i-th
@@ -96,6 +133,7 @@ class ClusteringModule(LightningModule):
 
         The count is summed over processes, so one diverging process stops all of them together.
         """
+        self._choose_best_head(log_it=True)
         nonfinite = int(self.trainer.strategy.reduce(self._nonfinite_steps.float(), reduce_op="sum"))
         if nonfinite > 0:
             raise TrainingDivergedError(
@@ -106,6 +144,8 @@ class ClusteringModule(LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._eval_outputs.clear()
+        if self.trainer.training:  # an evaluation inside the epoch uses this epoch's best head
+            self._choose_best_head()
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         images, labels, indices = batch
@@ -161,9 +201,12 @@ class ClusteringModule(LightningModule):
             )
         if hasattr(self.network, "param_groups"):  # pretrained backbones train at their own rates
             settings = self.optimizer_factory.keywords
-            params = self.network.param_groups(
-                lr=settings.get("lr", 1e-3), weight_decay=settings.get("weight_decay", 0.0)
-            )
+            lr = settings.get("lr", 1e-3)
+            params = self.network.param_groups(lr=lr, weight_decay=settings.get("weight_decay", 0.0))
+            own = [p for n, p in self.named_parameters() if not n.startswith("network.") and p.requires_grad]
+            params = [group for group in params if group["params"]]
+            if own:  # e.g. TEMI's student heads
+                params.append({"params": own, "lr": lr})
         else:
             params = [p for p in self.parameters() if p.requires_grad]
         optimizer = self.optimizer_factory(params=params)
@@ -202,6 +245,7 @@ class ContrastiveClustering(ClusteringModule):
     Each view goes through the network on its own, so every BatchNorm layer (conv stem, heads)
     normalises a view with that view's batch statistics, as the official networks
     (``Network_VTCC.forward``, CC's ``Network.forward``) do; running statistics update once per view.
+    With several cluster heads the cluster terms are averaged over the heads (one head: the paper's loss).
     """
 
     def __init__(
@@ -214,8 +258,9 @@ class ContrastiveClustering(ClusteringModule):
         instance_weight: float = 1.0,
         cluster_weight: float = 1.0,
         compile: bool = False,
+        num_heads: int = 1,
     ) -> None:
-        super().__init__(network, optimizer, scheduler, compile)
+        super().__init__(network, optimizer, scheduler, compile, num_heads)
         self.instance_loss = instance_loss
         self.cluster_loss = cluster_loss
         self.instance_weight = instance_weight
@@ -224,18 +269,22 @@ class ContrastiveClustering(ClusteringModule):
     def losses(
         self, view_a: torch.Tensor, view_b: torch.Tensor, cluster: bool = True
     ) -> dict[str, torch.Tensor]:
-        z_a, p_a = self.network(view_a)
-        z_b, p_b = self.network(view_b)
+        z_a, heads_a = self.network(view_a)
+        z_b, heads_b = self.network(view_b)
         loss_instance = self.instance_loss(z_a, z_b)
         if not cluster:
             return {"loss": self.instance_weight * loss_instance, "loss_instance": loss_instance}
-        loss_cluster, loss_entropy = self.cluster_loss(p_a, p_b)
-        loss = self.instance_weight * loss_instance + self.cluster_weight * (loss_cluster + loss_entropy)
+        pairs = [self.cluster_loss(p_a, p_b) for p_a, p_b in zip(heads_a, heads_b, strict=True)]
+        contrastive = torch.stack([c for c, _ in pairs])
+        entropy = torch.stack([e for _, e in pairs])
+        head_losses = contrastive + entropy
+        loss = self.instance_weight * loss_instance + self.cluster_weight * head_losses.mean()
         return {
             "loss": loss,
             "loss_instance": loss_instance,
-            "loss_cluster": loss_cluster,
-            "loss_entropy": loss_entropy,
+            "loss_cluster": contrastive.mean(),
+            "loss_entropy": entropy.mean(),
+            "head_losses": head_losses,
         }
 
 
@@ -243,7 +292,8 @@ class ScanClustering(ClusteringModule):
     """SCAN's clustering step: a view of each image and a view of one of its nearest neighbours
     (in the pretrained feature space) should fall in the same cluster; plus an entropy term.
 
-    Anchors and neighbours are forwarded apart, as SCAN's ``scan_train`` does (per-view BatchNorm)."""
+    Anchors and neighbours are forwarded apart, as SCAN's ``scan_train`` does (per-view BatchNorm).
+    Several heads (SCAN trains 10) are averaged; the lowest-loss one clusters."""
 
     def __init__(
         self,
@@ -252,14 +302,143 @@ class ScanClustering(ClusteringModule):
         optimizer: Callable[..., Optimizer],
         scheduler: Callable[..., LRScheduler] | None = None,
         compile: bool = False,
+        num_heads: int = 1,
     ) -> None:
-        super().__init__(network, optimizer, scheduler, compile)
+        super().__init__(network, optimizer, scheduler, compile, num_heads)
         self.scan_loss = scan_loss
 
     def losses(
         self, anchor: torch.Tensor, neighbor: torch.Tensor, cluster: bool = True
     ) -> dict[str, torch.Tensor]:
-        p_anchor = self.network.cluster_projector(self.network.features(anchor))
-        p_neighbor = self.network.cluster_projector(self.network.features(neighbor))
-        consistency, entropy = self.scan_loss(p_anchor, p_neighbor)
-        return {"loss": consistency + entropy, "loss_consistency": consistency, "loss_entropy": entropy}
+        features_anchor = self.network.features(anchor)
+        features_neighbor = self.network.features(neighbor)
+        terms = [
+            self.scan_loss(head(features_anchor), head(features_neighbor))
+            for head in self.network.cluster_heads
+        ]
+        consistency = torch.stack([c for c, _ in terms])
+        entropy = torch.stack([e for _, e in terms])
+        head_losses = consistency + entropy
+        return {
+            "loss": head_losses.mean(),
+            "loss_consistency": consistency.mean(),
+            "loss_entropy": entropy.mean(),
+            "head_losses": head_losses,
+        }
+
+
+class SelfLabelClustering(ClusteringModule):
+    """SCAN's self-labelling step (also SPICE's): a weak view's confident predictions label a strong
+    view of the same image (:class:`~vtcc.losses.ConfidenceCrossEntropy`); the whole network trains.
+
+    Batches are ``(weak, strong)``: ``augment=selflabel`` (images) or ``features.pairing=weak_strong``
+    (cached features). The weak pass runs without gradient in training mode, as SCAN's
+    ``selflabel_train``. ``train/confident_fraction`` is logged; an epoch in which no image reaches
+    the threshold stops the run (the threshold is too high for this model).
+    """
+
+    def __init__(
+        self,
+        network: ClusteringNetwork,
+        selflabel_loss: ConfidenceCrossEntropy,
+        optimizer: Callable[..., Optimizer],
+        scheduler: Callable[..., LRScheduler] | None = None,
+        compile: bool = False,
+        num_heads: int = 1,
+    ) -> None:
+        super().__init__(network, optimizer, scheduler, compile, num_heads)
+        self.selflabel_loss = selflabel_loss
+        self._confident = torch.zeros((), dtype=torch.long)
+
+    def losses(
+        self, weak: torch.Tensor, strong: torch.Tensor, cluster: bool = True
+    ) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            features_weak = self.network.features(weak)
+            p_weak = [head(features_weak) for head in self.network.cluster_heads]
+        features_strong = self.network.features(strong)
+        terms = [
+            self.selflabel_loss(p, head.logits(features_strong))
+            for p, head in zip(p_weak, self.network.cluster_heads, strict=True)
+        ]
+        head_losses = torch.stack([loss for loss, _ in terms])
+        confident = terms[int(self.network.best_head)][1]
+        self._confident = self._confident.to(confident.device) + confident.sum()
+        return {
+            "loss": head_losses.mean(),
+            "confident_fraction": confident.float().mean(),
+            "head_losses": head_losses,
+        }
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        self._confident = torch.zeros_like(self._confident)
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        confident = int(self.trainer.strategy.reduce(self._confident.float(), reduce_op="sum"))
+        if confident == 0:
+            raise ConfigError(
+                f"self-labelling: no image reached the confidence threshold "
+                f"{self.selflabel_loss.threshold} in epoch {self.current_epoch}, so nothing trains. "
+                "Lower module.selflabel_loss.threshold (e.g. 0.9), or start from a longer-trained run"
+            )
+
+
+class TemiClustering(ClusteringModule):
+    """TEMI (Adaloglou et al., BMVC 2023) on frozen features: student heads learn from EMA teacher
+    heads on pairs of an image and one of its nearest neighbours (:class:`~vtcc.losses.TemiLoss`).
+
+    The network's cluster heads are the teachers (they cluster, as TEMI evaluates its teacher);
+    the students are copies that the optimiser trains; after each step each teacher moves to
+    ``teacher_momentum * teacher + (1 - teacher_momentum) * student``. The last layer of the
+    students stays fixed for ``freeze_last_layer`` epochs, as in TEMI's (DINO's) code.
+    """
+
+    def __init__(
+        self,
+        network: ClusteringNetwork,
+        temi_loss: Callable[..., TemiLoss],
+        optimizer: Callable[..., Optimizer],
+        scheduler: Callable[..., LRScheduler] | None = None,
+        compile: bool = False,
+        num_heads: int = 1,
+        teacher_momentum: float = 0.996,
+        freeze_last_layer: int = 1,
+    ) -> None:
+        super().__init__(network, optimizer, scheduler, compile, num_heads)
+        if not 0.0 <= teacher_momentum <= 1.0:
+            raise ConfigError(f"module.teacher_momentum={teacher_momentum} must be in [0, 1], e.g. 0.996")
+        self.temi_loss = temi_loss(num_clusters=network.num_clusters, num_heads=num_heads)
+        self.teacher_momentum = teacher_momentum
+        self.freeze_last_layer = freeze_last_layer
+        self.network_loaded()
+
+    def network_loaded(self) -> None:
+        """Students start as copies of the teachers (the network's heads), which never train directly."""
+        self.student_heads = copy.deepcopy(self.network.cluster_heads).requires_grad_(True)
+        self.network.cluster_heads.requires_grad_(False)
+
+    def losses(
+        self, anchor: torch.Tensor, neighbor: torch.Tensor, cluster: bool = True
+    ) -> dict[str, torch.Tensor]:
+        features = [self.network.features(anchor), self.network.features(neighbor)]
+        students = [[head.logits(f) for f in features] for head in self.student_heads]
+        with torch.no_grad():
+            teachers = [[head.logits(f) for f in features] for head in self.network.cluster_heads]
+        head_losses = self.temi_loss(students, teachers)
+        return {"loss": head_losses.mean(), "head_losses": head_losses}
+
+    def on_after_backward(self) -> None:
+        if self.current_epoch < self.freeze_last_layer:
+            for head in self.student_heads:
+                for parameter in head.mlp[-1].parameters():
+                    parameter.grad = None
+
+    @torch.no_grad()
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        m = self.teacher_momentum
+        for student, teacher in zip(
+            self.student_heads.parameters(), self.network.cluster_heads.parameters(), strict=True
+        ):
+            teacher.mul_(m).add_(student.detach(), alpha=1 - m)

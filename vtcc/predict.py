@@ -82,7 +82,7 @@ def predict(cfg: DictConfig) -> Path:
         if batch.shape[1] == 1 and len(data.mean) == 3:  # gray data under an RGB (pretrained) model
             batch = batch.expand(-1, 3, -1, -1)
         images = transform(batch.to(device))
-        z, p = network(images)
+        z, p = network.embed_and_assign(images)
         confidence, cluster = p.max(dim=1)
         clusters.append(cluster.cpu())
         confidences.append(confidence.cpu())

@@ -17,12 +17,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from vtcc.data.features import wrap_for_network
 from vtcc.data_defaults import resolve_data_defaults
 from vtcc.errors import ConfigError
+from vtcc.init_from import command_line_overrides, load_run_weights, take_run_settings
 from vtcc.k_selection import check_criterion, choose, embed, score_candidates, search_range, write_table
 from vtcc.models.pretrained import pretrained_data_config
 from vtcc.module import validation_metrics
 from vtcc.utils.callbacks import StoreConfig, TimeBudget
 from vtcc.utils.checkpoint import (
     CONFIG_KEY,
+    NON_STRUCTURAL,
     AtomicCheckpointIO,
     config_differences,
     find_checkpoints,
@@ -69,8 +71,6 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     )
 
 
-# Settings that change neither a weight shape nor what is trained: a run may resume with others.
-NON_STRUCTURAL = {"grad_checkpointing", "drop_path_rate", "pretrained", "checkpoint", "weight_init"}
 # What identifies the data a run trains on (loader settings such as batch size may change).
 DATA_IDENTITY = ("_target_", "root", "name", "dataset", "image_size", "in_chans", "eval_split")
 
@@ -156,6 +156,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     check_output_dir(output_dir, cfg.get("overwrite", False))
     loggers = build_loggers(cfg.get("logger"))  # a missing optional extra stops before any work
+    initial = start_from(cfg)  # init_from: that run's model, K and data
     adapt_to_model(cfg)
     resolve_data_defaults(cfg)  # data=folder/npz: channels, size, statistics, augmentation from the images
     datamodule = instantiate(cfg.data)
@@ -171,6 +172,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = wrap_for_network(cfg, datamodule, network)
     datamodule.setup("fit")  # with a frozen backbone: extract or load the cached features now
     module = instantiate(cfg.module, network=network)
+    if initial is not None and not ckpt_path:  # a resumed run has its own weights
+        load_run_weights(module, initial, str(cfg.init_from))
     if candidates:
         module = search_k(cfg, module, datamodule, candidates, output_dir)  # sets the integer K
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -198,6 +201,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log.info("final metrics: %s", _format(metrics))
     log.info("outputs in %s", output_dir)
     return metrics
+
+
+def start_from(cfg: DictConfig) -> dict[str, Any] | None:
+    """``init_from``: the checkpoint whose weights the run starts from (its settings now in ``cfg``)."""
+    needs_run = str(cfg.module.get("_target_", "")).endswith("SelfLabelClustering")
+    if not cfg.get("init_from"):
+        if needs_run:
+            raise ConfigError(
+                "objective=selflabel starts from a trained run: add init_from=<its .ckpt> "
+                "(e.g. outputs/train/runs/<run>/checkpoints/last.ckpt)"
+            )
+        return None
+    if cfg.get("num_clusters") == "auto":
+        raise ConfigError("init_from takes K from its checkpoint: drop num_clusters=auto")
+    return take_run_settings(cfg, command_line_overrides())
 
 
 def refine_epochs(cfg: DictConfig) -> int:
@@ -245,7 +263,7 @@ def search_k(cfg: DictConfig, module, datamodule, candidates: list[int], output_
     )
     cfg.num_clusters = chosen
     network = module.network
-    network.reset_cluster_head(chosen)
+    network.reset_cluster_heads(chosen)
     return instantiate(cfg.module, network=network)
 
 

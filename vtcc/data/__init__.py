@@ -10,7 +10,13 @@ from vtcc.data.datasets import ImageArrays, load_digits
 from vtcc.data.folder import load_image_folder, load_npz
 from vtcc.data.in_memory import InMemoryDataModule
 from vtcc.data.streaming import StreamingFolderDataModule
-from vtcc.data.transforms import EvalTransform, TwinViewAugmentation, rgb_view, small_image_view
+from vtcc.data.transforms import (
+    EvalTransform,
+    TwinViewAugmentation,
+    rgb_view,
+    small_image_view,
+    strong_view,
+)
 
 __all__ = [
     "DatasetNotFoundError",
@@ -29,4 +35,5 @@ __all__ = [
     "rgb_view",
     "StreamingFolderDataModule",
     "small_image_view",
+    "strong_view",
 ]

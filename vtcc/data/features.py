@@ -26,6 +26,8 @@ from vtcc.utils.progress import Progress
 
 log = logging.getLogger("vtcc")
 
+PAIRINGS = ("views", "neighbors", "weak_strong")
+
 
 def cache_key(parts: dict[str, Any]) -> str:
     """A short hash of everything the cached features depend on (model, weights file, data, transform)."""
@@ -45,8 +47,9 @@ class CachedFeatureDataModule(LightningDataModule):
     ``(features, labels, indices)`` of the evaluation transform for evaluation.
 
     ``num_views`` augmented views per image (even: each augmentation pass yields two), stored in
-    ``cache_dir/<key>.pt``. ``pairing``: ``views`` (two views of an image) or ``neighbors``
-    (a view of an image and a view of one of its ``num_neighbors`` nearest neighbours).
+    ``cache_dir/<key>.pt``. ``pairing``: ``views`` (two views of an image), ``neighbors`` (a view of
+    an image and a view of one of its ``num_neighbors`` nearest neighbours), or ``weak_strong`` (the
+    first and second view of one augmentation pass, as self-labelling's ``augment=selflabel`` makes).
     """
 
     def __init__(
@@ -66,8 +69,8 @@ class CachedFeatureDataModule(LightningDataModule):
         super().__init__()
         if num_views < 2 or num_views % 2:
             raise ConfigError(f"features.num_views={num_views} must be an even number >= 2")
-        if pairing not in ("views", "neighbors"):
-            raise ConfigError(f"features.pairing={pairing!r} is unknown: use views or neighbors")
+        if pairing not in PAIRINGS:
+            raise ConfigError(f"features.pairing={pairing!r} is unknown: use one of {', '.join(PAIRINGS)}")
         self.source = source
         self.backbone = backbone
         self.path = Path(cache_dir) / f"{key}.pt"
@@ -214,9 +217,13 @@ class CachedFeatureDataModule(LightningDataModule):
         )
 
     def training_pairs(self, batch: tuple[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two views drawn per image (distinct), or a view of the image and of a random neighbour."""
+        """Two views drawn per image (distinct), a view of the image and of a random neighbour, or
+        the two views of one augmentation pass (weak, strong)."""
         (index,) = batch
         views = self.cache["views"]
+        if self.pairing == "weak_strong":
+            first = 2 * torch.randint(self.num_views // 2, (len(index),))
+            return views[first, index], views[first + 1, index]
         first = torch.randint(self.num_views, (len(index),))
         if self.pairing == "neighbors":
             neighbors = self.cache["neighbors"][index]
@@ -245,7 +252,7 @@ def wrap_for_network(cfg: Any, datamodule: InMemoryDataModule, network: nn.Modul
     if getattr(network, "mode", None) != "frozen" or not features or not features.cache:
         if features and features.get("pairing") == "neighbors":
             raise ConfigError(
-                "objective=scan needs neighbours from a frozen backbone: "
+                "objective=scan and objective=temi need neighbours from a frozen backbone: "
                 "use model=pretrained model.mode=frozen"
             )
         return datamodule

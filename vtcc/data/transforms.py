@@ -13,6 +13,8 @@ import kornia.augmentation as K
 import torch
 from torch import nn
 
+from vtcc.errors import ConfigError
+
 
 def _to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
@@ -108,6 +110,59 @@ def rgb_view(
     if hflip_last:
         ops.append(flip)
     ops.append(K.Normalize(mean=torch.tensor(mean), std=torch.tensor(std)))
+    return nn.Sequential(*ops)
+
+
+# SCAN's strong augmentation (data/augment.py): 4 ops drawn with replacement per image from 14
+# (Identity among them), each at a uniform random magnitude, then Cutout. Here each kornia op applies
+# per image with the probability SCAN gives it, 1 - (13/14)^4 = 0.257 for 4 draws.
+RANDAUGMENT_OPS = 14
+
+
+def strong_view(
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    num_ops: int = 4,
+    hflip_p: float = 0.5,
+    cutout_scale: Sequence[float] = (0.02, 0.25),
+) -> nn.Sequential:
+    """SCAN's strong view (self-labelling): flip, RandAugment-style ops, normalise, Cutout.
+
+    kornia ops drawn per image (kornia's ``RandAugment`` picks one set of ops per batch): auto
+    contrast, equalize, rotate (30 deg), solarize, saturation (colour images), contrast, brightness,
+    sharpness (0.05-0.95), shear x / y (0.1, i.e. 5.7 deg), translate x / y (10 %), posterize (4-8 bits).
+    Cutout: a square of up to half the side (``cutout_scale`` of the area) set to 0 after normalising.
+    """
+    if not isinstance(hflip_p, int | float):
+        raise ConfigError(
+            f"augment.view_b.hflip_p={hflip_p!r}: 'auto' is decided from init_from's run; "
+            "give a number (0 or 0.5)"
+        )
+    p = 1 - (1 - 1 / RANDAUGMENT_OPS) ** num_ops
+    shear = math.degrees(math.atan(0.1))
+    ops: list[nn.Module] = [
+        K.Resize((image_size, image_size), antialias=True),
+        K.RandomHorizontalFlip(p=hflip_p),
+        K.RandomAutoContrast(p=p),
+        K.RandomEqualize(p=p),
+        K.RandomRotation(degrees=30.0, p=p),
+        K.RandomSolarize(thresholds=0.5, additions=0.0, p=p),
+    ]
+    if len(mean) == 3:
+        ops.append(K.RandomSaturation(saturation=(0.05, 0.95), p=p))
+    ops += [
+        K.RandomContrast(contrast=(0.05, 0.95), p=p),
+        K.RandomBrightness(brightness=(0.05, 0.95), p=p),
+        K.RandomSharpness(sharpness=(0.05, 0.95), p=p),
+        K.RandomShear(shear=(-shear, shear, 0.0, 0.0), p=p),
+        K.RandomShear(shear=(0.0, 0.0, -shear, shear), p=p),
+        K.RandomTranslate(translate_x=(-0.1, 0.1), translate_y=(0.0, 0.0), p=p),
+        K.RandomTranslate(translate_x=(0.0, 0.0), translate_y=(-0.1, 0.1), p=p),
+        K.RandomPosterize(bits=(4.0, 8.0), p=p),
+        K.Normalize(mean=torch.tensor(mean), std=torch.tensor(std)),
+        K.RandomErasing(scale=tuple(cutout_scale), ratio=(1.0, 1.0), value=0.0, p=1.0),
+    ]
     return nn.Sequential(*ops)
 
 

@@ -9,17 +9,25 @@ from torch import nn
 from vtcc.errors import ConfigError
 from vtcc.losses.nt_xent import at_least_float32
 
-HEAD_STYLES = ("vtcc", "cc")
+HEAD_STYLES = ("vtcc", "cc", "linear", "temi")
+TEMI_BOTTLENECK = 256
 
 
 def projection_mlp(in_dim: int, hidden_dim: int, out_dim: int, style: str = "vtcc") -> nn.Sequential:
     """``(B, in_dim) -> (B, out_dim)``.
 
     ``"vtcc"``: Linear-BN-ReLU-Linear-BN-ReLU-Linear (VTCC, after MoCo v3);
-    ``"cc"``: Linear-ReLU-Linear (the original Contrastive Clustering heads).
+    ``"cc"``: Linear-ReLU-Linear (the original Contrastive Clustering heads);
+    ``"linear"``: one Linear (SCAN's clustering head on pretrained features);
+    ``"temi"``: TEMI's (DINO's) head: Linear-GELU-Linear to 256, L2 normalisation, then a
+    weight-normalised Linear without bias (weights truncated-normal, std 0.02; norms start at 1).
     """
     if style not in HEAD_STYLES:
         raise ConfigError(f"head style {style!r} is unknown: use one of {', '.join(HEAD_STYLES)}")
+    if style == "linear":
+        return nn.Sequential(nn.Linear(in_dim, out_dim))
+    if style == "temi":
+        return temi_head(in_dim, hidden_dim, out_dim)
     if style == "cc":
         return nn.Sequential(
             nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim)
@@ -33,6 +41,23 @@ def projection_mlp(in_dim: int, hidden_dim: int, out_dim: int, style: str = "vtc
         nn.ReLU(inplace=True),
         nn.Linear(hidden_dim, out_dim),
     )
+
+
+class L2Normalize(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=-1)
+
+
+def temi_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """TEMI's ``DINOHead`` with its defaults (2 layers, no BatchNorm, ``norm_last_layer=False``)."""
+    layers = [nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, TEMI_BOTTLENECK)]
+    for layer in layers[::2]:
+        nn.init.trunc_normal_(layer.weight, std=0.02)
+        nn.init.zeros_(layer.bias)
+    last = nn.utils.parametrizations.weight_norm(nn.Linear(TEMI_BOTTLENECK, out_dim, bias=False))
+    with torch.no_grad():
+        last.parametrizations.weight.original0.fill_(1.0)  # the norm g of each output row
+    return nn.Sequential(*layers, L2Normalize(), last)
 
 
 class InstanceProjector(nn.Module):
@@ -59,5 +84,9 @@ class ClusterProjector(nn.Module):
         self.num_clusters = num_clusters
         self.mlp = projection_mlp(in_dim, hidden_dim, num_clusters, style)
 
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Scores before the softmax, in at least float32 (for losses that set their own temperature)."""
+        return at_least_float32(self.mlp(features))
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(at_least_float32(self.mlp(features)), dim=1)
+        return torch.softmax(self.logits(features), dim=1)

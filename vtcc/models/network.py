@@ -12,10 +12,12 @@ from vtcc.models.heads import ClusterProjector, InstanceProjector
 
 
 class ClusteringNetwork(nn.Module):
-    """Shared backbone feeding an instance projector and a cluster projector.
+    """Shared backbone feeding an instance projector and ``num_heads`` cluster projectors.
 
     ``backbone`` maps ``(B, C, H, W)`` to ``(B, D)`` and exposes ``num_features = D``.
     ``hidden_dim`` defaults to ``4 D`` for VTCC heads and ``D`` for Contrastive Clustering's.
+    Several cluster heads train side by side (SCAN, TEMI); ``best_head`` (a buffer, so checkpoints
+    keep it) is the one with the lowest training loss, and the one evaluation and prediction use.
     """
 
     def __init__(
@@ -25,35 +27,62 @@ class ClusteringNetwork(nn.Module):
         instance_dim: int = 128,
         hidden_dim: int | None = None,
         head_style: str = "vtcc",
+        num_heads: int = 1,
     ) -> None:
         super().__init__()
         feature_dim = int(backbone.num_features)
         hidden = hidden_dim or (4 * feature_dim if head_style == "vtcc" else feature_dim)
         self.backbone = backbone
         self.instance_projector = InstanceProjector(feature_dim, hidden, instance_dim, head_style)
-        self.cluster_projector = ClusterProjector(feature_dim, hidden, num_clusters, head_style)
         self._cluster_head_shape = (feature_dim, hidden, head_style)
+        self.register_buffer("best_head", torch.zeros((), dtype=torch.long))
+        self.cluster_heads = self._new_heads(num_clusters, num_heads)
+        self.register_load_state_dict_pre_hook(_single_head_keys)
 
-    def reset_cluster_head(self, num_clusters: int) -> None:
-        """A fresh cluster projector for ``num_clusters`` (num_clusters=auto, once K is chosen)."""
+    def _new_heads(self, num_clusters: int, num_heads: int) -> nn.ModuleList:
+        if num_heads < 1:
+            raise ConfigError(f"module.num_heads={num_heads}: train at least 1 cluster head")
         feature_dim, hidden, style = self._cluster_head_shape
-        device = next(self.cluster_projector.parameters()).device
-        self.cluster_projector = ClusterProjector(feature_dim, hidden, num_clusters, style).to(device)
+        return nn.ModuleList(
+            ClusterProjector(feature_dim, hidden, num_clusters, style) for _ in range(num_heads)
+        )
+
+    def reset_cluster_heads(self, num_clusters: int, num_heads: int | None = None) -> None:
+        """Fresh cluster projectors: for ``num_clusters`` (num_clusters=auto, once K is chosen) or
+        for ``num_heads`` heads; the best head is the first until training losses say otherwise."""
+        device = self.best_head.device
+        self.cluster_heads = self._new_heads(num_clusters, num_heads or self.num_heads).to(device)
+        self.best_head.zero_()
+
+    @property
+    def num_heads(self) -> int:
+        return len(self.cluster_heads)
+
+    @property
+    def cluster_projector(self) -> ClusterProjector:
+        """The head that clusters: the best one (lowest training loss) when there are several."""
+        return self.cluster_heads[int(self.best_head)]
 
     @property
     def num_clusters(self) -> int:
-        return self.cluster_projector.num_clusters
+        return self.cluster_heads[0].num_clusters
 
     def features(self, inputs: torch.Tensor) -> torch.Tensor:
         """Images ``(B, C, H, W)`` through the backbone; ``(B, D)`` inputs are features already (cached)."""
         return inputs if inputs.ndim == 2 else self.backbone(inputs)
 
-    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return instance vectors ``(B, instance_dim)`` and cluster probabilities ``(B, K)``.
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Return instance vectors ``(B, instance_dim)`` and every head's cluster probabilities ``(B, K)``.
 
         Call it once per view: BatchNorm layers then normalise each view with its own batch
         statistics, as the official VTCC and Contrastive Clustering networks do.
         """
+        features = self.features(inputs)
+        return self.instance_projector(features), [head(features) for head in self.cluster_heads]
+
+    @torch.no_grad()
+    def embed_and_assign(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Instance vectors and the best head's probabilities, for evaluation and prediction."""
         features = self.features(inputs)
         return self.instance_projector(features), self.cluster_projector(features)
 
@@ -67,6 +96,7 @@ def vtcc_network(
     num_clusters: int,
     instance_dim: int = 128,
     hidden_dim: int | None = None,
+    head_style: str = "vtcc",
     **backbone: Any,
 ) -> ClusteringNetwork:
     """VTCC: a conv-stem ViT trained from scratch under both projectors.
@@ -76,9 +106,7 @@ def vtcc_network(
     """
     from vtcc.models.vit import vit_conv_stem
 
-    return ClusteringNetwork(
-        vit_conv_stem(**backbone), num_clusters, instance_dim=instance_dim, hidden_dim=hidden_dim
-    )
+    return ClusteringNetwork(vit_conv_stem(**backbone), num_clusters, instance_dim, hidden_dim, head_style)
 
 
 def timm_network(
@@ -104,3 +132,11 @@ def timm_network(
     except RuntimeError as error:
         raise ConfigError(f"timm has no model {name!r}: pick one from timm.list_models()") from error
     return ClusteringNetwork(backbone, num_clusters, instance_dim, hidden_dim, head_style)
+
+
+def _single_head_keys(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Checkpoints from before several heads (``cluster_projector.*``) load as head 0."""
+    old = f"{prefix}cluster_projector."
+    for key in [k for k in state_dict if k.startswith(old)]:
+        state_dict[f"{prefix}cluster_heads.0.{key[len(old) :]}"] = state_dict.pop(key)
+    state_dict.setdefault(f"{prefix}best_head", torch.zeros((), dtype=torch.long))

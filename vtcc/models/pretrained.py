@@ -133,7 +133,9 @@ class PretrainedClusteringNetwork(ClusteringNetwork):
     def param_groups(self, lr: float, weight_decay: float = 0.0) -> list[dict[str, Any]]:
         """Optimizer groups: heads at ``lr``, the trainable backbone at its scaled rates; in ``full``
         mode the backbone's weights decay by ``weight_decay`` (biases and norms do not)."""
-        heads = [p for name, p in self.named_parameters() if not name.startswith("backbone.")]
+        heads = [
+            p for name, p in self.named_parameters() if not name.startswith("backbone.") and p.requires_grad
+        ]
         groups: list[dict[str, Any]] = [{"params": heads, "lr": lr}]
         if self.mode == "partial":
             trainable = [p for p in self.backbone.parameters() if p.requires_grad]

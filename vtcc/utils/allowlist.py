@@ -13,6 +13,7 @@ from typing import Any
 # Every callable that vtcc's own configs construct (conf/**/*.yaml), and nothing else of vtcc.
 VTCC_TARGETS = frozenset(
     {
+        "vtcc.data.EvalTransform",
         "vtcc.data.InMemoryDataModule",
         "vtcc.data.StreamingFolderDataModule",
         "vtcc.data.TwinViewAugmentation",
@@ -27,14 +28,19 @@ VTCC_TARGETS = frozenset(
         "vtcc.data.load_stl10",
         "vtcc.data.rgb_view",
         "vtcc.data.small_image_view",
+        "vtcc.data.strong_view",
         "vtcc.losses.ClusterLoss",
+        "vtcc.losses.ConfidenceCrossEntropy",
         "vtcc.losses.InstanceLoss",
         "vtcc.losses.ScanLoss",
+        "vtcc.losses.TemiLoss",
         "vtcc.models.pretrained.pretrained_network",
         "vtcc.models.timm_network",
         "vtcc.models.vtcc_network",
         "vtcc.module.ContrastiveClustering",
         "vtcc.module.ScanClustering",
+        "vtcc.module.SelfLabelClustering",
+        "vtcc.module.TemiClustering",
         "vtcc.optim.warmup_cosine",
         "vtcc.utils.callbacks.EpochThroughput",
         "vtcc.utils.callbacks.SaveOnInterrupt",

@@ -109,6 +109,10 @@ def sync_directory(folder: Path) -> None:
         os.close(handle)
 
 
+# Model settings that change no weight's shape: a run may resume or start from weights trained with others.
+NON_STRUCTURAL = {"grad_checkpointing", "drop_path_rate", "pretrained", "checkpoint", "weight_init"}
+
+
 def config_differences(stored: dict[str, Any], current: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
     """``section.key: stored -> current`` for every setting under ``keys`` that differs."""
     differences = []

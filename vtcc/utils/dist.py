@@ -42,3 +42,12 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     if world_size() == 1:
         return tensor
     return _GatherWithGrad.apply(tensor)
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """The mean of ``tensor`` over processes (no gradient), e.g. a batch statistic under DDP."""
+    if world_size() == 1:
+        return tensor
+    tensor = tensor.clone()
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor / world_size()

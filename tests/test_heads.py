@@ -1,0 +1,98 @@
+"""Several cluster heads side by side, chosen by training loss (never labels), and SCAN's linear head."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from tests.conftest import compose_train
+from tests.test_pretrained import run, weights  # noqa: F401  (the fixture)
+from tests.test_reliability import last_checkpoint
+from vtcc.data import load_digits
+from vtcc.models.network import ClusteringNetwork
+from vtcc.train import train
+
+
+class Flat(nn.Module):
+    num_features = 6
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+
+def test_the_lowest_mean_training_loss_chooses_the_head_and_evaluation_uses_it(tiny_cfg):
+    module = instantiate(tiny_cfg.module, network=instantiate(tiny_cfg.model), num_heads=3)
+    module._trainer = SimpleNamespace(strategy=SimpleNamespace(reduce=lambda t, reduce_op: t))
+    module.on_train_epoch_start()
+    for losses in ([3.0, 1.0, 2.5], [3.0, 2.0, 0.4]):  # means 3.0, 1.5, 1.45: head 2
+        module._track_head_losses(torch.tensor(losses))
+    module._choose_best_head()
+    assert int(module.network.best_head) == 2
+    images = torch.rand(4, 1, 8, 8)
+    module.network.eval()
+    features = module.network.backbone(images)
+    expected = module.network.cluster_heads[2](features)
+    torch.testing.assert_close(module.network.cluster_probabilities(images), expected)
+    _, p = module.network.embed_and_assign(images)
+    torch.testing.assert_close(p, expected)
+
+
+def test_a_checkpoint_from_before_several_heads_loads_as_head_zero():
+    network = ClusteringNetwork(Flat(), num_clusters=3, hidden_dim=4, head_style="cc")
+    old = {k.replace("cluster_heads.0.", "cluster_projector."): v for k, v in network.state_dict().items()}
+    del old["best_head"]
+    fresh = ClusteringNetwork(Flat(), num_clusters=3, hidden_dim=4, head_style="cc")
+    fresh.load_state_dict(old)
+    for key, value in network.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+
+
+def test_the_linear_head_is_one_linear_layer():
+    network = ClusteringNetwork(Flat(), num_clusters=5, head_style="linear")
+    layers = list(network.cluster_projector.mlp)
+    assert len(layers) == 1 and isinstance(layers[0], nn.Linear)
+    assert layers[0].in_features == 6 and layers[0].out_features == 5
+
+
+def test_labels_never_choose_the_head(tmp_path):
+    """The same images with shuffled labels train to the same weights and the same best head."""
+    arrays = load_digits()
+    images = arrays.images[:512, 0].numpy()
+    labels = arrays.labels[:512].numpy()
+    shuffled = np.random.default_rng(0).permutation(labels)
+    for name, y in (("true", labels), ("shuffled", shuffled)):
+        np.savez(tmp_path / f"{name}.npz", x=images, y=y)
+        settings = [
+            "data=npz",
+            f"data.root={tmp_path / name}.npz",
+            "data.in_chans=1",
+            "data.mean=[0.3]",
+            "data.std=[0.4]",
+            "module.num_heads=3",
+            "trainer.max_epochs=3",
+        ]
+        train(compose_train(tmp_path / name, settings))
+    a, b = last_checkpoint(tmp_path / "true"), last_checkpoint(tmp_path / "shuffled")
+    assert a["state_dict"]["network.best_head"] == b["state_dict"]["network.best_head"]
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+
+
+def test_scan_with_linear_heads_on_frozen_features(tmp_path, weights):  # noqa: F811
+    _, checkpoint = run(
+        tmp_path,
+        weights,
+        "objective=scan",
+        "features.num_neighbors=5",
+        "model.head_style=linear",
+        "module.num_heads=4",
+    )
+    state = checkpoint["state_dict"]
+    heads = {k.split(".")[2] for k in state if k.startswith("network.cluster_heads.")}
+    assert heads == {"0", "1", "2", "3"}
+    assert state["network.cluster_heads.0.mlp.0.weight"].shape == (10, 192)  # Linear(D=192, K=10)
+    assert "network.cluster_heads.0.mlp.1.weight" not in state

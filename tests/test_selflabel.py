@@ -1,0 +1,195 @@
+"""Self-labelling (SCAN's third step) from a finished run: the loss, the strong view, init_from,
+eval / predict / resume on its checkpoints, and the bad-input lines."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from tests.conftest import compose_train
+from tests.test_reliability import assert_same_training_state, last_checkpoint
+from vtcc.data import strong_view
+from vtcc.errors import ConfigError
+from vtcc.evaluate import evaluate
+from vtcc.init_from import load_run_weights, take_run_settings
+from vtcc.losses import ConfidenceCrossEntropy
+from vtcc.train import train
+from vtcc.utils.cli import CONFIG_DIR, run_safely
+
+SELFLABEL = ["objective=selflabel", "module.selflabel_loss.threshold=0.5"]
+
+
+def test_confident_cross_entropy_matches_scans_balanced_loss_by_hand():
+    """Rows 0, 1, 3 are confident (>= 0.9; row 3 exactly at it), labels 0, 0, 2: weights n / n_c =
+    3/2, 3/2, 3; the mean is weighted: sum w_i ce_i / sum w_i (F.cross_entropy with weight)."""
+    p_weak = torch.tensor([[0.95, 0.03, 0.02], [0.92, 0.05, 0.03], [0.5, 0.3, 0.2], [0.05, 0.05, 0.9]])
+    logits = torch.tensor([[2.0, 0.0, 1.0], [0.5, 1.5, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.3]])
+
+    def ce(row: list[float], label: int) -> float:
+        return -row[label] + math.log(sum(math.exp(v) for v in row))
+
+    weights, terms = [1.5, 1.5, 3.0], [ce([2.0, 0.0, 1.0], 0), ce([0.5, 1.5, 0.0], 0), ce([1.0, 0.0, 0.3], 2)]
+    expected = sum(w * t for w, t in zip(weights, terms, strict=True)) / sum(weights)
+    loss, confident = ConfidenceCrossEntropy(threshold=0.9)(p_weak, logits)
+    assert confident.tolist() == [True, True, False, True]
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    unbalanced, _ = ConfidenceCrossEntropy(threshold=0.9, balance=False)(p_weak, logits)
+    assert unbalanced.item() == pytest.approx(sum(terms) / 3, rel=1e-6)
+
+
+def test_no_confident_image_gives_a_zero_loss_that_still_backpropagates():
+    logits = torch.zeros(4, 3, requires_grad=True)
+    loss, confident = ConfidenceCrossEntropy(threshold=0.99)(torch.full((4, 3), 1 / 3), logits)
+    assert not confident.any() and loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(logits.grad, torch.zeros(4, 3))
+
+
+@pytest.mark.parametrize("threshold", [0.0, -0.1, 1.5])
+def test_a_threshold_outside_zero_one_is_refused(threshold):
+    with pytest.raises(ConfigError, match=r"must be in \(0, 1\]"):
+        ConfidenceCrossEntropy(threshold=threshold)
+
+
+def test_strong_view_draws_its_ops_per_image_and_cuts_out_a_square():
+    torch.manual_seed(0)
+    images = torch.rand(1, 3, 16, 16).expand(64, -1, -1, -1).contiguous()
+    view = strong_view(16, [0.5] * 3, [0.25] * 3, hflip_p=0.0, cutout_scale=(0.25, 0.25))
+    out = view(images)
+    assert out.shape == (64, 3, 16, 16)
+    distinct = {tuple(x.flatten()[:50].tolist()) for x in out}
+    assert len(distinct) > 32  # kornia's RandAugment would give one set of ops to the whole batch
+    zeros = (out == 0).all(dim=1).flatten(1).sum(dim=1)  # Cutout: a square of 0 after normalising
+    assert (zeros >= 64).all()  # a quarter of the 256 pixels, kornia keeps the square inside
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory) -> Path:
+    """A finished 2-epoch contrastive run with two cluster heads."""
+    run = tmp_path_factory.mktemp("base") / "run"
+    train(compose_train(run, ["module.num_heads=2", "trainer.max_epochs=3"]))
+    return run
+
+
+def selflabel(output: Path, base: Path, *extra: str) -> dict[str, float]:
+    ckpt = base / "checkpoints" / "last.ckpt"
+    return train(compose_train(output, [*SELFLABEL, f"init_from={ckpt}", *extra], resolve=False))
+
+
+def test_selflabel_starts_from_the_runs_best_head_and_trains_a_new_run(base_run, tmp_path):
+    base = last_checkpoint(base_run)
+    best = int(base["state_dict"]["network.best_head"])
+    cfg = compose_train(
+        tmp_path / "s", [*SELFLABEL, f"init_from={base_run}/checkpoints/last.ckpt"], resolve=False
+    )
+    from hydra.utils import instantiate
+
+    checkpoint = take_run_settings(cfg, overrides=[])
+    assert cfg.num_clusters == 10 and cfg.data.image_size == 8 and cfg.model.embed_dim == 32
+    assert cfg.augment.view_b.hflip_p == 0.0  # digits trained without flips
+    module = instantiate(cfg.module, network=instantiate(cfg.model))
+    load_run_weights(module, checkpoint, "base")
+    state = module.network.state_dict()
+    assert module.network.num_heads == 1 and int(state["best_head"]) == 0
+    for key, value in state.items():
+        source = key.replace("cluster_heads.0.", f"cluster_heads.{best}.")
+        if key != "best_head":
+            assert torch.equal(value, base["state_dict"][f"network.{source}"]), key
+
+    metrics = selflabel(tmp_path / "run", base_run)
+    stored = json.loads((tmp_path / "run" / "final_metrics.json").read_text())
+    assert stored["acc"] == pytest.approx(metrics["acc"])
+    new = last_checkpoint(tmp_path / "run")
+    assert new["epoch"] == 1 and new["vtcc_config"]["init_from"].endswith("last.ckpt")
+    with open(tmp_path / "run" / "logs" / "metrics.csv") as handle:
+        header = handle.readline()
+    assert "train/confident_fraction" in header
+
+
+def test_eval_predict_and_resume_work_on_a_selflabel_run(base_run, tmp_path, predict_in_process):
+    selflabel(tmp_path / "whole", base_run, "trainer.max_epochs=2")
+    selflabel(tmp_path / "first", base_run, "trainer.max_epochs=1")
+    selflabel(
+        tmp_path / "second",
+        base_run,
+        "trainer.max_epochs=2",
+        f"ckpt_path={tmp_path / 'first/checkpoints/last.ckpt'}",
+    )
+    assert_same_training_state(last_checkpoint(tmp_path / "whole"), last_checkpoint(tmp_path / "second"))
+
+    ckpt = tmp_path / "whole" / "checkpoints" / "last.ckpt"
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            "eval", [f"ckpt_path={ckpt}", "trainer.accelerator=cpu", f"paths.output_dir={tmp_path / 'eval'}"]
+        )
+    metrics = evaluate(cfg)
+    final = json.loads((tmp_path / "whole" / "final_metrics.json").read_text())
+    assert metrics["acc"] == pytest.approx(final["acc"], abs=1e-9)
+
+    images = tmp_path / "new_images"
+    images.mkdir()
+    for i in range(3):
+        Image.new("L", (8, 8), color=40 * i).save(images / f"{i}.png")
+    code, err = predict_in_process(tmp_path, f"ckpt_path={ckpt}", f"input={images}", "output=predicted")
+    assert code == 0, err
+    rows = (tmp_path / "predicted" / "clusters.csv").read_text().splitlines()
+    assert rows[0] == "path,cluster,confidence" and len(rows) == 4
+
+
+def test_no_confident_image_stops_with_the_fix(base_run, tmp_path, capsys):
+    ckpt = base_run / "checkpoints" / "last.ckpt"
+    cfg = compose_train(
+        tmp_path / "run",
+        ["objective=selflabel", f"init_from={ckpt}", "module.selflabel_loss.threshold=1.0"],
+        resolve=False,
+    )
+    with pytest.raises(SystemExit) as stopped:
+        run_safely(train, cfg)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert (
+        "no image reached the confidence threshold 1.0" in err
+        and "Lower module.selflabel_loss.threshold" in err
+    )
+
+
+def test_init_from_of_another_model_or_k_is_refused(base_run, tmp_path):
+    ckpt = base_run / "checkpoints" / "last.ckpt"
+    cfg = compose_train(tmp_path / "k", [*SELFLABEL, f"init_from={ckpt}", "num_clusters=5"], resolve=False)
+    with pytest.raises(ConfigError, match="clusters into K=10, not num_clusters=5"):
+        take_run_settings(cfg, overrides=["num_clusters=5"])
+    cfg = compose_train(
+        tmp_path / "m", [*SELFLABEL, f"init_from={ckpt}", "model.embed_dim=64"], resolve=False
+    )
+    with pytest.raises(ConfigError, match="has another model .*embed_dim: 32 -> 64"):
+        take_run_settings(cfg, overrides=["model.embed_dim=64"])
+    cfg = compose_train(tmp_path / "h", ["module.num_heads=3", f"init_from={ckpt}"], resolve=False)
+    checkpoint = take_run_settings(cfg, overrides=[])
+    from hydra.utils import instantiate
+
+    module = instantiate(cfg.module, network=instantiate(cfg.model))
+    with pytest.raises(ConfigError, match="has 2 cluster heads and this run trains 3"):
+        load_run_weights(module, checkpoint, str(ckpt))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["objective=selflabel"], "objective=selflabel starts from a trained run: add init_from="),
+        (["objective=selflabel", "init_from=missing.ckpt"], "init_from=missing.ckpt does not exist"),
+        (["objective=selflabel", "init_from=not_a_run.ckpt"], "is not a vtcc checkpoint"),
+        (["module.num_heads=0"], "module.num_heads=0: train at least 1 cluster head"),
+    ],
+)
+def test_bad_selflabel_input_is_one_line_and_exit_2(tmp_path, train_in_process, extra, message):
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "not_a_run.ckpt")
+    code, err = train_in_process(*extra)
+    assert code == 2 and message in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -1,0 +1,126 @@
+"""TEMI's loss pinned to the paper's equations, its EMA teachers, and a run on frozen features."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tests.test_pretrained import overrides, run, weights  # noqa: F401  (the fixture)
+from vtcc.errors import ConfigError
+from vtcc.losses import TemiLoss
+
+
+def softmax(x: np.ndarray, temperature: float) -> np.ndarray:
+    e = np.exp(x / temperature - (x / temperature).max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def temi_by_hand(students, teachers, beta, temperature=0.1, momentum=0.9):
+    """The paper's Eq. (weighted PMI with beta) for one head, written out loop by loop in numpy:
+    prior pi = m / K + (1 - m) * mean teacher probability; w_i = sum_k p1_ik p2_ik;
+    loss = mean over (v, w != v) of mean_i -w_i log sum_k (q_v,ik p_w,ik)^beta / pi_k."""
+    q = [softmax(s, temperature) for s in students]
+    p = [softmax(t, temperature) for t in teachers]
+    k = q[0].shape[1]
+    prior = momentum * np.full(k, 1 / k) + (1 - momentum) * np.concatenate(p).mean(axis=0)
+    weight = (p[0] * p[1]).sum(axis=1)
+    terms = []
+    for v in range(2):
+        for w in range(2):
+            if v == w:
+                continue
+            values = []
+            for i in range(len(weight)):
+                inner = sum((q[v][i, c] * p[w][i, c]) ** beta / prior[c] for c in range(k))
+                values.append(-weight[i] * math.log(inner))
+            terms.append(np.mean(values))
+    return np.mean(terms)
+
+
+def test_temi_loss_matches_the_paper_written_out():
+    rng = np.random.default_rng(0)
+    students = [rng.normal(size=(5, 4)) * 0.3 for _ in range(2)]
+    teachers = [rng.normal(size=(5, 4)) * 0.3 for _ in range(2)]
+    loss = TemiLoss(num_clusters=4, num_heads=1, beta=0.6)
+    value = loss([[torch.tensor(s) for s in students]], [[torch.tensor(t) for t in teachers]])
+    assert value.shape == (1,)
+    assert value.item() == pytest.approx(temi_by_hand(students, teachers, 0.6), rel=1e-5)
+
+
+def test_temi_loss_of_uniform_predictions_is_its_closed_form():
+    """Uniform q = p = 1/K and prior 1/K: sum_k (1/K^2)^beta * K = K^(2 - 2 beta), w = 1/K, so the
+    loss is -(1/K) (2 - 2 beta) log K: -0.1 * 0.8 * log 10 = -0.18420681 for K = 10, beta = 0.6."""
+    zeros = [[torch.zeros(3, 10), torch.zeros(3, 10)]]
+    value = TemiLoss(num_clusters=10, beta=0.6)(zeros, zeros)
+    assert value.item() == pytest.approx(-0.1 * 0.8 * math.log(10), rel=1e-6)
+
+
+def test_several_heads_share_one_pair_weight_and_keep_their_own_prior():
+    """The pair weight is averaged over the heads (TEMI's compute_weight); each head has its prior."""
+    rng = np.random.default_rng(1)
+    heads = [[rng.normal(size=(4, 3)) for _ in range(2)] for _ in range(2)]
+    loss = TemiLoss(num_clusters=3, num_heads=2, beta=1.0)
+    values = loss(*(2 * [[[torch.tensor(v) for v in views] for views in heads]]))
+    p = [[softmax(v, 0.1) for v in views] for views in heads]
+    weight = np.mean([(views[0] * views[1]).sum(axis=1) for views in p], axis=0)
+    for head, views in enumerate(p):
+        prior = 0.9 / 3 + 0.1 * np.concatenate(views).mean(axis=0)
+        np.testing.assert_allclose(loss.prior[head].numpy(), prior, rtol=1e-6)
+        inner = [((views[v] * views[1 - v]) / prior).sum(axis=1) for v in range(2)]
+        expected = np.mean([np.mean(-weight * np.log(x)) for x in inner])
+        assert values[head].item() == pytest.approx(expected, rel=1e-4)  # the loss runs in float32
+
+
+@pytest.mark.parametrize("settings", [{"beta": 0.0}, {"beta": 1.5}, {"student_temperature": 0.0}])
+def test_bad_temi_settings_are_refused(settings):
+    with pytest.raises(ConfigError):
+        TemiLoss(num_clusters=3, **settings)
+
+
+def test_temi_trains_student_heads_and_moves_teachers_by_ema(tmp_path, weights):  # noqa: F811
+    """A frozen-feature TEMI run: 3 heads, per-head losses logged, best head the lowest-loss one;
+    after training the teachers (the network's heads) differ from the students and from their start."""
+    _, checkpoint = run(
+        tmp_path,
+        weights,
+        "objective=temi",
+        "features.num_neighbors=5",
+        "module.num_heads=3",
+        "module.teacher_momentum=0.9",
+    )
+    state = checkpoint["state_dict"]
+    assert checkpoint["vtcc_config"]["model"]["head_style"] == "temi"
+    teacher = state["network.cluster_heads.0.mlp.0.weight"]
+    student = state["student_heads.0.mlp.0.weight"]
+    assert not torch.equal(teacher, student)
+    assert state["temi_loss.prior"].shape == (3, 10)
+    rows = (tmp_path / "logs" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    for name in ("train/head0_loss", "train/head1_loss", "train/head2_loss", "train/best_head"):
+        assert name in header
+    last = [dict(zip(header, r.split(","), strict=True)) for r in rows[1:]]
+    epoch_rows = [r for r in last if r["train/head0_loss"]]
+    losses = [float(epoch_rows[-1][f"train/head{i}_loss"]) for i in range(3)]
+    assert int(state["network.best_head"]) == int(np.argmin(losses))
+
+
+def test_teacher_moves_towards_the_student_by_the_momentum(weights, tmp_path):  # noqa: F811
+    from hydra.utils import instantiate
+
+    from tests.conftest import compose_train
+
+    settings = overrides(weights, "objective=temi", "module.teacher_momentum=0.25", "num_clusters=10")
+    cfg = compose_train(tmp_path, settings, tiny=False, resolve=False)
+    module = instantiate(cfg.module, network=instantiate(cfg.model))
+    teacher = [p.clone() for p in module.network.cluster_heads.parameters()]
+    with torch.no_grad():
+        for p in module.student_heads.parameters():
+            p.add_(1.0)
+    module.on_train_batch_end(None, None, 0)
+    for before, after, student in zip(
+        teacher, module.network.cluster_heads.parameters(), module.student_heads.parameters(), strict=True
+    ):
+        torch.testing.assert_close(after, 0.25 * before + 0.75 * student)

@@ -1,0 +1,131 @@
+"""``init_from=<a finished run's .ckpt>``: a new run (new optimiser, new folder) that starts from
+another run's weights, e.g. self-labelling after a contrastive or SCAN run.
+
+The model, K and data come from that run unless the command line sets them; a model or K that
+differs from the checkpoint's cannot take its weights and is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from vtcc.errors import ConfigError
+from vtcc.utils.checkpoint import CONFIG_KEY, NON_STRUCTURAL, config_differences, load_checkpoint
+
+log = logging.getLogger("vtcc")
+
+
+def command_line_overrides() -> list[str]:
+    """The ``key=value`` overrides of this ``vtcc-train`` call (none outside a Hydra app)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def _set_on_command_line(overrides: list[str], key: str) -> bool:
+    return any(re.match(rf"^[+~]*{re.escape(key)}([.=@]|$)", override) for override in overrides)
+
+
+def take_run_settings(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
+    """Put the model, K and data of ``cfg.init_from``'s run into ``cfg``; returns the checkpoint."""
+    path = Path(str(cfg.init_from))
+    if not path.is_file():
+        raise ConfigError(
+            f"init_from={path} does not exist: give the .ckpt of a finished vtcc run "
+            "(e.g. outputs/train/runs/<run>/checkpoints/last.ckpt)"
+        )
+    checkpoint = load_checkpoint(path)  # not a vtcc checkpoint: one clear line
+    stored = checkpoint[CONFIG_KEY]
+    if "state_dict" not in checkpoint or not stored.get("model"):
+        raise ConfigError(f"init_from={path} holds no trained network: give a vtcc training checkpoint")
+    with open_dict(cfg):
+        if _set_on_command_line(overrides, "model"):
+            current = OmegaConf.to_container(cfg.model, resolve=True)
+            differences = config_differences(
+                _structural(stored["model"]), _structural(current), tuple(_structural(stored["model"]))
+            )
+            if differences:
+                raise ConfigError(
+                    f"init_from={path} has another model ({'; '.join(differences[:3])}): drop the model "
+                    "overrides (the model comes from the checkpoint), or start without init_from"
+                )
+        else:
+            cfg.model = OmegaConf.create(stored["model"])
+        if _set_on_command_line(overrides, "num_clusters") and cfg.num_clusters != stored["num_clusters"]:
+            raise ConfigError(
+                f"init_from={path} clusters into K={stored['num_clusters']}, "
+                f"not num_clusters={cfg.num_clusters}: drop num_clusters (K comes from the checkpoint), "
+                "or start without init_from"
+            )
+        cfg.num_clusters = stored["num_clusters"]
+        if not _set_on_command_line(overrides, "data"):
+            cfg.data = OmegaConf.create(stored["data"])
+            cfg.data.train_transform = "${augment}"  # this run's augmentation, at that run's size
+    resolve_strong_flip(cfg, stored)
+    log.info(
+        "init_from=%s: its model, K=%d%s; new optimiser and run folder",
+        path,
+        cfg.num_clusters,
+        "" if _set_on_command_line(overrides, "data") else " and data",
+    )
+    return checkpoint
+
+
+def _structural(model: dict[str, Any]) -> dict[str, Any]:
+    return {"model": {k: v for k, v in model.items() if k not in NON_STRUCTURAL}}
+
+
+def resolve_strong_flip(cfg: DictConfig, stored: dict[str, Any]) -> None:
+    """``augment.view_b.hflip_p: auto`` (augment=selflabel): no flips when the run trained without
+    them (digits, text: a flip changes their meaning), else SCAN's 0.5."""
+    view = (cfg.get("augment") or {}).get("view_b") or {}
+    if view.get("hflip_p") != "auto":
+        return
+    source = (stored.get("augment") or {}).get("view_a") or {}
+    flips = (
+        not str(source.get("_target_", "")).endswith("small_image_view") and source.get("hflip_p", 0.5) > 0
+    )
+    view.hflip_p = 0.5 if flips else 0.0
+
+
+def load_run_weights(module: Any, checkpoint: dict[str, Any], path: str) -> None:
+    """The checkpoint's network weights into ``module.network``. A run with several heads gives its
+    best one (lowest training loss) to a one-head run; otherwise the head counts must match."""
+    state = {
+        k.removeprefix("network."): v for k, v in checkpoint["state_dict"].items() if k.startswith("network.")
+    }
+    state = _keep_heads(state, module.network.num_heads, path)
+    try:
+        module.network.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
+        raise ConfigError(
+            f"init_from={path} does not fit this model ({first}): drop the model overrides"
+        ) from error
+    module.network_loaded()
+
+
+def _keep_heads(state: dict[str, torch.Tensor], wanted: int, path: str) -> dict[str, torch.Tensor]:
+    if any(k.startswith("cluster_projector.") for k in state):  # a checkpoint from before several heads
+        state = {k.replace("cluster_projector.", "cluster_heads.0.", 1): v for k, v in state.items()}
+    heads = {int(k.split(".")[1]) for k in state if k.startswith("cluster_heads.")}
+    if len(heads) == wanted:
+        return state
+    if wanted != 1:
+        raise ConfigError(
+            f"init_from={path} has {len(heads)} cluster heads and this run trains {wanted}: "
+            f"set module.num_heads={len(heads)} or 1 (its best head)"
+        )
+    best = int(state.get("best_head", torch.tensor(0)))
+    kept = {k: v for k, v in state.items() if not k.startswith("cluster_heads.")}
+    prefix = f"cluster_heads.{best}."
+    kept.update({"cluster_heads.0." + k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+    kept["best_head"] = torch.zeros((), dtype=torch.long)
+    log.info("init_from: head %d of %d (the lowest training loss) continues", best, len(heads))
+    return kept

@@ -1,0 +1,43 @@
+"""Self-labelling (SCAN's third step, Van Gansbeke et al., ECCV 2020): confident predictions on a
+weak view become labels for a strong view of the same image."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vtcc.errors import ConfigError
+
+
+class ConfidenceCrossEntropy(nn.Module):
+    """SCAN's ``ConfidenceBasedCE``: ``forward(p_weak, logits_strong)`` returns ``(loss, confident)``.
+
+    Images whose weak-view probability peaks at or above ``threshold`` are labelled with that peak's
+    cluster; the loss is the cross-entropy of their strong-view logits against those labels. With
+    ``balance``, each confident image is weighted by ``n / n_c`` (``n`` confident images, ``n_c`` of
+    them in its cluster) and the mean is weighted (``F.cross_entropy``'s), as SCAN's code does, so a
+    large cluster does not take over. ``confident`` is the boolean mask; with no confident image the
+    loss is 0 (and no gradient), where SCAN's code raises.
+    (SCAN's mask is ``max > threshold``; ``>=`` differs only at exact equality and lets 1.0 be valid.)
+    """
+
+    def __init__(self, threshold: float = 0.99, balance: bool = True) -> None:
+        super().__init__()
+        if not 0.0 < threshold <= 1.0:
+            raise ConfigError(f"module.selflabel_loss.threshold={threshold} must be in (0, 1], e.g. 0.99")
+        self.threshold = threshold
+        self.balance = balance
+
+    def forward(self, p_weak: torch.Tensor, logits_strong: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        confidence, target = p_weak.detach().float().max(dim=1)
+        confident = confidence >= self.threshold
+        if not bool(confident.any()):
+            return logits_strong.sum() * 0.0, confident
+        target = target[confident]
+        weight = None
+        if self.balance:
+            counts = torch.bincount(target, minlength=logits_strong.shape[1]).float()
+            weight = torch.where(counts > 0, len(target) / counts.clamp_min(1), torch.ones_like(counts))
+        loss = F.cross_entropy(logits_strong[confident].float(), target, weight=weight)
+        return loss, confident
