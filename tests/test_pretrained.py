@@ -134,7 +134,7 @@ def test_scan_objective_on_neighbours(tmp_path, weights):
 
 
 def test_scan_needs_a_frozen_backbone(tmp_path):
-    with pytest.raises(ConfigError, match="frozen backbone"):
+    with pytest.raises(ConfigError, match="needs neighbours from a pretrained backbone"):
         train(compose_train(tmp_path, ["objective=scan", "trainer.max_epochs=1", "callbacks=none"]))
 
 
@@ -308,3 +308,38 @@ def test_extraction_states_its_cost_first_and_takes_fewer_views_on_a_cpu(tmp_pat
     assert "feature extraction: about" in caplog.text and "feature extraction: 256 images done" in caplog.text
     config = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["vtcc_config"]
     assert config["features"]["num_views"] == 4
+
+
+def test_scan_trains_the_backbone_on_fresh_views_of_mined_neighbours(tmp_path, weights):
+    """model.mode=partial: neighbours mined once from the pretrained features of the evaluation
+    view; each step pairs a fresh view of an image with a fresh view of one of its neighbours."""
+    from hydra.utils import instantiate
+
+    from vtcc.data.features import wrap_for_network
+    from vtcc.data_defaults import resolve_data_defaults
+    from vtcc.train import adapt_to_model
+
+    settings = overrides(weights, "objective=scan", "features.num_neighbors=5", "model.mode=partial")
+    cfg = compose_train(tmp_path / "pairs", [*settings, "num_clusters=10"], tiny=False, resolve=False)
+    adapt_to_model(cfg)  # the model's preprocessing and the data's auto settings, as vtcc-train does
+    resolve_data_defaults(cfg)
+    network = instantiate(cfg.model)
+    source = instantiate(cfg.data)
+    source.setup("fit")
+    pairs = wrap_for_network(cfg, source, network)
+    pairs.setup("fit")
+    with torch.no_grad():
+        images = source.model_channels(source.images_at(torch.arange(256)))
+        features = network.backbone.eval()(source.eval_transform(images))
+    assert torch.equal(pairs.neighbors, nearest_neighbors(features, 5))
+    anchors, partners = pairs._pairs((torch.arange(8),))
+    for i in range(8):
+        assert any(torch.equal(partners[i], source.images_at(j)) for j in pairs.neighbors[i])
+
+    _, checkpoint = run(tmp_path / "run", weights, *settings[-3:])
+    changed = {
+        k
+        for k, v in backbone_state(checkpoint).items()
+        if not torch.equal(v, load_file(weights / "vit.safetensors")[k])
+    }
+    assert changed and all(k.startswith(("blocks.1.", "blocks.2.", "norm.")) for k in changed)

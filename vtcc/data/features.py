@@ -243,17 +243,28 @@ class CachedFeatureDataModule(LightningDataModule):
         )
 
 
+def is_temi(cfg: Any) -> bool:
+    return str((cfg.get("module") or {}).get("_target_", "")).endswith("TemiClustering")
+
+
 def wrap_for_network(cfg: Any, datamodule: InMemoryDataModule, network: nn.Module) -> LightningDataModule:
     """With a frozen pretrained backbone and ``features.cache=true``, train the heads on cached features."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     features = cfg.get("features")
-    if getattr(network, "mode", None) != "frozen" or not features or not features.cache:
+    mode = getattr(network, "mode", None)
+    if mode != "frozen" or not features or not features.cache:
         if features and features.get("pairing") == "neighbors":
+            if mode in ("partial", "full") and not is_temi(cfg):  # SCAN training the whole network
+                from vtcc.data.neighbors import NeighborPairsDataModule
+
+                return NeighborPairsDataModule(
+                    datamodule, network.backbone, features.num_neighbors, features.get("device", "auto")
+                )
             raise ConfigError(
-                "objective=scan and objective=temi need neighbours from a frozen backbone: "
-                "use model=pretrained model.mode=frozen"
+                "objective=scan needs neighbours from a pretrained backbone (model=pretrained, any "
+                "model.mode); objective=temi trains on frozen features: use model.mode=frozen"
             )
         return datamodule
     if features.num_views == "auto":  # each view is a full backbone pass per image: fewer on a CPU

@@ -60,6 +60,11 @@ class TwinViewAugmentation(nn.Module):
         return self.view_a(images), self.view_b(images)
 
     @torch.no_grad()
+    def one_view(self, images: torch.Tensor) -> torch.Tensor:
+        """One augmented view (the first recipe), e.g. of an image and, apart, of its neighbour."""
+        return self.view_a(_to_float(images))
+
+    @torch.no_grad()
     def per_image(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The same recipe one image at a time, as DataLoader workers run it on the CPU."""
         views = [self(image[None]) for image in images]
