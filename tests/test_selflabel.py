@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from tests.conftest import compose_train
+from tests.test_pretrained import run, weights  # noqa: F401  (the fixture)
 from tests.test_reliability import assert_same_training_state, last_checkpoint
 from vtcc.data import strong_view
 from vtcc.errors import ConfigError
@@ -34,8 +35,8 @@ def test_confident_cross_entropy_matches_scans_balanced_loss_by_hand():
     def ce(row: list[float], label: int) -> float:
         return -row[label] + math.log(sum(math.exp(v) for v in row))
 
-    weights, terms = [1.5, 1.5, 3.0], [ce([2.0, 0.0, 1.0], 0), ce([0.5, 1.5, 0.0], 0), ce([1.0, 0.0, 0.3], 2)]
-    expected = sum(w * t for w, t in zip(weights, terms, strict=True)) / sum(weights)
+    balance, terms = [1.5, 1.5, 3.0], [ce([2.0, 0.0, 1.0], 0), ce([0.5, 1.5, 0.0], 0), ce([1.0, 0.0, 0.3], 2)]
+    expected = sum(w * t for w, t in zip(balance, terms, strict=True)) / sum(balance)
     loss, confident = ConfidenceCrossEntropy(threshold=0.9)(p_weak, logits)
     assert confident.tolist() == [True, True, False, True]
     assert loss.item() == pytest.approx(expected, rel=1e-6)
@@ -193,3 +194,36 @@ def test_bad_selflabel_input_is_one_line_and_exit_2(tmp_path, train_in_process, 
     assert code == 2 and message in err, err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_selflabel_on_frozen_features_pairs_the_evaluation_view_with_a_strong_view(tmp_path, weights):  # noqa: F811
+    """From a frozen-feature SCAN run: the cached first view of every pass is exactly the
+    evaluation view (weak), the second a strong view; the heads train on those pairs."""
+    _, scan = run(tmp_path / "scan", weights, "objective=scan", "features.num_neighbors=5")
+    ckpt = tmp_path / "scan" / "checkpoints" / "last.ckpt"
+    cfg = compose_train(
+        tmp_path / "sl",
+        [
+            *SELFLABEL,
+            f"init_from={ckpt}",
+            "module.selflabel_loss.threshold=0.2",
+            "features.num_views=4",
+            f"paths.log_dir={weights / 'outputs'}",
+            "trainer.max_epochs=1",
+        ],
+        tiny=False,
+        resolve=False,
+    )
+    train(cfg)
+    caches = sorted(
+        (weights / "outputs" / "cache" / "features").glob("*.pt"), key=lambda p: p.stat().st_mtime
+    )
+    cache = torch.load(caches[-1], weights_only=True)
+    torch.testing.assert_close(cache["views"][0], cache["eval"])
+    torch.testing.assert_close(cache["views"][2], cache["eval"])
+    assert not torch.allclose(cache["views"][1], cache["eval"])
+    state = last_checkpoint(tmp_path / "sl")["state_dict"]
+    assert not torch.equal(
+        state["network.cluster_heads.0.mlp.0.weight"],
+        scan["state_dict"]["network.cluster_heads.0.mlp.0.weight"],
+    )

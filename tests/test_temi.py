@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -124,3 +125,26 @@ def test_teacher_moves_towards_the_student_by_the_momentum(weights, tmp_path):  
         teacher, module.network.cluster_heads.parameters(), module.student_heads.parameters(), strict=True
     ):
         torch.testing.assert_close(after, 0.25 * before + 0.75 * student)
+
+
+def test_temi_resume_is_exact_and_eval_reproduces_its_metrics(tmp_path, weights):  # noqa: F811
+    """"whole" extracts the features, "first" finds them cached: the same run either way."""
+    from hydra import compose, initialize_config_dir
+
+    from tests.test_reliability import assert_same_training_state, last_checkpoint
+    from vtcc.evaluate import evaluate
+    from vtcc.utils.cli import CONFIG_DIR
+
+    temi = ["objective=temi", "features.num_neighbors=5", "module.num_heads=2"]
+    run(tmp_path / "whole", weights, *temi, "trainer.max_epochs=2")
+    run(tmp_path / "first", weights, *temi, "trainer.max_epochs=1")
+    first = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    run(tmp_path / "second", weights, *temi, "trainer.max_epochs=2", f"ckpt_path={first}")
+    assert_same_training_state(last_checkpoint(tmp_path / "whole"), last_checkpoint(tmp_path / "second"))
+    ckpt = tmp_path / "whole" / "checkpoints" / "last.ckpt"
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            "eval", [f"ckpt_path={ckpt}", "trainer.accelerator=cpu", f"paths.output_dir={tmp_path}/e"]
+        )
+    final = json.loads((tmp_path / "whole" / "final_metrics.json").read_text())
+    assert evaluate(cfg)["acc"] == pytest.approx(final["acc"], abs=1e-9)

@@ -144,7 +144,9 @@ class ClusteringModule(LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._eval_outputs.clear()
-        if self.trainer.training:  # an evaluation inside the epoch uses this epoch's best head
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            # An evaluation at the end of a training epoch (and the checkpoint saved after it)
+            # uses this epoch's best head; choosing again at the epoch's end gives the same one.
             self._choose_best_head()
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:

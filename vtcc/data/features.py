@@ -111,7 +111,9 @@ class CachedFeatureDataModule(LightningDataModule):
         if cache is not None:
             log.info("features loaded from %s", self.path)
         else:
-            cache = self.extract()
+            devices = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):  # a cache hit or miss leaves the same RNG
+                cache = self.extract()  # for training: the same run either way (exact resume too)
             self.computed = True
             self._save(cache)
         self.cache = cache
