@@ -128,7 +128,7 @@ def test_teacher_moves_towards_the_student_by_the_momentum(weights, tmp_path):  
 
 
 def test_temi_resume_is_exact_and_eval_reproduces_its_metrics(tmp_path, weights):  # noqa: F811
-    """"whole" extracts the features, "first" finds them cached: the same run either way."""
+    """ "whole" extracts the features, "first" finds them cached: the same run either way."""
     from hydra import compose, initialize_config_dir
 
     from tests.test_reliability import assert_same_training_state, last_checkpoint
