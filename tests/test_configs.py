@@ -22,7 +22,8 @@ def options(group: str) -> list[str]:
 @pytest.mark.parametrize("augment", options("augment"))
 def test_every_augmentation_builds_and_makes_two_views(augment):
     data = "data=digits" if augment == "small" else "data=cifar10"
-    flips = ["augment.view_b.hflip_p=0.5"] if augment == "selflabel" else []  # auto: from init_from's run
+    # auto: decided from init_from's run
+    flips = ["augment.view_b.hflip_p=0.5", "augment.view_b.base=null"] if augment == "selflabel" else []
     cfg = compose_train("x", [data, f"augment={augment}", "data.image_size=32", *flips], tiny=False)
     view_a, view_b = instantiate(cfg.augment)(torch.randint(0, 256, (4, cfg.data.in_chans, 32, 32)).byte())
     assert view_a.shape == view_b.shape == (4, cfg.data.in_chans, 32, 32)
@@ -41,6 +42,8 @@ def test_every_model_builds_under_every_objective(model, objective):
         ]
     if model == "vit_small":
         overrides += ["model.depth=1"]
+    if objective == "selflabel":  # auto: decided from init_from's run
+        overrides += ["module.selflabel_loss.threshold=0.99"]
     cfg = compose_train("x", overrides, tiny=False)
     network = instantiate(cfg.model)
     module = instantiate(cfg.module, network=network)

@@ -227,3 +227,24 @@ def test_selflabel_on_frozen_features_pairs_the_evaluation_view_with_a_strong_vi
         state["network.cluster_heads.0.mlp.0.weight"],
         scan["state_dict"]["network.cluster_heads.0.mlp.0.weight"],
     )
+
+
+def test_auto_settings_follow_the_run_it_starts_from(base_run, tmp_path):
+    """A contrastive digits run: threshold 0.9, strong view = its small-image recipe under Cutout,
+    no flips. A SCAN run with a colour recipe: SCAN's 0.99, SCAN's ops and flips."""
+    ckpt = base_run / "checkpoints" / "last.ckpt"
+    cfg = compose_train(tmp_path / "a", ["objective=selflabel", f"init_from={ckpt}"], resolve=False)
+    take_run_settings(cfg, overrides=[])
+    assert cfg.module.selflabel_loss.threshold == 0.9
+    assert cfg.augment.view_b.base._target_ == "vtcc.data.small_image_view"
+    assert cfg.augment.view_b.hflip_p == 0.0
+    stored = torch.load(ckpt, weights_only=True)
+    stored["vtcc_config"]["module"]["_target_"] = "vtcc.module.ScanClustering"
+    stored["vtcc_config"]["augment"] = {"view_a": {"_target_": "vtcc.data.rgb_view", "hflip_p": 0.5}}
+    torch.save(stored, tmp_path / "scan.ckpt")
+    cfg = compose_train(
+        tmp_path / "b", ["objective=selflabel", f"init_from={tmp_path / 'scan.ckpt'}"], resolve=False
+    )
+    take_run_settings(cfg, overrides=[])
+    assert cfg.module.selflabel_loss.threshold == 0.99
+    assert cfg.augment.view_b.base is None and cfg.augment.view_b.hflip_p == 0.5

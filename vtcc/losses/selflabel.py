@@ -24,6 +24,11 @@ class ConfidenceCrossEntropy(nn.Module):
 
     def __init__(self, threshold: float = 0.99, balance: bool = True) -> None:
         super().__init__()
+        if not isinstance(threshold, int | float):
+            raise ConfigError(
+                f"module.selflabel_loss.threshold={threshold!r}: 'auto' is decided from init_from's run; "
+                "give a number in (0, 1], e.g. 0.99"
+            )
         if not 0.0 < threshold <= 1.0:
             raise ConfigError(f"module.selflabel_loss.threshold={threshold} must be in (0, 1], e.g. 0.99")
         self.threshold = threshold
