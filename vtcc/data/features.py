@@ -19,7 +19,7 @@ from lightning.pytorch import LightningDataModule
 from torch import nn
 from torch.utils.data import DataLoader
 
-from vtcc.data.in_memory import BatchedTensors, InMemoryDataModule, keep_batch
+from vtcc.data.in_memory import BackboneOverSource, BatchedTensors, InMemoryDataModule, keep_batch
 from vtcc.errors import ConfigError
 from vtcc.losses.scan import nearest_neighbors
 from vtcc.utils.progress import Progress
@@ -42,7 +42,7 @@ def cache_key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-class CachedFeatureDataModule(LightningDataModule):
+class CachedFeatureDataModule(BackboneOverSource):
     """Wraps an image datamodule; serves ``(view_a, view_b)`` features ``(B, D)`` for training and
     ``(features, labels, indices)`` of the evaluation transform for evaluation.
 
@@ -66,13 +66,11 @@ class CachedFeatureDataModule(LightningDataModule):
         extract_batch_size: int = 256,
         device: str = "auto",
     ) -> None:
-        super().__init__()
+        super().__init__(source, backbone, device)
         if num_views < 2 or num_views % 2:
             raise ConfigError(f"features.num_views={num_views} must be an even number >= 2")
         if pairing not in PAIRINGS:
             raise ConfigError(f"features.pairing={pairing!r} is unknown: use one of {', '.join(PAIRINGS)}")
-        self.source = source
-        self.backbone = backbone
         self.path = Path(cache_dir) / f"{key}.pt"
         self.num_views = num_views
         self.pairing = pairing
@@ -80,25 +78,8 @@ class CachedFeatureDataModule(LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.extract_batch_size = extract_batch_size
-        self.device = torch.device(
-            ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-        )
         self.cache: dict[str, torch.Tensor] | None = None
         self.computed = False  # True when this instance extracted the features instead of loading them
-
-    @property
-    def num_classes(self) -> int | None:
-        return self.source.num_classes
-
-    @property
-    def labeled(self) -> bool:
-        return self.source.labeled
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def images_at(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.source.images_at(indices)
 
     def setup(self, stage: str | None = None) -> None:
         if self.cache is not None:

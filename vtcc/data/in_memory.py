@@ -293,3 +293,30 @@ class InMemoryDataModule(LightningDataModule):
         if images.shape[1] == 1 and self.channels == 3:
             return images.expand(-1, 3, -1, -1)
         return images
+
+
+class BackboneOverSource(LightningDataModule):
+    """A datamodule that serves what a backbone makes of another one's images (cached features,
+    neighbour pairs): it answers for the source's size, classes and images."""
+
+    def __init__(self, source: InMemoryDataModule, backbone: nn.Module, device: str = "auto") -> None:
+        super().__init__()
+        self.source = source
+        self.backbone = backbone
+        self.device = torch.device(
+            ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        )
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.source.num_classes
+
+    @property
+    def labeled(self) -> bool:
+        return self.source.labeled
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def images_at(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.source.images_at(indices)

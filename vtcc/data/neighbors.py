@@ -11,45 +11,25 @@ from __future__ import annotations
 import logging
 
 import torch
-from lightning.pytorch import LightningDataModule
 from torch import nn
 from torch.utils.data import DataLoader
 
-from vtcc.data.in_memory import BatchedTensors, InMemoryDataModule
+from vtcc.data.in_memory import BackboneOverSource, BatchedTensors, InMemoryDataModule
 from vtcc.losses.scan import nearest_neighbors
 from vtcc.utils.progress import Progress
 
 log = logging.getLogger("vtcc")
 
 
-class NeighborPairsDataModule(LightningDataModule):
+class NeighborPairsDataModule(BackboneOverSource):
     """Training batches ``(anchor view, neighbour view)`` of images; evaluation as the source's."""
 
     def __init__(
         self, source: InMemoryDataModule, backbone: nn.Module, num_neighbors: int = 20, device: str = "auto"
     ) -> None:
-        super().__init__()
-        self.source = source
-        self.backbone = backbone
+        super().__init__(source, backbone, device)
         self.num_neighbors = num_neighbors
-        self.device = torch.device(
-            ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-        )
         self.neighbors: torch.Tensor | None = None
-
-    @property
-    def num_classes(self) -> int | None:
-        return self.source.num_classes
-
-    @property
-    def labeled(self) -> bool:
-        return self.source.labeled
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def images_at(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.source.images_at(indices)
 
     def setup(self, stage: str | None = None) -> None:
         self.source.setup(stage)
