@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vtcc.errors import ConfigError
+from vtcc.models.network import upgrade_single_head_keys
 from vtcc.utils.checkpoint import CONFIG_KEY, NON_STRUCTURAL, config_differences, load_checkpoint
 
 log = logging.getLogger("vtcc")
@@ -44,8 +45,11 @@ def take_run_settings(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
     stored = checkpoint[CONFIG_KEY]
     if "state_dict" not in checkpoint or not stored.get("model"):
         raise ConfigError(f"init_from={path} holds no trained network: give a vtcc training checkpoint")
+    own_model, own_k, own_data = (
+        _set_on_command_line(overrides, k) for k in ("model", "num_clusters", "data")
+    )
     with open_dict(cfg):
-        if _set_on_command_line(overrides, "model"):
+        if own_model:
             current = OmegaConf.to_container(cfg.model, resolve=True)
             differences = config_differences(
                 _structural(stored["model"]), _structural(current), tuple(_structural(stored["model"]))
@@ -57,14 +61,14 @@ def take_run_settings(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
                 )
         else:
             cfg.model = OmegaConf.create(stored["model"])
-        if _set_on_command_line(overrides, "num_clusters") and cfg.num_clusters != stored["num_clusters"]:
+        if own_k and cfg.num_clusters != stored["num_clusters"]:
             raise ConfigError(
                 f"init_from={path} clusters into K={stored['num_clusters']}, "
                 f"not num_clusters={cfg.num_clusters}: drop num_clusters (K comes from the checkpoint), "
                 "or start without init_from"
             )
         cfg.num_clusters = stored["num_clusters"]
-        if not _set_on_command_line(overrides, "data"):
+        if not own_data:
             cfg.data = OmegaConf.create(stored["data"])
             cfg.data.train_transform = "${augment}"  # this run's augmentation, at that run's size
     resolve_strong_view(cfg, stored)
@@ -73,7 +77,7 @@ def take_run_settings(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
         "init_from=%s: its model, K=%d%s; new optimiser and run folder",
         path,
         cfg.num_clusters,
-        "" if _set_on_command_line(overrides, "data") else " and data",
+        "" if own_data else " and data",
     )
     return checkpoint
 
@@ -135,8 +139,7 @@ def load_run_weights(module: Any, checkpoint: dict[str, Any], path: str) -> None
 
 
 def _keep_heads(state: dict[str, torch.Tensor], wanted: int, path: str) -> dict[str, torch.Tensor]:
-    if any(k.startswith("cluster_projector.") for k in state):  # a checkpoint from before several heads
-        state = {k.replace("cluster_projector.", "cluster_heads.0.", 1): v for k, v in state.items()}
+    upgrade_single_head_keys(state)  # a checkpoint from before several heads
     heads = {int(k.split(".")[1]) for k in state if k.startswith("cluster_heads.")}
     if len(heads) == wanted:
         return state

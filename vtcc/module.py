@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,12 @@ def validation_metrics(trainer: Any, module: LightningModule, datamodule: Any) -
     """Run the evaluation split once; ``{"acc": ..., "nmi": ..., ...}`` without the ``val/`` prefix."""
     results = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     return {key.removeprefix("val/"): float(value) for key, value in results.items()}
+
+
+def per_head(terms: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two-term losses of every head, ``[(a_1, b_1), ...]``, as the tensors ``(a_h)`` and ``(b_h)``."""
+    first, second = zip(*terms, strict=True)
+    return torch.stack(first), torch.stack(second)
 
 
 class ClusteringModule(LightningModule):
@@ -276,9 +282,9 @@ class ContrastiveClustering(ClusteringModule):
         loss_instance = self.instance_loss(z_a, z_b)
         if not cluster:
             return {"loss": self.instance_weight * loss_instance, "loss_instance": loss_instance}
-        pairs = [self.cluster_loss(p_a, p_b) for p_a, p_b in zip(heads_a, heads_b, strict=True)]
-        contrastive = torch.stack([c for c, _ in pairs])
-        entropy = torch.stack([e for _, e in pairs])
+        contrastive, entropy = per_head(
+            self.cluster_loss(p_a, p_b) for p_a, p_b in zip(heads_a, heads_b, strict=True)
+        )
         head_losses = contrastive + entropy
         loss = self.instance_weight * loss_instance + self.cluster_weight * head_losses.mean()
         return {
@@ -314,12 +320,10 @@ class ScanClustering(ClusteringModule):
     ) -> dict[str, torch.Tensor]:
         features_anchor = self.network.features(anchor)
         features_neighbor = self.network.features(neighbor)
-        terms = [
+        consistency, entropy = per_head(
             self.scan_loss(head(features_anchor), head(features_neighbor))
             for head in self.network.cluster_heads
-        ]
-        consistency = torch.stack([c for c, _ in terms])
-        entropy = torch.stack([e for _, e in terms])
+        )
         head_losses = consistency + entropy
         return {
             "loss": head_losses.mean(),

@@ -134,9 +134,13 @@ def timm_network(
     return ClusteringNetwork(backbone, num_clusters, instance_dim, hidden_dim, head_style)
 
 
-def _single_head_keys(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-    """Checkpoints from before several heads (``cluster_projector.*``) load as head 0."""
+def upgrade_single_head_keys(state_dict: dict[str, Any], prefix: str = "") -> None:
+    """Checkpoints from before several heads (``cluster_projector.*``) load as head 0 (in place)."""
     old = f"{prefix}cluster_projector."
     for key in [k for k in state_dict if k.startswith(old)]:
         state_dict[f"{prefix}cluster_heads.0.{key[len(old) :]}"] = state_dict.pop(key)
     state_dict.setdefault(f"{prefix}best_head", torch.zeros((), dtype=torch.long))
+
+
+def _single_head_keys(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    upgrade_single_head_keys(state_dict, prefix)
