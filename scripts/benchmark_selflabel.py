@@ -2,15 +2,18 @@
 and TEMI on the frozen features of a trained vtcc backbone, against the contrastive heads.
 
 Usage: .venv/bin/python scripts/benchmark_selflabel.py [--out selflabel_bench] [--selflabel-epochs 50]
+       [--seeds 42 1 2]
 Runs (each a `vtcc-train`; labels only score, they choose nothing):
-  e2e_30 / e2e_100        make train's job (VTCC on digits) for 30 / 100 epochs
+  e2e_30 / e2e_100        make train's job (VTCC on digits) for 30 / 100 epochs (seed 42)
   e2e_30+sl / e2e_100+sl  objective=selflabel init_from=<its last.ckpt>
   frozen_cc               the e2e_100 backbone frozen (model=pretrained model.checkpoint=<ckpt>), contrastive heads
   frozen_scan             the same features, objective=scan (10 heads)
-  frozen_scan+sl          objective=selflabel init_from=<frozen_scan's last.ckpt> (cached weak / strong views)
+  frozen_scan+sl          objective=selflabel init_from=<frozen_scan's last.ckpt> (on the evaluation features)
   frozen_temi             objective=temi with 10 heads
-Prints ACC / NMI / ARI, the wall time of each run and its training time (the sum of the epochs'
-measured seconds: the heads' training for the frozen runs).
+Every run after the two backbones runs once per --seeds value (a run folder per seed; a
+self-labelling run starts from the checkpoint of the same seed). Prints each run's ACC / NMI / ARI,
+wall time and training time (the sum of the epochs' measured seconds: the heads' training for the
+frozen runs), then the mean over seeds of each.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import statistics
 from pathlib import Path
 
 from train_runs import run_vtcc_train  # scripts/ is on the path when a script runs
 
 FROZEN_EPOCHS = 50
+METRICS = ("acc", "nmi", "ari")
 
 
 def training_seconds(run_dir: Path) -> float:
@@ -34,21 +39,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("selflabel_bench"))
     parser.add_argument("--selflabel-epochs", type=int, default=50)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42])
     args = parser.parse_args()
     out = args.out.resolve()
-    ckpt = {}
-    rows = []
+    ckpt: dict[str, Path] = {}
+    rows: list[dict] = []
 
-    def run(name: str, overrides: list[str]) -> None:
-        run_dir = out / name.replace("+", "_")
-        seconds = run_vtcc_train(name, overrides, run_dir)
+    def run(name: str, overrides: list[str], seed: int = 42) -> None:
+        folder = f"{name}_s{seed}".replace("+", "_")
+        run_dir = out / folder
+        seconds = run_vtcc_train(folder, [*overrides, f"seed={seed}"], run_dir)
         metrics = json.loads((run_dir / "final_metrics.json").read_text())
-        ckpt[name] = run_dir / "checkpoints" / "last.ckpt"
+        ckpt[f"{name}_s{seed}"] = run_dir / "checkpoints" / "last.ckpt"
         row = {
             "run": name,
+            "seed": seed,
             "seconds": round(seconds),
             "training_s": round(training_seconds(run_dir), 1),
-            **{k: round(metrics[k], 3) for k in ("acc", "nmi", "ari")},
+            **{k: round(metrics[k], 4) for k in METRICS},
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -56,25 +64,37 @@ def main() -> None:
     selflabel = ["objective=selflabel", f"trainer.max_epochs={args.selflabel_epochs}"]
     for epochs in (30, 100):
         run(f"e2e_{epochs}", [f"trainer.max_epochs={epochs}"])
-        run(f"e2e_{epochs}+sl", [*selflabel, f"init_from={ckpt[f'e2e_{epochs}']}"])
+        for seed in args.seeds:
+            run(f"e2e_{epochs}+sl", [*selflabel, f"init_from={ckpt[f'e2e_{epochs}_s42']}"], seed)
     frozen = [
         "model=pretrained",
-        f"model.checkpoint={ckpt['e2e_100']}",
+        f"model.checkpoint={ckpt['e2e_100_s42']}",
         "model.mode=frozen",
         f"trainer.max_epochs={FROZEN_EPOCHS}",
         f"features.cache_dir={out / 'cache'}",
     ]
-    run("frozen_cc", frozen)
-    run("frozen_scan", [*frozen, "objective=scan", "module.num_heads=10"])
-    run(
-        "frozen_scan+sl",
-        [*selflabel, f"init_from={ckpt['frozen_scan']}", f"features.cache_dir={out / 'cache'}"],
-    )
-    run("frozen_temi", [*frozen, "objective=temi", "module.num_heads=10"])
-    print(f"\n{'run':16s} {'ACC':>6s} {'NMI':>6s} {'ARI':>6s} {'train s':>8s} {'wall s':>7s}")
+    for seed in args.seeds:
+        run("frozen_cc", frozen, seed)
+        run("frozen_scan", [*frozen, "objective=scan", "module.num_heads=10"], seed)
+        run(
+            "frozen_scan+sl",
+            [*selflabel, f"init_from={ckpt[f'frozen_scan_s{seed}']}", f"features.cache_dir={out / 'cache'}"],
+            seed,
+        )
+        run("frozen_temi", [*frozen, "objective=temi", "module.num_heads=10"], seed)
+    print(f"\n{'run':16s} {'seed':>4s} {'ACC':>6s} {'NMI':>6s} {'ARI':>6s} {'train s':>8s} {'wall s':>7s}")
     for r in rows:
         print(
-            f"{r['run']:16s} {r['acc']:6.3f} {r['nmi']:6.3f} {r['ari']:6.3f} {r['training_s']:8.1f} {r['seconds']:7d}"
+            f"{r['run']:16s} {r['seed']:4d} {r['acc']:6.3f} {r['nmi']:6.3f} {r['ari']:6.3f} "
+            f"{r['training_s']:8.1f} {r['seconds']:7d}"
+        )
+    print(f"\nmean over seeds\n{'run':16s} {'runs':>4s} {'ACC':>6s} {'NMI':>6s} {'ARI':>6s} {'train s':>8s}")
+    for name in dict.fromkeys(r["run"] for r in rows):
+        group = [r for r in rows if r["run"] == name]
+        means = {k: statistics.mean(r[k] for r in group) for k in (*METRICS, "training_s")}
+        print(
+            f"{name:16s} {len(group):4d} {means['acc']:6.3f} {means['nmi']:6.3f} {means['ari']:6.3f} "
+            f"{means['training_s']:8.1f}"
         )
 
 

@@ -16,6 +16,7 @@ from tests.conftest import compose_train
 from tests.test_pretrained import run, weights  # noqa: F401  (the fixture)
 from tests.test_reliability import assert_same_training_state, last_checkpoint
 from vtcc.data import strong_view
+from vtcc.data.features import CachedFeatureDataModule
 from vtcc.errors import ConfigError
 from vtcc.evaluate import evaluate
 from vtcc.init_from import load_run_weights, take_run_settings
@@ -196,37 +197,51 @@ def test_bad_selflabel_input_is_one_line_and_exit_2(tmp_path, train_in_process, 
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_selflabel_on_frozen_features_pairs_the_evaluation_view_with_a_strong_view(tmp_path, weights):  # noqa: F811
-    """From a frozen-feature SCAN run: the cached first view of every pass is exactly the
-    evaluation view (weak), the second a strong view; the heads train on those pairs."""
+def test_selflabel_on_frozen_features_trains_on_the_evaluation_features(tmp_path, weights):  # noqa: F811
+    """From a frozen-feature SCAN run. By default (pairing=eval) both members of a pair are the
+    image's evaluation features and no augmented view is extracted; with pairing=weak_strong the
+    cached first view of every pass is exactly the evaluation view (weak), the second a strong view.
+    Either way the heads train."""
     _, scan = run(tmp_path / "scan", weights, "objective=scan", "features.num_neighbors=5")
     ckpt = tmp_path / "scan" / "checkpoints" / "last.ckpt"
-    cfg = compose_train(
-        tmp_path / "sl",
-        [
-            *SELFLABEL,
-            f"init_from={ckpt}",
-            "module.selflabel_loss.threshold=0.2",
-            "features.num_views=4",
-            f"paths.log_dir={weights / 'outputs'}",
-            "trainer.max_epochs=1",
-        ],
-        tiny=False,
-        resolve=False,
-    )
-    train(cfg)
-    caches = sorted(
-        (weights / "outputs" / "cache" / "features").glob("*.pt"), key=lambda p: p.stat().st_mtime
-    )
-    cache = torch.load(caches[-1], weights_only=True)
+    cache_dir = tmp_path / "cache"
+
+    def selflabel(name: str, *extra: str) -> dict[str, torch.Tensor]:
+        cfg = compose_train(
+            tmp_path / name,
+            [
+                *SELFLABEL,
+                f"init_from={ckpt}",
+                "module.selflabel_loss.threshold=0.2",
+                f"features.cache_dir={cache_dir}",
+                "trainer.max_epochs=1",
+                *extra,
+            ],
+            tiny=False,
+            resolve=False,
+        )
+        train(cfg)
+        state = last_checkpoint(tmp_path / name)["state_dict"]
+        assert not torch.equal(
+            state["network.cluster_heads.0.mlp.0.weight"],
+            scan["state_dict"]["network.cluster_heads.0.mlp.0.weight"],
+        )
+        newest = max(cache_dir.glob("*.pt"), key=lambda p: p.stat().st_mtime)
+        return torch.load(newest, weights_only=True)
+
+    cache = selflabel("sl_eval")
+    assert cache["views"].shape == (0, *cache["eval"].shape)
+    datamodule = CachedFeatureDataModule.__new__(CachedFeatureDataModule)
+    datamodule.pairing, datamodule.cache = "eval", cache
+    weak, strong = datamodule.training_pairs((torch.tensor([3, 0, 7]),))
+    torch.testing.assert_close(weak, cache["eval"][[3, 0, 7]])
+    torch.testing.assert_close(strong, cache["eval"][[3, 0, 7]])
+
+    cache = selflabel("sl_strong", "features.pairing=weak_strong", "features.num_views=4")
+    assert cache["views"].shape[0] == 4
     torch.testing.assert_close(cache["views"][0], cache["eval"])
     torch.testing.assert_close(cache["views"][2], cache["eval"])
     assert not torch.allclose(cache["views"][1], cache["eval"])
-    state = last_checkpoint(tmp_path / "sl")["state_dict"]
-    assert not torch.equal(
-        state["network.cluster_heads.0.mlp.0.weight"],
-        scan["state_dict"]["network.cluster_heads.0.mlp.0.weight"],
-    )
 
 
 def test_auto_settings_follow_the_run_it_starts_from(base_run, tmp_path):

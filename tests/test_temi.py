@@ -148,3 +148,52 @@ def test_temi_resume_is_exact_and_eval_reproduces_its_metrics(tmp_path, weights)
         )
     final = json.loads((tmp_path / "whole" / "final_metrics.json").read_text())
     assert evaluate(cfg)["acc"] == pytest.approx(final["acc"], abs=1e-9)
+
+
+def test_temi_pairs_evaluation_features_of_an_image_and_a_nearest_neighbour(tmp_path, weights):  # noqa: F811
+    """TEMI's precomputed mode: one evaluation-view embedding per image, no augmented views; each
+    pair is an image's embedding and the embedding of one of its k nearest neighbours."""
+    from hydra.utils import instantiate
+
+    from tests.conftest import compose_train
+    from vtcc.data.features import wrap_for_network
+    from vtcc.losses import nearest_neighbors
+    from vtcc.train import adapt_to_model
+
+    settings = overrides(weights, "objective=temi", "features.num_neighbors=3", "num_clusters=10")
+    cfg = compose_train(tmp_path, settings, tiny=False)
+    adapt_to_model(cfg)  # the backbone's input size and statistics, as vtcc-train sets them
+    datamodule = wrap_for_network(cfg, instantiate(cfg.data), instantiate(cfg.model))
+    datamodule.setup("fit")
+    features = datamodule.cache["eval"]
+    assert datamodule.cache["views"].shape == (0, *features.shape)
+    index = torch.arange(len(features))
+    anchor, partner = datamodule.training_pairs((index,))
+    torch.testing.assert_close(anchor, features)
+    knn = nearest_neighbors(features, k=3)
+    drawn = (partner[:, None, :] == features[knn]).all(dim=2)  # (N, 3): which neighbour was drawn
+    assert drawn.any(dim=1).all()
+
+
+def test_auto_teacher_momentum_keeps_the_recipes_share_of_the_run():
+    """TEMI's recipe: momentum 0.996 (horizon 1 / 0.004 = 250 steps) over 4,800 steps. A run of
+    350 steps gets a horizon of 350 * 250 / 4800 = 18.23 steps: m = 1 - 4800 / (350 * 250)."""
+    from vtcc.module import auto_teacher_momentum
+
+    assert auto_teacher_momentum(4800) == pytest.approx(0.996, abs=1e-12)
+    assert auto_teacher_momentum(350) == pytest.approx(1 - 4800 / (350 * 250), abs=1e-12)
+    assert auto_teacher_momentum(100_000) == 0.996  # never above the recipe's
+    assert auto_teacher_momentum(10) == 0.0  # a horizon under one step: the teacher is the student
+
+
+@pytest.mark.parametrize("momentum", ["1.5", "fast"])
+def test_a_teacher_momentum_outside_zero_one_is_refused(weights, tmp_path, momentum):  # noqa: F811
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from tests.conftest import compose_train
+
+    settings = overrides(weights, "objective=temi", f"module.teacher_momentum={momentum}", "num_clusters=10")
+    cfg = compose_train(tmp_path, settings, tiny=False, resolve=False)
+    with pytest.raises((ConfigError, InstantiationException), match="must be in \\[0, 1\\] .* or auto"):
+        instantiate(cfg.module, network=instantiate(cfg.model))

@@ -391,6 +391,18 @@ class SelfLabelClustering(ClusteringModule):
             )
 
 
+TEMI_RECIPE_MOMENTUM = 0.996
+TEMI_RECIPE_STEPS = 4800  # CIFAR-10: 50,000 images, batch 1,024 (last partial batch dropped), 100 epochs
+
+
+def auto_teacher_momentum(total_steps: int) -> float:
+    """The momentum whose EMA horizon ``1 / (1 - m)`` is the share of ``total_steps`` that TEMI's
+    recipe gives its teacher (250 of 4,800 steps), at most the recipe's 0.996; 0 (the teacher is
+    the student) when that horizon is under one step."""
+    horizon = total_steps * (1 / (1 - TEMI_RECIPE_MOMENTUM)) / TEMI_RECIPE_STEPS
+    return min(TEMI_RECIPE_MOMENTUM, max(0.0, 1 - 1 / horizon)) if horizon > 0 else 0.0
+
+
 class TemiClustering(ClusteringModule):
     """TEMI (Adaloglou et al., BMVC 2023) on frozen features: student heads learn from EMA teacher
     heads on pairs of an image and one of its nearest neighbours (:class:`~vtcc.losses.TemiLoss`).
@@ -399,6 +411,11 @@ class TemiClustering(ClusteringModule):
     the students are copies that the optimiser trains; after each step each teacher moves to
     ``teacher_momentum * teacher + (1 - teacher_momentum) * student``. The last layer of the
     students stays fixed for ``freeze_last_layer`` epochs, as in TEMI's (DINO's) code.
+
+    ``teacher_momentum="auto"``: the teacher averages over the same share of the run as in TEMI's
+    CIFAR-10 recipe (0.996, an EMA horizon of 1 / (1 - 0.996) = 250 of its 4,800 steps), at most
+    0.996. A small dataset's run has few steps (digits: 350), and 0.996 there leaves a quarter of
+    the teacher at its random start (ACC 0.70 against 0.967, README).
     """
 
     def __init__(
@@ -409,12 +426,16 @@ class TemiClustering(ClusteringModule):
         scheduler: Callable[..., LRScheduler] | None = None,
         compile: bool = False,
         num_heads: int = 1,
-        teacher_momentum: float = 0.996,
+        teacher_momentum: float | str = "auto",
         freeze_last_layer: int = 1,
     ) -> None:
         super().__init__(network, optimizer, scheduler, compile, num_heads)
-        if not 0.0 <= teacher_momentum <= 1.0:
-            raise ConfigError(f"module.teacher_momentum={teacher_momentum} must be in [0, 1], e.g. 0.996")
+        if teacher_momentum != "auto" and not (
+            isinstance(teacher_momentum, int | float) and 0.0 <= teacher_momentum <= 1.0
+        ):
+            raise ConfigError(
+                f"module.teacher_momentum={teacher_momentum} must be in [0, 1] (e.g. 0.996) or auto"
+            )
         self.temi_loss = temi_loss(num_clusters=network.num_clusters, num_heads=num_heads)
         self.teacher_momentum = teacher_momentum
         self.freeze_last_layer = freeze_last_layer
@@ -424,6 +445,19 @@ class TemiClustering(ClusteringModule):
         """Students start as copies of the teachers (the network's heads), which never train directly."""
         self.student_heads = copy.deepcopy(self.network.cluster_heads).requires_grad_(True)
         self.network.cluster_heads.requires_grad_(False)
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if self.teacher_momentum == "auto":
+            steps = int(self.trainer.estimated_stepping_batches)
+            self.teacher_momentum = auto_teacher_momentum(steps)
+            log.info(
+                "module.teacher_momentum=auto: %.4f (an EMA horizon of %.0f of the run's %d steps, "
+                "the share of TEMI's recipe; set it to change)",
+                self.teacher_momentum,
+                1 / max(1 - self.teacher_momentum, 1e-12),
+                steps,
+            )
 
     def losses(
         self, anchor: torch.Tensor, neighbor: torch.Tensor, cluster: bool = True

@@ -26,7 +26,8 @@ from vtcc.utils.progress import Progress
 
 log = logging.getLogger("vtcc")
 
-PAIRINGS = ("views", "neighbors", "weak_strong")
+PAIRINGS = ("views", "neighbors", "weak_strong", "eval", "eval_neighbors")
+EVAL_ONLY = ("eval", "eval_neighbors")  # pairings of evaluation features: no augmented views
 
 
 def cache_key(parts: dict[str, Any]) -> str:
@@ -49,7 +50,11 @@ class CachedFeatureDataModule(BackboneOverSource):
     ``num_views`` augmented views per image (even: each augmentation pass yields two), stored in
     ``cache_dir/<key>.pt``. ``pairing``: ``views`` (two views of an image), ``neighbors`` (a view of
     an image and a view of one of its ``num_neighbors`` nearest neighbours), or ``weak_strong`` (the
-    first and second view of one augmentation pass, as self-labelling's ``augment=selflabel`` makes).
+    first and second view of one augmentation pass, as self-labelling's ``augment=selflabel`` makes),
+    ``eval`` (the evaluation features twice: self-labelling a frozen backbone's heads on the
+    features they are evaluated on), or ``eval_neighbors`` (the evaluation features of an image and
+    of one of its neighbours: TEMI's precomputed embeddings). The ``eval*`` pairings extract no
+    augmented view (``num_views`` is 0).
     """
 
     def __init__(
@@ -67,10 +72,12 @@ class CachedFeatureDataModule(BackboneOverSource):
         device: str = "auto",
     ) -> None:
         super().__init__(source, backbone, device)
-        if num_views < 2 or num_views % 2:
-            raise ConfigError(f"features.num_views={num_views} must be an even number >= 2")
         if pairing not in PAIRINGS:
             raise ConfigError(f"features.pairing={pairing!r} is unknown: use one of {', '.join(PAIRINGS)}")
+        if pairing in EVAL_ONLY:
+            num_views = 0
+        elif num_views < 2 or num_views % 2:
+            raise ConfigError(f"features.num_views={num_views} must be an even number >= 2")
         self.path = Path(cache_dir) / f"{key}.pt"
         self.num_views = num_views
         self.pairing = pairing
@@ -100,7 +107,7 @@ class CachedFeatureDataModule(BackboneOverSource):
         self.cache = cache
         self.train_indices = self.source.train_indices
         self.eval_indices = self.source.eval_indices
-        if self.pairing == "neighbors":
+        if self.pairing in ("neighbors", "eval_neighbors"):
             self.cache["neighbors"] = self._training_neighbors()
 
     def _matches_source(self, cache: dict[str, torch.Tensor]) -> bool:
@@ -154,9 +161,11 @@ class CachedFeatureDataModule(BackboneOverSource):
             if len(evaluated) == 1:
                 self._announce_time(len(images), time.perf_counter() - start)
             progress.advance(len(images))
+        evaluated = torch.cat(evaluated)
+        no_views = evaluated.new_empty((0, *evaluated.shape))  # the eval* pairings
         return {
-            "views": torch.stack([torch.cat(v) for v in views]),
-            "eval": torch.cat(evaluated),
+            "views": torch.stack([torch.cat(v) for v in views]) if views else no_views,
+            "eval": evaluated,
             "labels": torch.cat(labels),
         }
 
@@ -200,20 +209,30 @@ class CachedFeatureDataModule(BackboneOverSource):
         )
 
     def training_pairs(self, batch: tuple[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two views drawn per image (distinct), a view of the image and of a random neighbour, or
-        the two views of one augmentation pass (weak, strong)."""
+        """Two views drawn per image (distinct), a view of the image and of a random neighbour, the
+        two views of one augmentation pass (weak, strong), or evaluation features (the image's
+        twice, or the image's and a random neighbour's)."""
         (index,) = batch
+        if self.pairing == "eval":
+            features = self.cache["eval"][index]
+            return features, features
+        if self.pairing == "eval_neighbors":
+            return self.cache["eval"][index], self.cache["eval"][self._random_neighbor(index)]
         views = self.cache["views"]
         if self.pairing == "weak_strong":
             first = 2 * torch.randint(self.num_views // 2, (len(index),))
             return views[first, index], views[first + 1, index]
         first = torch.randint(self.num_views, (len(index),))
         if self.pairing == "neighbors":
-            neighbors = self.cache["neighbors"][index]
-            partner = neighbors[torch.arange(len(index)), torch.randint(neighbors.shape[1], (len(index),))]
+            partner = self._random_neighbor(index)
             return views[first, index], views[torch.randint(self.num_views, (len(index),)), partner]
         second = (first + torch.randint(1, self.num_views, (len(index),))) % self.num_views
         return views[first, index], views[second, index]
+
+    def _random_neighbor(self, index: torch.Tensor) -> torch.Tensor:
+        """One of each image's ``num_neighbors`` nearest training images, drawn uniformly."""
+        neighbors = self.cache["neighbors"][index]
+        return neighbors[torch.arange(len(index)), torch.randint(neighbors.shape[1], (len(index),))]
 
     def val_dataloader(self) -> DataLoader:
         assert self.cache is not None
@@ -238,7 +257,7 @@ def wrap_for_network(cfg: Any, datamodule: InMemoryDataModule, network: nn.Modul
     features = cfg.get("features")
     mode = getattr(network, "mode", None)
     if mode != "frozen" or not features or not features.cache:
-        if features and features.get("pairing") == "neighbors":
+        if features and features.get("pairing") in ("neighbors", "eval_neighbors"):
             if mode in ("partial", "full") and not is_temi(cfg):  # SCAN training the whole network
                 from vtcc.data.neighbors import NeighborPairsDataModule
 
@@ -250,7 +269,9 @@ def wrap_for_network(cfg: Any, datamodule: InMemoryDataModule, network: nn.Modul
                 "model.mode); objective=temi trains on frozen features: use model.mode=frozen"
             )
         return datamodule
-    if features.num_views == "auto":  # each view is a full backbone pass per image: fewer on a CPU
+    if features.get("pairing") in EVAL_ONLY:
+        features.num_views = 0  # part of the cache key: a cache of evaluation features only
+    elif features.num_views == "auto":  # each view is a full backbone pass per image: fewer on a CPU
         on_gpu = torch.cuda.is_available() and features.get("device", "auto") in ("auto", "cuda")
         features.num_views = 10 if on_gpu else 4
         log.info(
