@@ -197,3 +197,35 @@ def test_a_teacher_momentum_outside_zero_one_is_refused(weights, tmp_path, momen
     cfg = compose_train(tmp_path, settings, tiny=False, resolve=False)
     with pytest.raises((ConfigError, InstantiationException), match="must be in \\[0, 1\\] .* or auto"):
         instantiate(cfg.module, network=instantiate(cfg.model))
+
+
+def test_temi_presets_carry_the_official_settings(tmp_path):
+    """TEMI's README command and main_args.py; SCAN's and self-labelling's configs (docs/fidelity.md)."""
+    from tests.conftest import compose_train
+    from vtcc.models.heads import temi_head
+
+    temi = compose_train(tmp_path, ["model=pretrained", "objective=temi"], tiny=False, resolve=False)
+    assert temi.module.optimizer._target_ == "torch.optim.AdamW"
+    assert (temi.module.optimizer.lr, temi.module.optimizer.weight_decay) == (1e-4, 1e-4)
+    loss = temi.module.temi_loss
+    assert (loss.beta, loss.student_temperature, loss.teacher_temperature) == (0.6, 0.1, 0.1)
+    assert (temi.module.num_heads, temi.module.freeze_last_layer, temi.features.num_neighbors) == (16, 1, 50)
+    assert (temi.features.pairing, temi.model.head_style, temi.model.hidden_dim) == (
+        "eval_neighbors",
+        "temi",
+        512,
+    )
+    head = temi_head(in_dim=384, hidden_dim=512, out_dim=10)
+    linears = [m for m in head if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(384, 512), (512, 256), (256, 10)]
+    assert isinstance(head[1], torch.nn.GELU)
+    norm = head[-1].parametrizations.weight.original0
+    assert norm.requires_grad and torch.equal(norm, torch.ones(10, 1))
+    for objective in ("scan", "selflabel"):
+        cfg = compose_train(
+            tmp_path, ["model=pretrained", f"objective={objective}"], tiny=False, resolve=False
+        )
+        assert cfg.module.optimizer._target_ == "torch.optim.Adam"
+        assert (cfg.module.optimizer.lr, cfg.module.optimizer.weight_decay) == (1e-4, 1e-4)
+    scan = compose_train(tmp_path, ["model=pretrained", "objective=scan"], tiny=False, resolve=False)
+    assert (scan.module.scan_loss.entropy_weight, scan.features.num_neighbors) == (5.0, 20)

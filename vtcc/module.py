@@ -337,10 +337,11 @@ class SelfLabelClustering(ClusteringModule):
     """SCAN's self-labelling step (also SPICE's): a weak view's confident predictions label a strong
     view of the same image (:class:`~vtcc.losses.ConfidenceCrossEntropy`); the whole network trains.
 
-    Batches are ``(weak, strong)``: ``augment=selflabel`` (images) or ``features.pairing=weak_strong``
-    (cached features). The weak pass runs without gradient in training mode, as SCAN's
-    ``selflabel_train``. ``train/confident_fraction`` is logged; an epoch in which no image reaches
-    the threshold stops the run (the threshold is too high for this model).
+    Batches are ``(weak, strong)``: ``augment=selflabel`` (images), or cached features of a frozen
+    backbone: ``features.pairing=eval`` (the evaluation features as both) or ``weak_strong``. The
+    weak pass runs without gradient in training mode, as SCAN's ``selflabel_train``.
+    ``train/confident_fraction`` is logged; an epoch in which no image reaches the threshold stops
+    the run (the threshold is too high for this model).
     """
 
     def __init__(
