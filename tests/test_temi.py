@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch import Callback
 
 from tests.test_pretrained import overrides, run, weights  # noqa: F401  (the fixture)
 from vtcc.errors import ConfigError
@@ -229,3 +231,27 @@ def test_temi_presets_carry_the_official_settings(tmp_path):
         assert (cfg.module.optimizer.lr, cfg.module.optimizer.weight_decay) == (1e-4, 1e-4)
     scan = compose_train(tmp_path, ["model=pretrained", "objective=scan"], tiny=False, resolve=False)
     assert (scan.module.scan_loss.entropy_weight, scan.features.num_neighbors) == (5.0, 20)
+
+
+class ReplanAfterFirstEpoch(Callback):
+    """What ``time_budget_minutes`` does after an epoch: a new ``max_epochs``."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 0:
+            trainer.fit_loop.max_epochs = self.epochs
+
+
+def test_auto_teacher_momentum_follows_a_replanned_run(tmp_path, weights, caplog):  # noqa: F811
+    """256 images at batch 64 are 4 steps an epoch: 100 epochs plan 400 steps (m = 1 - 4800 /
+    (400 * 250) = 0.952); re-planned to 2 epochs after the first, 8 steps (a horizon under one
+    step: m = 0)."""
+    replan = "+callbacks.replan={_target_:tests.test_temi.ReplanAfterFirstEpoch,epochs:2}"
+    with caplog.at_level(logging.INFO, logger="vtcc"):
+        run(tmp_path, weights, "objective=temi", "features.num_neighbors=5", "trainer.max_epochs=100", replan)
+    lines = [r.getMessage() for r in caplog.records if "teacher_momentum=auto" in r.getMessage()]
+    assert lines[0].startswith("module.teacher_momentum=auto: 0.9520") and "400 steps" in lines[0]
+    assert lines[1].startswith("module.teacher_momentum=auto: 0.0000") and "8 steps" in lines[1]
+    assert len(lines) == 2

@@ -416,7 +416,8 @@ class TemiClustering(ClusteringModule):
     ``teacher_momentum="auto"``: the teacher averages over the same share of the run as in TEMI's
     CIFAR-10 recipe (0.996, an EMA horizon of 1 / (1 - 0.996) = 250 of its 4,800 steps), at most
     0.996. A small dataset's run has few steps (digits: 350), and 0.996 there leaves a quarter of
-    the teacher at its random start (ACC 0.70 against 0.967, README).
+    the teacher at its random start (ACC 0.70 against 0.967, README). It is read from the planned
+    steps at every epoch's start, so it follows ``time_budget_minutes``.
     """
 
     def __init__(
@@ -438,7 +439,8 @@ class TemiClustering(ClusteringModule):
                 f"module.teacher_momentum={teacher_momentum} must be in [0, 1] (e.g. 0.996) or auto"
             )
         self.temi_loss = temi_loss(num_clusters=network.num_clusters, num_heads=num_heads)
-        self.teacher_momentum = teacher_momentum
+        self.auto_momentum = teacher_momentum == "auto"
+        self.teacher_momentum = TEMI_RECIPE_MOMENTUM if self.auto_momentum else float(teacher_momentum)
         self.freeze_last_layer = freeze_last_layer
         self.network_loaded()
 
@@ -447,18 +449,22 @@ class TemiClustering(ClusteringModule):
         self.student_heads = copy.deepcopy(self.network.cluster_heads).requires_grad_(True)
         self.network.cluster_heads.requires_grad_(False)
 
-    def on_fit_start(self) -> None:
-        super().on_fit_start()
-        if self.teacher_momentum == "auto":
-            steps = int(self.trainer.estimated_stepping_batches)
-            self.teacher_momentum = auto_teacher_momentum(steps)
+    def on_train_epoch_start(self) -> None:
+        """``auto``: from the run's planned steps, read every epoch (a time budget re-plans the run)."""
+        super().on_train_epoch_start()
+        if not self.auto_momentum:
+            return
+        steps = int(self.trainer.estimated_stepping_batches)
+        momentum = auto_teacher_momentum(steps)
+        if momentum != self.teacher_momentum or self.current_epoch == 0:
             log.info(
                 "module.teacher_momentum=auto: %.4f (an EMA horizon of %.0f of the run's %d steps, "
                 "the share of TEMI's recipe; set it to change)",
-                self.teacher_momentum,
-                1 / max(1 - self.teacher_momentum, 1e-12),
+                momentum,
+                1 / max(1 - momentum, 1e-12),
                 steps,
             )
+        self.teacher_momentum = momentum
 
     def losses(
         self, anchor: torch.Tensor, neighbor: torch.Tensor, cluster: bool = True
