@@ -57,9 +57,7 @@ class ClusteringModule(LightningModule):
         num_heads: int = 1,
     ) -> None:
         super().__init__()
-        if num_heads < 1:
-            raise ConfigError(f"module.num_heads={num_heads}: train at least 1 cluster head")
-        if network.num_heads != num_heads:
+        if network.num_heads != num_heads:  # fewer than 1 head is refused there
             network.reset_cluster_heads(network.num_clusters, num_heads)
         self.network = network
         self._head_loss_sums = torch.zeros(num_heads, dtype=torch.float64)
@@ -441,6 +439,7 @@ class TemiClustering(ClusteringModule):
         self.temi_loss = temi_loss(num_clusters=network.num_clusters, num_heads=num_heads)
         self.auto_momentum = teacher_momentum == "auto"
         self.teacher_momentum = TEMI_RECIPE_MOMENTUM if self.auto_momentum else float(teacher_momentum)
+        self._planned_steps: int | None = None  # what the auto momentum was last derived from
         self.freeze_last_layer = freeze_last_layer
         self.network_loaded()
 
@@ -455,16 +454,17 @@ class TemiClustering(ClusteringModule):
         if not self.auto_momentum:
             return
         steps = int(self.trainer.estimated_stepping_batches)
-        momentum = auto_teacher_momentum(steps)
-        if momentum != self.teacher_momentum or self.current_epoch == 0:
-            log.info(
-                "module.teacher_momentum=auto: %.4f (an EMA horizon of %.0f of the run's %d steps, "
-                "the share of TEMI's recipe; set it to change)",
-                momentum,
-                1 / max(1 - momentum, 1e-12),
-                steps,
-            )
-        self.teacher_momentum = momentum
+        if steps == self._planned_steps:
+            return
+        self._planned_steps = steps
+        self.teacher_momentum = auto_teacher_momentum(steps)
+        log.info(
+            "module.teacher_momentum=auto: %.4f (an EMA horizon of %.0f of the run's %d steps, "
+            "the share of TEMI's recipe; set it to change)",
+            self.teacher_momentum,
+            1 / max(1 - self.teacher_momentum, 1e-12),
+            steps,
+        )
 
     def losses(
         self, anchor: torch.Tensor, neighbor: torch.Tensor, cluster: bool = True

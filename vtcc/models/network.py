@@ -51,7 +51,8 @@ class ClusteringNetwork(nn.Module):
         """Fresh cluster projectors: for ``num_clusters`` (num_clusters=auto, once K is chosen) or
         for ``num_heads`` heads; the best head is the first until training losses say otherwise."""
         device = self.best_head.device
-        self.cluster_heads = self._new_heads(num_clusters, num_heads or self.num_heads).to(device)
+        heads = self.num_heads if num_heads is None else num_heads
+        self.cluster_heads = self._new_heads(num_clusters, heads).to(device)
         self.best_head.zero_()
 
     @property
