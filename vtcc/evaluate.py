@@ -17,7 +17,7 @@ from vtcc.data.features import wrap_for_network
 from vtcc.errors import ConfigError
 from vtcc.module import validation_metrics
 from vtcc.report import write_report
-from vtcc.utils.checkpoint import restore_run
+from vtcc.utils.checkpoint import own_cache_dir, restore_run
 from vtcc.utils.cli import CONFIG_DIR, run_safely
 from vtcc.utils.environment import ENVIRONMENT_FILE
 
@@ -27,7 +27,7 @@ log = logging.getLogger("vtcc")
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
         raise ConfigError("no checkpoint given: run vtcc-eval ckpt_path=<run>/checkpoints/last.ckpt")
-    run_cfg, module = restore_run(cfg.ckpt_path)
+    run_cfg, module = restore_run(cfg.ckpt_path, cache_dir=own_cache_dir(cfg))
     datamodule = wrap_for_network(run_cfg, instantiate(run_cfg.data), module.network)
     trainer = pl.Trainer(
         **cfg.trainer,

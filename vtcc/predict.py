@@ -22,7 +22,7 @@ from tqdm import tqdm
 from vtcc.data.folder import IMAGE_SUFFIXES, decode_image
 from vtcc.data.transforms import EvalTransform
 from vtcc.errors import ConfigError
-from vtcc.utils.checkpoint import restore_run
+from vtcc.utils.checkpoint import own_cache_dir, restore_run
 from vtcc.utils.cli import CONFIG_DIR, run_safely
 
 log = logging.getLogger("vtcc")
@@ -57,7 +57,8 @@ def predict(cfg: DictConfig) -> Path:
     for key in ("ckpt_path", "input", "output"):
         if OmegaConf.is_missing(cfg, key):
             raise ConfigError(f"{key} is required: vtcc-predict ckpt_path=<file> input=<folder> output=<dir>")
-    run_cfg, module = restore_run(cfg.ckpt_path)  # a refused checkpoint stops before anything else
+    # a refused checkpoint stops before anything else
+    run_cfg, module = restore_run(cfg.ckpt_path, cache_dir=own_cache_dir(cfg))
     paths = list_inputs(cfg.input)
     output = Path(cfg.output)
     prepare_output(output, cfg.overwrite)

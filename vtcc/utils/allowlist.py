@@ -68,23 +68,36 @@ def _class_in(module: Any, name: str, base: type) -> bool:
     return isinstance(candidate, type) and issubclass(candidate, base)
 
 
+def is_optimizer(target: str) -> bool:
+    """A ``torch.optim`` optimiser class, named as ``torch.optim.<Class>``."""
+    import torch.optim
+
+    package, _, name = target.rpartition(".")
+    return package == "torch.optim" and _class_in(torch.optim, name, torch.optim.Optimizer)
+
+
+def is_scheduler(target: str) -> bool:
+    """A ``torch.optim.lr_scheduler`` scheduler class."""
+    import torch.optim.lr_scheduler as schedulers
+
+    package, _, name = target.rpartition(".")
+    return package == "torch.optim.lr_scheduler" and _class_in(schedulers, name, schedulers.LRScheduler)
+
+
+def is_view_operation(target: str) -> bool:
+    """A ``kornia.augmentation`` augmentation class."""
+    import kornia.augmentation
+    from kornia.augmentation.base import _BasicAugmentationBase
+
+    package, _, name = target.rpartition(".")
+    return package == "kornia.augmentation" and _class_in(kornia.augmentation, name, _BasicAugmentationBase)
+
+
 def is_allowed(target: str) -> bool:
     """vtcc's own builders, torch optimisers and schedulers, kornia augmentations."""
     if target in VTCC_TARGETS or target in LIGHTNING_TARGETS:
         return True
-    import kornia.augmentation
-    import torch.optim
-    import torch.optim.lr_scheduler
-    from kornia.augmentation.base import _BasicAugmentationBase
-
-    package, _, name = target.rpartition(".")
-    if package == "torch.optim":
-        return _class_in(torch.optim, name, torch.optim.Optimizer)
-    if package == "torch.optim.lr_scheduler":
-        return _class_in(torch.optim.lr_scheduler, name, torch.optim.lr_scheduler.LRScheduler)
-    if package == "kornia.augmentation":
-        return _class_in(kornia.augmentation, name, _BasicAugmentationBase)
-    return False
+    return is_optimizer(target) or is_scheduler(target) or is_view_operation(target)
 
 
 def disallowed_targets(config: Any, where: str = "") -> list[tuple[str, str]]:

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from vtcc.config.stored import check_stored_config
 from vtcc.errors import ConfigError
-from vtcc.utils.allowlist import disallowed_targets
 
 CONFIG_KEY = "vtcc_config"
 
@@ -28,16 +28,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from error
     if not isinstance(checkpoint, dict) or CONFIG_KEY not in checkpoint or "state_dict" not in checkpoint:
         raise ConfigError(f"{path} is not a vtcc checkpoint: it has no stored training config")
-    if not isinstance(checkpoint[CONFIG_KEY], dict):
-        raise ConfigError(f"{path} is not a vtcc checkpoint: its stored config is not a mapping")
-    refused = disallowed_targets(checkpoint[CONFIG_KEY])
-    if refused:
-        key, target = refused[0]
-        raise ConfigError(
-            f"{path} asks to build {target!r} (at {key}), which vtcc never builds from a checkpoint "
-            "(only vtcc's own classes, torch optimisers and schedulers, kornia augmentations): "
-            "this file was not written by vtcc as it is; do not use it"
-        )
+    check_stored_config(checkpoint[CONFIG_KEY], path)  # plain data of the kind vtcc writes, or refused
     return checkpoint
 
 
@@ -53,20 +44,44 @@ def find_checkpoints(log_dir: str | Path, task_name: str = "train") -> list[Path
     return sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
-def restore_run(path: str | Path) -> tuple[Any, Any]:
-    """The run's config and its LightningModule with the checkpoint's weights, on the CPU."""
+def own_cache_dir(cfg: Any) -> str:
+    """The feature cache folder of the current command's settings (as ``features.cache_dir`` of a
+    training run with these paths): eval and predict cache features there, never where a checkpoint says."""
+    return str(Path(str(cfg.paths.log_dir)) / "cache" / "features")
+
+
+_RESTORING: set[Path] = set()  # checkpoints being restored now: a run's backbone may be another run's
+
+
+def restore_run(path: str | Path, cache_dir: str | None = None) -> tuple[Any, Any]:
+    """The run's config and its LightningModule with the checkpoint's weights, on the CPU.
+
+    The config is rebuilt from the checked description the checkpoint stores
+    (:func:`vtcc.config.stored.rebuild_settings`): no downloads, and a frozen backbone's
+    features are cached in ``cache_dir`` (the current command's) when given."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from vtcc.config.stored import rebuild_settings
     from vtcc.utils.environment import ENVIRONMENT_KEY, warn_if_environment_changed
 
+    resolved = Path(path).resolve()
+    if resolved in _RESTORING:
+        raise ConfigError(f"{path} names itself as its own backbone (model.checkpoint): do not use it")
     checkpoint = load_checkpoint(path)
     warn_if_environment_changed(checkpoint.get(ENVIRONMENT_KEY), str(path))
-    run_cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
+    settings = checkpoint[CONFIG_KEY]
+    if cache_dir is not None:
+        settings = rebuild_settings(settings, cache_dir)
+    run_cfg = OmegaConf.create(settings)
     model_cfg = run_cfg.model.copy()
     if "pretrained" in model_cfg:
         model_cfg.pretrained = False  # the checkpoint holds the weights: no download, no weights file needed
-    module = instantiate(run_cfg.module, network=instantiate(model_cfg))
+    _RESTORING.add(resolved)
+    try:
+        module = instantiate(run_cfg.module, network=instantiate(model_cfg))
+    finally:
+        _RESTORING.discard(resolved)
     try:
         module.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:

@@ -1,0 +1,168 @@
+"""A checkpoint's stored config is a plain run description, checked before anything uses it:
+interpolations, objects at places vtcc builds none, Hydra's special keys and non-plain values are
+refused; eval and predict write only into the current command's folders."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from tests.conftest import compose_train
+from tests.test_pretrained import overrides, weights  # noqa: F401  (a module-scoped fixture)
+from vtcc.config.stored import check_stored_config, rebuild_settings
+from vtcc.errors import ConfigError
+from vtcc.train import train
+from vtcc.utils.checkpoint import load_checkpoint
+from vtcc.utils.cli import CONFIG_DIR, run_safely
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory) -> dict:
+    """What vtcc-train stores for the default run: its resolved config."""
+    cfg = compose_train(tmp_path_factory.mktemp("stored") / "run")
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def crafted(tmp_path: Path, config: dict) -> Path:
+    path = tmp_path / "crafted.ckpt"
+    torch.save({"vtcc_config": config, "state_dict": {}}, path)
+    return path
+
+
+def with_value(config: dict, key: str, value) -> dict:
+    config = copy.deepcopy(config)
+    *parents, last = key.split(".")
+    node = config
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return config
+
+
+def victim_writer(victim: Path) -> str:
+    """A resolver that, if evaluated and built, would copy a file to ``victim``."""
+    return f"${{oc.create:{{_target_: shutil.copyfile, src: {__file__}, dst: {victim}}}}}"
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["data.root", "module.optimizer.lr", "trainer.logger", "seed", "model.name", "preprocessing.in_chans"],
+)
+def test_an_interpolation_anywhere_is_refused_before_anything_resolves(tmp_path, stored, key):
+    victim = tmp_path / "written"
+    path = crafted(tmp_path, with_value(stored, key, victim_writer(victim)))
+    with pytest.raises(ConfigError, match=rf"interpolation.* at {key}\b"):
+        load_checkpoint(path)
+    assert not victim.exists()
+
+
+@pytest.mark.parametrize(
+    "value", ["${oc.env:HOME}", "${data.image_size}", "prefix ${now:%H}", ["a", "${seed}"]]
+)
+def test_every_kind_of_interpolation_is_refused(tmp_path, stored, value):
+    with pytest.raises(ConfigError, match="interpolation"):
+        check_stored_config(with_value(stored, "data.name", value), "x.ckpt")
+
+
+def test_an_interpolated_key_is_refused(stored):
+    config = copy.deepcopy(stored)
+    config["data"]["${oc.env:HOME}"] = 1
+    with pytest.raises(ConfigError, match="interpolation"):
+        check_stored_config(config, "x.ckpt")
+
+
+@pytest.mark.parametrize(
+    ("key", "target"),
+    [
+        ("data._target_", "vtcc.data.features.CachedFeatureDataModule"),  # allowlisted, but writes files
+        ("data._target_", "vtcc.data.load_digits"),
+        ("model._target_", "vtcc.data.InMemoryDataModule"),
+        ("module._target_", "vtcc.models.vtcc_network"),
+        ("module.optimizer._target_", "torch.optim.lr_scheduler.StepLR"),
+        ("data.dataset._target_", "vtcc.utils.callbacks.SaveOnInterrupt"),
+        ("features._target_", "vtcc.data.InMemoryDataModule"),
+        ("k_search._target_", "vtcc.data.load_digits"),  # a node vtcc never builds
+    ],
+)
+def test_a_target_where_vtcc_builds_no_such_object_is_refused(stored, key, target):
+    with pytest.raises(ConfigError, match=rf"at {key}"):
+        check_stored_config(with_value(stored, key, target), "x.ckpt")
+
+
+@pytest.mark.parametrize("key", ["module.optimizer._args_", "data._recursive_", "model._convert_"])
+def test_hydras_other_special_keys_are_refused(stored, key):
+    with pytest.raises(ConfigError, match="special key"):
+        check_stored_config(with_value(stored, key, ["x"]), "x.ckpt")
+
+
+def test_only_plain_values_are_accepted(tmp_path, stored):
+    path = crafted(tmp_path, with_value(stored, "data.mean", torch.ones(1)))
+    with pytest.raises(ConfigError, match="Tensor value at data.mean"):
+        load_checkpoint(path)
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "choice",
+    [f"{g}={o}" for g in ("model", "objective", "augment", "callbacks", "logger") for o in options(g)]
+    + [f"experiment={o}" for o in options("experiment") if not o.endswith("_base")],
+)
+def test_what_vtcc_stores_for_every_option_passes(tmp_path, choice):
+    """The check refuses nothing vtcc-train writes: every group option's resolved config passes."""
+    cfg = compose_train(tmp_path / "run", [choice], tiny=False, resolve=False)
+    OmegaConf.update(cfg, "data.image_size", 32 if "pretrained" not in choice else 224)
+    for key in ("augment.view_b.base", "augment.view_b.hflip_p", "module.selflabel_loss.threshold"):
+        if OmegaConf.select(cfg, key) == "auto":  # resolved from init_from's run
+            OmegaConf.update(cfg, key, None if key.endswith("base") else 0.9)
+    check_stored_config(OmegaConf.to_container(cfg, resolve=True), "x.ckpt")
+
+
+def test_eval_and_predict_never_download_and_cache_where_the_command_says(stored):
+    config = with_value(with_value(stored, "data.download", True), "features.cache_dir", "/elsewhere")
+    config["data"]["dataset"]["download"] = True
+    settings = rebuild_settings(config, "own/cache")
+    assert settings["data"]["download"] is False and settings["data"]["dataset"]["download"] is False
+    assert settings["features"]["cache_dir"] == "own/cache"
+    assert config["features"]["cache_dir"] == "/elsewhere"  # the stored description is left as it was
+
+
+def test_eval_of_a_frozen_run_writes_no_cache_where_its_checkpoint_says(
+    tmp_path,
+    weights,
+    monkeypatch,
+    capsys,  # noqa: F811
+):
+    """A checkpoint whose features.cache_dir names a user's folder: eval caches in its own folder."""
+    from vtcc.evaluate import evaluate
+
+    run = tmp_path / "run"
+    train(compose_train(run, overrides(weights), tiny=False, resolve=False))
+    checkpoint = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
+    victim = tmp_path / "user_weights"
+    victim.mkdir()
+    (victim / "model.pt").write_bytes(b"the user's own weights")
+    checkpoint["vtcc_config"]["features"]["cache_dir"] = str(victim)
+    torch.save(checkpoint, tmp_path / "moved.ckpt")
+    monkeypatch.chdir(tmp_path)
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            "eval",
+            [
+                f"ckpt_path={tmp_path / 'moved.ckpt'}",
+                f"paths.output_dir={tmp_path / 'eval'}",
+                f"paths.log_dir={tmp_path / 'eval_outputs'}",
+                "trainer.accelerator=cpu",
+            ],
+        )
+    run_safely(evaluate, cfg)
+    assert sorted(p.name for p in victim.iterdir()) == ["model.pt"]
+    assert (victim / "model.pt").read_bytes() == b"the user's own weights"
+    assert list((tmp_path / "eval_outputs/cache/features").glob("*.pt"))  # its own cache folder

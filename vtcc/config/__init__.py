@@ -1,0 +1,1 @@
+"""A run's config: checked, resolved and stored (see each module)."""

@@ -1,0 +1,153 @@
+"""The config a checkpoint stores is a description of a run, checked before anything uses it.
+
+A vtcc checkpoint records its run's resolved config: plain values, every ``auto`` and every
+interpolation already replaced by what the run used. Before ``vtcc-eval``, ``vtcc-predict``,
+resume, ``init_from`` or a ``model.checkpoint=<run>.ckpt`` backbone read it, :func:`check_stored_config`
+refuses anything vtcc itself never writes there:
+
+1. anything but plain data (``None``, bool, int, float, str, lists, string-keyed mappings), and any
+   ``${...}`` in a key or value: an interpolation or resolver (``${oc.create:...}``) would be
+   evaluated when the config is resolved, and could build objects no check has seen;
+2. a ``_target_`` at a place where vtcc builds no such kind of object (:data:`PLACES`): the data
+   node builds an image datamodule, never a feature cache that writes files; the model node a
+   vtcc model builder; and so on;
+3. Hydra's other special keys (``_args_``, ``_recursive_``, ``_convert_``): vtcc writes none;
+4. as the second wall, any ``_target_`` outside :mod:`vtcc.utils.allowlist`.
+
+:func:`rebuild_settings` then turns the checked description into the config eval and predict
+build from, with what decides where files are written taken from the current command.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from typing import Any
+
+from vtcc.errors import ConfigError
+from vtcc.utils.allowlist import disallowed_targets, is_optimizer, is_scheduler, is_view_operation
+
+MODELS = {"vtcc.models.vtcc_network", "vtcc.models.timm_network", "vtcc.models.pretrained.pretrained_network"}
+OBJECTIVES = {f"vtcc.module.{name}Clustering" for name in ("Contrastive", "Scan", "SelfLabel", "Temi")}
+LOSSES = {
+    f"vtcc.losses.{name}"
+    for name in ("InstanceLoss", "ClusterLoss", "ScanLoss", "ConfidenceCrossEntropy", "TemiLoss")
+}
+IMAGE_DATAMODULES = {"vtcc.data.InMemoryDataModule", "vtcc.data.StreamingFolderDataModule"}
+LOADERS = {
+    f"vtcc.data.load_{name}"
+    for name in ("digits", "npz", "image_folder", "cifar10", "cifar100_20", "stl10", "mnist", "fashion_mnist")
+}
+VIEWS = {f"vtcc.data.{name}" for name in ("rgb_view", "small_image_view", "strong_view", "EvalTransform")}
+CALLBACKS = {
+    "lightning.pytorch.callbacks.ModelCheckpoint",
+    "lightning.pytorch.callbacks.LearningRateMonitor",
+    "vtcc.utils.callbacks.SaveOnInterrupt",
+    "vtcc.utils.callbacks.EpochThroughput",
+}
+LOGGERS = {f"lightning.pytorch.loggers.{name}Logger" for name in ("CSV", "TensorBoard", "MLFlow", "Wandb")}
+
+
+def _one_of(names: set[str]):
+    return lambda target: target in names
+
+
+def _view_part(target: str) -> bool:
+    return target in VIEWS or is_view_operation(target)
+
+
+# Where vtcc builds what: (key path pattern, what a _target_ there may name). The first match decides.
+PLACES: list[tuple[str, Any]] = [
+    ("model", _one_of(MODELS)),
+    ("module", _one_of(OBJECTIVES)),
+    ("module.*_loss", _one_of(LOSSES)),
+    ("module.optimizer", is_optimizer),
+    ("module.scheduler", lambda t: t == "vtcc.optim.warmup_cosine" or is_scheduler(t)),
+    ("data", _one_of(IMAGE_DATAMODULES)),
+    ("data.dataset", _one_of(LOADERS)),
+    ("data.train_transform", _one_of({"vtcc.data.TwinViewAugmentation"})),
+    ("data.train_transform.*", _view_part),
+    ("augment", _one_of({"vtcc.data.TwinViewAugmentation"})),
+    ("augment.*", _view_part),
+    ("features", _one_of({"vtcc.data.features.CachedFeatureDataModule"})),
+    ("trainer", _one_of({"lightning.pytorch.Trainer"})),
+    ("callbacks.*", _one_of(CALLBACKS)),
+    ("logger.*", _one_of(LOGGERS)),
+]
+SPECIAL_KEYS = {"_target_", "_partial_"}
+PLAIN = (str, int, float, bool, type(None))
+
+
+def _refuse(path: Any, key: str, problem: str) -> ConfigError:
+    return ConfigError(
+        f"{path} stores {problem} at {key or 'its top level'}, which vtcc never writes into a checkpoint: "
+        "this file was not written by vtcc as it is; do not use it"
+    )
+
+
+def _place_allows(key: str, target: str) -> bool:
+    for pattern, allows in PLACES:
+        if fnmatchcase(key, pattern):
+            return bool(allows(target))
+    return False
+
+
+def _check_node(node: Any, key: str, path: Any) -> None:
+    if isinstance(node, dict):
+        for name, value in node.items():
+            if not isinstance(name, str):
+                raise _refuse(path, key, f"a non-string key {name!r}")
+            child = f"{key}.{name}" if key else name
+            if "${" in name:
+                raise _refuse(path, child, "an interpolation")
+            if name.startswith("_") and name.endswith("_") and name not in SPECIAL_KEYS:
+                raise _refuse(path, child, f"Hydra's special key {name}")
+            if name == "_target_":
+                if not isinstance(value, str) or not _place_allows(key, value):
+                    raise _refuse(path, child, f"a _target_ {value!r} where vtcc builds no such object")
+                continue
+            _check_node(value, child, path)
+    elif isinstance(node, list | tuple):
+        for index, value in enumerate(node):
+            _check_node(value, f"{key}[{index}]", path)
+    elif not isinstance(node, PLAIN):
+        raise _refuse(path, key, f"a {type(node).__name__} value")
+    elif isinstance(node, str) and "${" in node:
+        raise _refuse(path, key, f"an interpolation ({node[:60]!r})")
+
+
+def check_stored_config(config: Any, path: Any) -> None:
+    """Refuse, with one line naming the key, a stored config that is not a plain run description
+    of the kind vtcc writes (see the module docstring); nothing in it is resolved or imported."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path} is not a vtcc checkpoint: its stored config is not a mapping")
+    _check_node(config, "", path)
+    refused = disallowed_targets(config)  # the second wall: vtcc's allowlist, by name
+    if refused:
+        key, target = refused[0]
+        raise ConfigError(
+            f"{path} asks to build {target!r} (at {key}), which vtcc never builds from a checkpoint "
+            "(only vtcc's own classes, torch optimisers and schedulers, kornia augmentations): "
+            "this file was not written by vtcc as it is; do not use it"
+        )
+
+
+def _no_downloads(node: Any) -> None:
+    if isinstance(node, dict):
+        for name, value in node.items():
+            if name == "download":
+                node[name] = False
+            else:
+                _no_downloads(value)
+
+
+def rebuild_settings(stored: dict[str, Any], cache_dir: str) -> dict[str, Any]:
+    """The checked run description as eval and predict build it: the data is read where it lies,
+    never downloaded (a download writes under the data's root), and a frozen backbone's features
+    are cached in ``cache_dir``, the current command's cache folder, not where the checkpoint says."""
+    import copy
+
+    settings = copy.deepcopy(stored)
+    _no_downloads(settings.get("data"))
+    if isinstance(settings.get("features"), dict):
+        settings["features"]["cache_dir"] = cache_dir
+    return settings
