@@ -29,12 +29,39 @@ def command_line_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def _set_on_command_line(overrides: list[str], key: str) -> bool:
-    return any(re.match(rf"^[+~]*{re.escape(key)}([.=@]|$)", override) for override in overrides)
+def _overridden(overrides: list[str], section: str) -> tuple[bool, list[tuple[str, bool]]]:
+    """Whether ``section=<choice>`` replaces the section on the command line, and the
+    ``(key, deleted)`` of each ``section.<key>=value`` (or ``~section.<key>``) override of one key."""
+    replaced, keys = False, []
+    for override in overrides:
+        key = re.sub(r"^[+~]+", "", override).split("=", 1)[0]
+        if key == section or key.startswith(f"{section}@"):
+            replaced = True
+        elif key.startswith(f"{section}."):
+            keys.append((key, override.startswith("~")))
+    return replaced, keys
+
+
+def _stored_with_overrides(cfg: DictConfig, stored: dict[str, Any], keys: list[tuple[str, bool]]) -> Any:
+    """The checkpoint's section with each overridden key set to the command line's value."""
+    section = OmegaConf.create({"root": stored})
+    for key, deleted in keys:
+        inner = "root" + key[key.index(".") :]
+        if deleted:
+            parent, _, leaf = inner.rpartition(".")
+            node = OmegaConf.select(section, parent)
+            if node is not None and leaf in node:
+                del node[leaf]
+        else:
+            OmegaConf.update(section, inner, OmegaConf.select(cfg, key), force_add=True)
+    return section.root
 
 
 def take_run_settings(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
-    """Put the model, K and data of ``cfg.init_from``'s run into ``cfg``; returns the checkpoint."""
+    """Put the model, K and data of ``cfg.init_from``'s run into ``cfg``; returns the checkpoint.
+
+    ``model=<choice>`` / ``data=<choice>`` on the command line replace that section; an override
+    of one key (``data.batch_size=64``) changes that key of the checkpoint's section, nothing else."""
     path = Path(str(cfg.init_from))
     if not path.is_file():
         raise ConfigError(
@@ -45,22 +72,21 @@ def take_run_settings(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
     stored = checkpoint[CONFIG_KEY]
     if "state_dict" not in checkpoint or not stored.get("model"):
         raise ConfigError(f"init_from={path} holds no trained network: give a vtcc training checkpoint")
-    own_model, own_k, own_data = (
-        _set_on_command_line(overrides, k) for k in ("model", "num_clusters", "data")
-    )
+    own_model, model_keys = _overridden(overrides, "model")
+    own_data, data_keys = _overridden(overrides, "data")
+    own_k = any(re.sub(r"^[+~]+", "", o).split("=", 1)[0] == "num_clusters" for o in overrides)
     with open_dict(cfg):
-        if own_model:
-            current = OmegaConf.to_container(cfg.model, resolve=True)
-            differences = config_differences(
-                _structural(stored["model"]), _structural(current), tuple(_structural(stored["model"]))
+        if not own_model:
+            cfg.model = _stored_with_overrides(cfg, stored["model"], model_keys)
+        current = OmegaConf.to_container(cfg.model, resolve=True)
+        differences = config_differences(
+            _structural(stored["model"]), _structural(current), tuple(_structural(stored["model"]))
+        )
+        if differences:
+            raise ConfigError(
+                f"init_from={path} has another model ({'; '.join(differences[:3])}): drop the model "
+                "overrides (the model comes from the checkpoint), or start without init_from"
             )
-            if differences:
-                raise ConfigError(
-                    f"init_from={path} has another model ({'; '.join(differences[:3])}): drop the model "
-                    "overrides (the model comes from the checkpoint), or start without init_from"
-                )
-        else:
-            cfg.model = OmegaConf.create(stored["model"])
         if own_k and cfg.num_clusters != stored["num_clusters"]:
             raise ConfigError(
                 f"init_from={path} clusters into K={stored['num_clusters']}, "
@@ -69,7 +95,7 @@ def take_run_settings(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
             )
         cfg.num_clusters = stored["num_clusters"]
         if not own_data:
-            cfg.data = OmegaConf.create(stored["data"])
+            cfg.data = _stored_with_overrides(cfg, stored["data"], data_keys)
             cfg.data.train_transform = "${augment}"  # this run's augmentation, at that run's size
     resolve_strong_view(cfg, stored)
     resolve_threshold(cfg, stored)
