@@ -26,9 +26,8 @@ def npz_run(tmp_path_factory) -> Path:
 
 
 def settings(output: Path, run: Path, *overrides: str):
-    cfg = compose_train(
-        output, ["objective=selflabel", f"init_from={run / 'checkpoints/last.ckpt'}", *overrides], resolve=False
-    )
+    source = f"init_from={run / 'checkpoints/last.ckpt'}"
+    cfg = compose_train(output, ["objective=selflabel", source, *overrides], resolve=False)
     take_run_settings(cfg, list(overrides))
     return cfg
 
