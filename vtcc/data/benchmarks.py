@@ -1,13 +1,18 @@
 """Readers for the papers' benchmarks in their published on-disk formats, decoded to uint8 arrays.
 
 ``download=True`` fetches through torchvision where it can; reading is ours, so a copy placed
-by hand (or written by the tests) loads the same way.
+by hand (or written by the tests) loads the same way. CIFAR's python batches are pickles, and
+``data.root`` may come from a checkpoint: they are read by an unpickler that builds numpy arrays
+and plain Python values only, so a crafted file cannot run code.
 """
 
 from __future__ import annotations
 
+import codecs
+import importlib
 import pickle
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -34,21 +39,98 @@ def _maybe_download(dataset_class, root: Path, download: bool, **kwargs) -> None
             dataset_class(root=str(root), train=train, download=True, **kwargs)
 
 
+def _numpy_core(module: str, name: str) -> Any:
+    """``numpy._core.<module>.<name>`` (numpy 2), else ``numpy.core.<module>.<name>`` (numpy 1)."""
+    try:
+        return getattr(importlib.import_module(f"numpy._core.{module}"), name)
+    except (ImportError, AttributeError):
+        return getattr(importlib.import_module(f"numpy.core.{module}"), name)
+
+
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """Protocol 2 pickles written by Python 3 store bytes as ``_codecs.encode(text, "latin1")``;
+    only that codec is admitted (others could decompress or transform at will)."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r}")
+    return codecs.encode(text, "latin1")
+
+
+def _cifar_globals() -> dict[tuple[str, str], Any]:
+    """What CIFAR's batches (numpy arrays in a dict) reference, under numpy 1 and 2 names."""
+    allowed: dict[tuple[str, str], Any] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_bytes,
+    }
+    arrays = (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))
+    for module, name in arrays:  # protocols 0-4 build arrays by _reconstruct, protocol 5 by _frombuffer
+        for package in ("numpy.core", "numpy._core"):
+            allowed[(f"{package}.{module}", name)] = _numpy_core(module, name)
+    return allowed
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Resolves only the globals of :func:`_cifar_globals`: any other (``os.system``, ``exec``, a
+    class) is refused before anything is called."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        super().__init__(handle, encoding="latin1")  # the published files are Python 2 pickles
+        self.allowed = _cifar_globals()
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.allowed:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}")
+        return self.allowed[(module, name)]
+
+
+def read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, list[int]]:
+    """One CIFAR python batch: ``(N, 3, 32, 32)`` uint8 images and their labels."""
+    try:
+        with open(path, "rb") as handle:
+            entry = _CifarUnpickler(handle).load()
+        images = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = [int(label) for label in entry[label_key]]
+    except pickle.UnpicklingError as error:
+        raise ConfigError(
+            f"{path} holds objects other than CIFAR's arrays ({error}): vtcc refuses to unpickle it; "
+            "replace it with the published CIFAR file (data.download=true fetches it)"
+        ) from error
+    except (EOFError, KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+        raise ConfigError(
+            f"{path} is not a CIFAR python batch ({type(error).__name__}: {error}): "
+            "replace it with the published CIFAR file (data.download=true fetches it)"
+        ) from error
+    if len(labels) != len(images):
+        raise ConfigError(f"{path} holds {len(images)} images and {len(labels)} labels: replace the file")
+    return images, labels
+
+
 def _read_cifar_batches(folder: Path, files: list[str], label_key: str) -> tuple[np.ndarray, np.ndarray]:
     images, labels = [], []
     for name in files:
-        with open(folder / name, "rb") as handle:
-            entry = pickle.load(handle, encoding="latin1")
-        images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.extend(entry[label_key])
+        batch_images, batch_labels = read_cifar_batch(folder / name, label_key)
+        images.append(batch_images)
+        labels.extend(batch_labels)
     return np.concatenate(images), np.asarray(labels, dtype=np.int64)
+
+
+def _download_cifar(dataset_class: type, root: Path) -> None:
+    """The archive at torchvision's URL, checked against its md5 and extracted; torchvision's CIFAR
+    classes are not instantiated, since they unpickle the batches with ``pickle.load``."""
+    from torchvision.datasets import utils
+
+    utils.download_and_extract_archive(
+        dataset_class.url, str(root), filename=dataset_class.filename, md5=dataset_class.tgz_md5
+    )
 
 
 def _cifar(root: str | Path, download: bool, name: str, folder: str, files: list[str], label_key: str):
     from torchvision import datasets
 
     root = Path(root)
-    _maybe_download(datasets.CIFAR10 if name == "CIFAR-10" else datasets.CIFAR100, root, download)
+    present = all((root / folder / f).is_file() for f in files)
+    if download and not present:
+        _download_cifar(datasets.CIFAR10 if name == "CIFAR-10" else datasets.CIFAR100, root)
     if not all((root / folder / f).is_file() for f in files):
         raise missing(
             name, root, f"{folder}/{{{','.join(files)}}} (the python pickles)", _download_hint(name)

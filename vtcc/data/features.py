@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,14 @@ PAIRINGS = ("views", "neighbors", "weak_strong", "eval", "eval_neighbors")
 EVAL_ONLY = ("eval", "eval_neighbors")  # pairings of evaluation features: no augmented views
 
 
+CACHE_FORMAT = "vtcc-feature-cache/1"  # stored in every cache: a file without it is not ours to replace
+
+
 def cache_key(parts: dict[str, Any]) -> str:
-    """A short hash of everything the cached features depend on (model, weights file, data, transform)."""
+    """A short hash of everything the cached features depend on (model, weights file, data, transform,
+    and the torch and timm versions that computed them: another release may compute other numbers)."""
+    import timm
+
     checkpoint = (parts.get("model") or {}).get("checkpoint")
     if checkpoint and Path(checkpoint).is_file():
         stat = Path(checkpoint).stat()
@@ -39,8 +46,32 @@ def cache_key(parts: dict[str, Any]) -> str:
             **parts,
             "checkpoint_file": [str(Path(checkpoint).resolve()), stat.st_size, stat.st_mtime_ns],
         }
+    parts = {**parts, "versions": {"torch": str(torch.__version__), "timm": str(timm.__version__)}}
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _not_a_vtcc_cache(path: Path, reason: str) -> ConfigError:
+    return ConfigError(
+        f"feature cache {path} exists and was not written by this vtcc's feature cache ({reason}): "
+        "move it away or set features.cache_dir to another folder"
+    )
+
+
+def _read_vtcc_cache(path: Path, mmap: bool = False) -> dict[str, torch.Tensor] | None:
+    """The cache at ``path`` without its marker; None when there is none. Anything else there (a
+    user's weights, a text file, another format's cache) is refused, never replaced."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    try:
+        cache = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as error:  # any failure: the file is not a cache we wrote
+        raise _not_a_vtcc_cache(path, f"not a readable torch file: {type(error).__name__}") from error
+    marker = cache.get("format") if isinstance(cache, dict) else None
+    if marker != CACHE_FORMAT:
+        reason = f"format {marker!r}, this vtcc writes {CACHE_FORMAT!r}" if marker else "no vtcc marker"
+        raise _not_a_vtcc_cache(path, reason)
+    return {k: v for k, v in cache.items() if k != "format"}
 
 
 class CachedFeatureDataModule(BackboneOverSource):
@@ -92,7 +123,7 @@ class CachedFeatureDataModule(BackboneOverSource):
         if self.cache is not None:
             return
         self.source.setup(stage)
-        cache = torch.load(self.path, map_location="cpu", weights_only=True) if self.path.is_file() else None
+        cache = _read_vtcc_cache(self.path)  # refuses a file vtcc did not write, before any work
         if cache is not None and not self._matches_source(cache):
             log.warning("cached features in %s do not match the data: extracting them again", self.path)
             cache = None
@@ -111,17 +142,23 @@ class CachedFeatureDataModule(BackboneOverSource):
             self.cache["neighbors"] = self._training_neighbors()
 
     def _matches_source(self, cache: dict[str, torch.Tensor]) -> bool:
-        """The cache holds one row per source image, with the source's labels."""
-        if len(cache.get("eval", ())) != len(self.source):
+        """The cache holds views, and one row per source image with the source's labels."""
+        if not all(isinstance(cache.get(k), torch.Tensor) for k in ("views", "eval", "labels")):
+            return False
+        if len(cache["eval"]) != len(self.source) or len(cache["labels"]) != len(self.source):
             return False
         return torch.equal(cache["labels"], self.source.labels_in_order())
 
     def _save(self, cache: dict[str, torch.Tensor]) -> None:
-        """Atomic: written to a temporary file, renamed; a failed write leaves no temporary file."""
+        """Atomic: written to a new temporary file, renamed; a failed write leaves no temporary file.
+        Replaces only a cache vtcc wrote: a file that appeared at the path meanwhile is refused."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        _read_vtcc_cache(self.path, mmap=True)  # mmap: checks the marker without reading the tensors
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        handle = open(temporary, "xb")  # exclusive: a fresh file, never another's to clean up
         try:
-            torch.save(cache, temporary)
+            with handle:
+                torch.save({**cache, "format": CACHE_FORMAT}, handle)
             os.replace(temporary, self.path)  # concurrent processes never read a partial file
         finally:
             temporary.unlink(missing_ok=True)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
+import torch
 from torch import nn
 
 from vtcc.errors import ConfigError
+from vtcc.models.heads import HeadStyle
 from vtcc.models.network import ClusteringNetwork
 
-MODES = ("frozen", "partial", "full")
+Mode = Literal["frozen", "partial", "full"]
+MODES = get_args(Mode)
 
 
 def create_pretrained_backbone(
@@ -27,20 +30,19 @@ def create_pretrained_backbone(
 
     if checkpoint and str(checkpoint).endswith(".ckpt"):
         return vtcc_run_backbone(checkpoint)
-    kwargs: dict[str, Any] = {"num_classes": 0, **(model_kwargs or {})}
-    if checkpoint:
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise ConfigError(f"model.checkpoint={path} does not exist: give a .pth or .safetensors file")
-        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path)})
-    else:
-        kwargs["pretrained"] = pretrained
+    kwargs: dict[str, Any] = {"num_classes": 0, "pretrained": pretrained, **(model_kwargs or {})}
+    if checkpoint and not Path(checkpoint).is_file():
+        raise ConfigError(f"model.checkpoint={checkpoint} does not exist: give a .pth or .safetensors file")
     if not timm.is_model(name.split(".")[0]):
         raise ConfigError(
             f"timm has no model {name!r}: e.g. vit_small_patch16_224.dino (see timm.list_models())"
         )
+    if checkpoint:  # timm adapts the tensors (input channels, position embeddings) as for its own files
+        kwargs.update(pretrained=True, pretrained_cfg_overlay={"state_dict": read_weights(Path(checkpoint))})
     try:
-        return timm.create_model(name, **kwargs)
+        model = timm.create_model(name, **kwargs)
+        model.pretrained_cfg.pop("state_dict", None)  # timm keeps its config: not a copy of the weights
+        return model
     except (OSError, RuntimeError, ValueError) as error:
         hint = (
             "check that the file holds this model's weights"
@@ -48,6 +50,39 @@ def create_pretrained_backbone(
             else ("offline? download the weights once and pass model.checkpoint=<file>")
         )
         raise ConfigError(f"could not load weights for {name!r} ({error}): {hint}") from error
+
+
+def _one_line(error: Exception) -> str:
+    """torch's unpickling errors run to a page; the first line names the problem."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in a ``.safetensors`` or ``.pth`` file, read as data (``weights_only=True``).
+
+    Read here rather than by timm's file loader: timm releases within our range differ in what
+    their ``torch.load`` admits, and a weights file from the internet must not run code.
+    """
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            checkpoint: Any = load_file(str(path))
+        else:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # unreadable, or objects other than tensors: the file is unusable
+        raise ConfigError(
+            f"model.checkpoint={path} is not a readable weights file ({_one_line(error)}): "
+            "give a .safetensors or .pth file of tensors"
+        ) from error
+    for key in ("state_dict_ema", "model_ema", "state_dict", "model"):  # timm's order for training files
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
+            checkpoint = checkpoint[key]
+            break
+    if not isinstance(checkpoint, dict):
+        raise ConfigError(f"model.checkpoint={path} holds no state dict: give a file of named tensors")
+    return {k.removeprefix("module."): v for k, v in checkpoint.items()}  # DataParallel's prefix
 
 
 def vtcc_run_backbone(checkpoint: str | Path) -> nn.Module:
@@ -98,13 +133,13 @@ class PretrainedClusteringNetwork(ClusteringNetwork):
         self,
         backbone: nn.Module,
         num_clusters: int,
-        mode: str = "frozen",
+        mode: Mode = "frozen",
         trainable_blocks: int = 2,
         backbone_lr_scale: float = 0.1,
         layer_decay: float = 0.75,
         instance_dim: int = 128,
         hidden_dim: int | None = None,
-        head_style: str = "vtcc",
+        head_style: HeadStyle = "vtcc",
     ) -> None:
         if mode not in MODES:
             raise ConfigError(f"model.mode={mode!r} is unknown: use one of {', '.join(MODES)}")

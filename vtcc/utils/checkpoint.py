@@ -90,10 +90,17 @@ def restore_run(path: str | Path, cache_dir: str | None = None) -> tuple[Any, An
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes to a temporary file in the same folder, then renames it over the target.
+    """Writes to a temporary file in the same folder, then renames it over the target; reads with
+    ``weights_only=True``.
 
     A crash while saving leaves the previous checkpoint intact; a reader never sees a partial file.
     """
+
+    def load_checkpoint(
+        self, path: Any, map_location: Any = lambda storage, loc: storage, weights_only: bool | None = True
+    ) -> Any:
+        """Resuming reads the file as data too (Lightning's default leaves it to torch's)."""
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         path = Path(path)
