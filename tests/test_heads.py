@@ -1,4 +1,4 @@
-"""Several cluster heads side by side, chosen by training loss (never labels), and SCAN's linear head."""
+"""Several cluster heads side by side, ranked by their scores (never labels), and SCAN's linear head."""
 
 from __future__ import annotations
 
@@ -24,12 +24,12 @@ class Flat(nn.Module):
         return x.flatten(1)
 
 
-def test_the_lowest_mean_training_loss_chooses_the_head_and_evaluation_uses_it(tiny_cfg):
+def test_the_lowest_mean_score_chooses_the_head_and_evaluation_uses_it(tiny_cfg):
     module = instantiate(tiny_cfg.module, network=instantiate(tiny_cfg.model), num_heads=3)
     module._trainer = SimpleNamespace(strategy=SimpleNamespace(reduce=lambda t, reduce_op: t))
     module.on_train_epoch_start()
-    for losses in ([3.0, 1.0, 2.5], [3.0, 2.0, 0.4]):  # means 3.0, 1.5, 1.45: head 2
-        module._track_head_losses(torch.tensor(losses))
+    for scores in ([3.0, 1.0, 2.5], [3.0, 2.0, 0.4]):  # means 3.0, 1.5, 1.45: head 2
+        module._track_head_scores(torch.tensor(scores))
     module._choose_best_head()
     assert int(module.network.best_head) == 2
     images = torch.rand(4, 1, 8, 8)

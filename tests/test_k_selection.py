@@ -15,6 +15,7 @@ from sklearn.datasets import load_digits
 from vtcc.errors import ConfigError
 from vtcc.k_selection import CRITERIA, choose, score_candidates, search_range
 from vtcc.report import k_selection_figure
+from vtcc.utils.callbacks import TimeBudget
 from vtcc.utils.checkpoint import restore_run
 
 
@@ -109,3 +110,56 @@ def test_bad_auto_settings_are_one_line_and_write_nothing(train_in_process, tmp_
     code, stderr = train_in_process("num_clusters=auto", *overrides)
     assert code == 2 and message in stderr and "Traceback" not in stderr
     assert not (tmp_path / "run").exists()
+
+
+def auto_run_settings(npz: Path, output: Path, *extra: str) -> list[str]:
+    data = ["data=npz", f"data.root={npz}", "data.in_chans=1", "data.image_size=8"]
+    every_epoch = [  # each refine epoch's checkpoint kept (checkpoints/refine_<i>.ckpt)
+        "callbacks.last_checkpoint.save_top_k=-1",
+        "callbacks.last_checkpoint.filename='refine_{epoch}'",
+        "+callbacks.last_checkpoint.auto_insert_metric_name=false",
+    ]
+    return [*data, *AUTO, "k_search.refine_epochs=3", *every_epoch, f"paths.output_dir={output}", *extra]
+
+
+def test_a_resumed_refine_phase_continues_the_same_plan_bit_for_bit(train_in_process, tmp_path):
+    """Stopped after the first of 3 refine epochs and resumed with the integer K (as the message
+    says): the same refine epochs and schedule, so the same weights as the uninterrupted run."""
+    from tests.test_reliability import assert_same_training_state
+
+    npz = write_digits_npz(tmp_path / "digits.npz", permute_labels=False)
+    schedule = "module.scheduler={_target_:vtcc.optim.warmup_cosine,_partial_:true,warmup_steps:2}"
+    code, stderr = train_in_process(*auto_run_settings(npz, tmp_path / "whole", schedule))
+    assert code == 0, stderr[-2000:]
+    config = yaml.safe_load((tmp_path / "whole/config.yaml").read_text())
+    k = config["num_clusters"]
+    assert config["k_search"]["chosen"] == k and config["k_search"]["refine_epochs"] == 3
+    first = tmp_path / "whole/checkpoints/refine_0.ckpt"
+    settings = [s for s in auto_run_settings(npz, tmp_path / "resumed", schedule) if s != "num_clusters=auto"]
+    code, stderr = train_in_process(*settings, f"num_clusters={k}", f"ckpt_path={first}")
+    assert code == 0, stderr[-2000:]
+    whole = torch.load(tmp_path / "whole/checkpoints/refine_2.ckpt", weights_only=True)
+    resumed = torch.load(tmp_path / "resumed/checkpoints/refine_2.ckpt", weights_only=True)
+    assert whole["epoch"] == 2  # three refine epochs, not trainer.max_epochs=2 of the search
+    assert_same_training_state(whole, resumed)
+
+
+def test_the_k_search_counts_against_the_time_budget(train_in_process, tmp_path, monkeypatch):
+    """The search trains within its share of the budget (2 of the run's 2 + 3 epochs), and the
+    refine phase's budget counts from the same start: the whole run fits the one budget."""
+    import vtcc.train
+
+    made: list[TimeBudget] = []
+
+    class Recorded(TimeBudget):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(vtcc.train, "TimeBudget", Recorded)
+    npz = write_digits_npz(tmp_path / "digits.npz", permute_labels=False)
+    code, stderr = train_in_process(*auto_run_settings(npz, tmp_path / "run", "time_budget_minutes=0.05"))
+    assert code == 0, stderr[-2000:]
+    search, refine = made
+    assert search.seconds == pytest.approx(3 * 2 / 5) and refine.seconds == pytest.approx(3)
+    assert search.started_at is not None and refine.started_at == search.started_at

@@ -3,6 +3,7 @@ eval / predict / resume on its checkpoints, and the bad-input lines."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -159,6 +160,46 @@ def test_no_confident_image_stops_with_the_fix(base_run, tmp_path, capsys):
         "no image reached the confidence threshold 1.0" in err
         and "Lower module.selflabel_loss.threshold" in err
     )
+
+
+def test_a_flat_head_neither_clusters_nor_stops_a_run_whose_other_head_trains(tmp_path, weights):  # noqa: F811
+    """The reported bug, from a 2-head frozen-feature SCAN run. Head 0 is made flat (its last layer
+    zeroed: p = 1/10 < 0.2 for every image, loss exactly 0), head 1 is the run's best head, best
+    when the epoch starts. Ranked by loss, the flat head won epoch 0; epoch 1 counted only its
+    images and stopped the run. Scores: the flat head's is the cross-entropy of uniform predictions,
+    log 10 (entropy term 0). On the evaluation features weak = strong, so any other head scores at
+    most log 10 - I (I its mutual information of image and cluster), below log 10."""
+    _, scan = run(
+        tmp_path / "scan", weights, "objective=scan", "features.num_neighbors=5", "module.num_heads=2"
+    )
+    state = scan["state_dict"]
+    sharp = f"network.cluster_heads.{int(state['network.best_head'])}."
+    for key in [k for k in state if k.startswith(sharp)]:
+        state["network.cluster_heads.1." + key.removeprefix(sharp)] = state[key].clone()
+    last = max(int(k.split(".")[4]) for k in state if k.startswith("network.cluster_heads.0.mlp."))
+    for name in ("weight", "bias"):
+        state[f"network.cluster_heads.0.mlp.{last}.{name}"].zero_()
+    state["network.best_head"] = torch.tensor(1)
+    torch.save(scan, tmp_path / "flat.ckpt")
+
+    overrides = [
+        *SELFLABEL,
+        f"init_from={tmp_path / 'flat.ckpt'}",
+        "module.num_heads=2",
+        "module.selflabel_loss.threshold=0.2",
+        f"features.cache_dir={tmp_path / 'cache'}",
+        "trainer.max_epochs=2",
+    ]
+    train(compose_train(tmp_path / "run", overrides, tiny=False, resolve=False))
+    new = last_checkpoint(tmp_path / "run")
+    assert new["epoch"] == 1 and int(new["state_dict"]["network.best_head"]) == 1
+    with open(tmp_path / "run" / "logs" / "metrics.csv") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["train/head0_score"]]
+    assert len(rows) == 2
+    for row in rows:
+        assert float(row["train/head0_score"]) == pytest.approx(math.log(10), rel=1e-5)
+        assert float(row["train/head1_score"]) < math.log(10)
+        assert 0 < float(row["train/confident_fraction"]) <= 0.5  # head 0 labels nothing
 
 
 def test_init_from_of_another_model_or_k_is_refused(base_run, tmp_path):

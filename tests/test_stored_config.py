@@ -136,9 +136,8 @@ def test_eval_and_predict_never_download_and_cache_where_the_command_says(stored
 
 def test_eval_of_a_frozen_run_writes_no_cache_where_its_checkpoint_says(
     tmp_path,
-    weights,
+    weights,  # noqa: F811
     monkeypatch,
-    capsys,  # noqa: F811
 ):
     """A checkpoint whose features.cache_dir names a user's folder: eval caches in its own folder."""
     from vtcc.evaluate import evaluate

@@ -102,11 +102,11 @@ def test_temi_trains_student_heads_and_moves_teachers_by_ema(tmp_path, weights):
     assert state["temi_loss.prior"].shape == (3, 10)
     rows = (tmp_path / "logs" / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
-    for name in ("train/head0_loss", "train/head1_loss", "train/head2_loss", "train/best_head"):
+    for name in ("train/head0_score", "train/head1_score", "train/head2_score", "train/best_head"):
         assert name in header
     last = [dict(zip(header, r.split(","), strict=True)) for r in rows[1:]]
-    epoch_rows = [r for r in last if r["train/head0_loss"]]
-    losses = [float(epoch_rows[-1][f"train/head{i}_loss"]) for i in range(3)]
+    epoch_rows = [r for r in last if r["train/head0_score"]]
+    losses = [float(epoch_rows[-1][f"train/head{i}_score"]) for i in range(3)]
     assert int(state["network.best_head"]) == int(np.argmin(losses))
 
 

@@ -3,13 +3,14 @@ schedule's length follow the measured epoch time (a fake clock: no timing in tes
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from vtcc.errors import ConfigError
-from vtcc.optim import warmup_cosine
+from vtcc.optim import check_budget_can_move, warmup_cosine
 from vtcc.utils import callbacks
 from vtcc.utils.callbacks import TimeBudget
 
@@ -73,3 +74,83 @@ def test_the_schedule_length_survives_a_checkpoint():
 def test_a_budget_must_be_positive():
     with pytest.raises(ConfigError, match="time_budget_minutes=0"):
         TimeBudget(minutes=0)
+
+
+def test_a_replan_that_shortens_the_run_shortens_the_warm_up_too():
+    """10 % warm-up planned over 1,000 steps; the budget allows 200: the warm-up stays 10 % (20
+    steps), the rate reaches its base value and the cosine still ends at the last step."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    factor = warmup_cosine(optimizer, total_steps=1000, warmup_steps=100).lr_lambdas[0]
+    factor.replan(200)
+    assert factor.warmup_steps == 20
+    assert factor(19) == pytest.approx(1.0) and factor(20) == pytest.approx(1.0)
+    assert factor(110) == pytest.approx(0.5)  # half-way through the 180 cosine steps: cos(pi/2)
+    assert factor(199) == pytest.approx(0.5 * (1 + math.cos(math.pi * 179 / 180)))
+    factor.replan(5000)  # a longer run never warms up for more steps than configured
+    assert factor.warmup_steps == 100
+
+
+def run_epoch(budget: TimeBudget, trainer, clock: Clock, seconds: float) -> None:
+    budget.on_train_epoch_start(trainer, None)
+    clock.now += seconds
+    budget.on_train_epoch_end(trainer, None)
+    trainer.current_epoch += 1
+
+
+def test_a_resumed_run_keeps_its_budget_time_spent_and_plan(monkeypatch):
+    """Stopped after 2 epochs and resumed (with another budget on the command line, an hour later
+    on the clock): the third epoch plans exactly as in the uninterrupted run."""
+    clock = Clock()
+    monkeypatch.setattr(callbacks.time, "perf_counter", clock)
+
+    def new_run(minutes: float):
+        scheduler = warmup_cosine(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), 420)
+        return TimeBudget(minutes=minutes, evaluations=5), fake_trainer(scheduler)
+
+    whole, whole_trainer = new_run(10)
+    whole.on_fit_start(whole_trainer, None)
+    for seconds in (10.0, 30.0, 20.0):
+        run_epoch(whole, whole_trainer, clock, seconds)
+
+    clock.now = 0.0
+    first, first_trainer = new_run(10)
+    first.on_fit_start(first_trainer, None)
+    for seconds in (10.0, 30.0):
+        run_epoch(first, first_trainer, clock, seconds)
+    state = first.state_dict()
+    clock.now += 3600.0  # the run was down for an hour: that is not time the run spent
+    resumed, resumed_trainer = new_run(99)  # a fresh budget is not taken
+    resumed.load_state_dict(state)
+    resumed_trainer.current_epoch = 2
+    resumed_trainer.lr_scheduler_configs[0].scheduler.load_state_dict(
+        first_trainer.lr_scheduler_configs[0].scheduler.state_dict()
+    )
+    resumed.on_fit_start(resumed_trainer, None)
+    resumed.on_train_start(resumed_trainer, None)
+    assert resumed_trainer.fit_loop.max_epochs == first_trainer.fit_loop.max_epochs  # the stored plan
+    run_epoch(resumed, resumed_trainer, clock, 20.0)
+    assert resumed.seconds == 600.0
+    assert resumed_trainer.fit_loop.max_epochs == whole_trainer.fit_loop.max_epochs
+    assert resumed_trainer.check_val_every_n_epoch == whole_trainer.check_val_every_n_epoch
+    factor, expected = (
+        t.lr_scheduler_configs[0].scheduler.lr_lambdas[0] for t in (resumed_trainer, whole_trainer)
+    )
+    assert (factor.total_steps, factor.warmup_steps) == (expected.total_steps, expected.warmup_steps)
+
+
+def test_a_scheduler_the_budget_cannot_move_is_refused_before_any_work(train_in_process, tmp_path):
+    from functools import partial
+
+    check_budget_can_move(partial(warmup_cosine, warmup_steps=10))  # vtcc's: the budget moves it
+    with pytest.raises(ConfigError, match="CosineAnnealingLR"):
+        check_budget_can_move(partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=10))
+    scheduler = "module.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:5}"
+    code, stderr = train_in_process("time_budget_minutes=1", scheduler)
+    assert code == 2 and "StepLR" in stderr and "time_budget_minutes" in stderr
+    assert "Traceback" not in stderr and not (tmp_path / "run").exists()
+
+
+def test_a_torch_scheduler_keeps_its_own_length_without_a_budget(train_in_process, tmp_path):
+    scheduler = "module.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:5}"
+    code, stderr = train_in_process(scheduler, "trainer.max_epochs=1")
+    assert code == 0, stderr[-2000:]

@@ -13,6 +13,7 @@ import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from vtcc.config.validate import validate_config
 from vtcc.data.features import wrap_for_network
 from vtcc.errors import ConfigError
 from vtcc.module import validation_metrics
@@ -25,6 +26,7 @@ log = logging.getLogger("vtcc")
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
+    validate_config(cfg)  # every value's type, before any work
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
         raise ConfigError("no checkpoint given: run vtcc-eval ckpt_path=<run>/checkpoints/last.ckpt")
     run_cfg, module = restore_run(cfg.ckpt_path, cache_dir=own_cache_dir(cfg))

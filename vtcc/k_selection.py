@@ -115,12 +115,16 @@ def embed(network: torch.nn.Module, dataloader, on_batch, device: torch.device, 
     """Backbone features or instance vectors of every evaluation image, in loader order."""
     if which not in EMBEDDINGS:
         raise ConfigError(f"k_search.embedding={which!r} is unknown: use backbone or instance")
+    training = network.training  # the refine phase trains this network on: its mode comes back
     network.eval().to(device)
     outputs = []
-    for batch in dataloader:
-        images = on_batch(batch)[0].to(device)
-        features = network.features(images)
-        outputs.append(
-            (features if which == "backbone" else network.instance_projector(features)).float().cpu()
-        )
+    try:
+        for batch in dataloader:
+            images = on_batch(batch)[0].to(device)
+            features = network.features(images)
+            outputs.append(
+                (features if which == "backbone" else network.instance_projector(features)).float().cpu()
+            )
+    finally:
+        network.train(training)
     return torch.cat(outputs).numpy()

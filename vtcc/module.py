@@ -6,7 +6,7 @@ import copy
 import logging
 import random
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -17,8 +17,10 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from vtcc.errors import ConfigError, TrainingDivergedError
 from vtcc.losses import ClusterLoss, ConfidenceCrossEntropy, InstanceLoss, ScanLoss, TemiLoss
+from vtcc.losses.selflabel import self_label_score
 from vtcc.metrics import clustering_metrics
 from vtcc.models import ClusteringNetwork
+from vtcc.optim import build_scheduler
 from vtcc.utils.rng import capture_rng_states, restore_rng_states
 
 log = logging.getLogger("vtcc")
@@ -43,9 +45,11 @@ class ClusteringModule(LightningModule):
     parameters and the total number of steps. Evaluation clusters by the cluster head's argmax.
     ``compile`` compiles the backbone in place with ``torch.compile`` (checkpoints keep their keys).
     ``num_heads`` cluster heads train side by side; after each epoch (and before each evaluation) the
-    one with the lowest mean training loss becomes ``network.best_head``: labels never choose it.
+    one with the lowest mean ranking score becomes ``network.best_head``: labels never choose it.
     Subclasses implement :meth:`losses` for a batch of two views (images or cached features); their
-    ``head_losses`` term ``(H,)`` is logged per head and ranks the heads.
+    ``head_losses`` term ``(H,)`` (what each head trains on) is logged per head, and their
+    ``head_scores`` ``(H,)`` rank the heads; without it the head losses rank them, for objectives
+    whose per-head losses are comparable across heads and lowest for sharp, consistent heads.
     """
 
     def __init__(
@@ -60,8 +64,8 @@ class ClusteringModule(LightningModule):
         if network.num_heads != num_heads:  # fewer than 1 head is refused there
             network.reset_cluster_heads(network.num_clusters, num_heads)
         self.network = network
-        self._head_loss_sums = torch.zeros(num_heads, dtype=torch.float64)
-        self._head_loss_batches = 0
+        self._head_score_sums = torch.zeros(num_heads, dtype=torch.float64)
+        self._head_score_batches = 0
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.compile_backbone = compile
@@ -91,10 +95,13 @@ class ClusteringModule(LightningModule):
         terms = self.losses(view_a, view_b, *flag)
         loss = terms.pop("loss")
         head_losses = terms.pop("head_losses", None)
-        if head_losses is not None:
-            self._track_head_losses(head_losses.detach())
-            if len(head_losses) > 1:
-                terms.update({f"head{i}_loss": value for i, value in enumerate(head_losses.detach())})
+        head_scores = terms.pop("head_scores", head_losses)
+        if head_scores is not None:
+            self._track_head_scores(head_scores.detach())
+        if head_losses is not None and len(head_losses) > 1:
+            terms.update({f"head{i}_loss": value for i, value in enumerate(head_losses.detach())})
+            if head_scores is not head_losses:
+                terms.update({f"head{i}_score": value for i, value in enumerate(head_scores.detach())})
         nonfinite = (~torch.isfinite(loss.detach())).long()
         self._nonfinite_steps = self._nonfinite_steps.to(loss.device) + nonfinite
         batch_size = view_a.shape[0]
@@ -104,23 +111,23 @@ class ClusteringModule(LightningModule):
         )
         return loss
 
-    def _track_head_losses(self, head_losses: torch.Tensor) -> None:
-        """Sums per head on the device (no sync per step)."""
-        self._head_loss_sums = self._head_loss_sums.to(head_losses.device) + head_losses.double()
-        self._head_loss_batches += 1
+    def _track_head_scores(self, head_scores: torch.Tensor) -> None:
+        """Sums of the ranking scores ``(H,)`` per head on the device (no sync per step)."""
+        self._head_score_sums = self._head_score_sums.to(head_scores.device) + head_scores.double()
+        self._head_score_batches += 1
 
     def _choose_best_head(self, log_it: bool = False) -> None:
-        """The head with the lowest mean training loss so far this epoch (summed over processes)."""
-        if self._head_loss_batches == 0 or self.network.num_heads == 1:
+        """The head with the lowest mean ranking score so far this epoch (summed over processes)."""
+        if self._head_score_batches == 0 or self.network.num_heads == 1:
             return
-        sums = self.trainer.strategy.reduce(self._head_loss_sums.float(), reduce_op="sum")
+        sums = self.trainer.strategy.reduce(self._head_score_sums.float(), reduce_op="sum")
         self.network.best_head.fill_(int(torch.argmin(sums)))
         if log_it:
             self.log("train/best_head", float(self.network.best_head), on_step=False, on_epoch=True)
 
     def on_train_epoch_start(self) -> None:
-        self._head_loss_sums = torch.zeros_like(self._head_loss_sums)
-        self._head_loss_batches = 0
+        self._head_score_sums = torch.zeros_like(self._head_score_sums)
+        self._head_score_batches = 0
 
     def on_fit_start(self) -> None:
         """Under DDP every process is seeded alike; give each its own random stream, so the i-th
@@ -220,8 +227,8 @@ class ClusteringModule(LightningModule):
             raise ConfigError("the learning rate must be > 0: set module.optimizer.lr, e.g. 3e-4")
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(
-            optimizer, total_steps=int(self.trainer.estimated_stepping_batches)
+        scheduler = build_scheduler(
+            self.scheduler_factory, optimizer, int(self.trainer.estimated_stepping_batches)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -252,6 +259,10 @@ class ContrastiveClustering(ClusteringModule):
     normalises a view with that view's batch statistics, as the official networks
     (``Network_VTCC.forward``, CC's ``Network.forward``) do; running statistics update once per view.
     With several cluster heads the cluster terms are averaged over the heads (one head: the paper's loss).
+    A head's cluster loss ranks it: cosines of non-negative columns lie in [0, 1], so its floor
+    ``log(1 + (2K - 2) / e^(1/T))`` is reached only by sharp, consistent heads using every cluster;
+    a head whose output ignores the image, flat or collapsed, has parallel columns: ``log(2K - 1)``,
+    plus ``2 log K`` of entropy when collapsed.
     """
 
     def __init__(
@@ -299,7 +310,10 @@ class ScanClustering(ClusteringModule):
     (in the pretrained feature space) should fall in the same cluster; plus an entropy term.
 
     Anchors and neighbours are forwarded apart, as SCAN's ``scan_train`` does (per-view BatchNorm).
-    Several heads (SCAN trains 10) are averaged; the lowest-loss one clusters."""
+    Several heads (SCAN trains 10) are averaged; the lowest-loss one clusters, as in SCAN. The loss
+    is 0 only for a sharp head whose neighbours agree and whose clusters are balanced; a flat head
+    scores ``log K``, a collapsed one ``entropy_weight * log K`` (with ``entropy_weight`` 0 collapse is
+    the loss's own minimum, in training as in the ranking)."""
 
     def __init__(
         self,
@@ -338,8 +352,12 @@ class SelfLabelClustering(ClusteringModule):
     Batches are ``(weak, strong)``: ``augment=selflabel`` (images), or cached features of a frozen
     backbone: ``features.pairing=eval`` (the evaluation features as both) or ``weak_strong``. The
     weak pass runs without gradient in training mode, as SCAN's ``selflabel_train``.
-    ``train/confident_fraction`` is logged; an epoch in which no image reaches the threshold stops
-    the run (the threshold is too high for this model).
+    Heads are ranked by :func:`~vtcc.losses.selflabel.self_label_score` over all images, not by
+    their loss: a head with no confident image has loss 0 and would win by labelling nothing.
+    ``train/confident_fraction`` is the share of (head, image) pairs that got a label, the mean
+    over heads: what the loss trained on, and known at every step, where the best head is only
+    chosen at the epoch's end (one head: that head's share). An epoch in which no head had a single
+    confident image stops the run (the threshold is too high for this model).
     """
 
     def __init__(
@@ -353,7 +371,7 @@ class SelfLabelClustering(ClusteringModule):
     ) -> None:
         super().__init__(network, optimizer, scheduler, compile, num_heads)
         self.selflabel_loss = selflabel_loss
-        self._confident = torch.zeros((), dtype=torch.long)
+        self._confident = torch.zeros(self.network.num_heads, dtype=torch.long)  # per head, this epoch
 
     def losses(
         self, weak: torch.Tensor, strong: torch.Tensor, cluster: bool = True
@@ -362,17 +380,16 @@ class SelfLabelClustering(ClusteringModule):
             features_weak = self.network.features(weak)
             p_weak = [head(features_weak) for head in self.network.cluster_heads]
         features_strong = self.network.features(strong)
-        terms = [
-            self.selflabel_loss(p, head.logits(features_strong))
-            for p, head in zip(p_weak, self.network.cluster_heads, strict=True)
-        ]
+        logits = [head.logits(features_strong) for head in self.network.cluster_heads]
+        terms = [self.selflabel_loss(p, z) for p, z in zip(p_weak, logits, strict=True)]
         head_losses = torch.stack([loss for loss, _ in terms])
-        confident = terms[int(self.network.best_head)][1]
-        self._confident = self._confident.to(confident.device) + confident.sum()
+        confident = torch.stack([mask for _, mask in terms])  # (H, B)
+        self._confident = self._confident.to(confident.device) + confident.sum(dim=1)
         return {
             "loss": head_losses.mean(),
             "confident_fraction": confident.float().mean(),
             "head_losses": head_losses,
+            "head_scores": torch.stack([self_label_score(p, z) for p, z in zip(p_weak, logits, strict=True)]),
         }
 
     def on_train_epoch_start(self) -> None:
@@ -381,8 +398,8 @@ class SelfLabelClustering(ClusteringModule):
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
-        confident = int(self.trainer.strategy.reduce(self._confident.float(), reduce_op="sum"))
-        if confident == 0:
+        confident = self.trainer.strategy.reduce(self._confident.float(), reduce_op="sum")
+        if not bool((confident > 0).any()):
             raise ConfigError(
                 f"self-labelling: no image reached the confidence threshold "
                 f"{self.selflabel_loss.threshold} in epoch {self.current_epoch}, so nothing trains. "
@@ -402,6 +419,18 @@ def auto_teacher_momentum(total_steps: int) -> float:
     return min(TEMI_RECIPE_MOMENTUM, max(0.0, 1 - 1 / horizon)) if horizon > 0 else 0.0
 
 
+def pair_information_score(p_1: torch.Tensor, p_2: torch.Tensor) -> torch.Tensor:
+    """``-mean_i log sum_k p_1ik p_2ik / pbar_k`` of a head's ``(B, K)`` probabilities for the two
+    members of each pair, ``pbar`` their mean over the batch: minus TEMI's PMI at beta 1 with the
+    batch's own prior. A head whose output does not depend on the image (flat or collapsed) scores
+    exactly 0; as ``p_1 p_2 <= (p_1 + p_2) / 2``, no head scores below ``-log K``, which only a sharp,
+    consistent, balanced head reaches (a sharp consistent one: minus the entropy of its cluster sizes).
+    """
+    p_1, p_2 = p_1.float(), p_2.float()
+    prior = torch.cat([p_1, p_2]).mean(dim=0).clamp_min(1e-12)
+    return -((p_1 * p_2) / prior).sum(dim=1).clamp_min(1e-12).log().mean()
+
+
 class TemiClustering(ClusteringModule):
     """TEMI (Adaloglou et al., BMVC 2023) on frozen features: student heads learn from EMA teacher
     heads on pairs of an image and one of its nearest neighbours (:class:`~vtcc.losses.TemiLoss`).
@@ -416,6 +445,12 @@ class TemiClustering(ClusteringModule):
     0.996. A small dataset's run has few steps (digits: 350), and 0.996 there leaves a quarter of
     the teacher at its random start (ACC 0.70 against 0.967, README). It is read from the planned
     steps at every epoch's start, so it follows ``time_budget_minutes``.
+
+    Heads are ranked by the teachers' :func:`pair_information_score`, not by TEMI's loss: with
+    ``beta < 1`` the loss of a flat head, ``-w (2 - 2 beta) log K``, beats a sharp, consistent head
+    that uses ``k`` clusters evenly (``-w log k``) whenever ``k < K^(2 - 2 beta)`` (6 of 10 clusters
+    at beta 0.6), and every sharp head at ``beta <= 0.5``. The score gives any head whose output
+    ignores the image 0 and a sharp consistent head minus the entropy of its cluster sizes.
     """
 
     def __init__(
@@ -426,7 +461,7 @@ class TemiClustering(ClusteringModule):
         scheduler: Callable[..., LRScheduler] | None = None,
         compile: bool = False,
         num_heads: int = 1,
-        teacher_momentum: float | str = "auto",
+        teacher_momentum: float | Literal["auto"] = "auto",
         freeze_last_layer: int = 1,
     ) -> None:
         super().__init__(network, optimizer, scheduler, compile, num_heads)
@@ -473,8 +508,11 @@ class TemiClustering(ClusteringModule):
         students = [[head.logits(f) for f in features] for head in self.student_heads]
         with torch.no_grad():
             teachers = [[head.logits(f) for f in features] for head in self.network.cluster_heads]
+            temperature = self.temi_loss.teacher_temperature
+            probabilities = [[torch.softmax(t / temperature, dim=1) for t in views] for views in teachers]
+            head_scores = torch.stack([pair_information_score(*views) for views in probabilities])
         head_losses = self.temi_loss(students, teachers)
-        return {"loss": head_losses.mean(), "head_losses": head_losses}
+        return {"loss": head_losses.mean(), "head_losses": head_losses, "head_scores": head_scores}
 
     def on_after_backward(self) -> None:
         if self.current_epoch < self.freeze_last_layer:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from vtcc.errors import ConfigError
 
@@ -31,9 +32,51 @@ class WarmupCosine:
         self.total_steps = total_steps
         self.warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
         self.min_lr_ratio = min_lr_ratio
+        self.planned_total_steps = total_steps  # the first plan: a re-plan keeps its warm-up share
+        self.planned_warmup_steps = self.warmup_steps
+
+    def replan(self, total_steps: int) -> None:
+        """The run now has ``total_steps``: the cosine ends there, and the warm-up keeps its share
+        of the run (never more steps than configured), so a shortened run still reaches its base
+        rate and decays instead of ending mid-warm-up."""
+        share = self.planned_warmup_steps / max(1, self.planned_total_steps)
+        self.total_steps = total_steps
+        warmup = min(self.planned_warmup_steps, round(share * total_steps))
+        self.warmup_steps = min(warmup, max(total_steps - 1, 0))
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
         progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def follows_a_replan(scheduler: object) -> bool:
+    """Whether a time budget can move the schedule's length: vtcc's warm-up cosine can; a torch
+    scheduler with its own fixed length (``T_max``, ``total_iters``) cannot."""
+    return isinstance(scheduler, LambdaLR) and all(isinstance(f, WarmupCosine) for f in scheduler.lr_lambdas)
+
+
+def build_scheduler(
+    factory: Callable[..., LRScheduler], optimizer: Optimizer, total_steps: int
+) -> LRScheduler:
+    """The scheduler of ``module.scheduler``: vtcc's schedules are told the run's ``total_steps``;
+    a torch scheduler keeps the length its own settings give it (``T_max``, ``total_iters``)."""
+    import inspect
+
+    takes_steps = "total_steps" in inspect.signature(factory).parameters
+    return factory(optimizer, total_steps=total_steps) if takes_steps else factory(optimizer)
+
+
+def check_budget_can_move(factory: Callable[..., LRScheduler] | None) -> None:
+    """Before any work: a time budget re-plans the run, so its schedule must be one it can move."""
+    import torch
+
+    if factory is None:
+        return
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    scheduler = build_scheduler(factory, optimizer, total_steps=100)
+    if not follows_a_replan(scheduler):
+        from vtcc.utils.callbacks import refused_scheduler
+
+        raise ConfigError(refused_scheduler(type(scheduler).__name__))

@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from vtcc.config.validate import validate_config
 from vtcc.data.folder import IMAGE_SUFFIXES, decode_image
 from vtcc.data.transforms import EvalTransform
 from vtcc.errors import ConfigError
@@ -54,6 +55,7 @@ def prepare_output(output: Path, overwrite: bool) -> None:
 
 @torch.no_grad()
 def predict(cfg: DictConfig) -> Path:
+    validate_config(cfg)  # every value's type, before any work
     for key in ("ckpt_path", "input", "output"):
         if OmegaConf.is_missing(cfg, key):
             raise ConfigError(f"{key} is required: vtcc-predict ckpt_path=<file> input=<folder> output=<dir>")

@@ -14,6 +14,7 @@ import lightning.pytorch as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from vtcc.config.validate import validate_config
 from vtcc.data.features import wrap_for_network
 from vtcc.data_defaults import resolve_data_defaults
 from vtcc.errors import ConfigError
@@ -21,6 +22,7 @@ from vtcc.init_from import command_line_overrides, load_run_weights, take_run_se
 from vtcc.k_selection import check_criterion, choose, embed, score_candidates, search_range, write_table
 from vtcc.models.pretrained import pretrained_data_config
 from vtcc.module import validation_metrics
+from vtcc.optim import check_budget_can_move
 from vtcc.utils.callbacks import StoreConfig, TimeBudget
 from vtcc.utils.checkpoint import (
     CONFIG_KEY,
@@ -151,12 +153,15 @@ def adapt_to_data(cfg: DictConfig, datamodule) -> list[int] | None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then evaluate the final model once; returns the final metrics."""
+    validate_config(cfg)  # every value's type, before any work
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     check_output_dir(output_dir, cfg.get("overwrite", False))
     loggers = build_loggers(cfg.get("logger"))  # a missing optional extra stops before any work
     initial = start_from(cfg)  # init_from: that run's model, K and data
+    if cfg.get("time_budget_minutes") is not None and cfg.module.get("scheduler"):
+        check_budget_can_move(instantiate(cfg.module.scheduler))
     adapt_to_model(cfg)
     resolve_data_defaults(cfg)  # data=folder/npz: channels, size, statistics, augmentation from the images
     datamodule = instantiate(cfg.data)
@@ -168,21 +173,26 @@ def train(cfg: DictConfig) -> dict[str, float]:
             "(the integer in its config.yaml)"
         )
     ckpt_path = resolve_ckpt_path(cfg)
+    stored = load_checkpoint(ckpt_path)[CONFIG_KEY] if ckpt_path else {}
+    budget = resumed_budget(cfg, stored)
     network = instantiate(cfg.model)
     datamodule = wrap_for_network(cfg, datamodule, network)
     datamodule.setup("fit")  # with a frozen backbone: extract or load the cached features now
     module = instantiate(cfg.module, network=network)
     if initial is not None and not ckpt_path:  # a resumed run has its own weights
         load_run_weights(module, initial, str(cfg.init_from))
+    started = time.perf_counter()  # a K search counts against the time budget too
     if candidates:
-        module = search_k(cfg, module, datamodule, candidates, output_dir)  # sets the integer K
+        module = search_k(cfg, module, datamodule, candidates, output_dir, budget, started)  # the integer K
     config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
-    if cfg.get("time_budget_minutes") is not None:
-        callbacks.append(TimeBudget(float(cfg.time_budget_minutes)))
+    if budget is not None:
+        callbacks.append(TimeBudget(budget, started_at=started if candidates else None))
     environment = collect_environment()
     callbacks.append(StoreConfig(config, environment))
-    epochs = {"max_epochs": refine_epochs(cfg)} if candidates else {}
+    # num_clusters=auto's refine phase, or a resumed one: the refine plan (k_search.refine_epochs)
+    refine = candidates or (stored.get("k_search") or {}).get("chosen") is not None
+    epochs = {"max_epochs": refine_epochs(cfg)} if refine else {}
     trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()], **epochs
     )
@@ -218,22 +228,47 @@ def start_from(cfg: DictConfig) -> dict[str, Any] | None:
     return take_run_settings(cfg, command_line_overrides())
 
 
+def resumed_budget(cfg: DictConfig, stored: dict[str, Any]) -> float | None:
+    """``time_budget_minutes``; resuming a budgeted run without it keeps the run's budget (the time
+    spent and the plan come back from the checkpoint: a resumed run gets no fresh budget)."""
+    budget = cfg.get("time_budget_minutes")
+    if budget is None and stored.get("time_budget_minutes") is not None:
+        budget = stored["time_budget_minutes"]
+        cfg.time_budget_minutes = budget
+        log.info("resuming a run with a time budget of %s min: its time spent counts", budget)
+    return float(budget) if budget is not None else None
+
+
 def refine_epochs(cfg: DictConfig) -> int:
     """Epochs of the fresh cluster head at the chosen K: ``k_search.refine_epochs``, or half the run's."""
     epochs = cfg.k_search.get("refine_epochs")
     return int(epochs) if epochs is not None else max(1, int(cfg.trainer.max_epochs) // 2)
 
 
-def search_k(cfg: DictConfig, module, datamodule, candidates: list[int], output_dir: Path):
+def search_k(
+    cfg: DictConfig,
+    module,
+    datamodule,
+    candidates: list[int],
+    output_dir: Path,
+    budget: float | None,
+    start: float,
+):
     """num_clusters=auto: train at the largest candidate K (no checkpoints: only the backbone is
     kept), score every candidate on its embeddings, then return a module whose fresh cluster head
-    has the chosen K; ``cfg.num_clusters`` becomes that integer."""
+    has the chosen K; ``cfg.num_clusters`` becomes that integer and ``cfg.k_search`` records the
+    choice and the refine plan (a resumed refine phase follows them). With a time budget, the
+    search trains within its share (its epochs over all the run's epochs) of the budget."""
     from lightning.pytorch.loggers import CSVLogger
 
-    start = time.perf_counter()
+    callbacks = []
+    if budget is not None:
+        search_epochs = int(cfg.trainer.max_epochs)
+        share = search_epochs / (search_epochs + refine_epochs(cfg))
+        callbacks.append(TimeBudget(budget * share, started_at=start))
     trainer = instantiate(
         cfg.trainer,
-        callbacks=[],
+        callbacks=callbacks,
         logger=CSVLogger(output_dir, name="", version="k_search"),
         enable_checkpointing=False,
     )
@@ -262,6 +297,9 @@ def search_k(cfg: DictConfig, module, datamodule, candidates: list[int], output_
         chosen,
     )
     cfg.num_clusters = chosen
+    with open_dict(cfg.k_search):
+        cfg.k_search.refine_epochs = refine_epochs(cfg)
+        cfg.k_search.chosen = chosen
     network = module.network
     network.reset_cluster_heads(chosen)
     return instantiate(cfg.module, network=network)

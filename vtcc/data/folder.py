@@ -15,6 +15,7 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -77,7 +78,8 @@ def list_images(
     return paths, None, []
 
 
-FITS = ("whole", "center_crop")
+Fit = Literal["whole", "center_crop"]
+FITS = get_args(Fit)
 
 
 def decode_image(path: Path, image_size: int, in_chans: int, fit: str = "whole") -> np.ndarray:
@@ -135,7 +137,7 @@ def load_image_folder(
     name: str = "image folder",
     stored_size: int | None = None,
     max_stored_size: int = 512,
-    fit: str = "whole",
+    fit: Fit = "whole",
 ) -> ImageArrays:
     """Decode every image under ``root`` (or ``root/subdir``) once; unreadable files are listed by path."""
     if fit not in FITS:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vtcc.data.datasets import ImageArrays
 from vtcc.data.samplers import PoolsInSequence
-from vtcc.data.transforms import EvalTransform
+from vtcc.data.transforms import EvalTransform, Interpolation
 from vtcc.errors import ConfigError
 
 
@@ -81,10 +81,10 @@ class InMemoryDataModule(LightningDataModule):
         root: str | None = None,
         download: bool = False,
         name: str | None = None,
-        interpolation: str = "bilinear",
-        eval_split: str = "all",
-        augment_on: str = "device",
-        unlabeled_training: str = "joint",
+        interpolation: Interpolation = "bilinear",
+        eval_split: Literal["all", "test"] = "all",
+        augment_on: Literal["device", "workers"] = "device",
+        unlabeled_training: Literal["joint", "instance_phase"] = "joint",
         batch_size: int = 256,
         eval_batch_size: int = 512,
         num_workers: int = 0,

@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vtcc.data.folder import FITS, choose_stored_size, decode_image, list_images
+from vtcc.data.folder import FITS, Fit, choose_stored_size, decode_image, list_images
 from vtcc.data.in_memory import InMemoryDataModule
 from vtcc.errors import ConfigError
 
@@ -52,8 +53,8 @@ class StreamingFolderDataModule(InMemoryDataModule):
         classes: Sequence[str] | None = None,
         stored_size: int | None = None,
         max_stored_size: int = 512,
-        fit: str = "whole",
-        **kwargs,
+        fit: Fit = "whole",
+        **kwargs: Any,
     ) -> None:
         super().__init__(dataset=None, root=root, **kwargs)
         if self.eval_split != "all":

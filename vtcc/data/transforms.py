@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import kornia.augmentation as K
 import torch
 from torch import nn
 
 from vtcc.errors import ConfigError
+
+Interpolation = Literal["bilinear", "bicubic", "nearest"]  # kornia's resampling modes
 
 
 def _to_float(images: torch.Tensor) -> torch.Tensor:
@@ -183,7 +186,11 @@ class EvalTransform(nn.Module):
     """Deterministic resize and normalisation, for evaluation and prediction."""
 
     def __init__(
-        self, image_size: int, mean: Sequence[float], std: Sequence[float], interpolation: str = "bilinear"
+        self,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        interpolation: Interpolation = "bilinear",
     ) -> None:
         super().__init__()
         self.view = nn.Sequential(

@@ -1,5 +1,5 @@
 """Self-labelling (SCAN's third step, Van Gansbeke et al., ECCV 2020): confident predictions on a
-weak view become labels for a strong view of the same image."""
+weak view become labels for a strong view of the same image; and the score that ranks several heads."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vtcc.errors import ConfigError
+from vtcc.losses.cluster import negative_entropy
 
 
 class ConfidenceCrossEntropy(nn.Module):
@@ -46,3 +47,21 @@ class ConfidenceCrossEntropy(nn.Module):
             weight = torch.where(counts > 0, len(target) / counts.clamp_min(1), torch.ones_like(counts))
         loss = F.cross_entropy(logits_strong[confident].float(), target, weight=weight)
         return loss, confident
+
+
+@torch.no_grad()
+def self_label_score(p_weak: torch.Tensor, logits_strong: torch.Tensor) -> torch.Tensor:
+    """How well a head self-labels, to rank heads (lower is better; no gradient), from ``(B, K)`` weak
+    probabilities and strong logits: the cross-entropy of the strong view against the weak view's
+    argmax over *all* ``B`` images (no threshold), plus ``log K - H(mean strong p)``.
+
+    Not the training loss: a head with no confident image has loss 0 and would win by abstaining.
+    Here every image counts, so a flat head scores ``log K``. The entropy term (SCAN's and CC's)
+    stops the other degenerate head, all images confidently in one cluster, from scoring 0: it
+    scores ``log K`` too, a sharp, consistent, balanced head about 0. With identical views the score
+    is at most ``log K - I`` (``I`` the mutual information of image and cluster under the head), as
+    ``-log max p <= H(p)``: no head scores worse than a flat one unless its two views disagree.
+    """
+    target = p_weak.float().argmax(dim=1)
+    logits = logits_strong.float()
+    return F.cross_entropy(logits, target) + negative_entropy(torch.softmax(logits, dim=1))

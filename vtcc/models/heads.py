@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -9,7 +11,8 @@ from torch import nn
 from vtcc.errors import ConfigError
 from vtcc.losses.nt_xent import at_least_float32
 
-HEAD_STYLES = ("vtcc", "cc", "linear", "temi")
+HeadStyle = Literal["vtcc", "cc", "linear", "temi"]
+HEAD_STYLES = get_args(HeadStyle)
 TEMI_BOTTLENECK = 256
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from vtcc.errors import ConfigError
-from vtcc.models.heads import ClusterProjector, InstanceProjector
+from vtcc.models.heads import ClusterProjector, HeadStyle, InstanceProjector
 
 
 class ClusteringNetwork(nn.Module):
@@ -26,7 +26,7 @@ class ClusteringNetwork(nn.Module):
         num_clusters: int,
         instance_dim: int = 128,
         hidden_dim: int | None = None,
-        head_style: str = "vtcc",
+        head_style: HeadStyle = "vtcc",
         num_heads: int = 1,
     ) -> None:
         super().__init__()
@@ -97,7 +97,7 @@ def vtcc_network(
     num_clusters: int,
     instance_dim: int = 128,
     hidden_dim: int | None = None,
-    head_style: str = "vtcc",
+    head_style: HeadStyle = "vtcc",
     **backbone: Any,
 ) -> ClusteringNetwork:
     """VTCC: a conv-stem ViT trained from scratch under both projectors.
@@ -117,7 +117,7 @@ def timm_network(
     pretrained: bool = False,
     instance_dim: int = 128,
     hidden_dim: int | None = None,
-    head_style: str = "vtcc",
+    head_style: HeadStyle = "vtcc",
     model_kwargs: dict[str, Any] | None = None,
 ) -> ClusteringNetwork:
     """Any timm model as the backbone (e.g. ``resnet34`` for Contrastive Clustering's runs).

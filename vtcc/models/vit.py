@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from typing import Literal
 
 import torch
 from timm.layers import build_sincos2d_pos_embed
@@ -22,11 +23,11 @@ def vit_conv_stem(
     depth: int = 8,
     num_heads: int = 12,
     mlp_ratio: float = 4.0,
-    pos_embed: str = "sincos",
+    pos_embed: Literal["sincos", "learn"] = "sincos",
     drop_path_rate: float = 0.0,
     stem_channels: list[int] | None = None,
     grad_checkpointing: bool = False,
-    weight_init: str = "vtcc",
+    weight_init: Literal["vtcc", "timm"] = "vtcc",
 ) -> VisionTransformer:
     """Build a ViT whose forward returns the CLS token, shape ``(B, embed_dim)``.
 

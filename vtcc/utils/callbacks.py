@@ -11,6 +11,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from vtcc.errors import ConfigError
+from vtcc.optim import follows_a_replan
 from vtcc.utils.checkpoint import CONFIG_KEY
 from vtcc.utils.environment import ENVIRONMENT_KEY
 
@@ -77,26 +79,56 @@ class TimeBudget(Callback):
 
     After every epoch the measured epoch and evaluation times give how many epochs still fit;
     ``max_epochs``, the evaluation cadence (about ``evaluations`` in the run) and a cosine
-    schedule's length (:class:`vtcc.optim.WarmupCosine`) follow, so the schedule ends at the
-    budget rather than being cut in the middle.
+    schedule's length and warm-up (:meth:`vtcc.optim.WarmupCosine.replan`) follow, so the schedule
+    ends at the budget rather than being cut in the middle. A scheduler whose length a re-plan
+    cannot move is refused. ``started_at`` (a ``time.perf_counter`` reading) counts earlier work of
+    the same run against the budget (``num_clusters=auto``'s K search). The budget, the time spent
+    and the plan go into every checkpoint: a resumed run keeps them, it gets no fresh budget.
     """
 
-    def __init__(self, minutes: float, evaluations: int = 5) -> None:
+    def __init__(self, minutes: float, evaluations: int = 5, started_at: float | None = None) -> None:
         if minutes <= 0:
-            from vtcc.errors import ConfigError
-
             raise ConfigError(f"time_budget_minutes={minutes} must be > 0 (or null for no budget)")
         self.seconds = 60.0 * minutes
         self.evaluations = evaluations
+        self.started_at = started_at
         self._start = 0.0
         self._epoch_start = 0.0
         self._epoch_seconds: list[float] = []
         self._eval_seconds: list[float] = []
         self._eval_start = 0.0
         self._eval_in_epoch = 0.0
+        self._plan: tuple[int, int] | None = None  # (max_epochs, evaluation cadence) once planned
+        self._restored_elapsed: float | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "seconds": self.seconds,
+            "elapsed": time.perf_counter() - self._start,
+            "epoch_seconds": list(self._epoch_seconds),
+            "eval_seconds": list(self._eval_seconds),
+            "plan": list(self._plan) if self._plan else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seconds = float(state["seconds"])
+        self._restored_elapsed = float(state["elapsed"])
+        self._epoch_seconds = [float(v) for v in state["epoch_seconds"]]
+        self._eval_seconds = [float(v) for v in state["eval_seconds"]]
+        self._plan = tuple(state["plan"]) if state.get("plan") else None
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._start = time.perf_counter()
+        for config in trainer.lr_scheduler_configs:
+            if not follows_a_replan(config.scheduler):
+                raise ConfigError(refused_scheduler(type(config.scheduler).__name__))
+        self._start = self.started_at if self.started_at is not None else time.perf_counter()
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """A resumed run: the time already spent counts, and the stored plan holds."""
+        if self._restored_elapsed is not None:
+            self._start = time.perf_counter() - self._restored_elapsed
+        if self._plan is not None:
+            trainer.fit_loop.max_epochs, trainer.check_val_every_n_epoch = self._plan
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._epoch_start = time.perf_counter()
@@ -121,13 +153,13 @@ class TimeBudget(Callback):
         more = max(0, int((left - reserve) / epoch_seconds))
         planned = int(trainer.strategy.broadcast(done + more, src=0))  # every process stops together
         every = max(1, planned // self.evaluations)
+        self._plan = (planned, every)
         trainer.fit_loop.max_epochs = planned
         trainer.check_val_every_n_epoch = every
-        steps_per_epoch = trainer.num_training_batches
+        steps = planned * trainer.num_training_batches
         for config in trainer.lr_scheduler_configs:
-            for factor in getattr(config.scheduler, "lr_lambdas", []):
-                if hasattr(factor, "total_steps"):
-                    factor.total_steps = planned * steps_per_epoch
+            for factor in config.scheduler.lr_lambdas:  # on_fit_start refused any other kind
+                factor.replan(steps)
         if (done == 1 or done == planned) and trainer.is_global_zero:
             log.info(
                 "time budget %.1f min: %.1f s an epoch, %d epochs in all, evaluation every %d",
@@ -136,3 +168,11 @@ class TimeBudget(Callback):
                 planned,
                 every,
             )
+
+
+def refused_scheduler(name: str) -> str:
+    return (
+        f"time_budget_minutes re-plans the run's length, which the scheduler {name} (its length fixed "
+        "in its settings) cannot follow: use module.scheduler's vtcc.optim.warmup_cosine, or drop "
+        "time_budget_minutes"
+    )
