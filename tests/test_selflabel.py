@@ -295,7 +295,10 @@ def test_auto_settings_follow_the_run_it_starts_from(base_run, tmp_path):
     assert cfg.augment.view_b.base._target_ == "vtcc.data.small_image_view"
     assert cfg.augment.view_b.hflip_p == 0.0
     stored = torch.load(ckpt, weights_only=True)
-    stored["vtcc_config"]["module"]["_target_"] = "vtcc.module.ScanClustering"
+    module = stored["vtcc_config"]["module"]  # as a SCAN run stores its objective
+    for key in ("instance_loss", "cluster_loss", "instance_weight", "cluster_weight"):
+        del module[key]
+    module.update(_target_="vtcc.module.ScanClustering", scan_loss={"_target_": "vtcc.losses.ScanLoss"})
     stored["vtcc_config"]["augment"] = {"view_a": {"_target_": "vtcc.data.rgb_view", "hflip_p": 0.5}}
     torch.save(stored, tmp_path / "scan.ckpt")
     cfg = compose_train(

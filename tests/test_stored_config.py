@@ -165,3 +165,28 @@ def test_eval_of_a_frozen_run_writes_no_cache_where_its_checkpoint_says(
     assert sorted(p.name for p in victim.iterdir()) == ["model.pt"]
     assert (victim / "model.pt").read_bytes() == b"the user's own weights"
     assert list((tmp_path / "eval_outputs/cache/features").glob("*.pt"))  # its own cache folder
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("data.batch_size", "ten"), ("module.optimizer.lr", [1]), ("model.depth", 1.5), ("features.pairing", "x")],
+)
+def test_a_stored_value_of_the_wrong_type_is_refused_at_load(tmp_path, stored, key, value):
+    """The stored description is checked against the same typed schema as a command line."""
+    path = crafted(tmp_path, with_value(stored, key, value))
+    with pytest.raises(ConfigError, match=rf"stores a setting vtcc would not write: {key}="):
+        load_checkpoint(path)
+
+
+def test_a_checkpoint_naming_itself_as_its_backbone_is_refused(tmp_path, stored):
+    from vtcc.utils.checkpoint import restore_run
+
+    path = tmp_path / "self.ckpt"
+    model = {"_target_": "vtcc.models.pretrained.pretrained_network", "name": "vit_tiny_patch16_224"}
+    model.update(num_clusters=10, checkpoint=str(path), pretrained=False, mode="frozen")
+    torch.save({"vtcc_config": {**stored, "model": model}, "state_dict": {}}, path)
+    from vtcc.utils.cli import _user_error
+
+    with pytest.raises(Exception) as raised:  # noqa: B017 - Hydra wraps it; the CLI prints its cause
+        restore_run(path)
+    assert "names itself as its own backbone" in str(_user_error(raised.value))

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from tests import fake_data
 from tests.conftest import compose_train
 from vtcc.errors import ConfigError
-from vtcc.train import resolve_ckpt_path
+from vtcc.train import resolve_ckpt_path, train
 
 
 def fake_run(log_dir: Path, name: str, config: dict, age_seconds: float) -> Path:
@@ -84,3 +84,12 @@ def test_streaming_refuses_settings_it_cannot_honour(tmp_path, override, hint):
 def test_cached_feature_heads_train_with_the_data_batch_size():
     cfg = compose_train("x", ["data.batch_size=64"])
     assert cfg.features.batch_size == 64
+
+
+def test_resuming_with_another_number_of_cluster_heads_names_the_key(train_in_process, tmp_path):
+    """The checkpoint holds two heads' weights: one head cannot take them (Lightning's missing-key
+    error before); one line names module.num_heads and both values."""
+    run = tmp_path / "two_heads"
+    train(compose_train(run, ["module.num_heads=2", "trainer.max_epochs=1"]))
+    code, stderr = train_in_process(f"ckpt_path={run / 'checkpoints/last.ckpt'}", "module.num_heads=1")
+    assert code == 2 and "module.num_heads: 2 -> 1" in stderr and "Traceback" not in stderr

@@ -79,16 +79,18 @@ DATA_IDENTITY = ("_target_", "root", "name", "dataset", "image_size", "in_chans"
 
 def resume_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """``key: stored -> current`` for each setting that must match to resume: the model and K, the
-    data (its identity, not its loader settings) and the objective (the module's class)."""
+    data (its identity, not its loader settings) and the objective (the module's class and its
+    number of cluster heads, whose weights the checkpoint holds)."""
     views = []
     for config in (stored, current):
         model = {k: v for k, v in (config.get("model") or {}).items() if k not in NON_STRUCTURAL}
         data = {k: v for k, v in (config.get("data") or {}).items() if k in DATA_IDENTITY}
-        objective = {"_target_": (config.get("module") or {}).get("_target_")}
+        module = config.get("module") or {}
+        objective = {"_target_": module.get("_target_"), "num_heads": module.get("num_heads", 1)}
         views.append(
-            {"model": model, "num_clusters": config.get("num_clusters"), "data": data, "objective": objective}
+            {"model": model, "num_clusters": config.get("num_clusters"), "data": data, "module": objective}
         )
-    return config_differences(*views, ("model", "num_clusters", "data", "objective"))
+    return config_differences(*views, ("model", "num_clusters", "data", "module"))
 
 
 def check_output_dir(output_dir: Path, overwrite: bool) -> None:

@@ -29,7 +29,20 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or CONFIG_KEY not in checkpoint or "state_dict" not in checkpoint:
         raise ConfigError(f"{path} is not a vtcc checkpoint: it has no stored training config")
     check_stored_config(checkpoint[CONFIG_KEY], path)  # plain data of the kind vtcc writes, or refused
+    check_stored_types(checkpoint[CONFIG_KEY], path)
     return checkpoint
+
+
+def check_stored_types(config: dict[str, Any], path: str | Path) -> None:
+    """Every stored value has the type its constructor takes (the schema a run is checked against)."""
+    from omegaconf import OmegaConf
+
+    from vtcc.config.validate import validate_config
+
+    try:
+        validate_config(OmegaConf.create(config))
+    except ConfigError as error:
+        raise ConfigError(f"{path} stores a setting vtcc would not write: {error}") from error
 
 
 def find_checkpoints(log_dir: str | Path, task_name: str = "train") -> list[Path]:
