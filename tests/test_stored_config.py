@@ -169,7 +169,12 @@ def test_eval_of_a_frozen_run_writes_no_cache_where_its_checkpoint_says(
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("data.batch_size", "ten"), ("module.optimizer.lr", [1]), ("model.depth", 1.5), ("features.pairing", "x")],
+    [
+        ("data.batch_size", "ten"),
+        ("module.optimizer.lr", [1]),
+        ("model.depth", 1.5),
+        ("features.pairing", "x"),
+    ],
 )
 def test_a_stored_value_of_the_wrong_type_is_refused_at_load(tmp_path, stored, key, value):
     """The stored description is checked against the same typed schema as a command line."""
