@@ -123,3 +123,16 @@ def test_a_users_own_config_folder_joins_vtccs_groups(tmp_path):
     assert cfg.data.root == "/data/leaves" and cfg.data.num_classes == 12
     assert cfg.data._target_ == "vtcc.data.InMemoryDataModule"  # from vtcc's folder preset
     assert cfg.trainer.max_epochs == 300 and cfg.augment.view_a._target_ == "vtcc.data.rgb_view"
+
+
+def test_the_torch_floor_is_above_the_releases_whose_weights_only_loader_could_run_code():
+    """CVE-2025-32434: torch.load(weights_only=True) could be bypassed up to 2.5.1; vtcc relies on it."""
+    import tomllib
+
+    project = tomllib.loads((Path(vtcc.__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    floors = {}
+    for requirement in project["dependencies"]:
+        match = re.fullmatch(r"(torch|torchvision)>=([\d.]+)", requirement)
+        if match:
+            floors[match[1]] = tuple(int(part) for part in match[2].split("."))
+    assert floors["torch"] >= (2, 6) and floors["torchvision"] >= (0, 21)
