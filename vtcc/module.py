@@ -6,7 +6,7 @@ import copy
 import logging
 import random
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -24,6 +24,13 @@ from vtcc.optim import build_scheduler
 from vtcc.utils.rng import capture_rng_states, restore_rng_states
 
 log = logging.getLogger("vtcc")
+
+
+def objective_class(cfg: Any) -> type[ClusteringModule]:
+    """The objective a config's ``module`` node builds (its class, imported; the config was checked)."""
+    from hydra.utils import get_class
+
+    return get_class(str(cfg.module._target_))
 
 
 def validation_metrics(trainer: Any, module: LightningModule, datamodule: Any) -> dict[str, float]:
@@ -51,6 +58,11 @@ class ClusteringModule(LightningModule):
     ``head_scores`` ``(H,)`` rank the heads; without it the head losses rank them, for objectives
     whose per-head losses are comparable across heads and lowest for sharp, consistent heads.
     """
+
+    # What an objective needs, read from its class (never from its name):
+    needs_source_run: ClassVar[bool] = False  # starts from a finished run (init_from=<its .ckpt>)
+    sharp_heads: ClassVar[bool] = False  # its heads end sharp: self-labelling after it takes SCAN's 0.99
+    requires_frozen_backbone: ClassVar[bool] = False  # trains on a frozen backbone's cached features only
 
     def __init__(
         self,
@@ -212,16 +224,13 @@ class ClusteringModule(LightningModule):
                 "than the batch it stands for: use a larger data.batch_size, or more devices "
                 "(the losses gather across them)"
             )
-        if hasattr(self.network, "param_groups"):  # pretrained backbones train at their own rates
-            settings = self.optimizer_factory.keywords
-            lr = settings.get("lr", 1e-3)
-            params = self.network.param_groups(lr=lr, weight_decay=settings.get("weight_decay", 0.0))
-            own = [p for n, p in self.named_parameters() if not n.startswith("network.") and p.requires_grad]
-            params = [group for group in params if group["params"]]
-            if own:  # e.g. TEMI's student heads
-                params.append({"params": own, "lr": lr})
-        else:
-            params = [p for p in self.parameters() if p.requires_grad]
+        settings = self.optimizer_factory.keywords
+        lr = settings.get("lr", 1e-3)
+        groups = self.network.param_groups(lr=lr, weight_decay=settings.get("weight_decay", 0.0))
+        params = [group for group in groups if group["params"]]
+        own = [p for n, p in self.named_parameters() if not n.startswith("network.") and p.requires_grad]
+        if own:  # what the objective trains besides the network, e.g. TEMI's student heads
+            params.append({"name": "objective", "params": own, "lr": lr})
         optimizer = self.optimizer_factory(params=params)
         if any(group["lr"] <= 0 for group in optimizer.param_groups):
             raise ConfigError("the learning rate must be > 0: set module.optimizer.lr, e.g. 3e-4")
@@ -315,6 +324,8 @@ class ScanClustering(ClusteringModule):
     scores ``log K``, a collapsed one ``entropy_weight * log K`` (with ``entropy_weight`` 0 collapse is
     the loss's own minimum, in training as in the ranking)."""
 
+    sharp_heads = True
+
     def __init__(
         self,
         network: ClusteringNetwork,
@@ -359,6 +370,9 @@ class SelfLabelClustering(ClusteringModule):
     chosen at the epoch's end (one head: that head's share). An epoch in which no head had a single
     confident image stops the run (the threshold is too high for this model).
     """
+
+    needs_source_run = True
+    sharp_heads = True
 
     def __init__(
         self,
@@ -452,6 +466,9 @@ class TemiClustering(ClusteringModule):
     at beta 0.6), and every sharp head at ``beta <= 0.5``. The score gives any head whose output
     ignores the image 0 and a sharp consistent head minus the entropy of its cluster sizes.
     """
+
+    sharp_heads = True
+    requires_frozen_backbone = True
 
     def __init__(
         self,

@@ -282,20 +282,19 @@ class CachedFeatureDataModule(BackboneOverSource):
         )
 
 
-def is_temi(cfg: Any) -> bool:
-    return str((cfg.get("module") or {}).get("_target_", "")).endswith("TemiClustering")
-
-
 def wrap_for_network(cfg: Any, datamodule: InMemoryDataModule, network: nn.Module) -> LightningDataModule:
-    """With a frozen pretrained backbone and ``features.cache=true``, train the heads on cached features."""
+    """With a frozen pretrained backbone and ``features.cache=true``, train the heads on cached
+    features (the network then reads them in place of images); SCAN with a training pretrained
+    backbone trains on pairs of fresh views of mined neighbours."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from vtcc.module import objective_class
+
     features = cfg.get("features")
-    mode = getattr(network, "mode", None)
-    if mode != "frozen" or not features or not features.cache:
+    if not network.frozen or not features or not features.cache:
         if features and features.get("pairing") in ("neighbors", "eval_neighbors"):
-            if mode in ("partial", "full") and not is_temi(cfg):  # SCAN training the whole network
+            if network.pretrained and not objective_class(cfg).requires_frozen_backbone:
                 from vtcc.data.neighbors import NeighborPairsDataModule
 
                 return NeighborPairsDataModule(
@@ -336,4 +335,6 @@ def wrap_for_network(cfg: Any, datamodule: InMemoryDataModule, network: nn.Modul
         }
     )
     settings = {k: v for k, v in features.items() if k != "cache"}
-    return instantiate(settings, source=datamodule, backbone=network.backbone, key=key)
+    cached = instantiate(settings, source=datamodule, backbone=network.backbone, key=key)
+    network.read_cached_features()
+    return cached

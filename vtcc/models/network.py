@@ -38,6 +38,28 @@ class ClusteringNetwork(nn.Module):
         self.register_buffer("best_head", torch.zeros((), dtype=torch.long))
         self.cluster_heads = self._new_heads(num_clusters, num_heads)
         self.register_load_state_dict_pre_hook(_single_head_keys)
+        self._reads_features = False  # True: inputs are this backbone's cached features
+
+    @property
+    def frozen(self) -> bool:
+        """Whether the backbone is fixed (its features can then be cached); trained from scratch: no."""
+        return False
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether the backbone's features mean something before training (neighbours can be mined)."""
+        return False
+
+    def param_groups(self, lr: float, weight_decay: float = 0.0) -> list[dict[str, Any]]:
+        """Named optimiser groups. Here one: every trainable parameter at the optimiser's settings."""
+        return [{"name": "network", "params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def read_cached_features(self) -> None:
+        """From now on inputs are ``(B, D)`` features of this backbone (a frozen backbone's cache):
+        the backbone is skipped, as if it were the identity."""
+        if not self.frozen:
+            raise ConfigError("cached features need a frozen backbone: model.mode=frozen")
+        self._reads_features = True
 
     def _new_heads(self, num_clusters: int, num_heads: int) -> nn.ModuleList:
         if num_heads < 1:
@@ -69,8 +91,9 @@ class ClusteringNetwork(nn.Module):
         return self.cluster_heads[0].num_clusters
 
     def features(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Images ``(B, C, H, W)`` through the backbone; ``(B, D)`` inputs are features already (cached)."""
-        return inputs if inputs.ndim == 2 else self.backbone(inputs)
+        """Images ``(B, C, H, W)`` through the backbone; after :meth:`read_cached_features`, the
+        ``(B, D)`` inputs are the backbone's features already."""
+        return inputs if self._reads_features else self.backbone(inputs)
 
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Return instance vectors ``(B, instance_dim)`` and every head's cluster probabilities ``(B, K)``.

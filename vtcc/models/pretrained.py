@@ -165,24 +165,36 @@ class PretrainedClusteringNetwork(ClusteringNetwork):
             self.backbone.eval()  # a frozen backbone keeps its dropout / norm statistics fixed
         return self
 
+    @property
+    def frozen(self) -> bool:
+        return self.mode == "frozen"
+
+    @property
+    def pretrained(self) -> bool:
+        return True
+
     def param_groups(self, lr: float, weight_decay: float = 0.0) -> list[dict[str, Any]]:
         """Optimizer groups: heads at ``lr``, the trainable backbone at its scaled rates; in ``full``
         mode the backbone's weights decay by ``weight_decay`` (biases and norms do not)."""
         heads = [
             p for name, p in self.named_parameters() if not name.startswith("backbone.") and p.requires_grad
         ]
-        groups: list[dict[str, Any]] = [{"params": heads, "lr": lr}]
+        groups: list[dict[str, Any]] = [{"name": "heads", "params": heads, "lr": lr}]
         if self.mode == "partial":
             trainable = [p for p in self.backbone.parameters() if p.requires_grad]
-            groups.append({"params": trainable, "lr": lr * self.backbone_lr_scale})
+            groups.append({"name": "backbone", "params": trainable, "lr": lr * self.backbone_lr_scale})
         elif self.mode == "full":
             from timm.optim import param_groups_layer_decay
 
-            for group in param_groups_layer_decay(
-                self.backbone, weight_decay=weight_decay, layer_decay=self.layer_decay
+            for index, group in enumerate(
+                param_groups_layer_decay(
+                    self.backbone, weight_decay=weight_decay, layer_decay=self.layer_decay
+                )
             ):
                 scale = group.pop("lr_scale", 1.0)
-                groups.append({**group, "lr": lr * self.backbone_lr_scale * scale})
+                groups.append(
+                    {**group, "name": f"backbone{index}", "lr": lr * self.backbone_lr_scale * scale}
+                )
         return groups
 
 
