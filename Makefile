@@ -8,7 +8,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 CONSTRAINTS := constraints.txt
 TEST_WORKERS ?= 2
 
-.PHONY: help install train test lint format bench clean gpu-wheels gpu-check lock wheel-check
+.PHONY: help install train test lint format bench clean gpu-wheels gpu-check lock wheel-check docs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ lint: install  ## ruff lint and format check
 	$(BIN)/ruff check vtcc tests scripts
 	$(BIN)/ruff format --check vtcc tests scripts
 
+docs: install  ## build the documentation site into site/ (mkdocs --strict: a broken link or page fails it)
+	$(BIN)/mkdocs build --strict --site-dir site
+
 format: install  ## ruff format and autofix
 	$(BIN)/ruff format vtcc tests scripts
 	$(BIN)/ruff check --fix vtcc tests scripts
@@ -47,7 +50,7 @@ bench: install  ## throughput benchmark (prints a table; the ViT-small configura
 	$(BIN)/python scripts/benchmark.py $(ARGS)
 
 clean:  ## remove build outputs and caches (keeps .venv and outputs/)
-	rm -rf build *.egg-info .pytest_cache .ruff_cache
+	rm -rf build site *.egg-info .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 gpu-wheels:  ## download the wheels a lent GPU machine lacks into .whl/ (hydra-core, omegaconf, antlr4, kornia)
