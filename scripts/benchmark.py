@@ -49,7 +49,7 @@ def build(overrides: list[str], device: str):
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from vtcc.data_defaults import resolve_data_defaults
+    from vtcc.config.data_defaults import resolve_data_defaults
     from vtcc.utils.cli import CONFIG_DIR
 
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):

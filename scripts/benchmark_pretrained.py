@@ -66,7 +66,7 @@ def extraction_rate(backbone: Path, workdir: Path) -> float:
         )
     from hydra.utils import instantiate
 
-    from vtcc.data_defaults import resolve_data_defaults
+    from vtcc.config.data_defaults import resolve_data_defaults
     from vtcc.train import adapt_to_model
 
     adapt_to_model(cfg)

@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from vtcc.data_defaults import resolve_data_defaults
+from vtcc.config.data_defaults import resolve_data_defaults
 from vtcc.utils.cli import CONFIG_DIR
 
 

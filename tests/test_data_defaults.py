@@ -12,7 +12,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from tests.conftest import compose_train
-from vtcc.data_defaults import augment_for, image_size_for, model_for, patch_size_for
+from vtcc.config.data_defaults import augment_for, image_size_for, model_for, patch_size_for
 from vtcc.errors import ConfigError
 
 CPU = "trainer.accelerator=cpu"  # the size rules depend on the device
@@ -142,7 +142,7 @@ def test_model_rule():
 
 def test_photos_on_a_gpu_get_vtccs_vit_small_at_224_px(tmp_path, monkeypatch):
     """The GPU branch of the rules, on a CPU machine: the device is what the rules are told."""
-    monkeypatch.setattr("vtcc.data_defaults.device_kind", lambda cfg: "cuda")
+    monkeypatch.setattr("vtcc.config.data_defaults.device_kind", lambda cfg: "cuda")
     root = write_folder(tmp_path / "photos", colour_photos(8, size=(300, 400)))
     cfg = compose_train(tmp_path / "run", ["data=folder", f"data.root={root}"], tiny=False)
     assert cfg.data.image_size == 224 and cfg.model.embed_dim == 384 and cfg.model.depth == 8

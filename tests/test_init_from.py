@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from tests.conftest import TINY, compose_train, run_cli
+from vtcc.config.init_from import take_run_settings
 from vtcc.data import load_digits
-from vtcc.init_from import take_run_settings
 from vtcc.train import train
 
 

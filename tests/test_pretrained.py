@@ -315,8 +315,8 @@ def test_scan_trains_the_backbone_on_fresh_views_of_mined_neighbours(tmp_path, w
     view; each step pairs a fresh view of an image with a fresh view of one of its neighbours."""
     from hydra.utils import instantiate
 
+    from vtcc.config.data_defaults import resolve_data_defaults
     from vtcc.data.features import wrap_for_network
-    from vtcc.data_defaults import resolve_data_defaults
     from vtcc.train import adapt_to_model
 
     settings = overrides(weights, "objective=scan", "features.num_neighbors=5", "model.mode=partial")

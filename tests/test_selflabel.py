@@ -16,11 +16,11 @@ from PIL import Image
 from tests.conftest import compose_train
 from tests.test_pretrained import run, weights  # noqa: F401  (the fixture)
 from tests.test_reliability import assert_same_training_state, last_checkpoint
+from vtcc.config.init_from import load_run_weights, take_run_settings
 from vtcc.data import strong_view
 from vtcc.data.features import CachedFeatureDataModule
 from vtcc.errors import ConfigError
 from vtcc.evaluate import evaluate
-from vtcc.init_from import load_run_weights, take_run_settings
 from vtcc.losses import ConfidenceCrossEntropy
 from vtcc.train import train
 from vtcc.utils.cli import CONFIG_DIR, run_safely

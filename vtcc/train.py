@@ -14,11 +14,11 @@ import lightning.pytorch as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from vtcc.config.data_defaults import resolve_data_defaults
+from vtcc.config.init_from import command_line_overrides, load_run_weights, take_run_settings
 from vtcc.config.validate import validate_config
 from vtcc.data.features import wrap_for_network
-from vtcc.data_defaults import resolve_data_defaults
 from vtcc.errors import ConfigError
-from vtcc.init_from import command_line_overrides, load_run_weights, take_run_settings
 from vtcc.k_selection import check_criterion, choose, embed, score_candidates, search_range, write_table
 from vtcc.models.pretrained import pretrained_data_config
 from vtcc.module import validation_metrics

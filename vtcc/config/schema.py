@@ -112,8 +112,8 @@ def forwards() -> dict[Any, Any]:
 @cache
 def resolved_auto() -> frozenset[tuple[Any, str]]:
     """Parameters a config may leave ``auto``: vtcc replaces it before building (the constructor
-    never sees it): the data's from the images (vtcc.data_defaults), the strong view's and the
-    self-labelling threshold from init_from's run (vtcc.init_from), the cached views from the device
+    never sees it): the data's from the images (vtcc.config.data_defaults), the strong view's and the
+    self-labelling threshold from init_from's run (vtcc.config.init_from), the cached views from the device
     (vtcc.data.features.wrap_for_network)."""
     from vtcc.data import InMemoryDataModule, strong_view
     from vtcc.data.features import CachedFeatureDataModule
@@ -136,7 +136,7 @@ def resolved_auto() -> frozenset[tuple[Any, str]]:
 @cache
 def extra_keys() -> dict[tuple[Any, str], Any]:
     """Keys of a node that vtcc consumes before building it: ``model=auto`` and ``augment=auto``'s
-    markers (vtcc.data_defaults), and ``features.cache`` (whether the feature node is used)."""
+    markers (vtcc.config.data_defaults), and ``features.cache`` (whether the feature node is used)."""
     from vtcc.data import TwinViewAugmentation
     from vtcc.data.features import CachedFeatureDataModule
     from vtcc.models.network import vtcc_network

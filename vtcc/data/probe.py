@@ -1,7 +1,7 @@
 """A look at a sample of the user's images before anything is built: colour, size, statistics.
 
 ``data=folder``, ``folder_streaming`` and ``npz`` take their unset settings from it
-(:mod:`vtcc.data_defaults`); large folders are sampled, so the look costs seconds, not a decode.
+(:mod:`vtcc.config.data_defaults`); large folders are sampled, so the look costs seconds, not a decode.
 """
 
 from __future__ import annotations
