@@ -201,10 +201,9 @@ def test_bad_pretrained_settings(tmp_path, weights):
 def test_held_out_split_with_cached_features_trains_on_train_and_scores_on_test(tmp_path, weights):
     """data.eval_split=test: the heads train on the train split only, SCAN's neighbours come from
     it, and evaluation sees the test split under its global indices."""
-    from hydra.utils import instantiate
-
     from tests import fake_data
-    from vtcc.data.features import wrap_for_network
+    from vtcc.build import build_run
+    from vtcc.config.resolve import resolve
 
     fake_data.write_cifar10(tmp_path / "data", per_file=8)  # 40 train + 8 test images
     settings = [
@@ -223,9 +222,7 @@ def test_held_out_split_with_cached_features_trains_on_train_and_scores_on_test(
         ],
         tiny=False,
     )
-    network = instantiate(cfg.model)
-    datamodule = wrap_for_network(cfg, instantiate(cfg.data), network)
-    datamodule.setup("fit")
+    datamodule = build_run(cfg, resolve(cfg, []).source).datamodule
     is_test = datamodule.source.arrays.is_test
     assert len(datamodule.cache["eval"]) == 48  # every image's features, in global order
     trained = datamodule.train_dataloader().dataset.tensors[0]
@@ -313,21 +310,14 @@ def test_extraction_states_its_cost_first_and_takes_fewer_views_on_a_cpu(tmp_pat
 def test_scan_trains_the_backbone_on_fresh_views_of_mined_neighbours(tmp_path, weights):
     """model.mode=partial: neighbours mined once from the pretrained features of the evaluation
     view; each step pairs a fresh view of an image with a fresh view of one of its neighbours."""
-    from hydra.utils import instantiate
-
-    from vtcc.config.data_defaults import resolve_data_defaults
-    from vtcc.data.features import wrap_for_network
-    from vtcc.train import adapt_to_model
+    from vtcc.build import build_data, build_network
+    from vtcc.config.resolve import resolve
 
     settings = overrides(weights, "objective=scan", "features.num_neighbors=5", "model.mode=partial")
     cfg = compose_train(tmp_path / "pairs", [*settings, "num_clusters=10"], tiny=False, resolve=False)
-    adapt_to_model(cfg)  # the model's preprocessing and the data's auto settings, as vtcc-train does
-    resolve_data_defaults(cfg)
-    network = instantiate(cfg.model)
-    source = instantiate(cfg.data)
-    source.setup("fit")
-    pairs = wrap_for_network(cfg, source, network)
-    pairs.setup("fit")
+    source = resolve(cfg, []).source  # the model's preprocessing and the data's auto settings
+    network = build_network(cfg)
+    pairs = build_data(cfg, network, source)
     with torch.no_grad():
         images = source.model_channels(source.images_at(torch.arange(256)))
         features = network.backbone.eval()(source.eval_transform(images))

@@ -155,18 +155,15 @@ def test_temi_resume_is_exact_and_eval_reproduces_its_metrics(tmp_path, weights)
 def test_temi_pairs_evaluation_features_of_an_image_and_a_nearest_neighbour(tmp_path, weights):  # noqa: F811
     """TEMI's precomputed mode: one evaluation-view embedding per image, no augmented views; each
     pair is an image's embedding and the embedding of one of its k nearest neighbours."""
-    from hydra.utils import instantiate
-
     from tests.conftest import compose_train
-    from vtcc.data.features import wrap_for_network
+    from vtcc.build import build_data, build_network
+    from vtcc.config.resolve import resolve
     from vtcc.losses import nearest_neighbors
-    from vtcc.train import adapt_to_model
 
     settings = overrides(weights, "objective=temi", "features.num_neighbors=3", "num_clusters=10")
     cfg = compose_train(tmp_path, settings, tiny=False)
-    adapt_to_model(cfg)  # the backbone's input size and statistics, as vtcc-train sets them
-    datamodule = wrap_for_network(cfg, instantiate(cfg.data), instantiate(cfg.model))
-    datamodule.setup("fit")
+    source = resolve(cfg, []).source  # the backbone's input size and statistics, as vtcc-train sets them
+    datamodule = build_data(cfg, build_network(cfg), source)
     features = datamodule.cache["eval"]
     assert datamodule.cache["views"].shape == (0, *features.shape)
     index = torch.arange(len(features))

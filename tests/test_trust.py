@@ -13,8 +13,9 @@ from omegaconf import OmegaConf
 
 from tests import fake_data
 from tests.conftest import compose_train
+from vtcc.config.resume import resolve_ckpt_path
 from vtcc.errors import ConfigError
-from vtcc.train import resolve_ckpt_path, train
+from vtcc.train import train
 
 
 def fake_run(log_dir: Path, name: str, config: dict, age_seconds: float) -> Path:
@@ -31,7 +32,9 @@ def test_resume_latest_passes_over_runs_of_other_data_or_objectives(tmp_path):
     cfg = compose_train(tmp_path / "new", ["resume=latest", f"paths.log_dir={tmp_path / 'outputs'}"])
     current = OmegaConf.to_container(cfg, resolve=True)
     other_data = {**current, "data": {**current["data"], "name": "cifar10", "image_size": 32}}
-    other_objective = {**current, "module": {**current["module"], "_target_": "vtcc.module.ScanClustering"}}
+    scan = {k: v for k, v in current["module"].items() if not k.startswith(("instance_", "cluster_"))}
+    scan.update(_target_="vtcc.module.ScanClustering", scan_loss={"_target_": "vtcc.losses.ScanLoss"})
+    other_objective = {**current, "module": scan}  # as a SCAN run stores its objective
     log_dir = tmp_path / "outputs"
     matching = fake_run(log_dir, "old_digits", current, age_seconds=300)
     fake_run(log_dir, "newer_cifar", other_data, age_seconds=200)

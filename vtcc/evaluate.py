@@ -10,11 +10,10 @@ import hydra
 import lightning.pytorch as pl
 import torch
 import yaml
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from vtcc.build import build_data
 from vtcc.config.validate import validate_config
-from vtcc.data.features import wrap_for_network
 from vtcc.errors import ConfigError
 from vtcc.module import validation_metrics
 from vtcc.report import write_report
@@ -30,7 +29,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
         raise ConfigError("no checkpoint given: run vtcc-eval ckpt_path=<run>/checkpoints/last.ckpt")
     run_cfg, module = restore_run(cfg.ckpt_path, cache_dir=own_cache_dir(cfg))
-    datamodule = wrap_for_network(run_cfg, instantiate(run_cfg.data), module.network)
+    datamodule = build_data(run_cfg, module.network)
     trainer = pl.Trainer(
         **cfg.trainer,
         logger=False,

@@ -26,11 +26,12 @@ from vtcc.utils.rng import capture_rng_states, restore_rng_states
 log = logging.getLogger("vtcc")
 
 
-def objective_class(cfg: Any) -> type[ClusteringModule]:
-    """The objective a config's ``module`` node builds (its class, imported; the config was checked)."""
+def objective_class(config: Any) -> type[ClusteringModule]:
+    """The objective a (composed or stored) config's ``module`` node builds: its class, imported
+    (the config was checked first), whose attributes say what the objective needs."""
     from hydra.utils import get_class
 
-    return get_class(str(cfg.module._target_))
+    return get_class(str(config["module"]["_target_"]))
 
 
 def validation_metrics(trainer: Any, module: LightningModule, datamodule: Any) -> dict[str, float]:

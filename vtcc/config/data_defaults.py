@@ -99,9 +99,11 @@ def _probe(cfg: DictConfig):
     from vtcc.data.probe import probe_folder, probe_npz
 
     data = cfg.data
-    loader = str((data.get("dataset") or {}).get("_target_", data.get("_target_", "")))
+    from vtcc.config.init_from import builds
+    from vtcc.data.folder import load_npz
+
     root = Path(str(data.root))
-    if loader.endswith("load_npz"):
+    if builds(data.get("dataset"), load_npz):
         return probe_npz(root)
     dataset = data.get("dataset") or {}
     subdir = dataset.get("subdir") or data.get("subdir")

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from vtcc.data.transforms import small_image_view
 from vtcc.errors import ConfigError
 from vtcc.models.network import upgrade_single_head_keys
 from vtcc.utils.checkpoint import CONFIG_KEY, NON_STRUCTURAL, config_differences, load_checkpoint
@@ -112,6 +113,14 @@ def _structural(model: dict[str, Any]) -> dict[str, Any]:
     return {"model": {k: v for k, v in model.items() if k not in NON_STRUCTURAL}}
 
 
+def builds(node: Any, builder: Any) -> bool:
+    """Whether a config node builds with ``builder`` (the callable its ``_target_`` names)."""
+    from hydra.utils import get_method
+
+    target = (node or {}).get("_target_")
+    return bool(target) and get_method(str(target)) is builder
+
+
 def resolve_strong_view(cfg: DictConfig, stored: dict[str, Any]) -> None:
     """``augment=selflabel``'s ``auto`` settings from the run it starts from: a run trained with the
     small-image recipe (gray digits-like images) keeps that recipe under Cutout as its strong view
@@ -119,17 +128,17 @@ def resolve_strong_view(cfg: DictConfig, stored: dict[str, Any]) -> None:
     flips unless the run trained without them."""
     view = (cfg.get("augment") or {}).get("view_b") or {}
     source = (stored.get("augment") or {}).get("view_a") or {}
-    small = str(source.get("_target_", "")).endswith("small_image_view")
+    small = builds(source, small_image_view)
     if view.get("base") == "auto":
         view.base = OmegaConf.create(source) if small else None
     if view.get("hflip_p") == "auto":
         view.hflip_p = 0.5 if not small and source.get("hflip_p", 0.5) > 0 else 0.0
 
 
-# Heads that SCAN-like objectives trained are sharp: SCAN's 0.99 suits them. Contrastive Clustering's
-# heads are softer: at 0.99 self-labelling the 30-epoch digits run collapsed (ACC 0.887 -> 0.551,
-# 11 % of the images confident), at 0.9 it gained 3 points (0.918; README).
-SHARP_HEADS = ("ScanClustering", "TemiClustering", "SelfLabelClustering")
+# Heads that SCAN-like objectives trained are sharp (their class says so: ``sharp_heads``): SCAN's
+# 0.99 suits them. Contrastive Clustering's heads are softer: at 0.99 self-labelling the 30-epoch
+# digits run collapsed (ACC 0.887 -> 0.551, 11 % of the images confident), at 0.9 it gained 3 points
+# (0.918; docs/selflabel-temi-k.md).
 
 
 def resolve_threshold(cfg: DictConfig, stored: dict[str, Any]) -> None:
@@ -139,7 +148,10 @@ def resolve_threshold(cfg: DictConfig, stored: dict[str, Any]) -> None:
     if loss.get("threshold") != "auto":
         return
     source = str((stored.get("module") or {}).get("_target_", ""))
-    loss.threshold = 0.99 if source.endswith(SHARP_HEADS) else 0.9
+    from vtcc.module import objective_class
+
+    sharp = bool(source) and objective_class(stored).sharp_heads
+    loss.threshold = 0.99 if sharp else 0.9
     log.info(
         "self-labelling threshold %.2f (%s heads; set module.selflabel_loss.threshold to change)",
         loss.threshold,

@@ -305,14 +305,6 @@ def wrap_for_network(cfg: Any, datamodule: InMemoryDataModule, network: nn.Modul
                 "model.mode); objective=temi trains on frozen features: use model.mode=frozen"
             )
         return datamodule
-    if features.get("pairing") in EVAL_ONLY:
-        features.num_views = 0  # part of the cache key: a cache of evaluation features only
-    elif features.num_views == "auto":  # each view is a full backbone pass per image: fewer on a CPU
-        on_gpu = torch.cuda.is_available() and features.get("device", "auto") in ("auto", "cuda")
-        features.num_views = 10 if on_gpu else 4
-        log.info(
-            "features.num_views=%d (%s; set it to change)", features.num_views, "GPU" if on_gpu else "CPU"
-        )
     datamodule.setup("fit")  # the key hashes the data's contents
     parts = OmegaConf.to_container(cfg, resolve=True)
     key = cache_key(

@@ -60,11 +60,11 @@ LIGHTNING_TARGETS = frozenset(
 )
 
 
-def _class_in(module: Any, name: str, base: type) -> bool:
-    """``module.name`` is a class derived from ``base`` (one attribute deep: no traversal)."""
+def _class_in(namespace: Any, name: str, base: type) -> bool:
+    """``namespace.name`` is a class derived from ``base`` (one attribute deep: no traversal)."""
     if not name.isidentifier():
         return False
-    candidate = getattr(module, name, None)
+    candidate = getattr(namespace, name, None)
     return isinstance(candidate, type) and issubclass(candidate, base)
 
 

@@ -72,9 +72,9 @@ def restore_run(path: str | Path, cache_dir: str | None = None) -> tuple[Any, An
     The config is rebuilt from the checked description the checkpoint stores
     (:func:`vtcc.config.stored.rebuild_settings`): no downloads, and a frozen backbone's
     features are cached in ``cache_dir`` (the current command's) when given."""
-    from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from vtcc.build import build_module, build_network
     from vtcc.config.stored import rebuild_settings
     from vtcc.utils.environment import ENVIRONMENT_KEY, warn_if_environment_changed
 
@@ -87,12 +87,9 @@ def restore_run(path: str | Path, cache_dir: str | None = None) -> tuple[Any, An
     if cache_dir is not None:
         settings = rebuild_settings(settings, cache_dir)
     run_cfg = OmegaConf.create(settings)
-    model_cfg = run_cfg.model.copy()
-    if "pretrained" in model_cfg:
-        model_cfg.pretrained = False  # the checkpoint holds the weights: no download, no weights file needed
     _RESTORING.add(resolved)
-    try:
-        module = instantiate(run_cfg.module, network=instantiate(model_cfg))
+    try:  # the checkpoint holds the weights: no download, no weights file needed
+        module = build_module(run_cfg, build_network(run_cfg, weights_in_checkpoint=True))
     finally:
         _RESTORING.discard(resolved)
     try:

@@ -1,0 +1,187 @@
+"""How a run is put together: resolved once (vtcc/config/), built from the result (vtcc/build.py)
+for every option, and kinds told apart by interface, never by a target's name."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from omegaconf import OmegaConf
+
+from tests.conftest import compose_train
+from vtcc.build import build_run, build_trainer
+from vtcc.config.resolve import resolve
+from vtcc.errors import ConfigError
+from vtcc.module import validation_metrics
+from vtcc.train import train
+from vtcc.utils.cli import CONFIG_DIR, _user_error
+
+PACKAGE = Path(CONFIG_DIR).parent
+SOURCES = sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+# Writes to a config object: open_dict, OmegaConf.update, or assigning into a node's key.
+CONFIG_WRITE = re.compile(
+    r"open_dict\(|OmegaConf\.update\(|set_struct\("
+    r"|\b(cfg|run_cfg|config|features|data|model|node|view|loss)(\.[A-Za-z_]+)+ = "
+    r"|\b(cfg|run_cfg)\[[^]]+\] = "
+)
+
+
+def test_no_module_but_the_resolver_writes_to_a_config():
+    writers = [
+        f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}"
+        for path in SOURCES
+        if "config" not in path.relative_to(PACKAGE).parts[:1]
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if CONFIG_WRITE.search(line)
+    ]
+    assert writers == []
+
+
+def vtcc_names() -> set[str]:
+    """Every class and function vtcc defines: what a target string could end with."""
+    names = set()
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef | ast.FunctionDef):
+                names.add(node.name)
+    return names
+
+
+def test_no_target_is_told_apart_by_its_ending():
+    names = vtcc_names()
+    found = []
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "endswith":
+                for argument in ast.walk(node):
+                    if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
+                        if argument.value.lstrip(".").split(".")[-1] in names:
+                            found.append(f"{path.name}:{node.lineno}: endswith({argument.value!r})")
+            if isinstance(node, ast.Constant) and node.value == "_target_":
+                pass
+    assert found == []
+    source = "\n".join(path.read_text() for path in SOURCES)
+    assert not re.search(r"_target_[^\n]*\.endswith\(", source)
+
+
+def test_no_attribute_probe_decides_what_kind_of_network_or_objective_a_thing_is():
+    probe = re.compile(r"\b(hasattr|getattr)\(\s*(self\.)?(network|module|objective|pl_module|model)\b")
+    found = [
+        f"{path.name}:{number}: {line.strip()}"
+        for path in SOURCES
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if probe.search(line) and "patch_embed" not in line  # timm's data config of a timm model
+    ]
+    assert found == []
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory) -> Path:
+    """96 small gray images in two kinds (light and dark), labelled: written data for the builds."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(96) % 2
+    images = (rng.integers(0, 60, (96, 16, 16)) + 150 * labels[:, None, None]).astype(np.uint8)
+    path = tmp_path_factory.mktemp("npz") / "images.npz"
+    np.savez(path, x=images, y=labels)
+    return path
+
+
+# "auto" values decided when the run starts, on purpose: Lightning's and torch's choice of device
+# and strategy, and TEMI's teacher momentum (it follows the planned steps while a budget re-plans).
+RUN_TIME_AUTO = {
+    "trainer.accelerator",
+    "trainer.strategy",
+    "trainer.devices",
+    "features.device",
+    "module.teacher_momentum",
+}
+
+
+def model_settings(model: str) -> list[str]:
+    if model == "pretrained":  # the architecture only: no download
+        return [
+            "model.pretrained=false",
+            "model.name=vit_tiny_patch16_224",
+            "model.model_kwargs={img_size:32,patch_size:8,depth:1}",
+            "features.num_views=2",
+        ]
+    return {"vit_small": ["model.depth=1"], "resnet34": ["data.image_size=32"]}.get(model, [])
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in Path(CONFIG_DIR, group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("model", options("model"))
+@pytest.mark.parametrize("objective", options("objective"))
+def test_every_model_and_objective_resolves_on_written_data_and_builds(tmp_path, npz, model, objective):
+    """Resolved on real (written) data, then built: the network, the objective and the data it
+    trains on; a combination vtcc cannot train is one clear line."""
+    overrides = [
+        f"model={model}",
+        f"objective={objective}",
+        "data=npz",
+        f"data.root={npz}",
+        "data.batch_size=32",
+        "callbacks=none",
+    ]
+    cfg = compose_train(tmp_path, [*overrides, *model_settings(model)], tiny=False, resolve=False)
+    try:
+        resolved = resolve(cfg, [])
+        run = build_run(cfg, resolved.source)
+    except Exception as error:  # noqa: BLE001 - Hydra wraps the builders' errors
+        cause = _user_error(error)
+        assert cause is not None, error  # never a crash
+        assert (objective, model) in {("selflabel", m) for m in options("model")} | {
+            ("scan", m) for m in options("model") if m != "pretrained"
+        } | {("temi", m) for m in options("model") if m != "pretrained"}, cause
+        return
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    leftover = [key for key, value in walk(plain) if value == "auto" and key not in RUN_TIME_AUTO]
+    assert leftover == []  # every auto of vtcc's decided
+    trainer = build_trainer(cfg, [], [], fast_dev_run=1, enable_progress_bar=False)
+    trainer.fit(run.module, datamodule=run.datamodule)  # one training and one evaluation batch
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    assert run.network.num_clusters == 2
+
+
+def walk(node, where: str = ""):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from walk(value, f"{where}.{key}" if where else str(key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from walk(value, f"{where}[{index}]")
+    else:
+        yield where, node
+
+
+def test_a_runs_config_yaml_builds_the_same_run_with_nothing_but_the_builder(tmp_path, npz):
+    run_dir = tmp_path / "run"
+    settings = ["data=npz", f"data.root={npz}", "data.batch_size=32", "trainer.max_epochs=1"]
+    cfg = compose_train(run_dir, settings, resolve=False)
+    train(cfg)
+    stored = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert "${" not in json.dumps(stored)  # plain: every interpolation resolved
+    checkpoint = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=True)
+    assert checkpoint["vtcc_config"] == stored  # what checkpoints store is config.yaml
+    rebuilt = build_run(
+        OmegaConf.create(stored), weights=lambda module: module.load_state_dict(checkpoint["state_dict"])
+    )
+    trainer = build_trainer(OmegaConf.create(stored), [], [])
+    metrics = validation_metrics(trainer, rebuilt.module, rebuilt.datamodule)
+    final = json.loads((run_dir / "final_metrics.json").read_text())
+    assert metrics == pytest.approx(final, abs=1e-9)
+
+
+def test_selflabel_without_a_source_run_is_one_line(tmp_path, npz):
+    cfg = compose_train(tmp_path, ["objective=selflabel", "data=npz", f"data.root={npz}"], resolve=False)
+    with pytest.raises(ConfigError, match="starts from a trained run"):
+        resolve(cfg, [])

@@ -1,0 +1,81 @@
+"""Build: a resolved config -> the network, the objective (a LightningModule), the data it trains
+on and the trainer. ``vtcc-train`` (new runs, resume, ``init_from``, the K search), ``vtcc-eval``,
+``vtcc-predict`` and ``model.checkpoint=<run>.ckpt`` backbones all build through here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.utils import instantiate
+from lightning.pytorch import LightningDataModule, Trainer
+from omegaconf import DictConfig
+
+from vtcc.data.features import wrap_for_network
+from vtcc.models import ClusteringNetwork
+from vtcc.module import ClusteringModule
+
+
+@dataclass
+class Run:
+    """What a run trains and evaluates: the objective (holding the network) and its data."""
+
+    module: ClusteringModule
+    datamodule: LightningDataModule
+
+    @property
+    def network(self) -> ClusteringNetwork:
+        return self.module.network
+
+
+def build_network(cfg: DictConfig, weights_in_checkpoint: bool = False) -> ClusteringNetwork:
+    """The model node's network. ``weights_in_checkpoint``: a checkpoint will supply every weight,
+    so a pretrained backbone is built without fetching or reading its own weights."""
+    if weights_in_checkpoint and "pretrained" in cfg.model:
+        return instantiate(cfg.model, pretrained=False)
+    return instantiate(cfg.model)
+
+
+def build_module(cfg: DictConfig, network: ClusteringNetwork) -> ClusteringModule:
+    """The objective node's LightningModule around ``network``."""
+    return instantiate(cfg.module, network=network)
+
+
+def build_data(cfg: DictConfig, network: ClusteringNetwork, source: Any | None = None) -> LightningDataModule:
+    """The data the objective trains on: the image datamodule (``source``, or the data node's), or
+    what the network needs of it (a frozen backbone's cached features, mined neighbour pairs)."""
+    source = instantiate(cfg.data) if source is None else source
+    datamodule = wrap_for_network(cfg, source, network)
+    datamodule.setup("fit")  # a frozen backbone: its features are extracted or loaded now
+    return datamodule
+
+
+def build_run(
+    cfg: DictConfig,
+    source: Any | None = None,
+    weights: Callable[[ClusteringModule], None] | None = None,
+    weights_in_checkpoint: bool = False,
+) -> Run:
+    """Network, objective, then data: ``weights`` (e.g. a checkpoint's state dict, ``init_from``'s
+    run) go into the objective before the data is built, so cached features are the weights' own."""
+    module = build_module(cfg, build_network(cfg, weights_in_checkpoint))
+    if weights is not None:
+        weights(module)
+    return Run(module, build_data(cfg, module.network, source))
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Any], **settings: Any) -> Trainer:
+    """The trainer node's Trainer with the run's callbacks (the config's, then vtcc's own),
+    loggers and atomic, weights-only checkpoint files."""
+    from vtcc.utils.checkpoint import AtomicCheckpointIO
+
+    configured = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
+    return instantiate(
+        cfg.trainer,
+        callbacks=[*configured, *callbacks],
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
+        **settings,
+    )

@@ -1,0 +1,187 @@
+"""Resolve: the one stage that turns a composed ``vtcc-train`` config into a concrete one.
+
+Every ``auto`` is decided here (the data's channels, size and statistics, ``model=auto``,
+``augment=auto``, the patch size, the cached views), ``init_from``'s run settings are taken,
+a pretrained backbone's preprocessing reaches the data, K comes from the data (or the
+``num_clusters=auto`` range is set, and :func:`choose_k` records the K the search chose), and a
+resumed run keeps its time budget. No other module writes to a run's config (a test greps for it);
+the result, resolved, is what ``config.yaml`` records and what checkpoints store. One ``auto`` is
+left to the run on purpose: TEMI's ``module.teacher_momentum``, which follows the planned steps
+while a time budget re-plans them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from hydra.utils import get_method, instantiate
+from omegaconf import DictConfig, open_dict
+
+from vtcc.config.data_defaults import resolve_data_defaults
+from vtcc.config.init_from import take_run_settings
+from vtcc.config.resume import resolve_ckpt_path
+from vtcc.errors import ConfigError
+from vtcc.utils.checkpoint import CONFIG_KEY, load_checkpoint
+
+log = logging.getLogger("vtcc")
+
+EVAL_ONLY = ("eval", "eval_neighbors")  # cached-feature pairings of evaluation features only
+
+
+@dataclass
+class Resolved:
+    """A run's concrete config and what resolving it found out."""
+
+    cfg: DictConfig
+    source: Any  # the image datamodule, set up (its errors and class count came first)
+    initial: dict[str, Any] | None = None  # init_from's checkpoint
+    candidates: list[int] | None = None  # num_clusters=auto: the Ks the search scores
+    ckpt_path: str | None = None  # the checkpoint this run resumes
+    stored: dict[str, Any] = field(default_factory=dict)  # that checkpoint's config
+    budget: float | None = None  # time_budget_minutes
+
+    @property
+    def refines(self) -> bool:
+        """num_clusters=auto's refine phase, or a resumed one: it follows the refine plan."""
+        return bool(self.candidates) or (self.stored.get("k_search") or {}).get("chosen") is not None
+
+
+def resolve(cfg: DictConfig, overrides: list[str]) -> Resolved:
+    """Make ``cfg`` concrete (in place) and return it with the data it was resolved from.
+    ``overrides``: the command line's ``key=value`` items (what ``init_from`` keeps of this run)."""
+    from vtcc.module import objective_class
+
+    initial = _start_from(cfg, overrides, objective_class(cfg).needs_source_run)
+    if cfg.get("time_budget_minutes") is not None and cfg.module.get("scheduler"):
+        from vtcc.optim import check_budget_can_move
+
+        check_budget_can_move(instantiate(cfg.module.scheduler))
+    _pretrained_preprocessing(cfg)
+    resolve_data_defaults(cfg)  # data=folder/npz: channels, size, statistics, augmentation from the images
+    source = instantiate(cfg.data)
+    source.setup("fit")  # load data first: its errors and its class count come before the model
+    candidates = _from_the_data(cfg, source)
+    if candidates and (cfg.get("ckpt_path") or cfg.get("resume")):
+        raise ConfigError(
+            "num_clusters=auto starts a new run: resume an auto run with num_clusters=<its K> "
+            "(the integer in its config.yaml)"
+        )
+    ckpt_path = resolve_ckpt_path(cfg)
+    stored = load_checkpoint(ckpt_path)[CONFIG_KEY] if ckpt_path else {}
+    _cached_views(cfg)
+    budget = _budget(cfg, stored)
+    return Resolved(cfg, source, initial, candidates, ckpt_path, stored, budget)
+
+
+def _start_from(cfg: DictConfig, overrides: list[str], needs_run: bool) -> dict[str, Any] | None:
+    """``init_from``: the checkpoint whose weights the run starts from (its settings now in ``cfg``)."""
+    if not cfg.get("init_from"):
+        if needs_run:
+            raise ConfigError(
+                "objective=selflabel starts from a trained run: add init_from=<its .ckpt> "
+                "(e.g. outputs/train/runs/<run>/checkpoints/last.ckpt)"
+            )
+        return None
+    if cfg.get("num_clusters") == "auto":
+        raise ConfigError("init_from takes K from its checkpoint: drop num_clusters=auto")
+    return take_run_settings(cfg, overrides)
+
+
+def _pretrained_preprocessing(cfg: DictConfig) -> None:
+    """A pretrained backbone brings its own preprocessing (timm's data config): use it for the data."""
+    from vtcc.models.pretrained import pretrained_data_config, pretrained_network
+
+    if get_method(str(cfg.model._target_)) is not pretrained_network:
+        return
+    preprocessing = pretrained_data_config(
+        cfg.model.name, cfg.model.get("checkpoint"), cfg.model.get("model_kwargs")
+    )
+    with open_dict(cfg.data):
+        cfg.data.update(preprocessing)
+    log.info("data preprocessing from %s: %s", cfg.model.name, preprocessing)
+
+
+def _from_the_data(cfg: DictConfig, datamodule: Any) -> list[int] | None:
+    """Take K from the data when not given; record the size the images are held at. With
+    ``num_clusters=auto``: the candidate Ks (the backbone first trains at the largest)."""
+    from vtcc.k_selection import check_criterion, search_range
+
+    candidates = None
+    if cfg.get("num_clusters") == "auto":
+        search = cfg.k_search
+        candidates = search_range(search.min, search.max, len(datamodule))
+        check_criterion(search.criterion)  # an unknown criterion stops now, not after training
+        cfg.num_clusters = max(candidates)
+        log.info(
+            "num_clusters=auto: K from %d to %d, chosen by %s on the %s embeddings after training",
+            min(candidates),
+            max(candidates),
+            search.criterion,
+            search.embedding,
+        )
+    if cfg.get("num_clusters") is None:
+        if datamodule.num_classes is None:
+            raise ConfigError(
+                "the images have no class folders to count clusters from: set num_clusters=<K>, "
+                "or num_clusters=auto to choose K from the data"
+            )
+        cfg.num_clusters = datamodule.num_classes
+    if cfg.num_clusters > len(datamodule):
+        raise ConfigError(
+            f"num_clusters={cfg.num_clusters} is more than the {len(datamodule)} images: lower num_clusters"
+        )
+    for node in (cfg.data, cfg.data.get("dataset")):  # folder: data.dataset; streaming: data
+        if isinstance(node, DictConfig) and "stored_size" in node and node.stored_size is None:
+            node.stored_size = datamodule.stored_size
+    with open_dict(cfg):  # what vtcc-predict needs to decode new images as evaluation saw the data
+        cfg.preprocessing = {"stored_size": datamodule.stored_size, "in_chans": datamodule.in_chans}
+    best = (cfg.get("callbacks") or {}).get("best_by_labels")
+    if best is not None and not datamodule.labeled:
+        raise ConfigError("callbacks=best_by_labels needs labelled data: use callbacks=default")
+    return candidates
+
+
+def _cached_views(cfg: DictConfig) -> None:
+    """``features.num_views``: none for the pairings of evaluation features; ``auto``: 10 views on
+    a GPU, 4 on a CPU (each view is a backbone pass per image). Part of the cache key."""
+    features = cfg.get("features")
+    if not features:
+        return
+    if features.get("pairing") in EVAL_ONLY:
+        features.num_views = 0
+    elif features.get("num_views") == "auto":
+        on_gpu = torch.cuda.is_available() and features.get("device", "auto") in ("auto", "cuda")
+        features.num_views = 10 if on_gpu else 4
+        if cfg.model.get("mode") == "frozen":  # only then are views extracted
+            log.info(
+                "features.num_views=%d (%s; set it to change)", features.num_views, "GPU" if on_gpu else "CPU"
+            )
+
+
+def _budget(cfg: DictConfig, stored: dict[str, Any]) -> float | None:
+    """``time_budget_minutes``; resuming a budgeted run without it keeps the run's budget (the time
+    spent and the plan come back from the checkpoint: a resumed run gets no fresh budget)."""
+    budget = cfg.get("time_budget_minutes")
+    if budget is None and stored.get("time_budget_minutes") is not None:
+        budget = stored["time_budget_minutes"]
+        cfg.time_budget_minutes = budget
+        log.info("resuming a run with a time budget of %s min: its time spent counts", budget)
+    return float(budget) if budget is not None else None
+
+
+def refine_epochs(cfg: DictConfig) -> int:
+    """Epochs of the fresh cluster head at the chosen K: ``k_search.refine_epochs``, or half the run's."""
+    epochs = cfg.k_search.get("refine_epochs")
+    return int(epochs) if epochs is not None else max(1, int(cfg.trainer.max_epochs) // 2)
+
+
+def choose_k(cfg: DictConfig, k: int) -> None:
+    """The K search's result: ``num_clusters`` becomes the chosen integer; ``k_search`` records the
+    choice and the refine plan, which a resumed refine phase follows."""
+    cfg.num_clusters = k
+    with open_dict(cfg.k_search):
+        cfg.k_search.refine_epochs = refine_epochs(cfg)
+        cfg.k_search.chosen = k

@@ -1,0 +1,74 @@
+"""Which checkpoint a run resumes: ``ckpt_path=<file>`` or ``resume=latest``, refused when its
+model, K, data or objective differ from this run's (it reads checkpoints; it writes nothing)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from vtcc.errors import ConfigError
+from vtcc.utils.checkpoint import (
+    CONFIG_KEY,
+    NON_STRUCTURAL,
+    config_differences,
+    find_checkpoints,
+    load_checkpoint,
+)
+
+log = logging.getLogger("vtcc")
+
+# What identifies the data a run trains on (loader settings such as batch size may change).
+DATA_IDENTITY = ("_target_", "root", "name", "dataset", "image_size", "in_chans", "eval_split")
+
+
+def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+    """``ckpt_path=<file>`` resumes that checkpoint; ``resume=latest`` the newest run whose model,
+    K, data and objective match this one (other runs under ``paths.log_dir`` are passed over)."""
+    if cfg.get("resume") not in (None, "latest"):
+        raise ConfigError(f"resume={cfg.resume!r} is unknown: use resume=latest or ckpt_path=<file>")
+    current = OmegaConf.to_container(cfg, resolve=True)
+    if cfg.get("ckpt_path"):
+        path = Path(cfg.ckpt_path)
+        differences = resume_differences(load_checkpoint(path)[CONFIG_KEY], current)
+        if differences:
+            raise ConfigError(
+                f"{path} was trained with other settings: {'; '.join(differences)}. "
+                "Resume with the checkpoint's settings (its config.yaml), or start a new run"
+            )
+        return str(path)
+    if cfg.get("resume") != "latest":
+        return None
+    candidates = find_checkpoints(cfg.paths.log_dir, cfg.task_name)
+    for path in candidates:
+        if not resume_differences(load_checkpoint(path)[CONFIG_KEY], current):
+            log.info(
+                "resume=latest: %s, the newest of %d run(s) with this model, data and objective",
+                path,
+                len(candidates),
+            )
+            return str(path)
+    newest = resume_differences(load_checkpoint(candidates[0])[CONFIG_KEY], current)
+    raise ConfigError(
+        f"resume=latest found no run with this model, data and objective under "
+        f"{Path(cfg.paths.log_dir, cfg.task_name)} (the newest, {candidates[0]}, differs: "
+        f"{'; '.join(newest[:3])}): pass ckpt_path=<file>, or start a new run"
+    )
+
+
+def resume_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key: stored -> current`` for each setting that must match to resume: the model and K, the
+    data (its identity, not its loader settings) and the objective (the module's class and its
+    number of cluster heads, whose weights the checkpoint holds)."""
+    views = []
+    for config in (stored, current):
+        model = {k: v for k, v in (config.get("model") or {}).items() if k not in NON_STRUCTURAL}
+        data = {k: v for k, v in (config.get("data") or {}).items() if k in DATA_IDENTITY}
+        module = config.get("module") or {}
+        objective = {"_target_": module.get("_target_"), "num_heads": module.get("num_heads", 1)}
+        views.append(
+            {"model": model, "num_clusters": config.get("num_clusters"), "data": data, "module": objective}
+        )
+    return config_differences(*views, ("model", "num_clusters", "data", "module"))
