@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 from vtcc.data.features import CachedFeatureDataModule
 from vtcc.losses import ClusterLoss, InstanceLoss
 from vtcc.models import ClusteringNetwork
-from vtcc.module import ContrastiveClustering
+from vtcc.objectives import ContrastiveClustering
 from vtcc.train import train
 from vtcc.utils.cli import CONFIG_DIR
 

@@ -18,7 +18,7 @@ from tests.conftest import compose_train
 from vtcc.build import build_run, build_trainer
 from vtcc.config.resolve import resolve
 from vtcc.errors import ConfigError
-from vtcc.module import validation_metrics
+from vtcc.objectives import validation_metrics
 from vtcc.train import train
 from vtcc.utils.cli import CONFIG_DIR, _user_error
 
@@ -185,3 +185,18 @@ def test_selflabel_without_a_source_run_is_one_line(tmp_path, npz):
     cfg = compose_train(tmp_path, ["objective=selflabel", "data=npz", f"data.root={npz}"], resolve=False)
     with pytest.raises(ConfigError, match="starts from a trained run"):
         resolve(cfg, [])
+
+
+def test_a_checkpoint_that_names_its_objective_by_the_old_module_path_still_rebuilds(tmp_path, npz):
+    """Checkpoints written before vtcc/objectives/ store vtcc.module.<Objective>: same classes."""
+    from vtcc.utils.checkpoint import restore_run
+
+    settings = ["data=npz", f"data.root={npz}", "data.batch_size=32", "trainer.max_epochs=1"]
+    train(compose_train(tmp_path / "run", settings, resolve=False))
+    checkpoint = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=True)
+    assert checkpoint["vtcc_config"]["module"]["_target_"] == "vtcc.objectives.ContrastiveClustering"
+    checkpoint["vtcc_config"]["module"]["_target_"] = "vtcc.module.ContrastiveClustering"
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    _, module = restore_run(tmp_path / "old.ckpt")
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, checkpoint["state_dict"][key]), key

@@ -86,4 +86,4 @@ def test_every_experiment_builds_its_augmentation_and_module(experiment):
     augment = instantiate(cfg.augment)
     view_a, _ = augment(torch.randint(0, 256, (2, 3, 48, 48)).byte())
     assert view_a.shape == (2, 3, 32, 32)
-    assert cfg.module._target_ == "vtcc.module.ContrastiveClustering"
+    assert cfg.module._target_ == "vtcc.objectives.ContrastiveClustering"

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from tests.conftest import compose_train
 from vtcc.losses import ClusterLoss, InstanceLoss
 from vtcc.models import vit_conv_stem, vtcc_network
-from vtcc.module import ContrastiveClustering
+from vtcc.objectives import ContrastiveClustering
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from vtcc.losses import ClusterLoss, ConfidenceCrossEntropy, InstanceLoss, ScanLoss, TemiLoss
 from vtcc.models.network import ClusteringNetwork
-from vtcc.module import ContrastiveClustering, ScanClustering, SelfLabelClustering, TemiClustering
+from vtcc.objectives import ContrastiveClustering, ScanClustering, SelfLabelClustering, TemiClustering
 
 pytestmark = pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no")
 

@@ -17,7 +17,7 @@ from vtcc.data.samplers import PoolsInSequence
 from vtcc.errors import ConfigError
 from vtcc.losses import ClusterLoss, InstanceLoss
 from vtcc.models import vtcc_network
-from vtcc.module import ContrastiveClustering
+from vtcc.objectives import ContrastiveClustering
 
 
 def test_pools_in_sequence_shares_the_shuffle_and_splits_each_global_batch():

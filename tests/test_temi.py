@@ -177,7 +177,7 @@ def test_temi_pairs_evaluation_features_of_an_image_and_a_nearest_neighbour(tmp_
 def test_auto_teacher_momentum_keeps_the_recipes_share_of_the_run():
     """TEMI's recipe: momentum 0.996 (horizon 1 / 0.004 = 250 steps) over 4,800 steps. A run of
     350 steps gets a horizon of 350 * 250 / 4800 = 18.23 steps: m = 1 - 4800 / (350 * 250)."""
-    from vtcc.module import auto_teacher_momentum
+    from vtcc.objectives import auto_teacher_momentum
 
     assert auto_teacher_momentum(4800) == pytest.approx(0.996, abs=1e-12)
     assert auto_teacher_momentum(350) == pytest.approx(1 - 4800 / (350 * 250), abs=1e-12)

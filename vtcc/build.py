@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from vtcc.data.features import wrap_for_network
 from vtcc.models import ClusteringNetwork
-from vtcc.module import ClusteringModule
+from vtcc.objectives import ClusteringModule
 
 
 @dataclass

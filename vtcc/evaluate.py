@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from vtcc.build import build_data
 from vtcc.config.validate import validate_config
 from vtcc.errors import ConfigError
-from vtcc.module import validation_metrics
+from vtcc.objectives import validation_metrics
 from vtcc.report import write_report
 from vtcc.utils.checkpoint import own_cache_dir, restore_run
 from vtcc.utils.cli import CONFIG_DIR, run_safely

@@ -20,7 +20,7 @@ from vtcc.config.resolve import Resolved, choose_k, refine_epochs, resolve
 from vtcc.config.validate import validate_config
 from vtcc.errors import ConfigError
 from vtcc.k_selection import choose, embed, score_candidates, write_table
-from vtcc.module import validation_metrics
+from vtcc.objectives import validation_metrics
 from vtcc.utils.callbacks import StoreConfig, TimeBudget
 from vtcc.utils.cli import CONFIG_DIR, run_safely
 from vtcc.utils.environment import collect_environment, write_environment

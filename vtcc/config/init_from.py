@@ -148,7 +148,7 @@ def resolve_threshold(cfg: DictConfig, stored: dict[str, Any]) -> None:
     if loss.get("threshold") != "auto":
         return
     source = str((stored.get("module") or {}).get("_target_", ""))
-    from vtcc.module import objective_class
+    from vtcc.objectives import objective_class
 
     sharp = bool(source) and objective_class(stored).sharp_heads
     loss.threshold = 0.99 if sharp else 0.9

@@ -52,7 +52,7 @@ class Resolved:
 def resolve(cfg: DictConfig, overrides: list[str]) -> Resolved:
     """Make ``cfg`` concrete (in place) and return it with the data it was resolved from.
     ``overrides``: the command line's ``key=value`` items (what ``init_from`` keeps of this run)."""
-    from vtcc.module import objective_class
+    from vtcc.objectives import objective_class
 
     initial = _start_from(cfg, overrides, objective_class(cfg).needs_source_run)
     if cfg.get("time_budget_minutes") is not None and cfg.module.get("scheduler"):

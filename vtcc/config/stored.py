@@ -27,7 +27,11 @@ from vtcc.errors import ConfigError
 from vtcc.utils.allowlist import disallowed_targets, is_optimizer, is_scheduler, is_view_operation
 
 MODELS = {"vtcc.models.vtcc_network", "vtcc.models.timm_network", "vtcc.models.pretrained.pretrained_network"}
-OBJECTIVES = {f"vtcc.module.{name}Clustering" for name in ("Contrastive", "Scan", "SelfLabel", "Temi")}
+OBJECTIVES = {  # vtcc.module.*: where checkpoints written before vtcc/objectives/ name them
+    f"vtcc.{package}.{name}Clustering"
+    for package in ("objectives", "module")
+    for name in ("Contrastive", "Scan", "SelfLabel", "Temi")
+}
 LOSSES = {
     f"vtcc.losses.{name}"
     for name in ("InstanceLoss", "ClusterLoss", "ScanLoss", "ConfidenceCrossEntropy", "TemiLoss")

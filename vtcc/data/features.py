@@ -289,7 +289,7 @@ def wrap_for_network(cfg: Any, datamodule: InMemoryDataModule, network: nn.Modul
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from vtcc.module import objective_class
+    from vtcc.objectives import objective_class
 
     features = cfg.get("features")
     if not network.frozen or not features or not features.cache:

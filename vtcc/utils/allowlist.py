@@ -37,6 +37,11 @@ VTCC_TARGETS = frozenset(
         "vtcc.models.pretrained.pretrained_network",
         "vtcc.models.timm_network",
         "vtcc.models.vtcc_network",
+        "vtcc.objectives.ContrastiveClustering",
+        "vtcc.objectives.ScanClustering",
+        "vtcc.objectives.SelfLabelClustering",
+        "vtcc.objectives.TemiClustering",
+        # where checkpoints written before vtcc/objectives/ name them (vtcc/module.py: the same classes)
         "vtcc.module.ContrastiveClustering",
         "vtcc.module.ScanClustering",
         "vtcc.module.SelfLabelClustering",

@@ -1,0 +1,19 @@
+"""The objectives: one LightningModule per method over a shared base (``base.py``)."""
+
+from vtcc.objectives.base import ClusteringModule, objective_class, per_head, validation_metrics
+from vtcc.objectives.contrastive import ContrastiveClustering
+from vtcc.objectives.scan import ScanClustering
+from vtcc.objectives.selflabel import SelfLabelClustering
+from vtcc.objectives.temi import TemiClustering, auto_teacher_momentum
+
+__all__ = [
+    "ClusteringModule",
+    "ContrastiveClustering",
+    "ScanClustering",
+    "SelfLabelClustering",
+    "TemiClustering",
+    "auto_teacher_momentum",
+    "objective_class",
+    "per_head",
+    "validation_metrics",
+]

@@ -1,0 +1,66 @@
+"""Contrastive Clustering's objective (VTCC trains it): instance and cluster NT-Xent plus entropy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from vtcc.losses import ClusterLoss, InstanceLoss
+from vtcc.models import ClusteringNetwork
+from vtcc.objectives.base import ClusteringModule, per_head
+
+
+class ContrastiveClustering(ClusteringModule):
+    """Contrastive Clustering (Li et al., AAAI 2021): instance NT-Xent + cluster NT-Xent + entropy.
+
+    Each view goes through the network on its own, so every BatchNorm layer (conv stem, heads)
+    normalises a view with that view's batch statistics, as the official networks
+    (``Network_VTCC.forward``, CC's ``Network.forward``) do; running statistics update once per view.
+    With several cluster heads the cluster terms are averaged over the heads (one head: the paper's loss).
+    A head's cluster loss ranks it: cosines of non-negative columns lie in [0, 1], so its floor
+    ``log(1 + (2K - 2) / e^(1/T))`` is reached only by sharp, consistent heads using every cluster;
+    a head whose output ignores the image, flat or collapsed, has parallel columns: ``log(2K - 1)``,
+    plus ``2 log K`` of entropy when collapsed.
+    """
+
+    def __init__(
+        self,
+        network: ClusteringNetwork,
+        instance_loss: InstanceLoss,
+        cluster_loss: ClusterLoss,
+        optimizer: Callable[..., Optimizer],
+        scheduler: Callable[..., LRScheduler] | None = None,
+        instance_weight: float = 1.0,
+        cluster_weight: float = 1.0,
+        compile: bool = False,
+        num_heads: int = 1,
+    ) -> None:
+        super().__init__(network, optimizer, scheduler, compile, num_heads)
+        self.instance_loss = instance_loss
+        self.cluster_loss = cluster_loss
+        self.instance_weight = instance_weight
+        self.cluster_weight = cluster_weight
+
+    def losses(
+        self, view_a: torch.Tensor, view_b: torch.Tensor, cluster: bool = True
+    ) -> dict[str, torch.Tensor]:
+        z_a, heads_a = self.network(view_a)
+        z_b, heads_b = self.network(view_b)
+        loss_instance = self.instance_loss(z_a, z_b)
+        if not cluster:
+            return {"loss": self.instance_weight * loss_instance, "loss_instance": loss_instance}
+        contrastive, entropy = per_head(
+            self.cluster_loss(p_a, p_b) for p_a, p_b in zip(heads_a, heads_b, strict=True)
+        )
+        head_losses = contrastive + entropy
+        loss = self.instance_weight * loss_instance + self.cluster_weight * head_losses.mean()
+        return {
+            "loss": loss,
+            "loss_instance": loss_instance,
+            "loss_cluster": contrastive.mean(),
+            "loss_entropy": entropy.mean(),
+            "head_losses": head_losses,
+        }
