@@ -129,7 +129,7 @@ def test_full_mode_decays_the_learning_rate_layer_by_layer(weights):
 
 def test_scan_objective_on_neighbours(tmp_path, weights):
     metrics, checkpoint = run(tmp_path, weights, "objective=scan", "features.num_neighbors=5")
-    assert checkpoint["vtcc_config"]["module"]["_target_"] == "vtcc.module.ScanClustering"
+    assert checkpoint["vtcc_config"]["module"]["_target_"] == "vtcc.objectives.ScanClustering"
     assert abs(metrics["acc"] * 256 - round(metrics["acc"] * 256)) < 1e-4
 
 
