@@ -121,4 +121,5 @@ def test_workers_path_yields_augmented_pairs():
     assert view_a.shape == view_b.shape == (64, 1, 16, 16) and view_a.dtype == torch.float32
     assert not torch.equal(view_a, view_b) and torch.equal(labels, load_digits().labels[indices])
     datamodule.trainer = SimpleNamespace(training=True)  # the hook runs inside fit
-    assert datamodule.on_after_batch_transfer((view_a, view_b, labels, indices), 0) == (view_a, view_b)
+    pair = datamodule.on_after_batch_transfer((view_a, view_b, labels, indices), 0)
+    assert pair.first is view_a and pair.second is view_b and pair.cluster

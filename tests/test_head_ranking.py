@@ -16,6 +16,7 @@ from lightning.pytorch import Trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from vtcc.data.batch import TrainingPair
 from vtcc.losses import ClusterLoss, ConfidenceCrossEntropy, InstanceLoss, ScanLoss, TemiLoss
 from vtcc.models.network import ClusteringNetwork
 from vtcc.objectives import ContrastiveClustering, ScanClustering, SelfLabelClustering, TemiClustering
@@ -63,7 +64,12 @@ def features(num_clusters: int, groups: int, per_group: int = 2, batches: int = 
 def fit_one_epoch(module, x: torch.Tensor, groups: int, per_group: int = 2) -> list[float]:
     """One epoch on pairs ``(x_i, x_i)`` (two views, or an image and a neighbour of its group);
     returns each head's mean ranking score."""
-    loader = DataLoader(TensorDataset(x, x.clone()), batch_size=groups * per_group, shuffle=False)
+    loader = DataLoader(
+        TensorDataset(x, x.clone()),
+        batch_size=groups * per_group,
+        shuffle=False,
+        collate_fn=lambda rows: TrainingPair(*(torch.stack(column) for column in zip(*rows, strict=True))),
+    )
     trainer = Trainer(
         accelerator="cpu",
         max_epochs=1,

@@ -4,6 +4,7 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 
+from vtcc.data.batch import TrainingPair
 from vtcc.utils.rng import capture_rng_states, restore_rng_states
 
 
@@ -11,8 +12,8 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(tiny_cfg):
     torch.manual_seed(0)
     module = instantiate(tiny_cfg.module, network=instantiate(tiny_cfg.model))
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
-    views = (torch.randn(32, 1, 8, 8), torch.randn(32, 1, 8, 8))
-    views = (views[0], views[0] + 0.1 * views[1])
+    images, noise = torch.randn(32, 1, 8, 8), torch.randn(32, 1, 8, 8)
+    views = TrainingPair(images, images + 0.1 * noise)
     module.log = module.log_dict = lambda *args, **kwargs: None  # no trainer attached
     losses = []
     for _ in range(15):

@@ -274,7 +274,8 @@ def test_selflabel_on_frozen_features_trains_on_the_evaluation_features(tmp_path
     assert cache["views"].shape == (0, *cache["eval"].shape)
     datamodule = CachedFeatureDataModule.__new__(CachedFeatureDataModule)
     datamodule.pairing, datamodule.cache = "eval", cache
-    weak, strong = datamodule.training_pairs((torch.tensor([3, 0, 7]),))
+    pair = datamodule.training_pairs((torch.tensor([3, 0, 7]),))
+    weak, strong = pair.first, pair.second
     torch.testing.assert_close(weak, cache["eval"][[3, 0, 7]])
     torch.testing.assert_close(strong, cache["eval"][[3, 0, 7]])
 

@@ -167,7 +167,8 @@ def test_temi_pairs_evaluation_features_of_an_image_and_a_nearest_neighbour(tmp_
     features = datamodule.cache["eval"]
     assert datamodule.cache["views"].shape == (0, *features.shape)
     index = torch.arange(len(features))
-    anchor, partner = datamodule.training_pairs((index,))
+    pair = datamodule.training_pairs((index,))
+    anchor, partner = pair.first, pair.second
     torch.testing.assert_close(anchor, features)
     knn = nearest_neighbors(features, k=3)
     drawn = (partner[:, None, :] == features[knn]).all(dim=2)  # (N, 3): which neighbour was drawn

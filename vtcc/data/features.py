@@ -20,6 +20,7 @@ from lightning.pytorch import LightningDataModule
 from torch import nn
 from torch.utils.data import DataLoader
 
+from vtcc.data.batch import TrainingPair
 from vtcc.data.in_memory import BackboneOverSource, BatchedTensors, InMemoryDataModule, keep_batch
 from vtcc.errors import ConfigError
 from vtcc.losses.scan import nearest_neighbors
@@ -245,26 +246,28 @@ class CachedFeatureDataModule(BackboneOverSource):
             collate_fn=self.training_pairs,
         )
 
-    def training_pairs(self, batch: tuple[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_pairs(self, batch: tuple[torch.Tensor]) -> TrainingPair:
         """Two views drawn per image (distinct), a view of the image and of a random neighbour, the
         two views of one augmentation pass (weak, strong), or evaluation features (the image's
         twice, or the image's and a random neighbour's)."""
         (index,) = batch
         if self.pairing == "eval":
             features = self.cache["eval"][index]
-            return features, features
+            return TrainingPair(features, features)
         if self.pairing == "eval_neighbors":
-            return self.cache["eval"][index], self.cache["eval"][self._random_neighbor(index)]
+            return TrainingPair(self.cache["eval"][index], self.cache["eval"][self._random_neighbor(index)])
         views = self.cache["views"]
         if self.pairing == "weak_strong":
             first = 2 * torch.randint(self.num_views // 2, (len(index),))
-            return views[first, index], views[first + 1, index]
+            return TrainingPair(views[first, index], views[first + 1, index])
         first = torch.randint(self.num_views, (len(index),))
         if self.pairing == "neighbors":
             partner = self._random_neighbor(index)
-            return views[first, index], views[torch.randint(self.num_views, (len(index),)), partner]
+            return TrainingPair(
+                views[first, index], views[torch.randint(self.num_views, (len(index),)), partner]
+            )
         second = (first + torch.randint(1, self.num_views, (len(index),))) % self.num_views
-        return views[first, index], views[second, index]
+        return TrainingPair(views[first, index], views[second, index])
 
     def _random_neighbor(self, index: torch.Tensor) -> torch.Tensor:
         """One of each image's ``num_neighbors`` nearest training images, drawn uniformly."""

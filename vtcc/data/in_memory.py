@@ -16,6 +16,7 @@ from lightning.pytorch import LightningDataModule
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from vtcc.data.batch import TrainingPair
 from vtcc.data.datasets import ImageArrays
 from vtcc.data.samplers import PoolsInSequence
 from vtcc.data.transforms import EvalTransform, Interpolation
@@ -272,7 +273,7 @@ class InMemoryDataModule(LightningDataModule):
         return batch
 
     def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int):
-        """Training: ``(view_a, view_b)``, plus the cluster-loss flag under ``instance_phase``;
+        """Training: a :class:`TrainingPair` of two views (its cluster flag set under ``instance_phase``);
         evaluation: ``(images, labels, indices)``, labels -1 when unknown.
 
         The indices let distributed evaluation drop the samples a distributed sampler repeats.
@@ -285,8 +286,8 @@ class InMemoryDataModule(LightningDataModule):
         else:
             view_a, view_b = self.train_transform(self.model_channels(batch[0]))
         if self.unlabeled_training == "instance_phase":
-            return view_a, view_b, batch[-1]
-        return view_a, view_b
+            return TrainingPair(view_a, view_b, cluster=batch[-1])
+        return TrainingPair(view_a, view_b)
 
     def model_channels(self, images: torch.Tensor) -> torch.Tensor:
         """Gray images repeated to RGB when the normalisation (a pretrained model's) has three channels."""

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from vtcc.data.batch import TrainingPair
 from vtcc.data.in_memory import BackboneOverSource, BatchedTensors, InMemoryDataModule
 from vtcc.losses.scan import nearest_neighbors
 from vtcc.utils.progress import Progress
@@ -81,4 +82,4 @@ class NeighborPairsDataModule(BackboneOverSource):
             return self.source.on_after_batch_transfer(batch, dataloader_idx)
         anchors, partners = (self.source.model_channels(images) for images in batch)
         augment = self.source.train_transform
-        return augment.one_view(anchors), augment.one_view(partners)
+        return TrainingPair(augment.one_view(anchors), augment.one_view(partners))

@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from vtcc.data.batch import TrainingPair
 from vtcc.errors import ConfigError, TrainingDivergedError
 from vtcc.metrics import clustering_metrics
 from vtcc.models import ClusteringNetwork
@@ -101,9 +102,8 @@ class ClusteringModule(LightningModule):
     def network_loaded(self) -> None:
         """Called once ``init_from`` has put another run's weights into the network."""
 
-    def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
-        view_a, view_b, *flag = batch
-        terms = self.losses(view_a, view_b, *flag)
+    def training_step(self, batch: TrainingPair, batch_idx: int) -> torch.Tensor:
+        terms = self.losses(batch.first, batch.second, batch.cluster)
         loss = terms.pop("loss")
         head_losses = terms.pop("head_losses", None)
         head_scores = terms.pop("head_scores", head_losses)
@@ -115,7 +115,7 @@ class ClusteringModule(LightningModule):
                 terms.update({f"head{i}_score": value for i, value in enumerate(head_scores.detach())})
         nonfinite = (~torch.isfinite(loss.detach())).long()
         self._nonfinite_steps = self._nonfinite_steps.to(loss.device) + nonfinite
-        batch_size = view_a.shape[0]
+        batch_size = batch.size
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
         self.log_dict(
             {f"train/{k}": v for k, v in terms.items()}, on_step=False, on_epoch=True, batch_size=batch_size

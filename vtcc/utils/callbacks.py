@@ -50,7 +50,7 @@ class EpochThroughput(Callback):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx
     ) -> None:
-        self._images += len(batch[0]) * trainer.world_size
+        self._images += batch.size * trainer.world_size  # a TrainingPair
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         seconds = time.perf_counter() - self._start

@@ -1,0 +1,24 @@
+"""What an objective receives for one training step: a small named type, not a tuple whose
+length carries meaning."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class TrainingPair:
+    """Two inputs per image, ``(B, ...)`` each: two augmented views (contrastive), an image and one
+    of its neighbours (SCAN, TEMI), or a weak and a strong view (self-labelling); images or a
+    frozen backbone's cached features. ``cluster=False`` marks a batch of Contrastive Clustering's
+    STL-10 unlabelled pool, which trains the instance loss only."""
+
+    first: torch.Tensor
+    second: torch.Tensor
+    cluster: bool = True
+
+    @property
+    def size(self) -> int:
+        return len(self.first)
