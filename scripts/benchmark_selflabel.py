@@ -75,13 +75,13 @@ def main() -> None:
     ]
     for seed in args.seeds:
         run("frozen_cc", frozen, seed)
-        run("frozen_scan", [*frozen, "objective=scan", "module.num_heads=10"], seed)
+        run("frozen_scan", [*frozen, "objective=scan", "module.num_cluster_heads=10"], seed)
         run(
             "frozen_scan+sl",
             [*selflabel, f"init_from={ckpt[f'frozen_scan_s{seed}']}", f"features.cache_dir={out / 'cache'}"],
             seed,
         )
-        run("frozen_temi", [*frozen, "objective=temi", "module.num_heads=10"], seed)
+        run("frozen_temi", [*frozen, "objective=temi", "module.num_cluster_heads=10"], seed)
     print(f"\n{'run':16s} {'seed':>4s} {'ACC':>6s} {'NMI':>6s} {'ARI':>6s} {'train s':>8s} {'wall s':>7s}")
     for r in rows:
         print(

@@ -200,3 +200,20 @@ def test_a_checkpoint_that_names_its_objective_by_the_old_module_path_still_rebu
     _, module = restore_run(tmp_path / "old.ckpt")
     for key, value in module.state_dict().items():
         assert torch.equal(value, checkpoint["state_dict"][key]), key
+
+
+def test_cluster_heads_and_attention_heads_have_their_own_names(tmp_path, npz):
+    """module.num_cluster_heads (cluster heads) and model.num_heads (a ViT's attention heads); a
+    checkpoint from before the rename (module.num_heads) still rebuilds with its heads."""
+    from vtcc.utils.checkpoint import restore_run
+
+    cfg = compose_train(tmp_path / "x", ["module.num_cluster_heads=3"], resolve=False)
+    assert cfg.module.num_cluster_heads == 3 and cfg.model.num_heads == 2 and "num_heads" not in cfg.module
+    settings = ["data=npz", f"data.root={npz}", "data.batch_size=32", "trainer.max_epochs=1"]
+    train(compose_train(tmp_path / "run", [*settings, "module.num_cluster_heads=2"], resolve=False))
+    checkpoint = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=True)
+    module = checkpoint["vtcc_config"]["module"]
+    module["num_heads"] = module.pop("num_cluster_heads")  # as it was stored before the rename
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    _, restored = restore_run(tmp_path / "old.ckpt")
+    assert restored.network.num_cluster_heads == 2

@@ -40,7 +40,7 @@ class Identity(nn.Module):
 
 def network(num_clusters: int) -> ClusteringNetwork:
     """Heads 0, 1, 2: flat, collapsed, sharp (last, so a tie could not pick it by index)."""
-    net = ClusteringNetwork(Identity(num_clusters), num_clusters, head_style="linear", num_heads=3)
+    net = ClusteringNetwork(Identity(num_clusters), num_clusters, head_style="linear", num_cluster_heads=3)
     collapsed = torch.zeros(num_clusters)
     collapsed[0] = SCALE
     settings = [
@@ -87,7 +87,7 @@ def test_contrastive_ranks_the_sharp_head_first():
     2K - 2 others at 0: log(1 + (2K - 2) / e); flat and collapsed: all columns parallel, log(2K - 1);
     entropy (log K - H) per view: 0, 2 log K, 0."""
     k = 4
-    module = ContrastiveClustering(network(k), InstanceLoss(), ClusterLoss(), SGD, num_heads=3)
+    module = ContrastiveClustering(network(k), InstanceLoss(), ClusterLoss(), SGD, num_cluster_heads=3)
     scores = fit_one_epoch(module, features(k, k), groups=k)
     expected = [
         math.log(2 * k - 1),
@@ -102,7 +102,7 @@ def test_scan_ranks_the_sharp_head_first():
     """-log <p_anchor, p_neighbour> + 5 (log K - H(mean p)): flat log K + 0, collapsed 0 + 5 log K,
     sharp (neighbours share the group) 0 + 0."""
     k = 4
-    module = ScanClustering(network(k), ScanLoss(entropy_weight=5.0), SGD, num_heads=3)
+    module = ScanClustering(network(k), ScanLoss(entropy_weight=5.0), SGD, num_cluster_heads=3)
     scores = fit_one_epoch(module, features(k, k), groups=k)
     assert scores == pytest.approx([math.log(k), 5 * math.log(k), 0.0], abs=1e-4)
     assert int(module.network.best_head) == 2
@@ -114,7 +114,7 @@ def test_selflabel_ranks_the_sharp_head_first_and_counts_every_heads_labels():
     the cross-entropy of uniform predictions, log K. Collapsed: cross-entropy 0 + log K of entropy;
     sharp: 0 + 0. Two heads of three label every image: confident_fraction 2/3."""
     k = 4
-    module = SelfLabelClustering(network(k), ConfidenceCrossEntropy(threshold=0.9), SGD, num_heads=3)
+    module = SelfLabelClustering(network(k), ConfidenceCrossEntropy(threshold=0.9), SGD, num_cluster_heads=3)
     scores = fit_one_epoch(module, features(k, k), groups=k)
     assert int(module.network.best_head) == 2
     assert scores == pytest.approx([math.log(k), math.log(k), 0.0], abs=1e-4)
@@ -137,7 +137,7 @@ def test_temi_ranks_the_sharp_head_first(beta, num_clusters, groups):
     pbar_k of the teacher's pair, pbar the batch mean. Flat and collapsed heads ignore the image:
     p = pbar, sum_k p_k = 1, score 0. Sharp over G equal groups: -log (1 / (1 / G)) = -log G."""
     temi = partial(TemiLoss, beta=beta)
-    module = TemiClustering(network(num_clusters), temi, SGD, num_heads=3, teacher_momentum=1.0)
+    module = TemiClustering(network(num_clusters), temi, SGD, num_cluster_heads=3, teacher_momentum=1.0)
     scores = fit_one_epoch(module, features(num_clusters, groups), groups=groups)
     assert int(module.network.best_head) == 2
     assert scores == pytest.approx([0.0, 0.0, -math.log(groups)], abs=1e-4)

@@ -25,7 +25,7 @@ class Flat(nn.Module):
 
 
 def test_the_lowest_mean_score_chooses_the_head_and_evaluation_uses_it(tiny_cfg):
-    module = instantiate(tiny_cfg.module, network=instantiate(tiny_cfg.model), num_heads=3)
+    module = instantiate(tiny_cfg.module, network=instantiate(tiny_cfg.model), num_cluster_heads=3)
     module._trainer = SimpleNamespace(strategy=SimpleNamespace(reduce=lambda t, reduce_op: t))
     module.on_train_epoch_start()
     for scores in ([3.0, 1.0, 2.5], [3.0, 2.0, 0.4]):  # means 3.0, 1.5, 1.45: head 2
@@ -72,7 +72,7 @@ def test_labels_never_choose_the_head(tmp_path):
             "data.in_chans=1",
             "data.mean=[0.3]",
             "data.std=[0.4]",
-            "module.num_heads=3",
+            "module.num_cluster_heads=3",
             "trainer.max_epochs=3",
         ]
         train(compose_train(tmp_path / name, settings))
@@ -89,7 +89,7 @@ def test_scan_with_linear_heads_on_frozen_features(tmp_path, weights):  # noqa: 
         "objective=scan",
         "features.num_neighbors=5",
         "model.head_style=linear",
-        "module.num_heads=4",
+        "module.num_cluster_heads=4",
     )
     state = checkpoint["state_dict"]
     heads = {k.split(".")[2] for k in state if k.startswith("network.cluster_heads.")}

@@ -76,7 +76,7 @@ def test_strong_view_draws_its_ops_per_image_and_cuts_out_a_square():
 def base_run(tmp_path_factory) -> Path:
     """A finished 2-epoch contrastive run with two cluster heads."""
     run = tmp_path_factory.mktemp("base") / "run"
-    train(compose_train(run, ["module.num_heads=2", "trainer.max_epochs=3"]))
+    train(compose_train(run, ["module.num_cluster_heads=2", "trainer.max_epochs=3"]))
     return run
 
 
@@ -99,7 +99,7 @@ def test_selflabel_starts_from_the_runs_best_head_and_trains_a_new_run(base_run,
     module = instantiate(cfg.module, network=instantiate(cfg.model))
     load_run_weights(module, checkpoint, "base")
     state = module.network.state_dict()
-    assert module.network.num_heads == 1 and int(state["best_head"]) == 0
+    assert module.network.num_cluster_heads == 1 and int(state["best_head"]) == 0
     for key, value in state.items():
         source = key.replace("cluster_heads.0.", f"cluster_heads.{best}.")
         if key != "best_head":
@@ -170,7 +170,7 @@ def test_a_flat_head_neither_clusters_nor_stops_a_run_whose_other_head_trains(tm
     log 10 (entropy term 0). On the evaluation features weak = strong, so any other head scores at
     most log 10 - I (I its mutual information of image and cluster), below log 10."""
     _, scan = run(
-        tmp_path / "scan", weights, "objective=scan", "features.num_neighbors=5", "module.num_heads=2"
+        tmp_path / "scan", weights, "objective=scan", "features.num_neighbors=5", "module.num_cluster_heads=2"
     )
     state = scan["state_dict"]
     sharp = f"network.cluster_heads.{int(state['network.best_head'])}."
@@ -185,7 +185,7 @@ def test_a_flat_head_neither_clusters_nor_stops_a_run_whose_other_head_trains(tm
     overrides = [
         *SELFLABEL,
         f"init_from={tmp_path / 'flat.ckpt'}",
-        "module.num_heads=2",
+        "module.num_cluster_heads=2",
         "module.selflabel_loss.threshold=0.2",
         f"features.cache_dir={tmp_path / 'cache'}",
         "trainer.max_epochs=2",
@@ -212,7 +212,7 @@ def test_init_from_of_another_model_or_k_is_refused(base_run, tmp_path):
     )
     with pytest.raises(ConfigError, match="has another model .*embed_dim: 32 -> 64"):
         take_run_settings(cfg, overrides=["model.embed_dim=64"])
-    cfg = compose_train(tmp_path / "h", ["module.num_heads=3", f"init_from={ckpt}"], resolve=False)
+    cfg = compose_train(tmp_path / "h", ["module.num_cluster_heads=3", f"init_from={ckpt}"], resolve=False)
     checkpoint = take_run_settings(cfg, overrides=[])
     from hydra.utils import instantiate
 
@@ -227,7 +227,7 @@ def test_init_from_of_another_model_or_k_is_refused(base_run, tmp_path):
         (["objective=selflabel"], "objective=selflabel starts from a trained run: add init_from="),
         (["objective=selflabel", "init_from=missing.ckpt"], "init_from=missing.ckpt does not exist"),
         (["objective=selflabel", "init_from=not_a_run.ckpt"], "is not a vtcc checkpoint"),
-        (["module.num_heads=0"], "module.num_heads=0: train at least 1 cluster head"),
+        (["module.num_cluster_heads=0"], "module.num_cluster_heads=0: train at least 1 cluster head"),
     ],
 )
 def test_bad_selflabel_input_is_one_line_and_exit_2(tmp_path, train_in_process, extra, message):

@@ -91,7 +91,7 @@ def test_temi_trains_student_heads_and_moves_teachers_by_ema(tmp_path, weights):
         weights,
         "objective=temi",
         "features.num_neighbors=5",
-        "module.num_heads=3",
+        "module.num_cluster_heads=3",
         "module.teacher_momentum=0.9",
     )
     state = checkpoint["state_dict"]
@@ -137,7 +137,7 @@ def test_temi_resume_is_exact_and_eval_reproduces_its_metrics(tmp_path, weights)
     from vtcc.evaluate import evaluate
     from vtcc.utils.cli import CONFIG_DIR
 
-    temi = ["objective=temi", "features.num_neighbors=5", "module.num_heads=2"]
+    temi = ["objective=temi", "features.num_neighbors=5", "module.num_cluster_heads=2"]
     run(tmp_path / "whole", weights, *temi, "trainer.max_epochs=2")
     run(tmp_path / "first", weights, *temi, "trainer.max_epochs=1")
     first = tmp_path / "first" / "checkpoints" / "last.ckpt"
@@ -209,7 +209,11 @@ def test_temi_presets_carry_the_official_settings(tmp_path):
     assert (temi.module.optimizer.lr, temi.module.optimizer.weight_decay) == (1e-4, 1e-4)
     loss = temi.module.temi_loss
     assert (loss.beta, loss.student_temperature, loss.teacher_temperature) == (0.6, 0.1, 0.1)
-    assert (temi.module.num_heads, temi.module.freeze_last_layer, temi.features.num_neighbors) == (16, 1, 50)
+    assert (temi.module.num_cluster_heads, temi.module.freeze_last_layer, temi.features.num_neighbors) == (
+        16,
+        1,
+        50,
+    )
     assert (temi.features.pairing, temi.model.head_style, temi.model.hidden_dim) == (
         "eval_neighbors",
         "temi",

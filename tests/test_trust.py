@@ -91,8 +91,10 @@ def test_cached_feature_heads_train_with_the_data_batch_size():
 
 def test_resuming_with_another_number_of_cluster_heads_names_the_key(train_in_process, tmp_path):
     """The checkpoint holds two heads' weights: one head cannot take them (Lightning's missing-key
-    error before); one line names module.num_heads and both values."""
+    error before); one line names module.num_cluster_heads and both values."""
     run = tmp_path / "two_heads"
-    train(compose_train(run, ["module.num_heads=2", "trainer.max_epochs=1"]))
-    code, stderr = train_in_process(f"ckpt_path={run / 'checkpoints/last.ckpt'}", "module.num_heads=1")
-    assert code == 2 and "module.num_heads: 2 -> 1" in stderr and "Traceback" not in stderr
+    train(compose_train(run, ["module.num_cluster_heads=2", "trainer.max_epochs=1"]))
+    code, stderr = train_in_process(
+        f"ckpt_path={run / 'checkpoints/last.ckpt'}", "module.num_cluster_heads=1"
+    )
+    assert code == 2 and "module.num_cluster_heads: 2 -> 1" in stderr and "Traceback" not in stderr

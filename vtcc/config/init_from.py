@@ -165,7 +165,7 @@ def load_run_weights(module: Any, checkpoint: dict[str, Any], path: str) -> None
     state = {
         k.removeprefix("network."): v for k, v in checkpoint["state_dict"].items() if k.startswith("network.")
     }
-    state = _keep_heads(state, module.network.num_heads, path)
+    state = _keep_heads(state, module.network.num_cluster_heads, path)
     try:
         module.network.load_state_dict(state)
     except RuntimeError as error:
@@ -184,7 +184,7 @@ def _keep_heads(state: dict[str, torch.Tensor], wanted: int, path: str) -> dict[
     if wanted != 1:
         raise ConfigError(
             f"init_from={path} has {len(heads)} cluster heads and this run trains {wanted}: "
-            f"set module.num_heads={len(heads)} or 1 (its best head)"
+            f"set module.num_cluster_heads={len(heads)} or 1 (its best head)"
         )
     best = int(state.get("best_head", torch.tensor(0)))
     kept = {k: v for k, v in state.items() if not k.startswith("cluster_heads.")}

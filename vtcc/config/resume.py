@@ -67,7 +67,10 @@ def resume_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[
         model = {k: v for k, v in (config.get("model") or {}).items() if k not in NON_STRUCTURAL}
         data = {k: v for k, v in (config.get("data") or {}).items() if k in DATA_IDENTITY}
         module = config.get("module") or {}
-        objective = {"_target_": module.get("_target_"), "num_heads": module.get("num_heads", 1)}
+        objective = {
+            "_target_": module.get("_target_"),
+            "num_cluster_heads": module.get("num_cluster_heads", 1),
+        }
         views.append(
             {"model": model, "num_clusters": config.get("num_clusters"), "data": data, "module": objective}
         )

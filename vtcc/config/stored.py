@@ -135,6 +135,22 @@ def check_stored_config(config: Any, path: Any) -> None:
         )
 
 
+# Settings renamed since a checkpoint may have been written: (section, old key, new key).
+RENAMED = [("module", "num_heads", "num_cluster_heads")]  # model.num_heads are attention heads
+
+
+def upgrade_stored_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A checked stored config under today's names (a copy): older checkpoints keep working."""
+    import copy
+
+    config = copy.deepcopy(config)
+    for section, old, new in RENAMED:
+        node = config.get(section)
+        if isinstance(node, dict) and old in node and new not in node:
+            node[new] = node.pop(old)
+    return config
+
+
 def _no_downloads(node: Any) -> None:
     if isinstance(node, dict):
         for name, value in node.items():

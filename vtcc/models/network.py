@@ -12,7 +12,7 @@ from vtcc.models.heads import ClusterProjector, HeadStyle, InstanceProjector
 
 
 class ClusteringNetwork(nn.Module):
-    """Shared backbone feeding an instance projector and ``num_heads`` cluster projectors.
+    """Shared backbone feeding an instance projector and ``num_cluster_heads`` cluster projectors.
 
     ``backbone`` maps ``(B, C, H, W)`` to ``(B, D)`` and exposes ``num_features = D``.
     ``hidden_dim`` defaults to ``4 D`` for VTCC heads and ``D`` for Contrastive Clustering's.
@@ -27,7 +27,7 @@ class ClusteringNetwork(nn.Module):
         instance_dim: int = 128,
         hidden_dim: int | None = None,
         head_style: HeadStyle = "vtcc",
-        num_heads: int = 1,
+        num_cluster_heads: int = 1,
     ) -> None:
         super().__init__()
         feature_dim = int(backbone.num_features)
@@ -36,7 +36,7 @@ class ClusteringNetwork(nn.Module):
         self.instance_projector = InstanceProjector(feature_dim, hidden, instance_dim, head_style)
         self._cluster_head_shape = (feature_dim, hidden, head_style)
         self.register_buffer("best_head", torch.zeros((), dtype=torch.long))
-        self.cluster_heads = self._new_heads(num_clusters, num_heads)
+        self.cluster_heads = self._new_heads(num_clusters, num_cluster_heads)
         self.register_load_state_dict_pre_hook(_single_head_keys)
         self._reads_features = False  # True: inputs are this backbone's cached features
 
@@ -61,24 +61,24 @@ class ClusteringNetwork(nn.Module):
             raise ConfigError("cached features need a frozen backbone: model.mode=frozen")
         self._reads_features = True
 
-    def _new_heads(self, num_clusters: int, num_heads: int) -> nn.ModuleList:
-        if num_heads < 1:
-            raise ConfigError(f"module.num_heads={num_heads}: train at least 1 cluster head")
+    def _new_heads(self, num_clusters: int, num_cluster_heads: int) -> nn.ModuleList:
+        if num_cluster_heads < 1:
+            raise ConfigError(f"module.num_cluster_heads={num_cluster_heads}: train at least 1 cluster head")
         feature_dim, hidden, style = self._cluster_head_shape
         return nn.ModuleList(
-            ClusterProjector(feature_dim, hidden, num_clusters, style) for _ in range(num_heads)
+            ClusterProjector(feature_dim, hidden, num_clusters, style) for _ in range(num_cluster_heads)
         )
 
-    def reset_cluster_heads(self, num_clusters: int, num_heads: int | None = None) -> None:
+    def reset_cluster_heads(self, num_clusters: int, num_cluster_heads: int | None = None) -> None:
         """Fresh cluster projectors: for ``num_clusters`` (num_clusters=auto, once K is chosen) or
-        for ``num_heads`` heads; the best head is the first until training losses say otherwise."""
+        for ``num_cluster_heads`` heads; the best head is the first until training losses say otherwise."""
         device = self.best_head.device
-        heads = self.num_heads if num_heads is None else num_heads
+        heads = self.num_cluster_heads if num_cluster_heads is None else num_cluster_heads
         self.cluster_heads = self._new_heads(num_clusters, heads).to(device)
         self.best_head.zero_()
 
     @property
-    def num_heads(self) -> int:
+    def num_cluster_heads(self) -> int:
         return len(self.cluster_heads)
 
     @property

@@ -51,7 +51,7 @@ class ClusteringModule(LightningModule):
     ``optimizer`` and ``scheduler`` are partials (Hydra ``_partial_: true``) completed with the
     parameters and the total number of steps. Evaluation clusters by the cluster head's argmax.
     ``compile`` compiles the backbone in place with ``torch.compile`` (checkpoints keep their keys).
-    ``num_heads`` cluster heads train side by side; after each epoch (and before each evaluation) the
+    ``num_cluster_heads`` cluster heads train side by side; after each epoch (and before each evaluation) the
     one with the lowest mean ranking score becomes ``network.best_head``: labels never choose it.
     Subclasses implement :meth:`losses` for a batch of two views (images or cached features); their
     ``head_losses`` term ``(H,)`` (what each head trains on) is logged per head, and their
@@ -70,13 +70,13 @@ class ClusteringModule(LightningModule):
         optimizer: Callable[..., Optimizer],
         scheduler: Callable[..., LRScheduler] | None = None,
         compile: bool = False,
-        num_heads: int = 1,
+        num_cluster_heads: int = 1,
     ) -> None:
         super().__init__()
-        if network.num_heads != num_heads:  # fewer than 1 head is refused there
-            network.reset_cluster_heads(network.num_clusters, num_heads)
+        if network.num_cluster_heads != num_cluster_heads:  # fewer than 1 head is refused there
+            network.reset_cluster_heads(network.num_clusters, num_cluster_heads)
         self.network = network
-        self._head_score_sums = torch.zeros(num_heads, dtype=torch.float64)
+        self._head_score_sums = torch.zeros(num_cluster_heads, dtype=torch.float64)
         self._head_score_batches = 0
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -129,7 +129,7 @@ class ClusteringModule(LightningModule):
 
     def _choose_best_head(self, log_it: bool = False) -> None:
         """The head with the lowest mean ranking score so far this epoch (summed over processes)."""
-        if self._head_score_batches == 0 or self.network.num_heads == 1:
+        if self._head_score_batches == 0 or self.network.num_cluster_heads == 1:
             return
         sums = self.trainer.strategy.reduce(self._head_score_sums.float(), reduce_op="sum")
         self.network.best_head.fill_(int(torch.argmin(sums)))

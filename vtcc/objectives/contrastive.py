@@ -36,9 +36,9 @@ class ContrastiveClustering(ClusteringModule):
         instance_weight: float = 1.0,
         cluster_weight: float = 1.0,
         compile: bool = False,
-        num_heads: int = 1,
+        num_cluster_heads: int = 1,
     ) -> None:
-        super().__init__(network, optimizer, scheduler, compile, num_heads)
+        super().__init__(network, optimizer, scheduler, compile, num_cluster_heads)
         self.instance_loss = instance_loss
         self.cluster_loss = cluster_loss
         self.instance_weight = instance_weight

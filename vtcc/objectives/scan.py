@@ -32,9 +32,9 @@ class ScanClustering(ClusteringModule):
         optimizer: Callable[..., Optimizer],
         scheduler: Callable[..., LRScheduler] | None = None,
         compile: bool = False,
-        num_heads: int = 1,
+        num_cluster_heads: int = 1,
     ) -> None:
-        super().__init__(network, optimizer, scheduler, compile, num_heads)
+        super().__init__(network, optimizer, scheduler, compile, num_cluster_heads)
         self.scan_loss = scan_loss
 
     def losses(

@@ -40,11 +40,13 @@ class SelfLabelClustering(ClusteringModule):
         optimizer: Callable[..., Optimizer],
         scheduler: Callable[..., LRScheduler] | None = None,
         compile: bool = False,
-        num_heads: int = 1,
+        num_cluster_heads: int = 1,
     ) -> None:
-        super().__init__(network, optimizer, scheduler, compile, num_heads)
+        super().__init__(network, optimizer, scheduler, compile, num_cluster_heads)
         self.selflabel_loss = selflabel_loss
-        self._confident = torch.zeros(self.network.num_heads, dtype=torch.long)  # per head, this epoch
+        self._confident = torch.zeros(
+            self.network.num_cluster_heads, dtype=torch.long
+        )  # per head, this epoch
 
     def losses(
         self, weak: torch.Tensor, strong: torch.Tensor, cluster: bool = True

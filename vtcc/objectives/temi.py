@@ -74,18 +74,18 @@ class TemiClustering(ClusteringModule):
         optimizer: Callable[..., Optimizer],
         scheduler: Callable[..., LRScheduler] | None = None,
         compile: bool = False,
-        num_heads: int = 1,
+        num_cluster_heads: int = 1,
         teacher_momentum: float | Literal["auto"] = "auto",
         freeze_last_layer: int = 1,
     ) -> None:
-        super().__init__(network, optimizer, scheduler, compile, num_heads)
+        super().__init__(network, optimizer, scheduler, compile, num_cluster_heads)
         if teacher_momentum != "auto" and not (
             isinstance(teacher_momentum, int | float) and 0.0 <= teacher_momentum <= 1.0
         ):
             raise ConfigError(
                 f"module.teacher_momentum={teacher_momentum} must be in [0, 1] (e.g. 0.996) or auto"
             )
-        self.temi_loss = temi_loss(num_clusters=network.num_clusters, num_heads=num_heads)
+        self.temi_loss = temi_loss(num_clusters=network.num_clusters, num_heads=num_cluster_heads)
         self.auto_momentum = teacher_momentum == "auto"
         self.teacher_momentum = TEMI_RECIPE_MOMENTUM if self.auto_momentum else float(teacher_momentum)
         self._planned_steps: int | None = None  # what the auto momentum was last derived from

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from vtcc.config.stored import check_stored_config
+from vtcc.config.stored import check_stored_config, upgrade_stored_config
 from vtcc.errors import ConfigError
 
 CONFIG_KEY = "vtcc_config"
@@ -29,6 +29,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or CONFIG_KEY not in checkpoint or "state_dict" not in checkpoint:
         raise ConfigError(f"{path} is not a vtcc checkpoint: it has no stored training config")
     check_stored_config(checkpoint[CONFIG_KEY], path)  # plain data of the kind vtcc writes, or refused
+    checkpoint[CONFIG_KEY] = upgrade_stored_config(checkpoint[CONFIG_KEY])  # older names, today's
     check_stored_types(checkpoint[CONFIG_KEY], path)
     return checkpoint
 
