@@ -75,3 +75,16 @@ def test_selflabel_from_an_npz_run_with_a_batch_override_trains_on_that_runs_dat
     assert config["data"]["root"] == str(npz_run / "digits.npz")
     assert config["data"]["batch_size"] == 64
     assert config["data"]["dataset"]["_target_"] == "vtcc.data.load_npz"
+
+
+def test_init_from_never_downloads_where_the_runs_data_says(npz_run, tmp_path):
+    """A checkpoint's data section with download: true would fetch and extract files under a root
+    it names: init_from reads the run's data where it lies unless this command asks otherwise."""
+    import torch
+
+    checkpoint = torch.load(npz_run / "run/checkpoints/last.ckpt", weights_only=True)
+    checkpoint["vtcc_config"]["data"]["download"] = True
+    (tmp_path / "crafted/checkpoints").mkdir(parents=True)
+    torch.save(checkpoint, tmp_path / "crafted/checkpoints/last.ckpt")
+    assert settings(tmp_path / "a", tmp_path / "crafted").data.download is False
+    assert settings(tmp_path / "b", tmp_path / "crafted", "++data.download=true").data.download is True

@@ -18,7 +18,7 @@ from vtcc.config.stored import check_stored_config, rebuild_settings
 from vtcc.errors import ConfigError
 from vtcc.train import train
 from vtcc.utils.checkpoint import load_checkpoint
-from vtcc.utils.cli import CONFIG_DIR, run_safely
+from vtcc.utils.cli import CONFIG_DIR, _user_error, run_safely
 
 
 @pytest.fixture(scope="module")
@@ -190,8 +190,60 @@ def test_a_checkpoint_naming_itself_as_its_backbone_is_refused(tmp_path, stored)
     model = {"_target_": "vtcc.models.pretrained.pretrained_network", "name": "vit_tiny_patch16_224"}
     model.update(num_clusters=10, checkpoint=str(path), pretrained=False, mode="frozen")
     torch.save({"vtcc_config": {**stored, "model": model}, "state_dict": {}}, path)
-    from vtcc.utils.cli import _user_error
-
     with pytest.raises(Exception) as raised:  # noqa: B017 - Hydra wraps it; the CLI prints its cause
         restore_run(path)
     assert "names itself as its own backbone" in str(_user_error(raised.value))
+
+
+@pytest.mark.parametrize("key", ["cache_dir", "pretrained_cfg_overlay", "checkpoint_path", "pretrained"])
+def test_timm_cannot_be_told_to_fetch_or_read_weights_through_model_kwargs(tmp_path, stored, key):
+    """model.model_kwargs go to timm.create_model: its own weight-fetching arguments would let a
+    checkpoint download into any folder or make timm load any file; vtcc's settings decide that."""
+    from vtcc.models.network import timm_arguments
+    from vtcc.utils.checkpoint import restore_run
+
+    with pytest.raises(ConfigError, match=rf"model.model_kwargs.{key} would make timm fetch"):
+        timm_arguments({key: str(tmp_path)})
+    model = {"_target_": "vtcc.models.timm_network", "name": "resnet18", "num_clusters": 10}
+    model["model_kwargs"] = {key: str(tmp_path / "elsewhere")}
+    path = crafted(tmp_path, {**stored, "model": model})
+    with pytest.raises(Exception) as raised:  # noqa: B017 - Hydra wraps it; the CLI prints its cause
+        restore_run(path)
+    assert "would make timm fetch" in str(_user_error(raised.value))
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_pretrained_node_that_leaves_pretrained_out_is_built_without_fetching_weights(monkeypatch, stored):
+    """The weights come from the checkpoint: eval and predict never ask timm for hub weights, whether
+    the stored node says pretrained: false or leaves it to the builder's default (true)."""
+    import vtcc.models.pretrained as pretrained
+    from vtcc.build import build_network
+
+    asked = []
+    monkeypatch.setattr(
+        pretrained, "create_pretrained_backbone", lambda name, file, flag, kwargs: asked.append(flag)
+    )
+    monkeypatch.setattr(pretrained, "PretrainedClusteringNetwork", lambda *args, **kwargs: None)
+    model = {"_target_": "vtcc.models.pretrained.pretrained_network", "name": "vit_tiny_patch16_224"}
+    build_network(
+        OmegaConf.create({**stored, "model": {**model, "num_clusters": 10}}), weights_in_checkpoint=True
+    )
+    assert asked == [False]
+
+
+def test_features_cached_for_other_backbone_weights_are_never_served(tmp_path, weights):  # noqa: F811
+    """The cache key hashes the backbone's weights: a checkpoint's altered backbone cannot plant
+    features under the key an honest run with the same settings would read."""
+    from vtcc.build import build_network
+    from vtcc.config.resolve import resolve
+    from vtcc.data.features import weights_digest, wrap_for_network
+
+    cfg = compose_train(tmp_path, overrides(weights), tiny=False, resolve=False)
+    source = resolve(cfg, []).source
+    honest, altered = build_network(cfg), build_network(cfg)
+    assert weights_digest(honest.backbone) == weights_digest(altered.backbone)
+    with torch.no_grad():
+        next(altered.backbone.parameters()).add_(1e-3)
+    assert weights_digest(honest.backbone) != weights_digest(altered.backbone)
+    paths = [wrap_for_network(cfg, source, network).path for network in (honest, altered)]
+    assert paths[0] != paths[1] and paths[0].parent == paths[1].parent

@@ -119,7 +119,7 @@ def test_a_resumed_run_keeps_its_budget_time_spent_and_plan(monkeypatch):
         run_epoch(first, first_trainer, clock, seconds)
     state = first.state_dict()
     clock.now += 3600.0  # the run was down for an hour: that is not time the run spent
-    resumed, resumed_trainer = new_run(99)  # a fresh budget is not taken
+    resumed, resumed_trainer = new_run(10)  # the same command, resumed
     resumed.load_state_dict(state)
     resumed_trainer.current_epoch = 2
     resumed_trainer.lr_scheduler_configs[0].scheduler.load_state_dict(
@@ -154,3 +154,25 @@ def test_a_torch_scheduler_keeps_its_own_length_without_a_budget(train_in_proces
     scheduler = "module.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:5}"
     code, stderr = train_in_process(scheduler, "trainer.max_epochs=1")
     assert code == 0, stderr[-2000:]
+
+
+def test_a_larger_budget_given_on_resume_extends_the_run_counting_the_time_spent(monkeypatch):
+    """Two epochs (10 s and 30 s) spent of a 10-minute run, resumed with 20 minutes: the plan is
+    made again from the measured epochs, with the 40 s already spent counted (not the downtime)."""
+    clock = Clock()
+    monkeypatch.setattr(callbacks.time, "perf_counter", clock)
+    scheduler = warmup_cosine(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), 420)
+    first, trainer = TimeBudget(minutes=10, evaluations=5), fake_trainer(scheduler)
+    first.on_fit_start(trainer, None)
+    for seconds in (10.0, 30.0):
+        run_epoch(first, trainer, clock, seconds)
+    state = first.state_dict()
+    clock.now += 3600.0
+    resumed, resumed_trainer = TimeBudget(minutes=20, evaluations=5), fake_trainer(scheduler)
+    resumed.load_state_dict(state)
+    resumed_trainer.current_epoch = 2
+    resumed.on_fit_start(resumed_trainer, None)
+    resumed.on_train_start(resumed_trainer, None)
+    # 1200 s - 40 s spent - 40 s final evaluation (2 x the 20 s mean epoch) - 4 x 40 s evaluations
+    # = 960 s: 48 more epochs of 20 s after the 2 done
+    assert resumed_trainer.fit_loop.max_epochs == 50 and resumed_trainer.check_val_every_n_epoch == 10

@@ -98,3 +98,21 @@ def test_resuming_with_another_number_of_cluster_heads_names_the_key(train_in_pr
         f"ckpt_path={run / 'checkpoints/last.ckpt'}", "module.num_cluster_heads=1"
     )
     assert code == 2 and "module.num_cluster_heads: 2 -> 1" in stderr and "Traceback" not in stderr
+
+
+def test_resume_latest_passes_over_a_checkpoint_it_refuses(tmp_path):
+    cfg = compose_train(tmp_path / "new", ["resume=latest", f"paths.log_dir={tmp_path / 'outputs'}"])
+    current = OmegaConf.to_container(cfg, resolve=True)
+    log_dir = tmp_path / "outputs"
+    matching = fake_run(log_dir, "older", current, age_seconds=300)
+    crafted = {**current, "data": {**current["data"], "root": "${oc.env:HOME}"}}
+    fake_run(log_dir, "newest_crafted", crafted, age_seconds=100)
+    assert resolve_ckpt_path(cfg) == str(matching)
+
+
+def test_a_checkpoint_naming_its_objective_by_the_old_path_resumes(tmp_path):
+    cfg = compose_train(tmp_path / "new", [])
+    current = OmegaConf.to_container(cfg, resolve=True)
+    old = {**current, "module": {**current["module"], "_target_": "vtcc.module.ContrastiveClustering"}}
+    cfg.ckpt_path = str(fake_run(tmp_path, "old", old, 0))
+    assert resolve_ckpt_path(cfg) == cfg.ckpt_path

@@ -5,11 +5,12 @@ on and the trainer. ``vtcc-train`` (new runs, resume, ``init_from``, the K searc
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hydra.utils import instantiate
+from hydra.utils import get_method, instantiate
 from lightning.pytorch import LightningDataModule, Trainer
 from omegaconf import DictConfig
 
@@ -33,13 +34,19 @@ class Run:
 def build_network(cfg: DictConfig, weights_in_checkpoint: bool = False) -> ClusteringNetwork:
     """The model node's network. ``weights_in_checkpoint``: a checkpoint will supply every weight,
     so a pretrained backbone is built without fetching or reading its own weights."""
-    if weights_in_checkpoint and "pretrained" in cfg.model:
-        return instantiate(cfg.model, pretrained=False)
+    if (
+        weights_in_checkpoint
+        and "pretrained" in inspect.signature(get_method(str(cfg.model._target_))).parameters
+    ):
+        return instantiate(cfg.model, pretrained=False)  # whether the node says so or leaves the default
     return instantiate(cfg.model)
 
 
-def build_module(cfg: DictConfig, network: ClusteringNetwork) -> ClusteringModule:
-    """The objective node's LightningModule around ``network``."""
+def build_module(cfg: DictConfig, network: ClusteringNetwork, for_training: bool = True) -> ClusteringModule:
+    """The objective node's LightningModule around ``network``; for evaluation and prediction the
+    backbone is not compiled (a stored ``compile: true`` would write torch's code cache)."""
+    if not for_training:
+        return instantiate(cfg.module, network=network, compile=False)
     return instantiate(cfg.module, network=network)
 
 

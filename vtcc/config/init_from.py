@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from vtcc.config.stored import without_downloads
 from vtcc.data.transforms import small_image_view
 from vtcc.errors import ConfigError
 from vtcc.models.network import upgrade_single_head_keys
@@ -95,8 +96,8 @@ def take_run_settings(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
                 "or start without init_from"
             )
         cfg.num_clusters = stored["num_clusters"]
-        if not own_data:
-            cfg.data = _stored_with_overrides(cfg, stored["data"], data_keys)
+        if not own_data:  # the run's data where it lies: downloading is this command's to ask for
+            cfg.data = _stored_with_overrides(cfg, without_downloads(stored["data"]), data_keys)
             cfg.data.train_transform = "${augment}"  # this run's augmentation, at that run's size
     resolve_strong_view(cfg, stored)
     resolve_threshold(cfg, stored)

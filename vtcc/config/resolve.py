@@ -46,7 +46,7 @@ class Resolved:
     @property
     def refines(self) -> bool:
         """num_clusters=auto's refine phase, or a resumed one: it follows the refine plan."""
-        return bool(self.candidates) or (self.stored.get("k_search") or {}).get("chosen") is not None
+        return bool(self.candidates) or self.cfg.k_search.get("chosen") is not None
 
 
 def resolve(cfg: DictConfig, overrides: list[str]) -> Resolved:
@@ -71,6 +71,7 @@ def resolve(cfg: DictConfig, overrides: list[str]) -> Resolved:
         )
     ckpt_path = resolve_ckpt_path(cfg)
     stored = load_checkpoint(ckpt_path)[CONFIG_KEY] if ckpt_path else {}
+    _refine_plan(cfg, stored)
     _cached_views(cfg)
     budget = _budget(cfg, stored)
     return Resolved(cfg, source, initial, candidates, ckpt_path, stored, budget)
@@ -142,6 +143,18 @@ def _from_the_data(cfg: DictConfig, datamodule: Any) -> list[int] | None:
     if best is not None and not datamodule.labeled:
         raise ConfigError("callbacks=best_by_labels needs labelled data: use callbacks=default")
     return candidates
+
+
+def _refine_plan(cfg: DictConfig, stored: dict[str, Any]) -> None:
+    """Resuming num_clusters=auto's refine phase: the run's chosen K and refine epochs, recorded
+    again in this run's config (a second resume then follows them too)."""
+    search = stored.get("k_search") or {}
+    if search.get("chosen") is None:
+        return
+    with open_dict(cfg.k_search):
+        cfg.k_search.chosen = search["chosen"]
+        if cfg.k_search.get("refine_epochs") is None:
+            cfg.k_search.refine_epochs = search.get("refine_epochs")
 
 
 def _cached_views(cfg: DictConfig) -> None:

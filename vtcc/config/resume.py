@@ -42,18 +42,32 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     if cfg.get("resume") != "latest":
         return None
     candidates = find_checkpoints(cfg.paths.log_dir, cfg.task_name)
+    readable = []
     for path in candidates:
-        if not resume_differences(load_checkpoint(path)[CONFIG_KEY], current):
+        try:
+            stored = load_checkpoint(path)[CONFIG_KEY]
+        except ConfigError as error:  # not one to resume (refused, or not vtcc's): the next one
+            log.warning("resume=latest passes over %s: %s", path, error)
+            continue
+        readable.append((path, stored))
+        if not resume_differences(stored, current):
             log.info(
                 "resume=latest: %s, the newest of %d run(s) with this model, data and objective",
                 path,
                 len(candidates),
             )
             return str(path)
-    newest = resume_differences(load_checkpoint(candidates[0])[CONFIG_KEY], current)
+    where = Path(cfg.paths.log_dir, cfg.task_name)
+    if not readable:
+        raise ConfigError(
+            f"resume=latest found no checkpoint vtcc can resume under {where} (see the warnings): "
+            "pass ckpt_path=<file>, or start a new run"
+        )
+    newest_path, newest_stored = readable[0]
+    newest = resume_differences(newest_stored, current)
     raise ConfigError(
         f"resume=latest found no run with this model, data and objective under "
-        f"{Path(cfg.paths.log_dir, cfg.task_name)} (the newest, {candidates[0]}, differs: "
+        f"{where} (the newest, {newest_path}, differs: "
         f"{'; '.join(newest[:3])}): pass ckpt_path=<file>, or start a new run"
     )
 

@@ -148,7 +148,19 @@ def upgrade_stored_config(config: dict[str, Any]) -> dict[str, Any]:
         node = config.get(section)
         if isinstance(node, dict) and old in node and new not in node:
             node[new] = node.pop(old)
+    module = config.get("module")
+    if isinstance(module, dict) and str(module.get("_target_", "")).startswith("vtcc.module."):
+        module["_target_"] = "vtcc.objectives." + module["_target_"].removeprefix("vtcc.module.")
     return config
+
+
+def without_downloads(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored data section (a copy) that reads its files where they lie, never downloading."""
+    import copy
+
+    data = copy.deepcopy(data)
+    _no_downloads(data)
+    return data
 
 
 def _no_downloads(node: Any) -> None:

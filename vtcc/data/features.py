@@ -75,6 +75,18 @@ def _read_vtcc_cache(path: Path, mmap: bool = False) -> dict[str, torch.Tensor] 
     return {k: v for k, v in cache.items() if k != "format"}
 
 
+def weights_digest(module: nn.Module) -> str:
+    """A hash of every tensor of ``module``'s state dict (names, shapes, dtypes and bytes): features
+    cached for one set of weights are never served to another (a checkpoint's altered backbone
+    cannot plant features under the key of an honest run)."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(value.shape)}:{value.dtype}".encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()
+
+
 class CachedFeatureDataModule(BackboneOverSource):
     """Wraps an image datamodule; serves ``(view_a, view_b)`` features ``(B, D)`` for training and
     ``(features, labels, indices)`` of the evaluation transform for evaluation.
@@ -318,6 +330,7 @@ def wrap_for_network(cfg: Any, datamodule: InMemoryDataModule, network: nn.Modul
                 if k in ("name", "checkpoint", "pretrained", "model_kwargs")
             },
             "data_fingerprint": datamodule.fingerprint(),
+            "backbone_weights": weights_digest(network.backbone),  # what computes the features
             "extraction": [features.get("device", "auto"), torch.cuda.is_available(), "float32"],
             "data": {
                 k: v

@@ -51,8 +51,10 @@ class ClusteringNetwork(nn.Module):
         return False
 
     def param_groups(self, lr: float, weight_decay: float = 0.0) -> list[dict[str, Any]]:
-        """Named optimiser groups. Here one: every trainable parameter at the optimiser's settings."""
-        return [{"name": "network", "params": [p for p in self.parameters() if p.requires_grad]}]
+        """Optimiser groups (named where there are several). Here one, unnamed (the learning-rate
+        monitor keeps logging ``lr-<Optimiser>``): every trainable parameter at the optimiser's
+        settings."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
     def read_cached_features(self) -> None:
         """From now on inputs are ``(B, D)`` features of this backbone (a frozen backbone's cache):
@@ -151,11 +153,28 @@ def timm_network(
 
     try:
         backbone = timm.create_model(
-            name, pretrained=pretrained, num_classes=0, in_chans=in_chans, **(model_kwargs or {})
+            name, pretrained=pretrained, num_classes=0, in_chans=in_chans, **timm_arguments(model_kwargs)
         )
     except RuntimeError as error:
         raise ConfigError(f"timm has no model {name!r}: pick one from timm.list_models()") from error
     return ClusteringNetwork(backbone, num_clusters, instance_dim, hidden_dim, head_style)
+
+
+# timm.create_model arguments that fetch or read weights from elsewhere: vtcc's own settings
+# (model.pretrained, model.checkpoint) decide where weights come from, never model_kwargs.
+WEIGHT_SOURCES = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir")
+
+
+def timm_arguments(model_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """``model.model_kwargs`` for ``timm.create_model``, without the arguments that fetch weights."""
+    given = dict(model_kwargs or {})
+    refused = sorted(set(given) & set(WEIGHT_SOURCES))
+    if refused:
+        raise ConfigError(
+            f"model.model_kwargs.{refused[0]} would make timm fetch or read weights itself: use "
+            "model.pretrained or model.checkpoint=<file> instead"
+        )
+    return given
 
 
 def upgrade_single_head_keys(state_dict: dict[str, Any], prefix: str = "") -> None:

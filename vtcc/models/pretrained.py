@@ -10,7 +10,7 @@ from torch import nn
 
 from vtcc.errors import ConfigError
 from vtcc.models.heads import HeadStyle
-from vtcc.models.network import ClusteringNetwork
+from vtcc.models.network import ClusteringNetwork, timm_arguments
 
 Mode = Literal["frozen", "partial", "full"]
 MODES = get_args(Mode)
@@ -30,7 +30,7 @@ def create_pretrained_backbone(
 
     if checkpoint and str(checkpoint).endswith(".ckpt"):
         return vtcc_run_backbone(checkpoint)
-    kwargs: dict[str, Any] = {"num_classes": 0, "pretrained": pretrained, **(model_kwargs or {})}
+    kwargs: dict[str, Any] = {**timm_arguments(model_kwargs), "num_classes": 0, "pretrained": pretrained}
     if checkpoint and not Path(checkpoint).is_file():
         raise ConfigError(f"model.checkpoint={checkpoint} does not exist: give a .pth or .safetensors file")
     if not timm.is_model(name.split(".")[0]):
@@ -107,10 +107,10 @@ def pretrained_data_config(
         from vtcc.utils.checkpoint import CONFIG_KEY, load_checkpoint
 
         data = load_checkpoint(checkpoint)[CONFIG_KEY]["data"]
-        keys = ("image_size", "mean", "std", "interpolation")
-        return {key: data.get(key, "bilinear") for key in keys}
+        settings = {key: data[key] for key in ("image_size", "mean", "std") if key in data}
+        return {**settings, "interpolation": data.get("interpolation", "bilinear")}
 
-    model = timm.create_model(name, pretrained=False, num_classes=0, **(model_kwargs or {}))
+    model = timm.create_model(name, pretrained=False, num_classes=0, **timm_arguments(model_kwargs))
     config = resolve_model_data_config(model)
     size = getattr(getattr(model, "patch_embed", None), "img_size", None) or config["input_size"][1:]
     return {

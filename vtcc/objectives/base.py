@@ -229,7 +229,8 @@ class ClusteringModule(LightningModule):
         params = [group for group in groups if group["params"]]
         own = [p for n, p in self.named_parameters() if not n.startswith("network.") and p.requires_grad]
         if own:  # what the objective trains besides the network, e.g. TEMI's student heads
-            params.append({"name": "objective", "params": own, "lr": lr})
+            rate = {"lr": settings["lr"]} if "lr" in settings else {}  # else the optimiser's default
+            params.append({"name": "objective", "params": own, **rate})
         optimizer = self.optimizer_factory(params=params)
         if any(group["lr"] <= 0 for group in optimizer.param_groups):
             raise ConfigError("the learning rate must be > 0: set module.optimizer.lr, e.g. 3e-4")

@@ -83,7 +83,8 @@ class TimeBudget(Callback):
     ends at the budget rather than being cut in the middle. A scheduler whose length a re-plan
     cannot move is refused. ``started_at`` (a ``time.perf_counter`` reading) counts earlier work of
     the same run against the budget (``num_clusters=auto``'s K search). The budget, the time spent
-    and the plan go into every checkpoint: a resumed run keeps them, it gets no fresh budget.
+    and the plan go into every checkpoint: a resumed run counts the time already spent and keeps
+    the plan (a budget given anew is the run's whole budget, not a fresh one: its plan is redone).
     """
 
     def __init__(self, minutes: float, evaluations: int = 5, started_at: float | None = None) -> None:
@@ -100,6 +101,7 @@ class TimeBudget(Callback):
         self._eval_in_epoch = 0.0
         self._plan: tuple[int, int] | None = None  # (max_epochs, evaluation cadence) once planned
         self._restored_elapsed: float | None = None
+        self._stored_seconds = self.seconds
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -111,7 +113,9 @@ class TimeBudget(Callback):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.seconds = float(state["seconds"])
+        """The time spent, the measurements and the plan come back; the budget is this command's
+        (the same as the run's unless the command gives another, e.g. to extend a finished run)."""
+        self._stored_seconds = float(state["seconds"])
         self._restored_elapsed = float(state["elapsed"])
         self._epoch_seconds = [float(v) for v in state["epoch_seconds"]]
         self._eval_seconds = [float(v) for v in state["eval_seconds"]]
@@ -127,8 +131,10 @@ class TimeBudget(Callback):
         """A resumed run: the time already spent counts, and the stored plan holds."""
         if self._restored_elapsed is not None:
             self._start = time.perf_counter() - self._restored_elapsed
-        if self._plan is not None:
+        if self._plan is not None and self._stored_seconds == self.seconds:
             trainer.fit_loop.max_epochs, trainer.check_val_every_n_epoch = self._plan
+        elif self._epoch_seconds:  # another budget: plan again from the measured epochs
+            self._replan(trainer, trainer.current_epoch)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._epoch_start = time.perf_counter()
@@ -145,9 +151,12 @@ class TimeBudget(Callback):
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Lightning evaluates inside the training epoch: its time is counted apart
         self._epoch_seconds.append(time.perf_counter() - self._epoch_start - self._eval_in_epoch)
+        self._replan(trainer, trainer.current_epoch + 1)
+
+    def _replan(self, trainer: Trainer, done: int) -> None:
+        """How many epochs fit after ``done``, from the measured epoch and evaluation times."""
         epoch_seconds = sum(self._epoch_seconds[-5:]) / len(self._epoch_seconds[-5:])
         eval_seconds = max(self._eval_seconds) if self._eval_seconds else 2 * epoch_seconds
-        done = trainer.current_epoch + 1
         left = self.seconds - (time.perf_counter() - self._start) - eval_seconds  # the final evaluation
         reserve = eval_seconds * max(0, self.evaluations - len(self._eval_seconds) - 1)
         more = max(0, int((left - reserve) / epoch_seconds))

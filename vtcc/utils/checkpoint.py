@@ -90,7 +90,8 @@ def restore_run(path: str | Path, cache_dir: str | None = None) -> tuple[Any, An
     run_cfg = OmegaConf.create(settings)
     _RESTORING.add(resolved)
     try:  # the checkpoint holds the weights: no download, no weights file needed
-        module = build_module(run_cfg, build_network(run_cfg, weights_in_checkpoint=True))
+        network = build_network(run_cfg, weights_in_checkpoint=True)
+        module = build_module(run_cfg, network, for_training=False)
     finally:
         _RESTORING.discard(resolved)
     try:
