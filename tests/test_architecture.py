@@ -217,3 +217,16 @@ def test_cluster_heads_and_attention_heads_have_their_own_names(tmp_path, npz):
     torch.save(checkpoint, tmp_path / "old.ckpt")
     _, restored = restore_run(tmp_path / "old.ckpt")
     assert restored.network.num_cluster_heads == 2
+
+
+@pytest.mark.parametrize("objective", options("objective"))
+def test_every_objective_group_is_packaged_alike_and_names_its_pairing(objective):
+    """Each objective option is a global package with a module node (its LightningModule) and the
+    way its training pairs are drawn from cached features (features.pairing)."""
+    from vtcc.data.pairings import PAIRINGS
+
+    text = (Path(CONFIG_DIR) / "objective" / f"{objective}.yaml").read_text()
+    assert text.splitlines()[0] == "# @package _global_"
+    node = yaml.safe_load(text)
+    assert node["module"]["_target_"].startswith("vtcc.objectives.")
+    assert node["features"]["pairing"] in PAIRINGS

@@ -19,6 +19,7 @@ from tests.test_reliability import assert_same_training_state, last_checkpoint
 from vtcc.config.init_from import load_run_weights, take_run_settings
 from vtcc.data import strong_view
 from vtcc.data.features import CachedFeatureDataModule
+from vtcc.data.pairings import pairing_for
 from vtcc.errors import ConfigError
 from vtcc.evaluate import evaluate
 from vtcc.losses import ConfidenceCrossEntropy
@@ -273,7 +274,7 @@ def test_selflabel_on_frozen_features_trains_on_the_evaluation_features(tmp_path
     cache = selflabel("sl_eval")
     assert cache["views"].shape == (0, *cache["eval"].shape)
     datamodule = CachedFeatureDataModule.__new__(CachedFeatureDataModule)
-    datamodule.pairing, datamodule.cache = "eval", cache
+    datamodule.pairing, datamodule.cache = pairing_for("eval"), cache
     pair = datamodule.training_pairs((torch.tensor([3, 0, 7]),))
     weak, strong = pair.first, pair.second
     torch.testing.assert_close(weak, cache["eval"][[3, 0, 7]])

@@ -28,8 +28,6 @@ from vtcc.utils.checkpoint import CONFIG_KEY, load_checkpoint
 
 log = logging.getLogger("vtcc")
 
-EVAL_ONLY = ("eval", "eval_neighbors")  # cached-feature pairings of evaluation features only
-
 
 @dataclass
 class Resolved:
@@ -163,7 +161,9 @@ def _cached_views(cfg: DictConfig) -> None:
     features = cfg.get("features")
     if not features:
         return
-    if features.get("pairing") in EVAL_ONLY:
+    from vtcc.data.pairings import pairing_for
+
+    if not pairing_for(features.get("pairing", "views")).uses_views:
         features.num_views = 0
     elif features.get("num_views") == "auto":
         on_gpu = torch.cuda.is_available() and features.get("device", "auto") in ("auto", "cuda")

@@ -158,7 +158,8 @@ def overrides() -> dict[tuple[Any, str], Any]:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.strategies import Strategy, StrategyRegistry
 
-    from vtcc.data.features import PAIRINGS, CachedFeatureDataModule
+    from vtcc.data.features import CachedFeatureDataModule
+    from vtcc.data.pairings import PAIRINGS
 
     accelerators = ("auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators()))
     strategies = ("auto", *StrategyRegistry.available_strategies())

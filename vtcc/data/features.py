@@ -22,14 +22,12 @@ from torch.utils.data import DataLoader
 
 from vtcc.data.batch import TrainingPair
 from vtcc.data.in_memory import BackboneOverSource, BatchedTensors, InMemoryDataModule, keep_batch
+from vtcc.data.pairings import PAIRINGS, pairing_for  # noqa: F401  (PAIRINGS: the names)
 from vtcc.errors import ConfigError
 from vtcc.losses.scan import nearest_neighbors
 from vtcc.utils.progress import Progress
 
 log = logging.getLogger("vtcc")
-
-PAIRINGS = ("views", "neighbors", "weak_strong", "eval", "eval_neighbors")
-EVAL_ONLY = ("eval", "eval_neighbors")  # pairings of evaluation features: no augmented views
 
 
 CACHE_FORMAT = "vtcc-feature-cache/1"  # stored in every cache: a file without it is not ours to replace
@@ -83,7 +81,7 @@ def weights_digest(module: nn.Module) -> str:
     for name, tensor in module.state_dict().items():
         value = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tuple(value.shape)}:{value.dtype}".encode())
-        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
     return digest.hexdigest()
 
 
@@ -116,15 +114,13 @@ class CachedFeatureDataModule(BackboneOverSource):
         device: str = "auto",
     ) -> None:
         super().__init__(source, backbone, device)
-        if pairing not in PAIRINGS:
-            raise ConfigError(f"features.pairing={pairing!r} is unknown: use one of {', '.join(PAIRINGS)}")
-        if pairing in EVAL_ONLY:
+        self.pairing = pairing_for(pairing)
+        if not self.pairing.uses_views:
             num_views = 0
         elif num_views < 2 or num_views % 2:
             raise ConfigError(f"features.num_views={num_views} must be an even number >= 2")
         self.path = Path(cache_dir) / f"{key}.pt"
         self.num_views = num_views
-        self.pairing = pairing
         self.num_neighbors = num_neighbors
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -151,7 +147,7 @@ class CachedFeatureDataModule(BackboneOverSource):
         self.cache = cache
         self.train_indices = self.source.train_indices
         self.eval_indices = self.source.eval_indices
-        if self.pairing in ("neighbors", "eval_neighbors"):
+        if self.pairing.uses_neighbors:
             self.cache["neighbors"] = self._training_neighbors()
 
     def _matches_source(self, cache: dict[str, torch.Tensor]) -> bool:
@@ -259,27 +255,9 @@ class CachedFeatureDataModule(BackboneOverSource):
         )
 
     def training_pairs(self, batch: tuple[torch.Tensor]) -> TrainingPair:
-        """Two views drawn per image (distinct), a view of the image and of a random neighbour, the
-        two views of one augmentation pass (weak, strong), or evaluation features (the image's
-        twice, or the image's and a random neighbour's)."""
+        """The pair ``features.pairing`` draws for a batch of image indices (:mod:`vtcc.data.pairings`)."""
         (index,) = batch
-        if self.pairing == "eval":
-            features = self.cache["eval"][index]
-            return TrainingPair(features, features)
-        if self.pairing == "eval_neighbors":
-            return TrainingPair(self.cache["eval"][index], self.cache["eval"][self._random_neighbor(index)])
-        views = self.cache["views"]
-        if self.pairing == "weak_strong":
-            first = 2 * torch.randint(self.num_views // 2, (len(index),))
-            return TrainingPair(views[first, index], views[first + 1, index])
-        first = torch.randint(self.num_views, (len(index),))
-        if self.pairing == "neighbors":
-            partner = self._random_neighbor(index)
-            return TrainingPair(
-                views[first, index], views[torch.randint(self.num_views, (len(index),)), partner]
-            )
-        second = (first + torch.randint(1, self.num_views, (len(index),))) % self.num_views
-        return TrainingPair(views[first, index], views[second, index])
+        return self.pairing.pair(self.cache, index, self._random_neighbor)
 
     def _random_neighbor(self, index: torch.Tensor) -> torch.Tensor:
         """One of each image's ``num_neighbors`` nearest training images, drawn uniformly."""
@@ -308,7 +286,7 @@ def wrap_for_network(cfg: Any, datamodule: InMemoryDataModule, network: nn.Modul
 
     features = cfg.get("features")
     if not network.frozen or not features or not features.cache:
-        if features and features.get("pairing") in ("neighbors", "eval_neighbors"):
+        if features and pairing_for(features.get("pairing", "views")).uses_neighbors:
             if network.pretrained and not objective_class(cfg).requires_frozen_backbone:
                 from vtcc.data.neighbors import NeighborPairsDataModule
 
