@@ -55,6 +55,18 @@ def test_size_and_patch_rules(side, device, size, patch):
 def test_augmentation_rule():
     assert augment_for(1, 16) == "small" and augment_for(1, 64) == "small"
     assert augment_for(3, 32) == "cc" and augment_for(1, 224) == "cc"
+    # normalised as gray (not a pretrained RGB model's statistics): cc's colour ops cannot apply
+    assert augment_for(1, 224, model_channels=1) == "small" and augment_for(1, 224, model_channels=3) == "cc"
+
+
+@pytest.mark.parametrize(
+    ("size", "device", "patch"),
+    [(28, "cpu", 4), (28, "cuda", 4), (32, "cpu", 8), (8, "cpu", 4), (96, "cpu", 32), (224, "cuda", 16)],
+)
+def test_a_fixed_image_size_gets_a_patch_that_divides_it(size, device, patch):
+    """A dataset's own size (MNIST's 28 px) cannot move to the patch grid: the patch divides it,
+    within the token cap when one does (32 px: 8, 16 tokens), else the largest that divides."""
+    assert patch_size_for(size, device, fixed=True) == patch and size % patch == 0
 
 
 def test_gray_digit_pngs_get_the_built_in_digits_settings(tmp_path):

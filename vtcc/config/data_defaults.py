@@ -53,11 +53,19 @@ def image_size_for(median_side: int, device: str) -> int:
     return min(DEVICE_SIZE[device], 4 * round(median_side / 4))
 
 
-def patch_size_for(image_size: int, device: str) -> int:
+def patch_size_for(image_size: int, device: str, fixed: bool = False) -> int:
+    """The smallest power of two from 4 that keeps the tokens within the device's cap. ``fixed``:
+    the image size cannot move to the patch grid (a dataset's own size, or one you set), so the
+    patch must divide it: the smallest such patch within the cap, else the largest that divides
+    (28 px MNIST on a CPU: 4, 49 tokens; 8 would not divide 28)."""
     patch = 4
     while (image_size // patch) ** 2 > MAX_TOKENS[device] and patch < 32:
         patch *= 2
-    return patch
+    if not fixed or image_size % patch == 0:
+        return patch
+    dividing = [p for p in (4, 8, 16, 32) if image_size % p == 0]
+    within = [p for p in dividing if (image_size // p) ** 2 <= MAX_TOKENS[device]]
+    return (within or dividing or [patch])[0 if within else -1]
 
 
 def fit_to_patch(image_size: int, patch: int) -> int:
@@ -65,7 +73,12 @@ def fit_to_patch(image_size: int, patch: int) -> int:
     return max(patch, patch * round(image_size / patch))
 
 
-def augment_for(in_chans: int, image_size: int) -> str:
+def augment_for(in_chans: int, image_size: int, model_channels: int | None = None) -> str:
+    """``small`` for small gray images, ``cc`` for colour or large ones; a model that sees one
+    channel (gray images normalised as gray, not a pretrained RGB model) gets ``small`` at any
+    size: ``cc``'s colour jitter and grayscale need three channels."""
+    if model_channels == 1:
+        return "small"
     return "small" if in_chans == 1 and image_size <= SMALL else "cc"
 
 
@@ -150,7 +163,8 @@ def resolve_data_defaults(cfg: DictConfig, probe: bool = True) -> dict[str, Any]
         choices["model"] = resolve_auto_option(cfg, "model", "size", "vit_tiny", pick, why)
         reasons.append(f"model={choices['model']}")
     if cfg.model.get("patch_size") == AUTO and isinstance(data.get("image_size"), int):
-        cfg.model.patch_size = patch_size_for(data.image_size, device_kind(cfg))
+        fixed = "image_size" not in unset  # a size given (or a dataset's own) cannot move to the grid
+        cfg.model.patch_size = patch_size_for(data.image_size, device_kind(cfg), fixed)
         if "image_size" in unset:  # a size the data chose may move to the patch grid
             data.image_size = fit_to_patch(data.image_size, cfg.model.patch_size)
         choices["patch_size"] = cfg.model.patch_size
@@ -164,7 +178,8 @@ def resolve_data_defaults(cfg: DictConfig, probe: bool = True) -> dict[str, Any]
             raise ConfigError(
                 "augment=auto needs data.in_chans and data.image_size: set them, or pick an augment="
             )
-        family = augment_for(data.in_chans, data.image_size)
+        channels = len(data.mean) if OmegaConf.is_list(data.get("mean")) else None  # what the model sees
+        family = augment_for(data.in_chans, data.image_size, channels)
         why = "small gray images" if family == "small" else "colour or large images"
         choices["augment"] = resolve_auto_option(cfg, "augment", "family", "small", family, f"for {why}")
         reasons.append(f"augment={choices['augment']} ({why})")

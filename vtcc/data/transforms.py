@@ -101,6 +101,11 @@ def rgb_view(
     Clustering's). ``hflip_last`` moves the flip after blur and solarize, as VTCC's
     ``transform.py`` has it. ``blur_kernel`` null: :func:`blur_kernel_size` of the largest sigma.
     """
+    if len(mean) != 3:
+        raise ConfigError(
+            f"this augmentation's colour jitter and grayscale need colour images, and the data is "
+            f"normalised with {len(mean)} channel(s): use augment=small for gray images, or data.in_chans=3"
+        )
     brightness, contrast, saturation, hue = color_jitter
     flip = K.RandomHorizontalFlip(p=hflip_p)
     ops: list[nn.Module] = [K.RandomResizedCrop((image_size, image_size), scale=tuple(crop_scale))]
