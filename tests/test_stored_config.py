@@ -247,3 +247,17 @@ def test_features_cached_for_other_backbone_weights_are_never_served(tmp_path, w
     assert weights_digest(honest.backbone) != weights_digest(altered.backbone)
     paths = [wrap_for_network(cfg, source, network).path for network in (honest, altered)]
     assert paths[0] != paths[1] and paths[0].parent == paths[1].parent
+
+
+def test_eval_and_predict_never_compile_what_a_checkpoint_says_to(tmp_path):
+    """A stored module.compile: true would make torch write its code cache outside the command's
+    folders: a network rebuilt from a checkpoint is never compiled."""
+    from vtcc.utils.checkpoint import restore_run
+
+    run = tmp_path / "run"
+    train(compose_train(run, ["trainer.max_epochs=1"]))
+    checkpoint = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
+    checkpoint["vtcc_config"]["module"]["compile"] = True
+    torch.save(checkpoint, tmp_path / "compiled.ckpt")
+    _, module = restore_run(tmp_path / "compiled.ckpt")
+    assert module.compile_backbone is False
