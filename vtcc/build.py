@@ -63,11 +63,10 @@ def build_run(
     cfg: DictConfig,
     source: Any | None = None,
     weights: Callable[[ClusteringModule], None] | None = None,
-    weights_in_checkpoint: bool = False,
 ) -> Run:
     """Network, objective, then data: ``weights`` (e.g. a checkpoint's state dict, ``init_from``'s
     run) go into the objective before the data is built, so cached features are the weights' own."""
-    module = build_module(cfg, build_network(cfg, weights_in_checkpoint))
+    module = build_module(cfg, build_network(cfg))
     if weights is not None:
         weights(module)
     return Run(module, build_data(cfg, module.network, source))

@@ -31,12 +31,17 @@ def command_line_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
+def override_key(override: str) -> str:
+    """The dotted key of a command-line override (``+data.x=1``, ``~data.x`` -> ``data.x``)."""
+    return re.sub(r"^[+~]+", "", override).split("=", 1)[0]
+
+
 def _overridden(overrides: list[str], section: str) -> tuple[bool, list[tuple[str, bool]]]:
     """Whether ``section=<choice>`` replaces the section on the command line, and the
     ``(key, deleted)`` of each ``section.<key>=value`` (or ``~section.<key>``) override of one key."""
     replaced, keys = False, []
     for override in overrides:
-        key = re.sub(r"^[+~]+", "", override).split("=", 1)[0]
+        key = override_key(override)
         if key == section or key.startswith(f"{section}@"):
             replaced = True
         elif key.startswith(f"{section}."):
@@ -76,7 +81,7 @@ def take_run_settings(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
         raise ConfigError(f"init_from={path} holds no trained network: give a vtcc training checkpoint")
     own_model, model_keys = _overridden(overrides, "model")
     own_data, data_keys = _overridden(overrides, "data")
-    own_k = any(re.sub(r"^[+~]+", "", o).split("=", 1)[0] == "num_clusters" for o in overrides)
+    own_k = any(override_key(o) == "num_clusters" for o in overrides)
     with open_dict(cfg):
         if not own_model:
             cfg.model = _stored_with_overrides(cfg, stored["model"], model_keys)

@@ -13,7 +13,7 @@ while a time budget re-plans them.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,9 +22,8 @@ from omegaconf import DictConfig, open_dict
 
 from vtcc.config.data_defaults import resolve_data_defaults
 from vtcc.config.init_from import take_run_settings
-from vtcc.config.resume import resolve_ckpt_path
+from vtcc.config.resume import resumed_checkpoint
 from vtcc.errors import ConfigError
-from vtcc.utils.checkpoint import CONFIG_KEY, load_checkpoint
 
 log = logging.getLogger("vtcc")
 
@@ -38,7 +37,6 @@ class Resolved:
     initial: dict[str, Any] | None = None  # init_from's checkpoint
     candidates: list[int] | None = None  # num_clusters=auto: the Ks the search scores
     ckpt_path: str | None = None  # the checkpoint this run resumes
-    stored: dict[str, Any] = field(default_factory=dict)  # that checkpoint's config
     budget: float | None = None  # time_budget_minutes
 
     @property
@@ -67,12 +65,11 @@ def resolve(cfg: DictConfig, overrides: list[str]) -> Resolved:
             "num_clusters=auto starts a new run: resume an auto run with num_clusters=<its K> "
             "(the integer in its config.yaml)"
         )
-    ckpt_path = resolve_ckpt_path(cfg)
-    stored = load_checkpoint(ckpt_path)[CONFIG_KEY] if ckpt_path else {}
+    ckpt_path, stored = resumed_checkpoint(cfg)
     _refine_plan(cfg, stored)
     _cached_views(cfg)
     budget = _budget(cfg, stored)
-    return Resolved(cfg, source, initial, candidates, ckpt_path, stored, budget)
+    return Resolved(cfg, source, initial, candidates, ckpt_path, budget)
 
 
 def _start_from(cfg: DictConfig, overrides: list[str], needs_run: bool) -> dict[str, Any] | None:

@@ -27,20 +27,27 @@ DATA_IDENTITY = ("_target_", "root", "name", "dataset", "image_size", "in_chans"
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     """``ckpt_path=<file>`` resumes that checkpoint; ``resume=latest`` the newest run whose model,
     K, data and objective match this one (other runs under ``paths.log_dir`` are passed over)."""
+    return resumed_checkpoint(cfg)[0]
+
+
+def resumed_checkpoint(cfg: DictConfig) -> tuple[str | None, dict[str, Any]]:
+    """The checkpoint a run resumes (see :func:`resolve_ckpt_path`) and its stored config (``{}``
+    for a new run), read once."""
     if cfg.get("resume") not in (None, "latest"):
         raise ConfigError(f"resume={cfg.resume!r} is unknown: use resume=latest or ckpt_path=<file>")
     current = OmegaConf.to_container(cfg, resolve=True)
     if cfg.get("ckpt_path"):
         path = Path(cfg.ckpt_path)
-        differences = resume_differences(load_checkpoint(path)[CONFIG_KEY], current)
+        stored = load_checkpoint(path)[CONFIG_KEY]
+        differences = resume_differences(stored, current)
         if differences:
             raise ConfigError(
                 f"{path} was trained with other settings: {'; '.join(differences)}. "
                 "Resume with the checkpoint's settings (its config.yaml), or start a new run"
             )
-        return str(path)
+        return str(path), stored
     if cfg.get("resume") != "latest":
-        return None
+        return None, {}
     candidates = find_checkpoints(cfg.paths.log_dir, cfg.task_name)
     readable = []
     for path in candidates:
@@ -56,7 +63,7 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
                 path,
                 len(candidates),
             )
-            return str(path)
+            return str(path), stored
     where = Path(cfg.paths.log_dir, cfg.task_name)
     if not readable:
         raise ConfigError(

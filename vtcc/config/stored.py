@@ -176,10 +176,9 @@ def rebuild_settings(stored: dict[str, Any], cache_dir: str) -> dict[str, Any]:
     """The checked run description as eval and predict build it: the data is read where it lies,
     never downloaded (a download writes under the data's root), and a frozen backbone's features
     are cached in ``cache_dir``, the current command's cache folder, not where the checkpoint says."""
-    import copy
-
-    settings = copy.deepcopy(stored)
-    _no_downloads(settings.get("data"))
-    if isinstance(settings.get("features"), dict):
-        settings["features"]["cache_dir"] = cache_dir
+    settings = dict(stored)
+    if isinstance(stored.get("data"), dict):
+        settings["data"] = without_downloads(stored["data"])
+    if isinstance(stored.get("features"), dict):
+        settings["features"] = {**stored["features"], "cache_dir": cache_dir}
     return settings
