@@ -18,7 +18,7 @@ from tests.conftest import compose_train
 from vtcc.build import build_run, build_trainer
 from vtcc.config.resolve import resolve
 from vtcc.errors import ConfigError
-from vtcc.objectives import validation_metrics
+from vtcc.objectives import objective_class, validation_metrics
 from vtcc.train import train
 from vtcc.utils.cli import CONFIG_DIR, _user_error
 
@@ -150,6 +150,10 @@ def test_every_model_and_objective_resolves_on_written_data_and_builds(tmp_path,
     trainer.fit(run.module, datamodule=run.datamodule)  # one training and one evaluation batch
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
     assert run.network.num_clusters == 2
+    # the instance projector exists for, and only for, an objective that trains it
+    trains = objective_class(cfg).trains_instance_projector
+    assert (run.network.instance_projector is not None) == trains == (objective == "contrastive")
+    assert (cfg.model.instance_dim is None) == (not trains)
 
 
 def walk(node, where: str = ""):
@@ -289,3 +293,113 @@ def test_every_data_and_augment_option_resolves_on_written_data_and_trains_a_ste
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
     plain = OmegaConf.to_container(cfg, resolve=True)
     assert [key for key, value in walk(plain) if value == "auto" and key not in RUN_TIME_AUTO] == []
+
+
+def test_image_datamodules_are_siblings_and_every_datamodule_keeps_one_protocol(tmp_path, npz):
+    """In memory and streaming share a base, neither is the other's parent (no dataset=None
+    subclass); they and the datamodules over a backbone's features answer the same protocol."""
+    from vtcc.data import ClusteringData, ImageDataModule, InMemoryDataModule, StreamingFolderDataModule
+    from vtcc.data.features import CachedFeatureDataModule
+    from vtcc.data.neighbors import NeighborPairsDataModule
+
+    assert not issubclass(StreamingFolderDataModule, InMemoryDataModule)
+    assert not issubclass(InMemoryDataModule, StreamingFolderDataModule)
+    for kind in (InMemoryDataModule, StreamingFolderDataModule):
+        assert issubclass(kind, ImageDataModule)
+    cfg = compose_train(tmp_path, ["data=npz", f"data.root={npz}", "data.batch_size=16"], resolve=False)
+    resolved = resolve(cfg, [])
+    assert isinstance(resolved.source, ClusteringData)
+    pretrained = compose_train(
+        tmp_path / "p",
+        ["model=pretrained", "data=npz", f"data.root={npz}", "data.batch_size=16"]
+        + model_settings("pretrained"),
+        tiny=False,
+        resolve=False,
+    )
+    frozen = resolve(pretrained, [])
+    run = build_run(frozen.cfg, frozen.source)
+    assert isinstance(run.datamodule, CachedFeatureDataModule | NeighborPairsDataModule)
+    assert isinstance(run.datamodule, ClusteringData)
+
+
+def test_a_run_loads_its_images_once(tmp_path, npz, monkeypatch):
+    """Resolve, build, fit and the final evaluation share one set-up datamodule: the dataset's
+    loader runs once per run, however often Lightning calls setup."""
+    from vtcc.data import InMemoryDataModule
+
+    calls = []
+    real = InMemoryDataModule.setup
+
+    def counted(self, stage=None):
+        if self.arrays is None:  # a set-up datamodule's setup is a no-op; this one loads
+            calls.append(stage)
+        return real(self, stage)
+
+    monkeypatch.setattr(InMemoryDataModule, "setup", counted)
+    cfg = compose_train(
+        tmp_path,
+        ["data=npz", f"data.root={npz}", "data.batch_size=16", "trainer.max_epochs=1"],
+        resolve=False,
+    )
+    train(cfg)
+    assert len(calls) == 1
+
+
+def test_a_run_whose_objective_trains_no_instance_projector_stores_none_and_old_ones_still_rebuild(
+    tmp_path, npz
+):
+    """Self-labelling from a contrastive run does not carry the source's instance projector on:
+    its checkpoint has no such weights and its config says model.instance_dim: null; a checkpoint
+    from before (an untrained projector stored with every objective) rebuilds, the weights dropped."""
+    from vtcc.utils.checkpoint import restore_run
+
+    settings = ["data=npz", f"data.root={npz}", "data.batch_size=32", "trainer.max_epochs=1"]
+    train(compose_train(tmp_path / "source", settings, resolve=False))
+    source = tmp_path / "source/checkpoints/last.ckpt"
+    train(
+        compose_train(
+            tmp_path / "selflabel",
+            [*settings, "objective=selflabel", f"init_from={source}"],
+            resolve=False,
+        )
+    )
+    checkpoint = torch.load(tmp_path / "selflabel/checkpoints/last.ckpt", weights_only=True)
+    assert checkpoint["vtcc_config"]["model"]["instance_dim"] is None
+    assert not [key for key in checkpoint["state_dict"] if "instance_projector" in key]
+    # as such a run was stored before: the source's projector weights and its instance_dim
+    old_weights = torch.load(source, weights_only=True)["state_dict"]
+    projector = {k: v for k, v in old_weights.items() if k.startswith("network.instance_projector.")}
+    assert projector
+    checkpoint["state_dict"].update(projector)
+    checkpoint["vtcc_config"]["model"]["instance_dim"] = 128
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    run_cfg, module = restore_run(tmp_path / "old.ckpt")
+    assert module.network.instance_projector is None and run_cfg.model.instance_dim is None
+    size = run_cfg.data.image_size
+    embeddings, _ = module.network.embed_and_assign(torch.zeros(2, 1, size, size))
+    assert embeddings.shape == (2, module.network.backbone.num_features)
+    assert torch.allclose(embeddings.norm(dim=1), torch.ones(2))
+
+
+def test_k_search_on_instance_vectors_needs_an_objective_that_trains_them(tmp_path, npz):
+    settings = ["data=npz", f"data.root={npz}", "data.batch_size=32", "num_clusters=auto"]
+    settings.append("k_search.embedding=instance")
+    scan = compose_train(tmp_path, [*settings, "objective=scan"], resolve=False)
+    with pytest.raises(ConfigError, match="k_search.embedding=backbone"):
+        resolve(scan, [])
+    contrastive = compose_train(tmp_path, settings, resolve=False)
+    assert resolve(contrastive, []).cfg.model.instance_dim == 128
+
+
+@pytest.mark.parametrize("model", ["vit_tiny", "pretrained"])
+def test_building_a_run_leaves_its_resolved_config_as_it_was(tmp_path, npz, model):
+    """Only the resolver writes a config: building (Hydra's instantiate resolves the interpolations
+    of the nodes it reaches, e.g. augment's ${data.*} through data.train_transform) works on a copy."""
+    overrides = [f"model={model}", "data=npz", f"data.root={npz}", "data.batch_size=32", "callbacks=none"]
+    cfg = compose_train(tmp_path, [*overrides, *model_settings(model)], tiny=False, resolve=False)
+    resolved = resolve(cfg, [])
+    before = OmegaConf.to_yaml(cfg)
+    assert "${data.mean}" in before  # interpolations the build must not freeze
+    run = build_run(cfg, resolved.source)
+    build_trainer(cfg, [], [], fast_dev_run=1, enable_progress_bar=False)
+    assert run.module is not None and OmegaConf.to_yaml(cfg) == before

@@ -12,11 +12,20 @@ from typing import Any
 
 from hydra.utils import get_method, instantiate
 from lightning.pytorch import LightningDataModule, Trainer
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from vtcc.data.features import wrap_for_network
 from vtcc.models import ClusteringNetwork
 from vtcc.objectives import ClusteringModule
+
+
+def build_object(node: Any, **kwargs: Any) -> Any:
+    """Hydra's instantiate of a config node, from a detached, resolved copy: instantiating a node
+    in place resolves the interpolations of the nodes it refers to (``data.train_transform:
+    ${augment}`` would freeze ``augment``'s ``${data.*}``), and only the resolver writes a config."""
+    if OmegaConf.is_config(node):
+        node = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
+    return instantiate(node, **kwargs)
 
 
 @dataclass
@@ -38,22 +47,22 @@ def build_network(cfg: DictConfig, weights_in_checkpoint: bool = False) -> Clust
         weights_in_checkpoint
         and "pretrained" in inspect.signature(get_method(str(cfg.model._target_))).parameters
     ):
-        return instantiate(cfg.model, pretrained=False)  # whether the node says so or leaves the default
-    return instantiate(cfg.model)
+        return build_object(cfg.model, pretrained=False)  # whether the node says so or leaves the default
+    return build_object(cfg.model)
 
 
 def build_module(cfg: DictConfig, network: ClusteringNetwork, for_training: bool = True) -> ClusteringModule:
     """The objective node's LightningModule around ``network``; for evaluation and prediction the
     backbone is not compiled (a stored ``compile: true`` would write torch's code cache)."""
     if not for_training:
-        return instantiate(cfg.module, network=network, compile=False)
-    return instantiate(cfg.module, network=network)
+        return build_object(cfg.module, network=network, compile=False)
+    return build_object(cfg.module, network=network)
 
 
 def build_data(cfg: DictConfig, network: ClusteringNetwork, source: Any | None = None) -> LightningDataModule:
     """The data the objective trains on: the image datamodule (``source``, or the data node's), or
     what the network needs of it (a frozen backbone's cached features, mined neighbour pairs)."""
-    source = instantiate(cfg.data) if source is None else source
+    source = build_object(cfg.data) if source is None else source
     datamodule = wrap_for_network(cfg, source, network)
     datamodule.setup("fit")  # a frozen backbone: its features are extracted or loaded now
     return datamodule
@@ -77,8 +86,8 @@ def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Any], **s
     loggers and atomic, weights-only checkpoint files."""
     from vtcc.utils.checkpoint import AtomicCheckpointIO
 
-    configured = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
-    return instantiate(
+    configured = [build_object(node) for node in (cfg.get("callbacks") or {}).values()]
+    return build_object(
         cfg.trainer,
         callbacks=[*configured, *callbacks],
         logger=loggers or False,

@@ -115,6 +115,11 @@ def embed(network: torch.nn.Module, dataloader, on_batch, device: torch.device, 
     """Backbone features or instance vectors of every evaluation image, in loader order."""
     if which not in EMBEDDINGS:
         raise ConfigError(f"k_search.embedding={which!r} is unknown: use backbone or instance")
+    if which == "instance" and network.instance_projector is None:
+        raise ConfigError(
+            "k_search.embedding=instance needs an objective that trains instance vectors "
+            "(objective=contrastive): use k_search.embedding=backbone"
+        )
     training = network.training  # the refine phase trains this network on: its mode comes back
     network.eval().to(device)
     outputs = []

@@ -11,10 +11,9 @@ from typing import Any
 
 import hydra
 import lightning.pytorch as pl
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from vtcc.build import Run, build_module, build_run, build_trainer
+from vtcc.build import Run, build_module, build_object, build_run, build_trainer
 from vtcc.config.init_from import command_line_overrides, load_run_weights
 from vtcc.config.resolve import Resolved, choose_k, refine_epochs, resolve
 from vtcc.config.validate import validate_config
@@ -94,7 +93,7 @@ def search_k(cfg: DictConfig, run: Run, resolved: Resolved, output_dir: Path, st
         search_epochs = int(cfg.trainer.max_epochs)
         share = search_epochs / (search_epochs + refine_epochs(cfg))
         callbacks.append(TimeBudget(resolved.budget * share, started_at=start))
-    trainer = instantiate(
+    trainer = build_object(
         cfg.trainer,
         callbacks=callbacks,
         logger=CSVLogger(output_dir, name="", version="k_search"),

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from hydra.utils import get_method, instantiate
+from hydra.utils import get_method
 from omegaconf import DictConfig, open_dict
 
 from vtcc.config.data_defaults import resolve_data_defaults
@@ -48,16 +48,18 @@ class Resolved:
 def resolve(cfg: DictConfig, overrides: list[str]) -> Resolved:
     """Make ``cfg`` concrete (in place) and return it with the data it was resolved from.
     ``overrides``: the command line's ``key=value`` items (what ``init_from`` keeps of this run)."""
+    from vtcc.build import build_object
     from vtcc.objectives import objective_class
 
     initial = _start_from(cfg, overrides, objective_class(cfg).needs_source_run)
+    _instance_projector(cfg, objective_class(cfg).trains_instance_projector)
     if cfg.get("time_budget_minutes") is not None and cfg.module.get("scheduler"):
         from vtcc.optim import check_budget_can_move
 
-        check_budget_can_move(instantiate(cfg.module.scheduler))
+        check_budget_can_move(build_object(cfg.module.scheduler))
     _pretrained_preprocessing(cfg)
     resolve_data_defaults(cfg)  # data=folder/npz: channels, size, statistics, augmentation from the images
-    source = instantiate(cfg.data)
+    source = build_object(cfg.data)
     source.setup("fit")  # load data first: its errors and its class count come before the model
     candidates = _from_the_data(cfg, source)
     if candidates and (cfg.get("ckpt_path") or cfg.get("resume")):
@@ -86,6 +88,13 @@ def _start_from(cfg: DictConfig, overrides: list[str], needs_run: bool) -> dict[
     return take_run_settings(cfg, overrides)
 
 
+def _instance_projector(cfg: DictConfig, trained: bool) -> None:
+    """The network carries an instance projector only for an objective that trains one: for the
+    others ``model.instance_dim`` is null (an ``init_from`` run's projector is not carried on)."""
+    if not trained and "instance_dim" in cfg.model:
+        cfg.model.instance_dim = None
+
+
 def _pretrained_preprocessing(cfg: DictConfig) -> None:
     """A pretrained backbone brings its own preprocessing (timm's data config): use it for the data."""
     from vtcc.models.pretrained import pretrained_data_config, pretrained_network
@@ -110,6 +119,11 @@ def _from_the_data(cfg: DictConfig, datamodule: Any) -> list[int] | None:
         search = cfg.k_search
         candidates = search_range(search.min, search.max, len(datamodule))
         check_criterion(search.criterion)  # an unknown criterion stops now, not after training
+        if search.embedding == "instance" and cfg.model.get("instance_dim") is None:
+            raise ConfigError(
+                "k_search.embedding=instance needs an objective that trains instance vectors "
+                "(objective=contrastive): use k_search.embedding=backbone"
+            )
         cfg.num_clusters = max(candidates)
         log.info(
             "num_clusters=auto: K from %d to %d, chosen by %s on the %s embeddings after training",

@@ -97,16 +97,11 @@ PLAIN_TARGETS = {"trainer": "lightning.pytorch.Trainer"}
 @cache
 def forwards() -> dict[Any, Any]:
     """A builder whose ``**kwargs`` go on to another callable: the keys are that callable's."""
-    from vtcc.data import InMemoryDataModule, StreamingFolderDataModule
     from vtcc.models.network import vtcc_network
     from vtcc.models.pretrained import PretrainedClusteringNetwork, pretrained_network
     from vtcc.models.vit import vit_conv_stem
 
-    return {
-        vtcc_network: vit_conv_stem,
-        pretrained_network: PretrainedClusteringNetwork,
-        StreamingFolderDataModule: InMemoryDataModule,
-    }
+    return {vtcc_network: vit_conv_stem, pretrained_network: PretrainedClusteringNetwork}
 
 
 @cache
@@ -115,12 +110,16 @@ def resolved_auto() -> frozenset[tuple[Any, str]]:
     never sees it): the data's from the images (vtcc.config.data_defaults), the strong view's and the
     self-labelling threshold from init_from's run (vtcc.config.init_from), the cached views from the device
     (vtcc.data.features.wrap_for_network)."""
-    from vtcc.data import InMemoryDataModule, strong_view
+    from vtcc.data import InMemoryDataModule, StreamingFolderDataModule, strong_view
     from vtcc.data.features import CachedFeatureDataModule
     from vtcc.losses import ConfidenceCrossEntropy
     from vtcc.models.vit import vit_conv_stem
 
-    data = [(InMemoryDataModule, key) for key in ("image_size", "in_chans", "mean", "std")]
+    data = [
+        (kind, key)
+        for kind in (InMemoryDataModule, StreamingFolderDataModule)
+        for key in ("image_size", "in_chans", "mean", "std")
+    ]
     return frozenset(
         [
             *data,

@@ -151,7 +151,25 @@ def upgrade_stored_config(config: dict[str, Any]) -> dict[str, Any]:
     module = config.get("module")
     if isinstance(module, dict) and str(module.get("_target_", "")).startswith("vtcc.module."):
         module["_target_"] = "vtcc.objectives." + module["_target_"].removeprefix("vtcc.module.")
+    _untrained_instance_projector(config)
     return config
+
+
+def _untrained_instance_projector(config: dict[str, Any]) -> None:
+    """Runs from before the instance projector belonged to its objectives stored one for every
+    objective: for those that never trained it the model is upgraded to none (its weights are
+    dropped on load), as a new run of that objective is built."""
+    from vtcc.objectives import objective_class
+
+    model = config.get("model")
+    if not isinstance(model, dict) or model.get("instance_dim") is None:
+        return
+    try:
+        kind = objective_class(config)
+    except (ImportError, AttributeError, KeyError, TypeError, ValueError):
+        return  # no module node or an unknown objective: refused where the module is built
+    if not kind.trains_instance_projector:
+        model["instance_dim"] = None
 
 
 def without_downloads(data: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from vtcc.data.benchmarks import (
 )
 from vtcc.data.datasets import ImageArrays, load_digits
 from vtcc.data.folder import load_image_folder, load_npz
+from vtcc.data.images import ClusteringData, ImageDataModule
 from vtcc.data.in_memory import InMemoryDataModule
 from vtcc.data.streaming import StreamingFolderDataModule
 from vtcc.data.transforms import (
@@ -19,9 +20,11 @@ from vtcc.data.transforms import (
 )
 
 __all__ = [
+    "ClusteringData",
     "DatasetNotFoundError",
     "EvalTransform",
     "ImageArrays",
+    "ImageDataModule",
     "InMemoryDataModule",
     "TwinViewAugmentation",
     "load_cifar10",

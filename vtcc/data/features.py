@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from vtcc.data.batch import TrainingPair
-from vtcc.data.in_memory import BackboneOverSource, BatchedTensors, InMemoryDataModule, keep_batch
+from vtcc.data.images import BackboneOverSource, BatchedTensors, ImageDataModule, keep_batch
 from vtcc.data.pairings import PAIRINGS, pairing_for  # noqa: F401  (PAIRINGS: the names)
 from vtcc.errors import ConfigError
 from vtcc.losses.scan import nearest_neighbors
@@ -101,7 +101,7 @@ class CachedFeatureDataModule(BackboneOverSource):
 
     def __init__(
         self,
-        source: InMemoryDataModule,
+        source: ImageDataModule,
         backbone: nn.Module,
         key: str,
         cache_dir: str,
@@ -275,13 +275,13 @@ class CachedFeatureDataModule(BackboneOverSource):
         )
 
 
-def wrap_for_network(cfg: Any, datamodule: InMemoryDataModule, network: nn.Module) -> LightningDataModule:
+def wrap_for_network(cfg: Any, datamodule: ImageDataModule, network: nn.Module) -> LightningDataModule:
     """With a frozen pretrained backbone and ``features.cache=true``, train the heads on cached
     features (the network then reads them in place of images); SCAN with a training pretrained
     backbone trains on pairs of fresh views of mined neighbours."""
-    from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from vtcc.build import build_object
     from vtcc.objectives import objective_class
 
     features = cfg.get("features")
@@ -321,6 +321,6 @@ def wrap_for_network(cfg: Any, datamodule: InMemoryDataModule, network: nn.Modul
         }
     )
     settings = {k: v for k, v in features.items() if k != "cache"}
-    cached = instantiate(settings, source=datamodule, backbone=network.backbone, key=key)
+    cached = build_object(settings, source=datamodule, backbone=network.backbone, key=key)
     network.read_cached_features()
     return cached

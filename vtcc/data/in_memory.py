@@ -1,4 +1,4 @@
-"""A LightningDataModule for datasets held in memory as uint8 tensors.
+"""Datasets held in memory as uint8 tensors: decoded once, batches index-sliced.
 
 Batches are index-sliced (no per-image Python work) and augmented on their device after
 transfer, so the input pipeline keeps up with the model on a laptop CPU and on a GPU.
@@ -9,37 +9,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import torch
-from lightning.pytorch import LightningDataModule
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from vtcc.data.batch import TrainingPair
 from vtcc.data.datasets import ImageArrays
+from vtcc.data.images import BatchedTensors, ImageDataModule
 from vtcc.data.samplers import PoolsInSequence
-from vtcc.data.transforms import EvalTransform, Interpolation
+from vtcc.data.transforms import Interpolation
 from vtcc.errors import ConfigError
-
-
-class BatchedTensors(Dataset):
-    """Tensors indexed together; ``__getitems__`` lets the DataLoader slice a whole batch at once."""
-
-    def __init__(self, *tensors: torch.Tensor) -> None:
-        self.tensors = tensors
-
-    def __len__(self) -> int:
-        return len(self.tensors[0])
-
-    def __getitem__(self, index: int | list[int]) -> tuple[torch.Tensor, ...]:
-        if isinstance(index, list):  # a whole batch from a batch-yielding sampler
-            return self.__getitems__(index)
-        return tuple(t[index] for t in self.tensors)
-
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
-        index = torch.as_tensor(indices)
-        return tuple(t[index] for t in self.tensors)
 
 
 class AugmentedInWorkers(BatchedTensors):
@@ -57,17 +38,13 @@ class AugmentedInWorkers(BatchedTensors):
         return (*self.augment(images), *rest)
 
 
-def keep_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    """Collate for :class:`BatchedTensors`: the batch is already stacked."""
-    return batch
+class InMemoryDataModule(ImageDataModule):
+    """A dataset decoded once into memory (``dataset``: a loader returning :class:`ImageArrays`).
 
-
-class InMemoryDataModule(LightningDataModule):
-    """Trains on all images (the clustering setting) and evaluates on all of them.
-
-    Labels, when present, are used only for metrics. ``num_classes`` is the dataset's class
-    count, the default number of clusters (None: counted from the labels found). ``root`` and
-    ``download`` are handed to the ``dataset`` loader when given.
+    ``root`` and ``download`` are handed to the loader when given. Beyond the shared settings
+    (:class:`ImageDataModule`): ``eval_split=test`` scores a dataset's test split only;
+    ``augment_on=workers`` augments image by image in the loader's workers;
+    ``unlabeled_training=instance_phase`` is Contrastive Clustering's STL-10 protocol.
     """
 
     def __init__(
@@ -91,14 +68,21 @@ class InMemoryDataModule(LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool | None = None,
     ) -> None:
-        super().__init__()
-        if batch_size < 2:
-            raise ConfigError(
-                f"data.batch_size={batch_size}: contrastive training needs at least 2 images a batch"
-            )
+        super().__init__(
+            train_transform,
+            image_size,
+            mean,
+            std,
+            in_chans,
+            num_classes,
+            name,
+            interpolation,
+            batch_size,
+            eval_batch_size,
+            num_workers,
+            pin_memory,
+        )
         self.load_arrays = dataset
-        self.train_transform = train_transform
-        self.eval_transform = EvalTransform(image_size, mean, std, interpolation)
         if eval_split not in ("all", "test"):
             raise ConfigError(f"data.eval_split={eval_split!r} is unknown: use all (train + test) or test")
         self.eval_split = eval_split
@@ -110,16 +94,7 @@ class InMemoryDataModule(LightningDataModule):
                 f"data.unlabeled_training={unlabeled_training!r} is unknown: use joint or instance_phase"
             )
         self.unlabeled_training = unlabeled_training
-        self.in_chans = in_chans
-        self.image_size = image_size
-        self.channels = len(mean)  # what the model takes
-        self.name = name
-        self.num_classes = num_classes
         self.loader_kwargs = {k: v for k, v in (("root", root), ("download", download)) if v}
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.num_workers = num_workers
-        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.arrays: ImageArrays | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -144,8 +119,7 @@ class InMemoryDataModule(LightningDataModule):
                 f"data.batch_size={self.batch_size}: lower the batch size"
             )
         self.arrays = arrays  # only once every check passed: a failed setup is not half done
-        if self.num_classes is None:
-            self.num_classes = arrays.num_classes
+        self._take_class_count(arrays.num_classes)
 
     def _split_unlabeled_pool(self, arrays: ImageArrays) -> None:
         """Contrastive Clustering's STL-10 protocol: the images without a label (the unlabelled split)
@@ -173,7 +147,6 @@ class InMemoryDataModule(LightningDataModule):
 
     @property
     def stored_size(self) -> int:
-        """Side of the squares the images are held at (crops are taken from these)."""
         assert self.arrays is not None
         return int(self.arrays.images.shape[-1])
 
@@ -183,7 +156,6 @@ class InMemoryDataModule(LightningDataModule):
         return self.arrays.images[indices]
 
     def labels_in_order(self) -> torch.Tensor:
-        """``(N,)`` labels of every image in index order, -1 where unknown."""
         assert self.arrays is not None
         if self.arrays.labels is not None:
             return self.arrays.labels
@@ -203,14 +175,9 @@ class InMemoryDataModule(LightningDataModule):
         return BatchedTensors(*self._subset(index), index)
 
     def _all_dataset(self) -> Dataset:
-        """Every image once, in index order, with its label and global index."""
         assert self.arrays is not None, "call setup() first"
         everything = torch.arange(len(self.arrays))
         return BatchedTensors(*self._subset(everything), everything)
-
-    def ordered_dataloader(self) -> DataLoader:
-        """All images (train and held-out) in index order, untransformed: for feature extraction."""
-        return self._loader(self._all_dataset(), batch_size=self.eval_batch_size, shuffle=False)
 
     def fingerprint(self) -> str:
         """A hash of the decoded images and labels: a folder that gained, lost or changed an image
@@ -224,23 +191,10 @@ class InMemoryDataModule(LightningDataModule):
     def _augment_per_image(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.train_transform.per_image(self.model_channels(images))
 
-    def _loader(self, dataset: Dataset, **order: Any) -> DataLoader:
-        """A loader of already-stacked batches; ``order``: batch size, shuffle, sampler."""
-        return DataLoader(
-            dataset,
-            collate_fn=keep_batch,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory,
-            **order,
-        )
-
     def train_dataloader(self) -> DataLoader:
         if self.unlabeled_training == "instance_phase":
             return self._pooled_loader()
-        return self._loader(
-            self._dataset(train=True), batch_size=self.batch_size, shuffle=True, drop_last=True
-        )
+        return super().train_dataloader()
 
     def _pooled_loader(self) -> DataLoader:
         """Each epoch: all unlabelled-pool batches, then all clustering-set batches."""
@@ -256,15 +210,6 @@ class InMemoryDataModule(LightningDataModule):
         )
         return self._loader(dataset, sampler=sampler, batch_size=None)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset(train=False), batch_size=self.eval_batch_size, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
-
-    def _training(self) -> bool:
-        return self.trainer is not None and self.trainer.training
-
     def on_before_batch_transfer(self, batch: tuple[torch.Tensor, ...], dataloader_idx: int):
         """Under ``instance_phase`` a training batch also says, as a Python bool decided on the host
         (no device sync), whether it is a clustering-set batch (cluster loss) or an unlabelled one."""
@@ -272,52 +217,13 @@ class InMemoryDataModule(LightningDataModule):
             return (*batch, bool((batch[-2] >= 0).all()))
         return batch
 
-    def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int):
-        """Training: a :class:`TrainingPair` of two views (its cluster flag set under ``instance_phase``);
-        evaluation: ``(images, labels, indices)``, labels -1 when unknown.
-
-        The indices let distributed evaluation drop the samples a distributed sampler repeats.
-        """
-        if not self._training():
-            images, labels, indices = batch
-            return self.eval_transform(self.model_channels(images)), labels, indices
-        if self.augment_on == "workers":  # augmented in the workers already
+    def _training_pair(self, batch: tuple) -> TrainingPair:
+        """Two views (augmented in the workers already under ``augment_on=workers``), with the
+        cluster flag under ``instance_phase``."""
+        if self.augment_on == "workers":
             view_a, view_b = batch[0], batch[1]
         else:
             view_a, view_b = self.train_transform(self.model_channels(batch[0]))
         if self.unlabeled_training == "instance_phase":
             return TrainingPair(view_a, view_b, cluster=batch[-1])
         return TrainingPair(view_a, view_b)
-
-    def model_channels(self, images: torch.Tensor) -> torch.Tensor:
-        """Gray images repeated to RGB when the normalisation (a pretrained model's) has three channels."""
-        if images.shape[1] == 1 and self.channels == 3:
-            return images.expand(-1, 3, -1, -1)
-        return images
-
-
-class BackboneOverSource(LightningDataModule):
-    """A datamodule that serves what a backbone makes of another one's images (cached features,
-    neighbour pairs): it answers for the source's size, classes and images."""
-
-    def __init__(self, source: InMemoryDataModule, backbone: nn.Module, device: str = "auto") -> None:
-        super().__init__()
-        self.source = source
-        self.backbone = backbone
-        self.device = torch.device(
-            ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-        )
-
-    @property
-    def num_classes(self) -> int | None:
-        return self.source.num_classes
-
-    @property
-    def labeled(self) -> bool:
-        return self.source.labeled
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def images_at(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.source.images_at(indices)

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from vtcc.data.batch import TrainingPair
-from vtcc.data.in_memory import BackboneOverSource, BatchedTensors, InMemoryDataModule
+from vtcc.data.images import BackboneOverSource, BatchedTensors, ImageDataModule
 from vtcc.losses.scan import nearest_neighbors
 from vtcc.utils.progress import Progress
 
@@ -26,7 +26,7 @@ class NeighborPairsDataModule(BackboneOverSource):
     """Training batches ``(anchor view, neighbour view)`` of images; evaluation as the source's."""
 
     def __init__(
-        self, source: InMemoryDataModule, backbone: nn.Module, num_neighbors: int = 20, device: str = "auto"
+        self, source: ImageDataModule, backbone: nn.Module, num_neighbors: int = 20, device: str = "auto"
     ) -> None:
         super().__init__(source, backbone, device)
         self.num_neighbors = num_neighbors

@@ -9,14 +9,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import Dataset
 
 from vtcc.data.folder import FITS, Fit, choose_stored_size, decode_image, list_images
-from vtcc.data.in_memory import InMemoryDataModule
+from vtcc.data.images import ImageDataModule
+from vtcc.data.transforms import Interpolation
 from vtcc.errors import ConfigError
 
 
@@ -40,32 +42,61 @@ class DecodedImages(Dataset):
         return torch.from_numpy(images), self.labels[index], index
 
 
-class StreamingFolderDataModule(InMemoryDataModule):
+class StreamingFolderDataModule(ImageDataModule):
     """``data=folder_streaming``: the folder layout of ``data=folder``, read from disk every epoch.
 
     Use it when the decoded images would not fit in memory; ``num_workers`` processes decode.
-    Unreadable files stop the first epoch that reaches them, with their path.
+    Unreadable files stop the first epoch that reaches them, with their path. ``eval_split`` and
+    ``augment_on`` are accepted only at the values it honours (every image is scored; batches are
+    augmented on the device), so a setting meant for ``data=folder`` is refused, not ignored.
     """
 
     def __init__(
         self,
         root: str,
+        train_transform: nn.Module,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        in_chans: int,
         classes: Sequence[str] | None = None,
         stored_size: int | None = None,
         max_stored_size: int = 512,
         fit: Fit = "whole",
-        **kwargs: Any,
+        num_classes: int | None = None,
+        name: str | None = None,
+        interpolation: Interpolation = "bilinear",
+        eval_split: Literal["all"] = "all",
+        augment_on: Literal["device"] = "device",
+        batch_size: int = 256,
+        eval_batch_size: int = 512,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
     ) -> None:
-        super().__init__(dataset=None, root=root, **kwargs)
-        if self.eval_split != "all":
+        super().__init__(
+            train_transform,
+            image_size,
+            mean,
+            std,
+            in_chans,
+            num_classes,
+            name,
+            interpolation,
+            batch_size,
+            eval_batch_size,
+            num_workers,
+            pin_memory,
+        )
+        if eval_split != "all":
             raise ConfigError("data=folder_streaming has no test split: use data.eval_split=all")
-        if self.augment_on != "device":
+        if augment_on != "device":
             raise ConfigError(
                 "data=folder_streaming decodes in its workers and augments on the device: "
                 "use data.augment_on=device, or data=folder for data.augment_on=workers"
             )
         if fit not in FITS:
             raise ConfigError(f"data.fit={fit!r} is unknown: use one of {', '.join(FITS)}")
+        self.root = Path(root)
         self.classes = classes
         self.requested_size, self.max_stored_size, self.fit = stored_size, max_stored_size, fit
         self.paths: list[Path] = []
@@ -73,11 +104,9 @@ class StreamingFolderDataModule(InMemoryDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.paths:
             return
-        paths, labels, _ = list_images(Path(self.loader_kwargs["root"]), self.classes)
+        paths, labels, _ = list_images(self.root, self.classes)
         if len(paths) < self.batch_size:
-            raise ConfigError(
-                f"{len(paths)} images in {self.loader_kwargs['root']}, fewer than data.batch_size"
-            )
+            raise ConfigError(f"{len(paths)} images in {self.root}, fewer than data.batch_size")
         self.paths = paths
         self._stored_size = choose_stored_size(
             paths, self.image_size, self.requested_size, self.max_stored_size
@@ -86,8 +115,7 @@ class StreamingFolderDataModule(InMemoryDataModule):
             torch.full((len(paths),), -1, dtype=torch.long) if labels is None else torch.tensor(labels)
         )
         self.train_indices = self.eval_indices = torch.arange(len(paths))
-        if self.num_classes is None and labels is not None:
-            self.num_classes = len(set(labels))
+        self._take_class_count(None if labels is None else len(set(labels)))
         self.is_labeled = labels is not None
 
     @property

@@ -1,10 +1,11 @@
-"""Backbone plus both projectors: the network that Contrastive Clustering trains."""
+"""Backbone, cluster heads and, for the objectives that train one, an instance projector."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vtcc.errors import ConfigError
@@ -12,9 +13,14 @@ from vtcc.models.heads import ClusterProjector, HeadStyle, InstanceProjector
 
 
 class ClusteringNetwork(nn.Module):
-    """Shared backbone feeding an instance projector and ``num_cluster_heads`` cluster projectors.
+    """Shared backbone feeding ``num_cluster_heads`` cluster projectors and, when ``instance_dim``
+    is set, an instance projector.
 
-    ``backbone`` maps ``(B, C, H, W)`` to ``(B, D)`` and exposes ``num_features = D``.
+    The instance projector belongs to the objectives that train it (those whose class sets
+    ``trains_instance_projector``: Contrastive Clustering's); for the others the resolver sets
+    ``model.instance_dim: null`` and the network has none, so no untrained projector is stored,
+    restored or used for embeddings. ``backbone`` maps ``(B, C, H, W)`` to ``(B, D)`` and exposes
+    ``num_features = D``.
     ``hidden_dim`` defaults to ``4 D`` for VTCC heads and ``D`` for Contrastive Clustering's.
     Several cluster heads train side by side (SCAN, TEMI); ``best_head`` (a buffer, so checkpoints
     keep it) is the one with the lowest training loss, and the one evaluation and prediction use.
@@ -24,7 +30,7 @@ class ClusteringNetwork(nn.Module):
         self,
         backbone: nn.Module,
         num_clusters: int,
-        instance_dim: int = 128,
+        instance_dim: int | None = 128,
         hidden_dim: int | None = None,
         head_style: HeadStyle = "vtcc",
         num_cluster_heads: int = 1,
@@ -33,11 +39,14 @@ class ClusteringNetwork(nn.Module):
         feature_dim = int(backbone.num_features)
         hidden = hidden_dim or (4 * feature_dim if head_style == "vtcc" else feature_dim)
         self.backbone = backbone
-        self.instance_projector = InstanceProjector(feature_dim, hidden, instance_dim, head_style)
+        self.instance_projector = (
+            None if instance_dim is None else InstanceProjector(feature_dim, hidden, instance_dim, head_style)
+        )
         self._cluster_head_shape = (feature_dim, hidden, head_style)
         self.register_buffer("best_head", torch.zeros((), dtype=torch.long))
         self.cluster_heads = self._new_heads(num_clusters, num_cluster_heads)
         self.register_load_state_dict_pre_hook(_single_head_keys)
+        self.register_load_state_dict_pre_hook(_instance_projector_keys)
         self._reads_features = False  # True: inputs are this backbone's cached features
 
     @property
@@ -103,14 +112,23 @@ class ClusteringNetwork(nn.Module):
         Call it once per view: BatchNorm layers then normalise each view with its own batch
         statistics, as the official VTCC and Contrastive Clustering networks do.
         """
+        if self.instance_projector is None:
+            raise ConfigError("this network has no instance projector: model.instance_dim is null")
         features = self.features(inputs)
         return self.instance_projector(features), [head(features) for head in self.cluster_heads]
 
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        """The embedding of backbone ``features`` the run's clustering lives in: the instance
+        vectors where an instance projector was trained, else the L2-normalised features."""
+        if self.instance_projector is None:
+            return F.normalize(features.float(), dim=1)
+        return self.instance_projector(features)
+
     @torch.no_grad()
     def embed_and_assign(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Instance vectors and the best head's probabilities, for evaluation and prediction."""
+        """Embeddings (:meth:`embed`) and the best head's probabilities, for evaluation and prediction."""
         features = self.features(inputs)
-        return self.instance_projector(features), self.cluster_projector(features)
+        return self.embed(features), self.cluster_projector(features)
 
     @torch.no_grad()
     def cluster_probabilities(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -120,7 +138,7 @@ class ClusteringNetwork(nn.Module):
 
 def vtcc_network(
     num_clusters: int,
-    instance_dim: int = 128,
+    instance_dim: int | None = 128,
     hidden_dim: int | None = None,
     head_style: HeadStyle = "vtcc",
     **backbone: Any,
@@ -140,7 +158,7 @@ def timm_network(
     num_clusters: int,
     in_chans: int = 3,
     pretrained: bool = False,
-    instance_dim: int = 128,
+    instance_dim: int | None = 128,
     hidden_dim: int | None = None,
     head_style: HeadStyle = "vtcc",
     model_kwargs: dict[str, Any] | None = None,
@@ -187,3 +205,11 @@ def upgrade_single_head_keys(state_dict: dict[str, Any], prefix: str = "") -> No
 
 def _single_head_keys(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
     upgrade_single_head_keys(state_dict, prefix)
+
+
+def _instance_projector_keys(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """A network without an instance projector (its objective trains none) drops the one an
+    earlier checkpoint or an ``init_from`` run stored, unused (in place)."""
+    if module.instance_projector is None:
+        for key in [k for k in state_dict if k.startswith(f"{prefix}instance_projector.")]:
+            del state_dict[key]

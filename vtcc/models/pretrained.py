@@ -137,7 +137,7 @@ class PretrainedClusteringNetwork(ClusteringNetwork):
         trainable_blocks: int = 2,
         backbone_lr_scale: float = 0.1,
         layer_decay: float = 0.75,
-        instance_dim: int = 128,
+        instance_dim: int | None = 128,
         hidden_dim: int | None = None,
         head_style: HeadStyle = "vtcc",
     ) -> None:

@@ -63,6 +63,7 @@ class ClusteringModule(LightningModule):
     needs_source_run: ClassVar[bool] = False  # starts from a finished run (init_from=<its .ckpt>)
     sharp_heads: ClassVar[bool] = False  # its heads end sharp: self-labelling after it takes SCAN's 0.99
     requires_frozen_backbone: ClassVar[bool] = False  # trains on a frozen backbone's cached features only
+    trains_instance_projector: ClassVar[bool] = False  # the network carries an instance projector for it
 
     def __init__(
         self,

@@ -26,6 +26,8 @@ class ContrastiveClustering(ClusteringModule):
     plus ``2 log K`` of entropy when collapsed.
     """
 
+    trains_instance_projector = True
+
     def __init__(
         self,
         network: ClusteringNetwork,

@@ -5,8 +5,6 @@ from __future__ import annotations
 from importlib.util import find_spec
 from typing import Any
 
-from hydra.utils import instantiate
-
 from vtcc.errors import ConfigError
 
 # logger class -> (module it needs, the vtcc extra that installs it)
@@ -27,10 +25,12 @@ def missing_extra(target: str) -> str | None:
 
 def build_loggers(nodes: Any) -> list[Any]:
     """Every logger of ``cfg.logger``; a missing optional package stops before anything is trained."""
+    from vtcc.build import build_object
+
     loggers = []
     for name, node in (nodes or {}).items():
         install = missing_extra(str(node.get("_target_", "")))
         if install:
             raise ConfigError(f"logger {name!r} needs a package that is not installed: {install}")
-        loggers.append(instantiate(node))
+        loggers.append(build_object(node))
     return loggers

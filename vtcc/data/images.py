@@ -1,0 +1,232 @@
+"""What every image datamodule shares, and the small protocol every datamodule a run trains on keeps.
+
+Two image datamodules are siblings over :class:`ImageDataModule`: :class:`~vtcc.data.in_memory.
+InMemoryDataModule` (decoded once, index-sliced batches) and :class:`~vtcc.data.streaming.
+StreamingFolderDataModule` (decoded per batch by workers). Each says where its images come from
+(``setup``, ``_dataset``, ``images_at``, ``labels_in_order``, ``fingerprint``); the base holds what
+does not depend on that: the evaluation transform, the loaders, and the device-side augmentation
+that turns a batch into a :class:`~vtcc.data.batch.TrainingPair`. Datamodules over another one's
+images (cached features, neighbour pairs) keep the same :class:`ClusteringData` protocol, so
+evaluation, reports and the K search never ask which kind they hold.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from vtcc.data.batch import TrainingPair
+from vtcc.data.transforms import EvalTransform, Interpolation
+from vtcc.errors import ConfigError
+
+log = logging.getLogger("vtcc")
+
+@runtime_checkable
+class ClusteringData(Protocol):
+    """What a run asks of the data it trains on, whatever kind it is."""
+
+    @property
+    def num_classes(self) -> int | None: ...  # the default K (None: not known)
+
+    @property
+    def labeled(self) -> bool: ...  # labels exist (they only score)
+
+    def __len__(self) -> int: ...
+
+    def images_at(self, indices: torch.Tensor) -> torch.Tensor: ...  # uint8 (n, C, H, W), for reports
+
+    def setup(self, stage: str | None = None) -> None: ...
+
+    def train_dataloader(self) -> DataLoader: ...
+
+    def val_dataloader(self) -> DataLoader: ...
+
+
+class BatchedTensors(Dataset):
+    """Tensors indexed together; ``__getitems__`` lets the DataLoader slice a whole batch at once."""
+
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, index: int | list[int]) -> tuple[torch.Tensor, ...]:
+        if isinstance(index, list):  # a whole batch from a batch-yielding sampler
+            return self.__getitems__(index)
+        return tuple(t[index] for t in self.tensors)
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        index = torch.as_tensor(indices)
+        return tuple(t[index] for t in self.tensors)
+
+
+def keep_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Collate for datasets with ``__getitems__``: the batch is already stacked."""
+    return batch
+
+
+class ImageDataModule(LightningDataModule):
+    """Images for clustering: every image trains (the clustering setting) and the evaluation split
+    is scored. Labels, when present, are used only for metrics; ``num_classes`` is the default
+    number of clusters (None: counted from the labels found).
+
+    Batches arrive as ``(uint8 images, labels, indices)``; after transfer a training batch becomes
+    two augmented views (``train_transform``, batched on the batch's device) and an evaluation
+    batch the evaluation transform of the images.
+    """
+
+    def __init__(
+        self,
+        train_transform: nn.Module,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        in_chans: int,
+        num_classes: int | None = None,
+        name: str | None = None,
+        interpolation: Interpolation = "bilinear",
+        batch_size: int = 256,
+        eval_batch_size: int = 512,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 2:
+            raise ConfigError(
+                f"data.batch_size={batch_size}: contrastive training needs at least 2 images a batch"
+            )
+        self.train_transform = train_transform
+        self.eval_transform = EvalTransform(image_size, mean, std, interpolation)
+        self.in_chans = in_chans
+        self.image_size = image_size
+        self.channels = len(mean)  # what the model takes
+        self.name = name
+        self.num_classes = num_classes
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.train_indices = self.eval_indices = torch.zeros(0, dtype=torch.long)
+
+    # Where the images come from: each sibling's own.
+    def _dataset(self, train: bool) -> Dataset:
+        """The training split (``train``) or the evaluation split as ``(images, labels, indices)``."""
+        raise NotImplementedError
+
+    def _all_dataset(self) -> Dataset:
+        """Every image once, in index order, with its label and global index."""
+        raise NotImplementedError
+
+    def images_at(self, indices: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def labels_in_order(self) -> torch.Tensor:
+        """``(N,)`` labels of every image in index order, -1 where unknown."""
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """A short hash that changes when the images do (the feature cache's key)."""
+        raise NotImplementedError
+
+    @property
+    def stored_size(self) -> int:
+        """Side of the squares the images are held or decoded at (crops are taken from these)."""
+        raise NotImplementedError
+
+    # Shared by every image datamodule.
+    def _take_class_count(self, found: int | None) -> None:
+        """K's default: the preset's class count, else the classes found. A preset whose count the
+        labels contradict (a partial copy of a benchmark) keeps it, and says so."""
+        if self.num_classes is None:
+            self.num_classes = found
+        elif found is not None and found != self.num_classes:
+            log.warning(
+                "%s: the labels show %d classes but data.num_classes=%d (the preset's); the run clusters "
+                "into %d: set num_clusters=%d to use the classes found",
+                self.name or "data",
+                found,
+                self.num_classes,
+                self.num_classes,
+                found,
+            )
+
+    def _loader(self, dataset: Dataset, **order: Any) -> DataLoader:
+        """A loader of already-stacked batches; ``order``: batch size, shuffle, sampler."""
+        return DataLoader(
+            dataset,
+            collate_fn=keep_batch,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+            **order,
+        )
+
+    def ordered_dataloader(self) -> DataLoader:
+        """All images (train and held-out) in index order, untransformed: for feature extraction."""
+        return self._loader(self._all_dataset(), batch_size=self.eval_batch_size, shuffle=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(
+            self._dataset(train=True), batch_size=self.batch_size, shuffle=True, drop_last=True
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._dataset(train=False), batch_size=self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def _training(self) -> bool:
+        return self.trainer is not None and self.trainer.training
+
+    def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int):
+        """Training: a :class:`TrainingPair` of two views; evaluation: ``(images, labels, indices)``,
+        labels -1 when unknown. The indices let distributed evaluation drop the samples a
+        distributed sampler repeats."""
+        if not self._training():
+            images, labels, indices = batch
+            return self.eval_transform(self.model_channels(images)), labels, indices
+        return self._training_pair(batch)
+
+    def _training_pair(self, batch: tuple) -> TrainingPair:
+        return TrainingPair(*self.train_transform(self.model_channels(batch[0])))
+
+    def model_channels(self, images: torch.Tensor) -> torch.Tensor:
+        """Gray images repeated to RGB when the normalisation (a pretrained model's) has three channels."""
+        if images.shape[1] == 1 and self.channels == 3:
+            return images.expand(-1, 3, -1, -1)
+        return images
+
+
+class BackboneOverSource(LightningDataModule):
+    """A datamodule that serves what a backbone makes of another one's images (cached features,
+    neighbour pairs): it answers for the source's size, classes and images."""
+
+    def __init__(self, source: ImageDataModule, backbone: nn.Module, device: str = "auto") -> None:
+        super().__init__()
+        self.source = source
+        self.backbone = backbone
+        self.device = torch.device(
+            ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        )
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.source.num_classes
+
+    @property
+    def labeled(self) -> bool:
+        return self.source.labeled
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def images_at(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.source.images_at(indices)
