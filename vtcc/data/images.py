@@ -27,6 +27,7 @@ from vtcc.errors import ConfigError
 
 log = logging.getLogger("vtcc")
 
+
 @runtime_checkable
 class ClusteringData(Protocol):
     """What a run asks of the data it trains on, whatever kind it is."""
