@@ -38,6 +38,7 @@ TINY = [
     "trainer.max_epochs=2",
     "trainer.check_val_every_n_epoch=1",
     "trainer.enable_progress_bar=false",
+    "report=false",  # the report's own tests ask for it
 ]
 
 

@@ -359,7 +359,7 @@ def test_a_run_whose_objective_trains_no_instance_projector_stores_none_and_old_
     train(
         compose_train(
             tmp_path / "selflabel",
-            [*settings, "objective=selflabel", f"init_from={source}"],
+            [*settings, "objective=selflabel", f"init_from={source}", "module.selflabel_loss.threshold=0.5"],
             resolve=False,
         )
     )
@@ -375,6 +375,20 @@ def test_a_run_whose_objective_trains_no_instance_projector_stores_none_and_old_
     torch.save(checkpoint, tmp_path / "old.ckpt")
     run_cfg, module = restore_run(tmp_path / "old.ckpt")
     assert module.network.instance_projector is None and run_cfg.model.instance_dim is None
+    with pytest.raises(ConfigError, match="cannot be resumed.*init_from="):  # its optimiser state differs
+        resolve(
+            compose_train(
+                tmp_path / "resumed",
+                [
+                    *settings,
+                    f"ckpt_path={tmp_path / 'old.ckpt'}",
+                    "objective=selflabel",
+                    f"init_from={source}",
+                ],
+                resolve=False,
+            ),
+            [],
+        )
     size = run_cfg.data.image_size
     embeddings, _ = module.network.embed_and_assign(torch.zeros(2, 1, size, size))
     assert embeddings.shape == (2, module.network.backbone.num_features)

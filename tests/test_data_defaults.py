@@ -161,3 +161,56 @@ def test_photos_on_a_gpu_get_vtccs_vit_small_at_224_px(tmp_path, monkeypatch):
     assert cfg.model.patch_size == 16 and cfg.data_defaults.model == "vit_small"
     with pytest.raises(ConfigError, match="model=auto would pick vit_small"):
         compose_train(tmp_path / "run", ["data=folder", f"data.root={root}", "model.depth=2"], tiny=False)
+
+
+def _write_gray(root: Path, images: np.ndarray) -> Path:
+    for index, pixels in enumerate(images):
+        folder = root / f"kind{index % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(folder / f"{index:03d}.png")
+    return root
+
+
+def _wedges(count: int, mirrored_half: bool, seed: int = 0) -> np.ndarray:
+    """Gray 20 px images of a bright wedge near one side: all on the left (no image is another's
+    mirror image), or half of them mirrored (the set holds its mirror images)."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for index in range(count):
+        pixels = rng.integers(0, 30, (20, 20)).astype(np.uint8)
+        row, width = int(rng.integers(3, 14)), int(rng.integers(3, 7))
+        for r in range(row, row + 6):
+            pixels[r, 1 : 1 + width + (r - row)] = 230
+        images.append(pixels[:, ::-1] if mirrored_half and index % 2 else pixels)
+    return np.stack(images)
+
+
+def test_the_mirror_ratio_is_about_one_for_data_that_holds_its_mirror_images_and_above_otherwise():
+    from vtcc.data.probe import mirror_ratio
+
+    assert mirror_ratio(list(_wedges(200, mirrored_half=True))) < 1.1
+    assert mirror_ratio(list(_wedges(200, mirrored_half=False))) > 1.5
+    assert mirror_ratio(list(_wedges(10, mirrored_half=True))) is None  # too few to tell
+
+
+@pytest.mark.parametrize(("mirrored", "flip"), [(True, 0.5), (False, 0.0)])
+def test_augment_auto_flips_small_gray_images_only_when_their_mirror_images_look_like_them(
+    tmp_path, mirrored, flip
+):
+    root = _write_gray(tmp_path / "images", _wedges(200, mirrored_half=mirrored))
+    cfg = compose_train(tmp_path, ["data=folder", f"data.root={root}"], tiny=False)
+    assert cfg.augment.view_a._target_ == "vtcc.data.small_image_view"
+    assert cfg.augment.view_a.hflip_p == flip and cfg.data_defaults.hflip_p == flip
+    explicit = compose_train(tmp_path, ["data=folder", f"data.root={root}", "augment=small"], tiny=False)
+    assert explicit.augment.view_a.hflip_p == 0.0  # the named recipe keeps its documented no-flip default
+
+
+def test_the_built_in_digits_keep_their_recipe_with_no_flip_module():
+    """No flip module at all (not one of probability 0): its random draws would shift every other
+    augmentation's, and make train's figures with them."""
+    from hydra.utils import instantiate
+
+    cfg = compose_train(Path("x"), [], tiny=False)
+    assert cfg.augment.view_a.hflip_p == 0.0
+    view = instantiate(cfg.augment).view_a
+    assert not any("Flip" in type(layer).__name__ for layer in view)

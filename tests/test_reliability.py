@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import signal
@@ -142,15 +143,23 @@ def test_sigkill_mid_epoch_then_resume_latest_finishes(tmp_path):
 
 @pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_saves_a_checkpoint_that_resume_latest_uses(tmp_path, sent):
-    process = start_training(tmp_path, "trainer.max_epochs=50", "hydra.run.dir=outputs/train/stopped")
+    """Ctrl-C also leaves the run's report; a pre-emption's SIGTERM does not wait for one."""
+    process = start_training(
+        tmp_path, "trainer.max_epochs=50", "hydra.run.dir=outputs/train/stopped", "report=true"
+    )
     wait_for(tmp_path / "outputs/train/stopped/checkpoints/last.ckpt", process)
     time.sleep(0.3)
     process.send_signal(sent)
-    process.wait(timeout=60)
+    process.wait(timeout=120)
     interrupted = tmp_path / "outputs/train/stopped/checkpoints/interrupted.ckpt"
     assert interrupted.is_file(), process.stderr.read()[-3000:]
     state = torch.load(interrupted, weights_only=True)
     assert state["global_step"] > 0 and "vtcc_config" in state
+    report = tmp_path / "outputs/train/stopped/report"
+    assert (report / "report.html").is_file() == (sent == signal.SIGINT)
+    if sent == signal.SIGINT:
+        assert "structure" in json.loads((report / "quality.json").read_text())
+        assert "Traceback" not in process.stderr.read()
 
 
 def test_resume_with_another_model_says_what_differs(tmp_path):

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import hydra
 import lightning.pytorch as pl
-import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
@@ -16,7 +15,7 @@ from vtcc.build import build_data
 from vtcc.config.validate import validate_config
 from vtcc.errors import ConfigError
 from vtcc.objectives import validation_metrics
-from vtcc.report import write_report
+from vtcc.report import report_run
 from vtcc.utils.checkpoint import own_cache_dir, restore_run
 from vtcc.utils.cli import CONFIG_DIR, run_safely
 from vtcc.utils.environment import ENVIRONMENT_FILE
@@ -45,7 +44,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     output.write_text(json.dumps({"ckpt_path": str(cfg.ckpt_path), **metrics}, indent=2) + "\n")
     if cfg.get("report"):
         module.to(trainer.strategy.root_device)  # Lightning's teardown moved it back to the CPU
-        page = write_report_for(
+        page = report_for_checkpoint(
             module, datamodule, metrics, Path(cfg.paths.output_dir) / "report", cfg.ckpt_path, run_cfg
         )
         log.info("report: %s", page)
@@ -54,22 +53,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@torch.no_grad()
-def write_report_for(
+def report_for_checkpoint(
     module, datamodule, metrics: dict[str, float], output: Path, ckpt_path: str, run_cfg: DictConfig
 ) -> Path:
-    """Predictions, confidences and embeddings over the evaluation split, then the report files,
-    with the run's curves, settings and environment when its folder is beside the checkpoint."""
-    module.eval()
-    outputs = {"cluster": [], "confidence": [], "embedding": [], "label": [], "index": []}
-    for batch in datamodule.val_dataloader():
-        inputs, labels, indices = datamodule.on_after_batch_transfer(batch, 0)
-        z, p = module.network.embed_and_assign(inputs.to(module.device))
-        confidence, cluster = p.max(dim=1)
-        for key, value in zip(outputs, (cluster, confidence, z, labels, indices), strict=True):
-            outputs[key].append(value.float().cpu() if key in ("confidence", "embedding") else value.cpu())
-    merged = {key: torch.cat(values).numpy() for key, values in outputs.items()}
-    labels = merged["label"]
+    """The report of a checkpoint's run, with its curves, settings and environment when its folder
+    is beside the checkpoint."""
     run_dir = Path(ckpt_path).resolve().parents[1]  # <run>/checkpoints/<file>.ckpt
     if not (run_dir / "config.yaml").is_file():
         run_dir = None  # a checkpoint moved out of its run folder: no curves
@@ -79,20 +67,17 @@ def write_report_for(
         if environment_file is not None and environment_file.is_file()
         else None
     )
-    return write_report(
+    page, quality = report_run(
+        module,
+        datamodule,
         output,
-        datamodule.images_at,
-        merged["index"],
-        merged["cluster"],
-        merged["confidence"],
-        merged["embedding"],
-        module.network.num_clusters,
-        labels=labels if (labels >= 0).all() else None,
-        metrics=metrics,
+        metrics,
         run_dir=run_dir,
         settings=OmegaConf.to_container(run_cfg, resolve=True),
         environment=environment,
     )
+    log.info(quality.line())
+    return page
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")

@@ -3,7 +3,11 @@
 Figures: the most confident images of each cluster, cluster sizes, the confusion matrix against
 the labels after Hungarian matching (when labels exist), a 2-D t-SNE map of the instance
 embeddings coloured by cluster and by label, and the training curves from the run's CSV log.
-The page also lists the run's settings and the environment it trained in.
+The page also lists the run's settings and the environment it trained in, and a label-free
+quality section (:mod:`vtcc.quality`): how reproducibly the clusters come back from the run's
+embedding, beside the same figure for k-means on the raw pixels. :func:`report_run` makes all of it
+for a trained module over its data: ``vtcc-train`` at the end of every run (and on Ctrl-C),
+``vtcc-eval report=true``.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +25,8 @@ import torch
 import yaml
 from scipy.optimize import linear_sum_assignment
 
-from vtcc.metrics import contingency_table
+from vtcc.metrics import clustering_metrics, contingency_table
+from vtcc.quality import Quality, label_free_quality
 from vtcc.utils.progress import Progress
 
 STYLE = (
@@ -253,6 +259,7 @@ def write_report(
     run_dir: Path | None = None,
     settings: dict | None = None,
     environment: dict | None = None,
+    quality: Quality | None = None,
 ) -> Path:
     """Write the PNG figures and ``report.html`` (figures embedded) into ``output``; returns the page.
 
@@ -297,6 +304,8 @@ def write_report(
         f'src="data:image/png;base64,{base64.b64encode((output / name).read_bytes()).decode()}"></section>'
         for name, caption in figures.items()
     )
+    if quality is not None:  # after the figures: the page opens on the clusters
+        sections += quality_section(quality)
     for heading, record in (("Settings", settings), ("Environment", environment)):
         if record:
             text = yaml.safe_dump(record, sort_keys=False, default_flow_style=None)
@@ -313,3 +322,105 @@ def write_report(
     )
     (output / "report.html").write_text(page)
     return output / "report.html"
+
+
+QUALITY_ROWS = (
+    ("structure", "how reproducibly the clusters come back from the run's embedding (ARI, 0-1)"),
+    ("stability", "k-means fits on two random halves of the embedding against each other (ARI)"),
+    ("pixel_stability", "the same for the raw pixels of the same images (PCA to 50 dimensions)"),
+    ("balance", "entropy of the cluster sizes over log K (1: even, 0: one cluster)"),
+    ("confidence", "mean top cluster probability"),
+    ("clusters_used", "clusters that hold images"),
+)
+
+
+def quality_section(quality: Quality) -> str:
+    """The label-free figures as a table, with the line that compares them with the pixels."""
+    values = quality.as_dict()
+    rows = "".join(
+        f"<tr><th>{name}</th><td>{values[name] if isinstance(values[name], int) else f'{values[name]:.3f}'}"
+        f"</td><td>{html.escape(meaning)}</td></tr>"
+        for name, meaning in QUALITY_ROWS
+        if values.get(name) is not None
+    )
+    return (
+        '<section id="quality"><h2>Quality without labels</h2>'
+        f"<p>{html.escape(quality.line())}. Structure and stability on a random sample of "
+        f"{quality.images} images, balance and confidence on all; no label is read.</p>"
+        f"<table>{rows}</table></section>"
+    )
+
+
+@torch.no_grad()
+def collect_outputs(module: torch.nn.Module, datamodule) -> dict[str, np.ndarray]:
+    """Clusters, top probabilities, embeddings, labels (-1 unknown) and indices of the evaluation
+    split, in loader order, from ``module.network`` on its device."""
+    network = module.network
+    training = network.training
+    network.eval()
+    outputs: dict[str, list] = {"cluster": [], "confidence": [], "embedding": [], "label": [], "index": []}
+    device = next(network.parameters()).device
+    try:
+        for batch in datamodule.val_dataloader():
+            on_device = tuple(tensor.to(device) for tensor in batch)  # transformed where the model is
+            inputs, labels, indices = datamodule.evaluation_batch(on_device)
+            z, p = network.embed_and_assign(inputs)
+            confidence, cluster = p.max(dim=1)
+            for key, value in zip(outputs, (cluster, confidence, z, labels, indices), strict=True):
+                outputs[key].append(
+                    value.float().cpu() if key in ("confidence", "embedding") else value.cpu()
+                )
+    finally:
+        network.train(training)
+    return {key: torch.cat(values).numpy() for key, values in outputs.items()}
+
+
+def run_quality(outputs: dict[str, np.ndarray], datamodule, num_clusters: int, seed: int = 0) -> Quality:
+    """:func:`vtcc.quality.label_free_quality` of collected outputs, the baseline on the same images."""
+    return label_free_quality(
+        outputs["embedding"],
+        outputs["cluster"],
+        num_clusters,
+        outputs["confidence"],
+        pixels_at=lambda positions: datamodule.images_at(torch.as_tensor(outputs["index"][positions])),
+        seed=seed,
+    )
+
+
+def report_run(
+    module: torch.nn.Module,
+    datamodule,
+    output: Path,
+    metrics: dict[str, float] | None = None,
+    run_dir: Path | None = None,
+    settings: dict | None = None,
+    environment: dict | None = None,
+) -> tuple[Path, Quality]:
+    """The report of a trained module over its evaluation split, with its label-free quality (also
+    written as ``quality.json``). ``metrics``: ACC / NMI / ARI when known (else computed from the
+    collected clusters where labels exist)."""
+    outputs = collect_outputs(module, datamodule)
+    labels = outputs["label"]
+    labeled = bool(len(labels)) and bool((labels >= 0).all())
+    if metrics is None and labeled:
+        metrics = clustering_metrics(labels, outputs["cluster"])
+    num_clusters = module.network.num_clusters
+    quality = run_quality(outputs, datamodule, num_clusters, seed=int((settings or {}).get("seed") or 0))
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "quality.json").write_text(json.dumps(quality.as_dict(), indent=2) + "\n")
+    page = write_report(
+        output,
+        datamodule.images_at,
+        outputs["index"],
+        outputs["cluster"],
+        outputs["confidence"],
+        outputs["embedding"],
+        num_clusters,
+        labels=labels if labeled else None,
+        metrics=metrics,
+        run_dir=run_dir,
+        settings=settings,
+        environment=environment,
+        quality=quality,
+    )
+    return page, quality

@@ -20,7 +20,7 @@ from vtcc.config.validate import validate_config
 from vtcc.errors import ConfigError
 from vtcc.k_selection import choose, embed, score_candidates, write_table
 from vtcc.objectives import validation_metrics
-from vtcc.utils.callbacks import StoreConfig, TimeBudget
+from vtcc.utils.callbacks import ReportOnInterrupt, StoreConfig, TimeBudget
 from vtcc.utils.cli import CONFIG_DIR, run_safely
 from vtcc.utils.environment import collect_environment, write_environment
 from vtcc.utils.loggers import build_loggers
@@ -58,7 +58,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         run = search_k(cfg, run, resolved, output_dir, started)  # now at the chosen K
     config = OmegaConf.to_container(cfg, resolve=True)
     environment = collect_environment()
+
     callbacks = [StoreConfig(config, environment)]
+    if cfg.get("report"):
+        callbacks.append(
+            ReportOnInterrupt(
+                lambda module, data: write_run_report(module, data, output_dir, config, environment)
+            )
+        )
     if resolved.budget is not None:
         callbacks.insert(0, TimeBudget(resolved.budget, started_at=started if resolved.candidates else None))
     epochs = {"max_epochs": refine_epochs(cfg)} if resolved.refines else {}
@@ -75,6 +82,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         return metrics
     (output_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("final metrics: %s", _format(metrics))
+    if cfg.get("report"):
+        run.module.to(trainer.strategy.root_device)  # Lightning's teardown moved it to the CPU
+        write_run_report(run.module, run.datamodule, output_dir, config, environment, metrics)
     log.info("outputs in %s", output_dir)
     return metrics
 
@@ -105,7 +115,7 @@ def search_k(cfg: DictConfig, run: Run, resolved: Resolved, output_dir: Path, st
     embeddings = embed(
         run.network,
         datamodule.val_dataloader(),
-        lambda batch: datamodule.on_after_batch_transfer(batch, 0),
+        datamodule.evaluation_batch,
         trainer.strategy.root_device,
         cfg.k_search.embedding,
     )
@@ -127,6 +137,38 @@ def search_k(cfg: DictConfig, run: Run, resolved: Resolved, output_dir: Path, st
     network = run.network
     network.reset_cluster_heads(chosen)
     return Run(build_module(cfg, network), datamodule)
+
+
+def write_run_report(
+    module: Any,
+    datamodule: Any,
+    output_dir: Path,
+    config: dict[str, Any],
+    environment: dict[str, Any],
+    metrics: dict[str, float] | None = None,
+) -> None:
+    """``<run>/report``: the figures, the page and the label-free quality line. A report that
+    cannot be made (an unusual K, a figure matplotlib refuses) is said in one line; the trained run,
+    its checkpoints and metrics are already written and stay a success."""
+    from vtcc.report import report_run  # scikit-learn and matplotlib only when a report is made
+
+    try:
+        page, quality = report_run(
+            module,
+            datamodule,
+            output_dir / "report",
+            metrics,
+            run_dir=output_dir,
+            settings=config,
+            environment=environment,
+        )
+    except (ValueError, RuntimeError, MemoryError, OSError) as error:
+        log.warning(
+            "the report was not written (%s: %s); the run itself is complete", type(error).__name__, error
+        )
+        return
+    log.info(quality.line())
+    log.info("report: %s", page)
 
 
 def _format(metrics: dict[str, Any]) -> str:

@@ -52,13 +52,13 @@ def resolve(cfg: DictConfig, overrides: list[str]) -> Resolved:
     from vtcc.objectives import objective_class
 
     initial = _start_from(cfg, overrides, objective_class(cfg).needs_source_run)
-    _instance_projector(cfg, objective_class(cfg).trains_instance_projector)
     if cfg.get("time_budget_minutes") is not None and cfg.module.get("scheduler"):
         from vtcc.optim import check_budget_can_move
 
         check_budget_can_move(build_object(cfg.module.scheduler))
     _pretrained_preprocessing(cfg)
     resolve_data_defaults(cfg)  # data=folder/npz: channels, size, statistics, augmentation from the images
+    _instance_projector(cfg, objective_class(cfg).trains_instance_projector)  # after model=auto's check
     source = build_object(cfg.data)
     source.setup("fit")  # load data first: its errors and its class count come before the model
     candidates = _from_the_data(cfg, source)

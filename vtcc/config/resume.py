@@ -38,7 +38,7 @@ def resumed_checkpoint(cfg: DictConfig) -> tuple[str | None, dict[str, Any]]:
     current = OmegaConf.to_container(cfg, resolve=True)
     if cfg.get("ckpt_path"):
         path = Path(cfg.ckpt_path)
-        stored = load_checkpoint(path)[CONFIG_KEY]
+        stored = _resumable(path)
         differences = resume_differences(stored, current)
         if differences:
             raise ConfigError(
@@ -52,7 +52,7 @@ def resumed_checkpoint(cfg: DictConfig) -> tuple[str | None, dict[str, Any]]:
     readable = []
     for path in candidates:
         try:
-            stored = load_checkpoint(path)[CONFIG_KEY]
+            stored = _resumable(path)
         except ConfigError as error:  # not one to resume (refused, or not vtcc's): the next one
             log.warning("resume=latest passes over %s: %s", path, error)
             continue
@@ -77,6 +77,22 @@ def resumed_checkpoint(cfg: DictConfig) -> tuple[str | None, dict[str, Any]]:
         f"{where} (the newest, {newest_path}, differs: "
         f"{'; '.join(newest[:3])}): pass ckpt_path=<file>, or start a new run"
     )
+
+
+def _resumable(path: Path) -> dict[str, Any]:
+    """A checkpoint's stored config, refusing one this vtcc can rebuild but not resume: a run of an
+    objective that trains no instance projector, stored before the projector belonged only to the
+    objectives that train one (its optimiser state still holds the projector's parameters)."""
+    checkpoint = load_checkpoint(path)
+    stored = checkpoint[CONFIG_KEY]
+    projector = any(".instance_projector." in key for key in checkpoint["state_dict"])
+    if projector and (stored.get("model") or {}).get("instance_dim") is None:
+        raise ConfigError(
+            f"{path} was saved by an earlier vtcc with an untrained instance projector, which runs of "
+            "this objective no longer have: it cannot be resumed; evaluate it, or start a new run "
+            f"from its weights with init_from={path}"
+        )
+    return stored
 
 
 def resume_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:

@@ -110,7 +110,7 @@ def resolved_auto() -> frozenset[tuple[Any, str]]:
     never sees it): the data's from the images (vtcc.config.data_defaults), the strong view's and the
     self-labelling threshold from init_from's run (vtcc.config.init_from), the cached views from the device
     (vtcc.data.features.wrap_for_network)."""
-    from vtcc.data import InMemoryDataModule, StreamingFolderDataModule, strong_view
+    from vtcc.data import InMemoryDataModule, StreamingFolderDataModule, small_image_view, strong_view
     from vtcc.data.features import CachedFeatureDataModule
     from vtcc.losses import ConfidenceCrossEntropy
     from vtcc.models.vit import vit_conv_stem
@@ -125,6 +125,7 @@ def resolved_auto() -> frozenset[tuple[Any, str]]:
             *data,
             (vit_conv_stem, "patch_size"),
             (strong_view, "hflip_p"),
+            (small_image_view, "hflip_p"),
             (strong_view, "base"),
             (ConfidenceCrossEntropy, "threshold"),
             (CachedFeatureDataModule, "num_views"),

@@ -264,6 +264,10 @@ class CachedFeatureDataModule(BackboneOverSource):
         neighbors = self.cache["neighbors"][index]
         return neighbors[torch.arange(len(index)), torch.randint(neighbors.shape[1], (len(index),))]
 
+    def evaluation_batch(self, batch: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cached evaluation features are the network's inputs as they are."""
+        return batch
+
     def val_dataloader(self) -> DataLoader:
         assert self.cache is not None
         index = self.eval_indices  # the held-out split, or everything; global indices for the report

@@ -48,6 +48,11 @@ class ClusteringData(Protocol):
 
     def val_dataloader(self) -> DataLoader: ...
 
+    def evaluation_batch(self, batch: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A ``val_dataloader`` batch on its device as the model takes it: ``(inputs, labels,
+        indices)``, whatever the trainer is doing (reports, the K search)."""
+        ...
+
 
 class BatchedTensors(Dataset):
     """Tensors indexed together; ``__getitems__`` lets the DataLoader slice a whole batch at once."""
@@ -192,9 +197,12 @@ class ImageDataModule(LightningDataModule):
         labels -1 when unknown. The indices let distributed evaluation drop the samples a
         distributed sampler repeats."""
         if not self._training():
-            images, labels, indices = batch
-            return self.eval_transform(self.model_channels(images)), labels, indices
+            return self.evaluation_batch(batch)
         return self._training_pair(batch)
+
+    def evaluation_batch(self, batch: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images, labels, indices = batch
+        return self.eval_transform(self.model_channels(images)), labels, indices
 
     def _training_pair(self, batch: tuple) -> TrainingPair:
         return TrainingPair(*self.train_transform(self.model_channels(batch[0])))
@@ -231,3 +239,6 @@ class BackboneOverSource(LightningDataModule):
 
     def images_at(self, indices: torch.Tensor) -> torch.Tensor:
         return self.source.images_at(indices)
+
+    def evaluation_batch(self, batch: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.source.evaluation_batch(batch)

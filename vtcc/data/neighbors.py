@@ -79,7 +79,7 @@ class NeighborPairsDataModule(BackboneOverSource):
 
     def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int):
         if self.trainer is None or not self.trainer.training:
-            return self.source.on_after_batch_transfer(batch, dataloader_idx)
+            return self.evaluation_batch(batch)
         anchors, partners = (self.source.model_channels(images) for images in batch)
         augment = self.source.train_transform
         return TrainingPair(augment.one_view(anchors), augment.one_view(partners))

@@ -24,6 +24,44 @@ class ImageProbe:
     median_side: int  # of the native longer sides
     mean: list[float]  # per channel of the model's input, in [0, 1]
     std: list[float]
+    mirror_ratio: float | None = None  # see mirror_ratio(); None: too few images to tell
+
+
+MIRROR_SIDE = 16  # images are compared as 16 x 16 gray squares
+
+
+def _as_square(pixels: np.ndarray) -> np.ndarray:
+    gray = pixels if pixels.ndim == 2 else pixels[..., :3].mean(axis=-1)
+    square = Image.fromarray(np.asarray(gray, dtype=np.float32)).resize(
+        (MIRROR_SIDE, MIRROR_SIDE), Image.Resampling.BILINEAR
+    )
+    return np.asarray(square, dtype=np.float64)
+
+
+def mirror_ratio(arrays: list[np.ndarray]) -> float | None:
+    """Whether mirror images look like the others: the median distance from each image's
+    left-right mirror image to its nearest other image of the sample, over the median distance
+    from each image to its nearest other image (16 x 16 gray, each image centred and scaled to
+    unit norm). Near 1 when the mirror images are as much at home in the data as the images
+    themselves (silhouettes and shapes facing either way); well above 1 when mirroring makes
+    something the data does not hold (digits, letters). No label is read."""
+    if len(arrays) < 16:
+        return None
+    squares = np.stack([_as_square(a) for a in arrays])
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        flat = x.reshape(len(x), -1)
+        flat = flat - flat.mean(axis=1, keepdims=True)
+        return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-8)
+
+    images, mirrored = unit(squares), unit(squares[:, :, ::-1])
+
+    def nearest(queries: np.ndarray) -> float:
+        distances = np.sqrt(np.maximum(2 - 2 * queries @ images.T, 0))
+        np.fill_diagonal(distances, np.inf)  # not an image itself, nor its own original
+        return float(np.median(distances.min(axis=1)))
+
+    return round(nearest(mirrored) / max(nearest(images), 1e-8), 3)
 
 
 def _is_gray(pixels: np.ndarray) -> bool:
@@ -58,6 +96,7 @@ def summarise(arrays: list[np.ndarray], images: int, colour: bool = False) -> Im
         median_side=int(np.median(sides)),
         mean=[round(float(v), 3) for v in pooled.mean(axis=0)],
         std=[round(max(float(v), 1e-3), 3) for v in pooled.std(axis=0)],
+        mirror_ratio=mirror_ratio(arrays),
     )
 
 

@@ -37,10 +37,15 @@ def small_image_view(
     contrast: float = 0.3,
     noise_std: float = 0.05,
     noise_p: float = 0.5,
+    hflip_p: float = 0.0,
 ) -> nn.Sequential:
-    """A view for small grayscale images such as digits: no flips, which would change their meaning."""
+    """A view for small grayscale images such as digits: no flips by default, which would change
+    their meaning; ``hflip_p`` for images whose mirror image is one of their kind (silhouettes,
+    shapes). A flip of probability 0 is left out, so its random draws never shift the others'."""
+    flip = [K.RandomHorizontalFlip(p=hflip_p)] if hflip_p > 0 else []
     return nn.Sequential(
         K.RandomResizedCrop((image_size, image_size), scale=tuple(crop_scale), ratio=tuple(crop_ratio)),
+        *flip,
         K.RandomAffine(degrees=rotation, translate=(translate, translate), shear=shear, p=affine_p),
         K.RandomBrightness((1 - brightness, 1 + brightness)),
         K.RandomContrast((1 - contrast, 1 + contrast)),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,28 @@ class SaveOnInterrupt(Callback):
             path = self.dirpath / "interrupted.ckpt"
             trainer.save_checkpoint(path)
             rank_zero_info(f"interrupted: saved {path}; continue with resume=latest or ckpt_path={path}")
+
+
+class ReportOnInterrupt(Callback):
+    """Ctrl-C during training still leaves the run's report (``write(module, datamodule)``), after
+    ``interrupted.ckpt`` is saved. A pre-emption's SIGTERM does not wait for it: the job is requeued."""
+
+    def __init__(self, write: Callable[[LightningModule, Any], Any]) -> None:
+        self.write = write
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, KeyboardInterrupt) or trainer.state.fn != "fit":
+            return
+        if not trainer.is_global_zero:
+            return
+        rank_zero_info("interrupted: writing the run's report (Ctrl-C again to skip it)")
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores a second Ctrl-C
+        try:
+            self.write(pl_module, trainer.datamodule)
+        except KeyboardInterrupt:
+            rank_zero_info("interrupted: report skipped")
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # as Lightning left it for its shutdown
 
 
 class TimeBudget(Callback):
