@@ -77,7 +77,7 @@ def evaluations(run_dir: Path) -> list[tuple[int, float]]:
 
 def run(name: str, folder: Path, extra: list[str], out: Path) -> dict:
     run_dir = out / "runs" / name.replace(":", "_")
-    seconds = run_vtcc_train(name, ["data=folder", f"data.root={folder}", *extra], run_dir)
+    seconds = run_vtcc_train(name, ["data=folder", f"data.root={folder}", *extra, "report=true"], run_dir)
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     metrics = json.loads((run_dir / "final_metrics.json").read_text())
     quality_file = run_dir / "report" / "quality.json"

@@ -64,16 +64,11 @@ def extraction_rate(backbone: Path, workdir: Path) -> float:
             "train",
             overrides=["model=pretrained", f"model.checkpoint={backbone.resolve()}", "paths.output_dir=."],
         )
-    from hydra.utils import instantiate
+    from vtcc.build import build_network
+    from vtcc.config.resolve import resolve
 
-    from vtcc.config.data_defaults import resolve_data_defaults
-    from vtcc.train import adapt_to_model
-
-    adapt_to_model(cfg)
-    resolve_data_defaults(cfg)
-    source = instantiate(cfg.data)
-    source.setup("fit")
-    network = instantiate(cfg.model)
+    source = resolve(cfg, []).source  # the run's data, set up, as vtcc-train resolves it
+    network = build_network(cfg)
     features = CachedFeatureDataModule(
         source, network.backbone, key="rate", cache_dir=str(workdir / "rate"), num_views=10
     )

@@ -11,10 +11,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_vtcc_train(name: str, overrides: list[str], run_dir: Path) -> float:
-    """Seconds the run took, from process start to exit (imports, data, training, evaluation)."""
+    """Seconds the run took, from process start to exit (imports, data, training, evaluation, and
+    the report when ``report=true`` is among the overrides; without it none is written)."""
+    report = [] if any(o.startswith("report=") for o in overrides) else ["report=false"]
     command = [
         str(ROOT / ".venv/bin/vtcc-train"),
         *overrides,
+        *report,
         f"hydra.run.dir={run_dir}",
         "trainer.enable_progress_bar=false",
     ]

@@ -26,6 +26,8 @@ def read_run(run: Path) -> dict | None:
     if not quality.is_file() or metrics is None:
         return None
     scores = json.loads(metrics.read_text())
+    if "acc" not in scores:  # unlabelled data: nothing to validate against
+        return None
     config = run / "config.yaml"
     if not config.is_file() and scores.get("ckpt_path"):  # a vtcc-eval folder: its run's config
         config = Path(scores["ckpt_path"]).resolve().parents[1] / "config.yaml"

@@ -214,3 +214,20 @@ def test_the_built_in_digits_keep_their_recipe_with_no_flip_module():
     assert cfg.augment.view_a.hflip_p == 0.0
     view = instantiate(cfg.augment).view_a
     assert not any("Flip" in type(layer).__name__ for layer in view)
+
+
+def test_resuming_a_run_under_another_flip_is_one_line(tmp_path):
+    """A flip layer shifts every later random draw: a run trained without flips is not resumed
+    with them (an earlier augment=auto run on data the mirror test now flips)."""
+    from vtcc.config.resolve import resolve
+    from vtcc.errors import ConfigError
+    from vtcc.train import train
+
+    root = _write_gray(tmp_path / "images", _wedges(200, mirrored_half=True))
+    settings = ["data=folder", f"data.root={root}", "data.batch_size=64", "trainer.max_epochs=1"]
+    train(compose_train(tmp_path / "run", [*settings, "augment=small"], resolve=False))
+    again = compose_train(
+        tmp_path / "again", [*settings, f"ckpt_path={tmp_path / 'run/checkpoints/last.ckpt'}"], resolve=False
+    )
+    with pytest.raises(ConfigError, match=r"augment.view_a.hflip_p: 0.0 -> 0.5"):
+        resolve(again, [])

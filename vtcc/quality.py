@@ -159,8 +159,9 @@ def label_free_quality(
     if resamplable(len(index), num_clusters):
         points = np.asarray(embeddings, dtype=np.float32)[index]
         structure, stability = structure_score(points, np.asarray(clusters)[index], num_clusters, seed)
-        if pixels_at is not None:
-            pixel = pixel_stability(pixels_at(index), num_clusters, seed)
+        if pixels_at is not None:  # fetched and reduced a chunk at a time: large photos stay small
+            chunks = [pixel_vectors(pixels_at(index[s : s + 256])) for s in range(0, len(index), 256)]
+            pixel = pixel_stability(np.concatenate(chunks), num_clusters, seed)
     return Quality(
         structure=None if structure is None else round(structure, 4),
         stability=None if stability is None else round(stability, 4),

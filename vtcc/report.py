@@ -359,12 +359,13 @@ def collect_outputs(module: torch.nn.Module, datamodule) -> dict[str, np.ndarray
     training = network.training
     network.eval()
     outputs: dict[str, list] = {"cluster": [], "confidence": [], "embedding": [], "label": [], "index": []}
-    device = next(network.parameters()).device
+    parameter = next(network.parameters())
+    device, dtype = parameter.device, parameter.dtype  # a true-precision run's bf16 weights take bf16
     try:
         for batch in datamodule.val_dataloader():
             on_device = tuple(tensor.to(device) for tensor in batch)  # transformed where the model is
             inputs, labels, indices = datamodule.evaluation_batch(on_device)
-            z, p = network.embed_and_assign(inputs)
+            z, p = network.embed_and_assign(inputs.to(dtype) if inputs.is_floating_point() else inputs)
             confidence, cluster = p.max(dim=1)
             for key, value in zip(outputs, (cluster, confidence, z, labels, indices), strict=True):
                 outputs[key].append(

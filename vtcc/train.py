@@ -162,10 +162,14 @@ def write_run_report(
             settings=config,
             environment=environment,
         )
-    except (ValueError, RuntimeError, MemoryError, OSError) as error:
+    except KeyboardInterrupt:
+        log.warning("report skipped; the run itself is complete")
+        return
+    except Exception as error:  # noqa: BLE001 - the run is complete; a figure's failure must not undo it
         log.warning(
             "the report was not written (%s: %s); the run itself is complete", type(error).__name__, error
         )
+        log.debug("report failure", exc_info=True)
         return
     log.info(quality.line())
     log.info("report: %s", page)

@@ -130,8 +130,9 @@ def builds(node: Any, builder: Any) -> bool:
 def resolve_strong_view(cfg: DictConfig, stored: dict[str, Any]) -> None:
     """``augment=selflabel``'s ``auto`` settings from the run it starts from: a run trained with the
     small-image recipe (gray digits-like images) keeps that recipe under Cutout as its strong view
-    (``base``; SCAN's ops measured worse there, README) and no flips; others get SCAN's ops, with
-    flips unless the run trained without them."""
+    (``base``; SCAN's ops measured worse there, README), with that recipe's own flips (its
+    ``hflip_p``) and no second one; others get SCAN's ops, with flips unless the run trained
+    without them."""
     view = (cfg.get("augment") or {}).get("view_b") or {}
     source = (stored.get("augment") or {}).get("view_a") or {}
     small = builds(source, small_image_view)

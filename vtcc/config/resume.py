@@ -108,7 +108,15 @@ def resume_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[
             "_target_": module.get("_target_"),
             "num_cluster_heads": module.get("num_cluster_heads", 1),
         }
+        view_a = (config.get("augment") or {}).get("view_a") or {}
+        augment = {"view_a.hflip_p": view_a.get("hflip_p", 0.0)}  # a flip layer shifts every later draw
         views.append(
-            {"model": model, "num_clusters": config.get("num_clusters"), "data": data, "module": objective}
+            {
+                "model": model,
+                "num_clusters": config.get("num_clusters"),
+                "data": data,
+                "module": objective,
+                "augment": augment,
+            }
         )
-    return config_differences(*views, ("model", "num_clusters", "data", "module"))
+    return config_differences(*views, ("model", "num_clusters", "data", "module", "augment"))

@@ -81,7 +81,7 @@ class RunSettings:
     paths: Paths = setting("where outputs go")
     callbacks: dict[str, Any] | None = setting("the callbacks group's nodes", {})
     logger: dict[str, Any] | None = setting("the logger group's nodes", {})
-    report: bool = setting("write report.html", False)  # vtcc-eval
+    report: bool = setting("write the report (train: at the end, on by default; eval: report=true)", False)
     input: str = setting("the images to assign", "<folder of images>")  # vtcc-predict
     output: str = setting("where clusters.csv goes", "<new folder>")
     batch_size: Annotated[int, AT_LEAST_1] = setting("images per batch", 256)

@@ -28,6 +28,7 @@ class ImageProbe:
 
 
 MIRROR_SIDE = 16  # images are compared as 16 x 16 gray squares
+MIRROR_MIN_IMAGES = 128  # fewer sampled images: no verdict (and no flips)
 
 
 def _as_square(pixels: np.ndarray) -> np.ndarray:
@@ -45,7 +46,7 @@ def mirror_ratio(arrays: list[np.ndarray]) -> float | None:
     unit norm). Near 1 when the mirror images are as much at home in the data as the images
     themselves (silhouettes and shapes facing either way); well above 1 when mirroring makes
     something the data does not hold (digits, letters). No label is read."""
-    if len(arrays) < 16:
+    if len(arrays) < MIRROR_MIN_IMAGES:  # few images are all far apart: the ratio drifts to 1
         return None
     squares = np.stack([_as_square(a) for a in arrays])
 

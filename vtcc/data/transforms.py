@@ -42,6 +42,10 @@ def small_image_view(
     """A view for small grayscale images such as digits: no flips by default, which would change
     their meaning; ``hflip_p`` for images whose mirror image is one of their kind (silhouettes,
     shapes). A flip of probability 0 is left out, so its random draws never shift the others'."""
+    if not isinstance(hflip_p, int | float):
+        raise ConfigError(
+            f"augment.view_a.hflip_p={hflip_p!r}: a probability (auto is decided only under augment=auto)"
+        )
     flip = [K.RandomHorizontalFlip(p=hflip_p)] if hflip_p > 0 else []
     return nn.Sequential(
         K.RandomResizedCrop((image_size, image_size), scale=tuple(crop_scale), ratio=tuple(crop_ratio)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -89,13 +90,16 @@ class ReportOnInterrupt(Callback):
         if not trainer.is_global_zero:
             return
         rank_zero_info("interrupted: writing the run's report (Ctrl-C again to skip it)")
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores a second Ctrl-C
+        main = threading.current_thread() is threading.main_thread()  # signals: the main thread's only
+        if main:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores a second Ctrl-C
         try:
             self.write(pl_module, trainer.datamodule)
         except KeyboardInterrupt:
             rank_zero_info("interrupted: report skipped")
         finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # as Lightning left it for its shutdown
+            if main:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # as Lightning left it for its shutdown
 
 
 class TimeBudget(Callback):
