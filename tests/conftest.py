@@ -61,6 +61,23 @@ def compose_train(
     return cfg
 
 
+def evaluate_in_process(checkpoint: Path, output_dir: Path, *overrides: str) -> dict[str, float]:
+    """``vtcc-eval ckpt_path=<checkpoint>`` in this interpreter; its metrics."""
+    from vtcc.evaluate import evaluate
+
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            "eval",
+            [
+                f"ckpt_path={checkpoint}",
+                "trainer.accelerator=cpu",
+                f"paths.output_dir={output_dir}",
+                *overrides,
+            ],
+        )
+    return evaluate(cfg)
+
+
 @pytest.fixture
 def tiny_cfg(tmp_path: Path) -> DictConfig:
     return compose_train(tmp_path / "run")

@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 
 from tests.conftest import compose_train
 from vtcc.errors import ConfigError
+from vtcc.objectives import objective_class
 from vtcc.utils.cli import CONFIG_DIR
 from vtcc.utils.loggers import build_loggers, missing_extra
 
@@ -45,6 +46,8 @@ def test_every_model_builds_under_every_objective(model, objective):
     if objective == "selflabel":  # auto: decided from init_from's run
         overrides += ["module.selflabel_loss.threshold=0.99"]
     cfg = compose_train("x", overrides, tiny=False)
+    if not objective_class(cfg).trains_instance_projector:  # as the resolver sets it
+        cfg.model.instance_dim = None
     network = instantiate(cfg.model)
     module = instantiate(cfg.module, network=network)
     channels = 3 if model == "pretrained" else cfg.data.in_chans

@@ -15,8 +15,9 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, compose_train, evaluate_in_process, run_cli
 from vtcc.losses import ClusterLoss, InstanceLoss
+from vtcc.train import train
 from vtcc.utils.cli import CONFIG_DIR
 
 BATCH, FEATURES, CLUSTERS = 6, 5, 4
@@ -84,8 +85,7 @@ def test_two_processes_equal_one_process_on_the_global_batch(tmp_path):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     cwd = tmp_path_factory.mktemp("ddp")
-    result = run_cli("train", *TINY, "trainer.max_epochs=1", "hydra.run.dir=run", cwd=cwd)
-    assert result.returncode == 0, result.stderr[-2000:]
+    train(compose_train(cwd / "run", ["trainer.max_epochs=1", f"paths.log_dir={cwd / 'outputs'}"]))
     return cwd / "run" / "checkpoints" / "last.ckpt"
 
 
@@ -94,10 +94,9 @@ def test_distributed_evaluation_equals_single_process(checkpoint):
     """1,797 digits over 2 processes: the sampler pads one duplicate, which must not count."""
     cwd = checkpoint.parents[2]
     common = [f"ckpt_path={checkpoint}", "trainer.accelerator=cpu"]
-    single = run_cli("evaluate", *common, "hydra.run.dir=eval1", cwd=cwd)
+    one = evaluate_in_process(checkpoint, cwd / "eval1")
     double = run_cli("evaluate", *common, "strategy=ddp", "trainer.devices=2", "hydra.run.dir=eval2", cwd=cwd)
-    assert single.returncode == 0 and double.returncode == 0, double.stderr[-2000:]
-    one = json.loads((cwd / "eval1" / "metrics.json").read_text())
+    assert double.returncode == 0, double.stderr[-2000:]
     two = json.loads((cwd / "eval2" / "metrics.json").read_text())
     for key in ("acc", "nmi", "ari", "num_clusters"):
         assert two[key] == one[key], key

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.conftest import compose_train, run_cli
+from tests.conftest import compose_train, evaluate_in_process
 from vtcc.data import load_digits
 from vtcc.errors import ConfigError
 from vtcc.losses import ScanLoss, nearest_neighbors
@@ -157,20 +156,14 @@ def test_scan_loss_prefers_agreeing_neighbours_and_balanced_clusters():
 
 @pytest.mark.slow
 def test_eval_and_predict_work_on_a_pretrained_checkpoint(tmp_path, weights, predict_in_process):
-    args = overrides(weights, "hydra.run.dir=run")
-    args = [a for a in args if not a.startswith("paths.log_dir")] + [f"paths.log_dir={tmp_path / 'outputs'}"]
-    trained = run_cli("train", *args, cwd=tmp_path)
-    assert trained.returncode == 0, trained.stderr[-2000:]
-    final = json.loads((tmp_path / "run/final_metrics.json").read_text())
-    evaluated = run_cli(
-        "evaluate",
-        "ckpt_path=run/checkpoints/last.ckpt",
-        "hydra.run.dir=eval",
-        f"paths.log_dir={tmp_path / 'outputs'}",
-        cwd=tmp_path,
+    args = [a for a in overrides(weights) if not a.startswith("paths.log_dir")]
+    final = train(
+        compose_train(
+            tmp_path / "run", [*args, f"paths.log_dir={tmp_path / 'outputs'}"], tiny=False, resolve=False
+        )
     )
-    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
-    assert json.loads((tmp_path / "eval/metrics.json").read_text())["acc"] == pytest.approx(final["acc"])
+    evaluated = evaluate_in_process(tmp_path / "run/checkpoints/last.ckpt", tmp_path / "eval")
+    assert evaluated["acc"] == pytest.approx(final["acc"])
     (tmp_path / "new").mkdir()
     from PIL import Image
 

@@ -240,17 +240,8 @@ def test_eval_without_the_runs_data(tmp_path):
         (tmp_path / "imgs" / name).mkdir(parents=True)
         for i in range(8):
             Image.new("RGB", (8, 8), (i * 30, 0, 0)).save(tmp_path / "imgs" / name / f"{i}.png")
-    trained = run_cli(
-        "train",
-        *TINY,
-        "data=folder",
-        "data.root=imgs",
-        "data.batch_size=8",
-        "trainer.max_epochs=1",
-        "hydra.run.dir=run",
-        cwd=tmp_path,
-    )
-    assert trained.returncode == 0, trained.stderr[-2000:]
+    overrides = ["data=folder", f"data.root={tmp_path / 'imgs'}", "data.batch_size=8", "trainer.max_epochs=1"]
+    train(compose_train(tmp_path / "run", [*overrides, f"paths.log_dir={tmp_path / 'outputs'}"]))
     (tmp_path / "imgs").rename(tmp_path / "moved")
     result = run_cli("evaluate", "ckpt_path=run/checkpoints/last.ckpt", cwd=tmp_path)
     assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr

@@ -6,7 +6,11 @@ criterion scores each partition, and a fresh cluster head at the chosen K is tra
 Criteria (``k_search.criterion``; the default, ``davies_bouldin``, was chosen by measurement on
 digits, see the README): ``davies_bouldin`` (lower is better), ``silhouette`` (cosine, higher),
 ``calinski_harabasz`` (higher), ``stability`` (ARI between the k-means partitions of two random
-80 % subsamples, on the images they share; higher).
+80 % subsamples, on the images they share; higher), ``generalization`` (TURTLE's score: 10-fold
+cross-validated accuracy of a logistic regression predicting the partition, higher; computed only
+when chosen). Its bias, measured: merging true clusters keeps them linearly separable, so every K
+up to the true one scores about as high and the smallest such K wins (tests/test_k_selection.py;
+digits in docs/selflabel-temi-k.md).
 """
 
 from __future__ import annotations
@@ -30,7 +34,14 @@ from vtcc.utils.progress import Progress
 
 log = logging.getLogger("vtcc")
 
-CRITERIA = {"silhouette": max, "calinski_harabasz": max, "davies_bouldin": min, "stability": max}
+CRITERIA = {
+    "silhouette": max,
+    "calinski_harabasz": max,
+    "davies_bouldin": min,
+    "stability": max,
+    "generalization": max,
+}
+ON_REQUEST = ("generalization",)  # costly (a 10-fold fit per K): computed only when it chooses K
 EMBEDDINGS = ("backbone", "instance")
 
 
@@ -57,9 +68,16 @@ def _kmeans(points: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 def score_candidates(
-    embeddings: np.ndarray, candidates: list[int], seed: int = 0, max_points: int = 5000
+    embeddings: np.ndarray,
+    candidates: list[int],
+    seed: int = 0,
+    max_points: int = 5000,
+    criterion: str | None = None,
 ) -> list[dict[str, float]]:
-    """One row per K: every criterion for the k-means partition of ``embeddings`` (L2-normalised)."""
+    """One row per K: every criterion for the k-means partition of ``embeddings`` (L2-normalised);
+    those of :data:`ON_REQUEST` only when ``criterion`` names them (else NaN)."""
+    from vtcc.quality import generalization_score
+
     points = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True).clip(min=1e-12)
     rng = np.random.default_rng(seed)
     if len(points) > max_points:  # the criteria are quadratic in N: a fixed random sample
@@ -82,6 +100,9 @@ def score_candidates(
                 "calinski_harabasz": float(calinski_harabasz_score(points, labels)),
                 "davies_bouldin": float(davies_bouldin_score(points, labels)),
                 "stability": float(adjusted_rand_score(*partitions)),
+                "generalization": generalization_score([points], labels, seed=seed)
+                if criterion == "generalization"
+                else float("nan"),
             }
         )
         progress.advance()
@@ -101,12 +122,13 @@ def choose(rows: list[dict[str, float]], criterion: str) -> int:
 
 def write_table(path: Path, rows: list[dict[str, float]], chosen: int, criterion: str) -> Path:
     """``k_selection.csv``: every candidate K, every criterion, and which K was chosen by which."""
+    scored = [name for name in CRITERIA if not all(np.isnan(row[name]) for row in rows)]  # computed ones
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["k", *CRITERIA, "chosen"])
+        writer.writerow(["k", *scored, "chosen"])
         for row in rows:
             marker = criterion if row["k"] == chosen else ""
-            writer.writerow([row["k"], *(f"{row[name]:.6g}" for name in CRITERIA), marker])
+            writer.writerow([row["k"], *(f"{row[name]:.6g}" for name in scored), marker])
     return path
 
 

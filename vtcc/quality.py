@@ -171,3 +171,40 @@ def label_free_quality(
         pixel_stability=None if pixel is None else round(pixel, 4),
         images=len(index),
     )
+
+
+def generalization_score(
+    spaces: list[np.ndarray], clusters: np.ndarray, folds: int = 10, max_iter: int = 1000, seed: int = 42
+) -> float:
+    """TURTLE's label-free generalisation score (``cross_val.py``): how well a linear classifier
+    learns the clustering. Per space, ``folds``-fold cross-validation (a random permutation cut
+    into ``folds`` parts as ``cross_val.py`` cuts it, not stratified) of an L2-regularised
+    multinomial logistic regression (C = 1) fitted on that space's raw features to predict
+    ``clusters``; the held-out accuracy is averaged over folds, then over spaces.
+    scikit-learn's L-BFGS instead of cuML's, at scikit-learn's tolerance (cuML's 1e-9 runs
+    every one of ``max_iter`` iterations on a CPU).
+    Higher is better; it favours few clusters (two halves are easier to learn than ten)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    clusters = np.asarray(clusters)
+    order = np.random.RandomState(seed).permutation(len(clusters))  # cross_val.py's folds
+    parts = np.array_split(order, folds)
+    scores = []
+    for features in spaces:
+        features = np.asarray(features, dtype=np.float32)
+        accuracies = []
+        for held_out in parts:
+            train = np.setdiff1d(order, held_out, assume_unique=True)
+            if len(np.unique(clusters[train])) < 2:  # one cluster: predicted perfectly by a constant
+                accuracies.append(float(np.mean(clusters[held_out] == clusters[train][0])))
+                continue
+            model = LogisticRegression(C=1.0, max_iter=max_iter)
+            with warnings.catch_warnings():  # max_iter is a budget, as in TURTLE's code
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                model.fit(features[train], clusters[train])
+            accuracies.append(float(np.mean(model.predict(features[held_out]) == clusters[held_out])))
+        scores.append(float(np.mean(accuracies)))
+    return float(np.mean(scores))

@@ -80,6 +80,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics = validation_metrics(trainer, run.module, run.datamodule)
     if not trainer.is_global_zero:
         return metrics
+    metrics.update(run.module.label_free_scores(run.datamodule))  # e.g. TURTLE's generalisation score
     (output_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("final metrics: %s", _format(metrics))
     if cfg.get("report"):
@@ -119,7 +120,9 @@ def search_k(cfg: DictConfig, run: Run, resolved: Resolved, output_dir: Path, st
         trainer.strategy.root_device,
         cfg.k_search.embedding,
     )
-    rows = score_candidates(embeddings, candidates, seed=cfg.get("seed") or 0)
+    rows = score_candidates(
+        embeddings, candidates, seed=cfg.get("seed") or 0, criterion=cfg.k_search.criterion
+    )
     chosen = choose(rows, cfg.k_search.criterion)
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)

@@ -57,6 +57,7 @@ def resolve(cfg: DictConfig, overrides: list[str]) -> Resolved:
 
         check_budget_can_move(build_object(cfg.module.scheduler))
     _pretrained_preprocessing(cfg)
+    _spaces(cfg, objective_class(cfg))
     resolve_data_defaults(cfg)  # data=folder/npz: channels, size, statistics, augmentation from the images
     _instance_projector(cfg, objective_class(cfg).trains_instance_projector)  # after model=auto's check
     source = build_object(cfg.data)
@@ -95,18 +96,49 @@ def _instance_projector(cfg: DictConfig, trained: bool) -> None:
         cfg.model.instance_dim = None
 
 
-def _pretrained_preprocessing(cfg: DictConfig) -> None:
-    """A pretrained backbone brings its own preprocessing (timm's data config): use it for the data."""
-    from vtcc.models.pretrained import pretrained_data_config, pretrained_network
+def _builds_pretrained(cfg: DictConfig) -> bool:
+    from vtcc.models.pretrained import pretrained_network
 
-    if get_method(str(cfg.model._target_)) is not pretrained_network:
+    return get_method(str(cfg.model._target_)) is pretrained_network
+
+
+def _pretrained_preprocessing(cfg: DictConfig) -> None:
+    """A pretrained backbone brings its own preprocessing (timm's data config): use it for the data.
+    Several backbones (``model.backbones``): the largest one's size, pixels in [0, 1]; each
+    backbone then brings them to its own preprocessing."""
+    from vtcc.models.pretrained import pretrained_data_config, resolved_backbones, spaces_data_config
+
+    if not _builds_pretrained(cfg):
         return
-    preprocessing = pretrained_data_config(
-        cfg.model.name, cfg.model.get("checkpoint"), cfg.model.get("model_kwargs")
-    )
+    if cfg.model.get("backbones"):
+        cfg.model.backbones = resolved_backbones(cfg.model.backbones)
+        preprocessing = spaces_data_config(cfg.model.backbones)
+        source = f"{len(cfg.model.backbones)} backbones (each then its own)"
+    else:
+        preprocessing = pretrained_data_config(
+            cfg.model.name, cfg.model.get("checkpoint"), cfg.model.get("model_kwargs")
+        )
+        source = cfg.model.name
     with open_dict(cfg.data):
         cfg.data.update(preprocessing)
-    log.info("data preprocessing from %s: %s", cfg.model.name, preprocessing)
+    log.info("data preprocessing from %s: %s", source, preprocessing)
+
+
+def _spaces(cfg: DictConfig, objective: Any) -> None:
+    """An objective on cached features needs a frozen pretrained backbone; ``model.normalize_spaces:
+    auto`` becomes whether each space is L2-normalised: with several backbones, unless the
+    objective reads each space's raw features (TURTLE)."""
+    frozen = _builds_pretrained(cfg) and cfg.model.get("mode") == "frozen"
+    if objective.requires_frozen_backbone and not (frozen and (cfg.get("features") or {}).get("cache")):
+        raise ConfigError(
+            f"{objective.__name__} trains on a frozen backbone's cached features: use model=pretrained "
+            "model.mode=frozen (with features.cache=true)"
+        )
+    if not _builds_pretrained(cfg) or cfg.model.get("normalize_spaces", "auto") != "auto":
+        return
+    several = len(cfg.model.get("backbones") or []) > 1
+    with open_dict(cfg.model):
+        cfg.model.normalize_spaces = several and not objective.reads_raw_spaces
 
 
 def _from_the_data(cfg: DictConfig, datamodule: Any) -> list[int] | None:

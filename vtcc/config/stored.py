@@ -30,7 +30,7 @@ MODELS = {"vtcc.models.vtcc_network", "vtcc.models.timm_network", "vtcc.models.p
 OBJECTIVES = {  # vtcc.module.*: where checkpoints written before vtcc/objectives/ name them
     f"vtcc.{package}.{name}Clustering"
     for package in ("objectives", "module")
-    for name in ("Contrastive", "Scan", "SelfLabel", "Temi")
+    for name in ("Contrastive", "Scan", "SelfLabel", "Temi", "Turtle")
 }
 LOSSES = {
     f"vtcc.losses.{name}"

@@ -13,7 +13,7 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from vtcc.data.batch import TrainingPair
 from vtcc.data.images import BackboneOverSource, BatchedTensors, ImageDataModule, keep_batch
 from vtcc.data.pairings import PAIRINGS, pairing_for  # noqa: F401  (PAIRINGS: the names)
+from vtcc.data.samplers import IndependentBatches
 from vtcc.errors import ConfigError
 from vtcc.losses.scan import nearest_neighbors
 from vtcc.utils.progress import Progress
@@ -97,6 +98,11 @@ class CachedFeatureDataModule(BackboneOverSource):
     features they are evaluated on), or ``eval_neighbors`` (the evaluation features of an image and
     of one of its neighbours: TEMI's precomputed embeddings). The ``eval*`` pairings extract no
     augmented view (``num_views`` is 0).
+
+    ``sampling``: ``epoch`` (every training image once per epoch, in shuffled disjoint batches) or
+    ``independent`` (TURTLE's: each batch drawn afresh without replacement, ``steps_per_epoch`` of
+    them an epoch; default as many as an epoch of disjoint batches). A ``batch_size`` larger than
+    the training split is the whole split (TURTLE's ``min(10000, N)``).
     """
 
     def __init__(
@@ -112,8 +118,22 @@ class CachedFeatureDataModule(BackboneOverSource):
         eval_batch_size: int = 1024,
         extract_batch_size: int = 256,
         device: str = "auto",
+        sampling: Literal["epoch", "independent"] = "epoch",
+        steps_per_epoch: int | None = None,
+        neighbor_spaces: list[int] | None = None,
     ) -> None:
         super().__init__(source, backbone, device)
+        if sampling not in ("epoch", "independent"):
+            raise ConfigError(f"features.sampling={sampling!r} is unknown: use epoch or independent")
+        if steps_per_epoch is not None and (sampling != "independent" or steps_per_epoch < 1):
+            raise ConfigError(
+                f"features.steps_per_epoch={steps_per_epoch}: give an integer >= 1, with "
+                "features.sampling=independent"
+            )
+        self.sampling = sampling
+        self.steps_per_epoch = steps_per_epoch
+        # mine neighbours with each of these spaces L2-normalised (Hydra hands a list on as a ListConfig)
+        self.neighbor_spaces = [int(d) for d in neighbor_spaces] if neighbor_spaces else None
         self.pairing = pairing_for(pairing)
         if not self.pairing.uses_views:
             num_views = 0
@@ -179,7 +199,11 @@ class CachedFeatureDataModule(BackboneOverSource):
         train = self.train_indices
         progress = Progress(f"mining {self.num_neighbors} nearest neighbours", len(train), "images")
         neighbors = torch.full((len(self.cache["eval"]), self.num_neighbors), -1, dtype=torch.long)
-        neighbors[train] = train[nearest_neighbors(self.cache["eval"][train], self.num_neighbors)]
+        features = self.cache["eval"][train]
+        if self.neighbor_spaces:  # as the network reads them: no backbone outweighs another
+            parts = torch.split(features.float(), self.neighbor_spaces, dim=1)
+            features = torch.cat([torch.nn.functional.normalize(part, dim=1) for part in parts], dim=1)
+        neighbors[train] = train[nearest_neighbors(features, self.num_neighbors)]
         progress.advance(len(train))
         return neighbors
 
@@ -246,12 +270,17 @@ class CachedFeatureDataModule(BackboneOverSource):
 
     def train_dataloader(self) -> DataLoader:
         assert self.cache is not None
+        images = BatchedTensors(self.train_indices)  # global indices of the training split
+        batch = min(self.batch_size, len(images))
+        if self.sampling == "independent":
+            steps = self.steps_per_epoch or max(1, len(images) // batch)
+            return DataLoader(
+                images,
+                batch_sampler=IndependentBatches(len(images), batch, steps),
+                collate_fn=self.training_pairs,
+            )
         return DataLoader(
-            BatchedTensors(self.train_indices),  # global indices of the training split
-            batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=True,
-            collate_fn=self.training_pairs,
+            images, batch_size=batch, shuffle=True, drop_last=True, collate_fn=self.training_pairs
         )
 
     def training_pairs(self, batch: tuple[torch.Tensor]) -> TrainingPair:
@@ -263,6 +292,11 @@ class CachedFeatureDataModule(BackboneOverSource):
         """One of each image's ``num_neighbors`` nearest training images, drawn uniformly."""
         neighbors = self.cache["neighbors"][index]
         return neighbors[torch.arange(len(index)), torch.randint(neighbors.shape[1], (len(index),))]
+
+    def training_features(self) -> torch.Tensor:
+        """The evaluation-view features ``(N_train, D)`` of the training images."""
+        assert self.cache is not None
+        return self.cache["eval"][self.train_indices]
 
     def evaluation_batch(self, batch: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Cached evaluation features are the network's inputs as they are."""
@@ -304,27 +338,30 @@ def wrap_for_network(cfg: Any, datamodule: ImageDataModule, network: nn.Module) 
         return datamodule
     datamodule.setup("fit")  # the key hashes the data's contents
     parts = OmegaConf.to_container(cfg, resolve=True)
+    views = int(features.num_views) if pairing_for(features.get("pairing", "views")).uses_views else 0
+    ignored = {"batch_size", "eval_batch_size", "num_workers", *([] if views else ["train_transform"])}
     key = cache_key(
         {
             "model": {
                 k: v
                 for k, v in parts["model"].items()
-                if k in ("name", "checkpoint", "pretrained", "model_kwargs")
+                if k in ("name", "checkpoint", "pretrained", "model_kwargs", "backbones")
             },
             "data_fingerprint": datamodule.fingerprint(),
             "backbone_weights": weights_digest(network.backbone),  # what computes the features
             "extraction": [features.get("device", "auto"), torch.cuda.is_available(), "float32"],
-            "data": {
-                k: v
-                for k, v in parts["data"].items()
-                if k not in ("batch_size", "eval_batch_size", "num_workers")
-            },
-            "augment": parts.get("augment"),
-            "num_views": features.num_views,
-            "seed": parts.get("seed"),
+            "data": {k: v for k, v in parts["data"].items() if k not in ignored},
+            # Augmented views depend on the recipe and the seed; the evaluation features alone do
+            # not, so every objective that reads only them (TEMI, TURTLE, self-labelling) shares them.
+            "augment": parts.get("augment") if views else None,
+            "num_views": views,
+            "seed": parts.get("seed") if views else None,
         }
     )
     settings = {k: v for k, v in features.items() if k != "cache"}
-    cached = build_object(settings, source=datamodule, backbone=network.backbone, key=key)
+    spaces = network.space_dims if network.normalize_spaces else None
+    cached = build_object(
+        settings, source=datamodule, backbone=network.backbone, key=key, neighbor_spaces=spaces
+    )
     network.read_cached_features()
     return cached

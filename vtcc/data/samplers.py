@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 
 class PoolsInSequence(DistributedSampler):
@@ -47,3 +47,20 @@ class PoolsInSequence(DistributedSampler):
             for k in range(count):
                 chunk = order[k * global_batch : (k + 1) * global_batch]
                 yield chunk[start : start + self.batch_size].tolist()
+
+
+class IndependentBatches(Sampler[list[int]]):
+    """``steps`` batches of ``batch_size`` positions, each drawn afresh without replacement from
+    ``range(size)`` (TURTLE's ``np.random.choice(n, b, replace=False)`` at every step): batches of
+    one epoch may overlap, and with ``batch_size == size`` every batch is every image. Draws from
+    torch's global random stream, which checkpoints keep."""
+
+    def __init__(self, size: int, batch_size: int, steps: int) -> None:
+        self.size, self.batch_size, self.steps = int(size), int(batch_size), int(steps)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for _ in range(self.steps):
+            yield torch.randperm(self.size)[: self.batch_size].tolist()

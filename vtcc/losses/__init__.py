@@ -4,6 +4,7 @@ from vtcc.losses.nt_xent import nt_xent
 from vtcc.losses.scan import ScanLoss, nearest_neighbors
 from vtcc.losses.selflabel import ConfidenceCrossEntropy
 from vtcc.losses.temi import TemiLoss
+from vtcc.losses.turtle import marginal_entropy, soft_cross_entropy, turtle_loss
 
 __all__ = [
     "ClusterLoss",
@@ -11,7 +12,10 @@ __all__ = [
     "InstanceLoss",
     "ScanLoss",
     "TemiLoss",
+    "marginal_entropy",
     "negative_entropy",
     "nearest_neighbors",
     "nt_xent",
+    "soft_cross_entropy",
+    "turtle_loss",
 ]

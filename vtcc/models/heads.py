@@ -11,7 +11,7 @@ from torch import nn
 from vtcc.errors import ConfigError
 from vtcc.losses.nt_xent import at_least_float32
 
-HeadStyle = Literal["vtcc", "cc", "linear", "temi"]
+HeadStyle = Literal["vtcc", "cc", "linear", "temi", "turtle"]
 HEAD_STYLES = get_args(HeadStyle)
 TEMI_BOTTLENECK = 256
 
@@ -27,6 +27,11 @@ def projection_mlp(in_dim: int, hidden_dim: int, out_dim: int, style: str = "vtc
     """
     if style not in HEAD_STYLES:
         raise ConfigError(f"head style {style!r} is unknown: use one of {', '.join(HEAD_STYLES)}")
+    if style == "turtle":
+        raise ConfigError(
+            "model.head_style=turtle is TURTLE's task encoder, a cluster head only: use it with "
+            "objective=turtle (which trains no instance projector)"
+        )
     if style == "linear":
         return nn.Sequential(nn.Linear(in_dim, out_dim))
     if style == "temi":
@@ -93,3 +98,43 @@ class ClusterProjector(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.logits(features), dim=1)
+
+
+class TaskEncoder(nn.Module):
+    """TURTLE's task encoder (Gadetsky et al., ICML 2024; ``run_turtle.py``): one weight-normalised
+    ``Linear(d_s, K)`` per representation space on that space's raw features (no normalisation, no
+    temperature); the labelling is the mean over spaces of their softmax probabilities.
+
+    ``features`` ``(B, sum d_s)`` hold the spaces side by side in ``space_dims`` order. The weight
+    norm is taken per output row (``dim=0``, as ``nn.utils.weight_norm``'s default), so at
+    initialisation each layer computes what the plain ``Linear`` it wraps computes. It has the
+    cluster heads' interface: ``forward`` gives the probabilities ``(B, K)``; ``logits`` their log
+    (whose softmax is the labelling again, for losses that start from logits).
+    """
+
+    def __init__(self, space_dims: list[int], num_clusters: int) -> None:
+        super().__init__()
+        if num_clusters < 2:
+            raise ConfigError(f"num_clusters={num_clusters}: clustering needs at least 2 clusters")
+        self.num_clusters = num_clusters
+        self.space_dims = [int(d) for d in space_dims]
+        self.layers = nn.ModuleList(
+            nn.utils.parametrizations.weight_norm(nn.Linear(d, num_clusters), dim=0) for d in self.space_dims
+        )
+
+    def split(self, features: torch.Tensor) -> list[torch.Tensor]:
+        """The spaces' features ``[(B, d_1), (B, d_2), ...]``, in at least float32."""
+        return list(torch.split(at_least_float32(features), self.space_dims, dim=1))
+
+    def space_probabilities(self, features: torch.Tensor) -> list[torch.Tensor]:
+        """Each space's softmax ``(B, K)``."""
+        return [
+            torch.softmax(at_least_float32(layer(z)), dim=1)
+            for layer, z in zip(self.layers, self.split(features), strict=True)
+        ]
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.stack(self.space_probabilities(features)).mean(dim=0)
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self(features).clamp_min(1e-12).log()

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vtcc.errors import ConfigError
-from vtcc.models.heads import ClusterProjector, HeadStyle, InstanceProjector
+from vtcc.models.heads import ClusterProjector, HeadStyle, InstanceProjector, TaskEncoder
 
 
 class ClusteringNetwork(nn.Module):
@@ -24,6 +24,12 @@ class ClusteringNetwork(nn.Module):
     ``hidden_dim`` defaults to ``4 D`` for VTCC heads and ``D`` for Contrastive Clustering's.
     Several cluster heads train side by side (SCAN, TEMI); ``best_head`` (a buffer, so checkpoints
     keep it) is the one with the lowest training loss, and the one evaluation and prediction use.
+
+    ``space_dims``: the representation spaces the backbone's features hold side by side (several
+    backbones, :class:`vtcc.models.spaces.SpacesBackbone`); default one space of width ``D``.
+    ``normalize_spaces``: :meth:`features` L2-normalises each space's part (so that no backbone
+    outweighs another by its scale); TURTLE's task encoder (``head_style="turtle"``, one layer per
+    space) reads the raw features instead.
     """
 
     def __init__(
@@ -34,9 +40,18 @@ class ClusteringNetwork(nn.Module):
         hidden_dim: int | None = None,
         head_style: HeadStyle = "vtcc",
         num_cluster_heads: int = 1,
+        space_dims: list[int] | None = None,
+        normalize_spaces: bool = False,
     ) -> None:
         super().__init__()
         feature_dim = int(backbone.num_features)
+        self.space_dims = [feature_dim] if space_dims is None else [int(d) for d in space_dims]
+        if sum(self.space_dims) != feature_dim or min(self.space_dims) < 1:
+            raise ConfigError(
+                f"the representation spaces {self.space_dims} do not add up to the backbone's "
+                f"{feature_dim} features: give each backbone's own width"
+            )
+        self.normalize_spaces = bool(normalize_spaces)
         hidden = hidden_dim or (4 * feature_dim if head_style == "vtcc" else feature_dim)
         self.backbone = backbone
         self.instance_projector = (
@@ -76,6 +91,8 @@ class ClusteringNetwork(nn.Module):
         if num_cluster_heads < 1:
             raise ConfigError(f"module.num_cluster_heads={num_cluster_heads}: train at least 1 cluster head")
         feature_dim, hidden, style = self._cluster_head_shape
+        if style == "turtle":
+            return nn.ModuleList(TaskEncoder(self.space_dims, num_clusters) for _ in range(num_cluster_heads))
         return nn.ModuleList(
             ClusterProjector(feature_dim, hidden, num_clusters, style) for _ in range(num_cluster_heads)
         )
@@ -103,8 +120,19 @@ class ClusteringNetwork(nn.Module):
 
     def features(self, inputs: torch.Tensor) -> torch.Tensor:
         """Images ``(B, C, H, W)`` through the backbone; after :meth:`read_cached_features`, the
-        ``(B, D)`` inputs are the backbone's features already."""
-        return inputs if self._reads_features else self.backbone(inputs)
+        ``(B, D)`` inputs are the backbone's features already. With ``normalize_spaces``, each
+        space's part L2-normalised."""
+        features = inputs if self._reads_features else self.backbone(inputs)
+        if features.shape[-1] != sum(self.space_dims):
+            raise ConfigError(
+                f"the features have {features.shape[-1]} columns, the network's spaces "
+                f"{self.space_dims} {sum(self.space_dims)}: the feature cache is another backbone's "
+                "(set features.cache_dir to a fresh folder)"
+            )
+        if not self.normalize_spaces:
+            return features
+        parts = torch.split(features.float(), self.space_dims, dim=-1)
+        return torch.cat([F.normalize(part, dim=-1) for part in parts], dim=-1)
 
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Return instance vectors ``(B, instance_dim)`` and every head's cluster probabilities ``(B, K)``.

@@ -140,10 +140,20 @@ class PretrainedClusteringNetwork(ClusteringNetwork):
         instance_dim: int | None = 128,
         hidden_dim: int | None = None,
         head_style: HeadStyle = "vtcc",
+        space_dims: list[int] | None = None,
+        normalize_spaces: bool = False,
     ) -> None:
         if mode not in MODES:
             raise ConfigError(f"model.mode={mode!r} is unknown: use one of {', '.join(MODES)}")
-        super().__init__(backbone, num_clusters, instance_dim, hidden_dim, head_style)
+        super().__init__(
+            backbone,
+            num_clusters,
+            instance_dim,
+            hidden_dim,
+            head_style,
+            space_dims=space_dims,
+            normalize_spaces=normalize_spaces,
+        )
         self.mode = mode
         self.backbone_lr_scale = backbone_lr_scale
         self.layer_decay = layer_decay
@@ -204,14 +214,86 @@ def pretrained_network(
     checkpoint: str | None = None,
     model_kwargs: dict[str, Any] | None = None,
     pretrained: bool = True,
+    backbones: list[Any] | None = None,
+    normalize_spaces: bool | Literal["auto"] = "auto",
     **options: Any,
 ) -> PretrainedClusteringNetwork:
     """The ``model=pretrained`` node: ``name`` is any timm model, e.g. ``vit_small_patch16_224.dino``.
 
     ``options`` are :class:`PretrainedClusteringNetwork`'s (``mode``, ``trainable_blocks``, ...).
     ``pretrained=False`` builds the architecture only (a vtcc checkpoint then supplies the weights).
+    ``backbones``: several backbones instead of ``name`` (timm names, vtcc runs' ``.ckpt`` files, or
+    ``{name, checkpoint}`` mappings), each a representation space behind its own preprocessing
+    (:mod:`vtcc.models.spaces`); ``normalize_spaces`` (the resolver decides ``auto``: with several
+    spaces, unless the objective reads raw spaces) L2-normalises each space's features.
     """
+    if backbones is not None and not backbones:
+        raise ConfigError("model.backbones is empty: give one or more backbones, or null for model.name")
+    if backbones:
+        spaces = spaces_backbone(backbones, pretrained)
+        if options.get("mode", "frozen") != "frozen":
+            raise ConfigError(
+                f"model.mode={options['mode']} with model.backbones: several backbones train frozen "
+                "(model.mode=frozen); fine-tune one backbone with model.name / model.checkpoint"
+            )
+        normalize = len(spaces.space_dims) > 1 if normalize_spaces == "auto" else bool(normalize_spaces)
+        return PretrainedClusteringNetwork(
+            spaces, num_clusters, space_dims=spaces.space_dims, normalize_spaces=normalize, **options
+        )
     run_backbone = bool(checkpoint) and str(checkpoint).endswith(".ckpt")  # its architecture is that run's
     weights = checkpoint if pretrained or run_backbone else None
     backbone = create_pretrained_backbone(name, weights, pretrained, model_kwargs)
-    return PretrainedClusteringNetwork(backbone, num_clusters, **options)
+    return PretrainedClusteringNetwork(
+        backbone, num_clusters, normalize_spaces=normalize_spaces is True, **options
+    )
+
+
+def member_preprocessing(entry: dict[str, Any]) -> dict[str, Any]:
+    """One ``model.backbones`` entry's own preprocessing: image size, mean, std, interpolation;
+    as the resolver stored it in the entry, else from the model (timm's data config, or the
+    run's preprocessing)."""
+    from vtcc.models.spaces import PREPROCESSING
+
+    if all(key in entry for key in PREPROCESSING):
+        return {key: entry[key] for key in PREPROCESSING}
+    return pretrained_data_config(entry["name"], entry["checkpoint"], entry["model_kwargs"])
+
+
+def resolved_backbones(backbones: list[Any]) -> list[dict[str, Any]]:
+    """``model.backbones`` as the resolver records them: every entry a mapping holding its own
+    preprocessing, so a stored run prepares images as it trained (whatever timm's defaults or
+    the source run's files become)."""
+    from vtcc.models.spaces import backbone_entries
+
+    return [{**entry, **member_preprocessing(entry)} for entry in backbone_entries(backbones)]
+
+
+def spaces_backbone(backbones: list[Any], pretrained: bool = True) -> nn.Module:
+    """``model.backbones`` as one :class:`~vtcc.models.spaces.SpacesBackbone`."""
+    from vtcc.models.spaces import SpaceMember, SpacesBackbone, backbone_entries
+
+    members = []
+    for entry in backbone_entries(backbones):
+        checkpoint = entry["checkpoint"]
+        run_backbone = bool(checkpoint) and str(checkpoint).endswith(".ckpt")
+        use_weights = (pretrained and entry["pretrained"]) or run_backbone
+        backbone = create_pretrained_backbone(
+            entry["name"], checkpoint if use_weights else None, use_weights, entry["model_kwargs"]
+        )
+        members.append(SpaceMember(backbone, **member_preprocessing(entry)))
+    return SpacesBackbone(members)
+
+
+def spaces_data_config(backbones: list[Any]) -> dict[str, Any]:
+    """The data's preprocessing under several backbones: the largest backbone's size, pixels left in
+    [0, 1] (each backbone normalises them itself), three channels if any backbone takes three."""
+    from vtcc.models.spaces import backbone_entries
+
+    configs = [member_preprocessing(entry) for entry in backbone_entries(backbones)]  # stored or derived
+    channels = max(len(config["mean"]) for config in configs)
+    return {
+        "image_size": max(int(config["image_size"]) for config in configs),
+        "mean": [0.0] * channels,
+        "std": [1.0] * channels,
+        "interpolation": configs[0].get("interpolation", "bilinear"),
+    }

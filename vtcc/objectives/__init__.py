@@ -5,6 +5,7 @@ from vtcc.objectives.contrastive import ContrastiveClustering
 from vtcc.objectives.scan import ScanClustering
 from vtcc.objectives.selflabel import SelfLabelClustering
 from vtcc.objectives.temi import TemiClustering, auto_teacher_momentum
+from vtcc.objectives.turtle import TurtleClustering
 
 __all__ = [
     "ClusteringModule",
@@ -12,6 +13,7 @@ __all__ = [
     "ScanClustering",
     "SelfLabelClustering",
     "TemiClustering",
+    "TurtleClustering",
     "auto_teacher_momentum",
     "objective_class",
     "per_head",

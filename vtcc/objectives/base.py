@@ -64,6 +64,7 @@ class ClusteringModule(LightningModule):
     sharp_heads: ClassVar[bool] = False  # its heads end sharp: self-labelling after it takes SCAN's 0.99
     requires_frozen_backbone: ClassVar[bool] = False  # trains on a frozen backbone's cached features only
     trains_instance_projector: ClassVar[bool] = False  # the network carries an instance projector for it
+    reads_raw_spaces: ClassVar[bool] = False  # clusters each representation space's raw features apart
 
     def __init__(
         self,
@@ -102,6 +103,11 @@ class ClusteringModule(LightningModule):
 
     def network_loaded(self) -> None:
         """Called once ``init_from`` has put another run's weights into the network."""
+
+    def label_free_scores(self, datamodule: Any) -> dict[str, float]:
+        """Scores of the trained clustering that read no label, recorded with the final metrics
+        (TURTLE's generalisation score); none by default."""
+        return {}
 
     def training_step(self, batch: TrainingPair, batch_idx: int) -> torch.Tensor:
         terms = self.losses(batch.first, batch.second, batch.cluster)

@@ -41,6 +41,7 @@ VTCC_TARGETS = frozenset(
         "vtcc.objectives.ScanClustering",
         "vtcc.objectives.SelfLabelClustering",
         "vtcc.objectives.TemiClustering",
+        "vtcc.objectives.TurtleClustering",
         # where checkpoints written before vtcc/objectives/ name them (vtcc/module.py: the same classes)
         "vtcc.module.ContrastiveClustering",
         "vtcc.module.ScanClustering",
