@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from tests.conftest import compose_train
+from tests.test_head_ranking import Identity  # a backbone whose inputs are its features
 from vtcc.data.samplers import IndependentBatches
 from vtcc.errors import ConfigError
-from vtcc.losses import marginal_entropy, soft_cross_entropy
+from vtcc.losses import InnerClassifier, marginal_entropy, soft_cross_entropy
 from vtcc.models import ClusteringNetwork
 from vtcc.models.heads import TaskEncoder
 from vtcc.models.spaces import SpaceMember, SpacesBackbone, backbone_entry
@@ -65,20 +66,9 @@ def turtle_step_by_hand(spaces, task, inner, steps, lr, gamma, betas=(0.9, 0.999
     return prediction - gamma * entropy, prediction, entropy, fitted
 
 
-class Features(nn.Module):
-    """A backbone whose inputs are its features (for heads on given features)."""
-
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.num_features = width
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-
 def turtle_module(space_dims, k, **options) -> TurtleClustering:
     network = ClusteringNetwork(
-        Features(sum(space_dims)), k, instance_dim=None, head_style="turtle", space_dims=space_dims
+        Identity(sum(space_dims)), k, instance_dim=None, head_style="turtle", space_dims=space_dims
     )
     return TurtleClustering(network, optimizer=lambda params: torch.optim.Adam(params, lr=1e-3), **options)
 
@@ -116,10 +106,10 @@ def test_one_outer_step_matches_run_turtle_written_out(space_dims):
         spaces, task_parameters(head), inner, steps, 1e-3, gamma
     )
     torch.manual_seed(1)
-    classifiers, optimizer = module.inner_classifiers(0, head, torch.device("cpu"))
-    logits = module.fit_inner(classifiers, optimizer, head.split(features), head(features))
-    for ours, by_hand in zip(logits, fitted, strict=True):  # the inner fit, step by step
-        assert ours.detach().double().numpy() == pytest.approx(by_hand, abs=1e-5)
+    classifiers = module.inner_classifiers(0, head, torch.device("cpu"))
+    for classifier, space, by_hand in zip(classifiers, head.split(features), fitted, strict=True):
+        classifier.fit(space, head(features), steps)  # the inner fit, step by step
+        assert classifier.logits(space).double().numpy() == pytest.approx(by_hand, abs=1e-5)
     assert terms["loss"].item() == pytest.approx(loss, rel=1e-4)
     assert terms["loss_prediction"].item() == pytest.approx(prediction, rel=1e-4)
     assert terms["loss_entropy"].item() == pytest.approx(entropy, rel=1e-5)
@@ -152,15 +142,19 @@ def test_the_outer_gradient_flows_through_the_labelling_only():
         prediction = sum(-(labelling * log_softmax(f)).sum(axis=1).mean() for f in fitted)
         return prediction - gamma * sum(-(p.mean(0) * np.log(p.mean(0))).sum() for p in probabilities)
 
-    for s, layer in enumerate(head.layers):
-        numeric = []
-        for c in range(k):
-            plus = [tuple(x.copy() for x in t) for t in task]
-            minus = [tuple(x.copy() for x in t) for t in task]
-            plus[s][2][c] += 1e-5
-            minus[s][2][c] -= 1e-5
-            numeric.append((loss_at(plus) - loss_at(minus)) / 2e-5)
-        assert layer.bias.grad.double().numpy() == pytest.approx(np.array(numeric), abs=1e-4)
+    def numeric_gradient(space: int, part: int, index: tuple[int, ...]) -> float:
+        plus = [tuple(x.copy() for x in t) for t in task]
+        minus = [tuple(x.copy() for x in t) for t in task]
+        plus[space][part][index] += 1e-5
+        minus[space][part][index] -= 1e-5
+        return (loss_at(plus) - loss_at(minus)) / 2e-5
+
+    for s, layer in enumerate(head.layers):  # the bias and the weight norm g of every row
+        bias = [numeric_gradient(s, 2, (c,)) for c in range(k)]
+        assert layer.bias.grad.double().numpy() == pytest.approx(np.array(bias), abs=1e-4)
+        norms = [numeric_gradient(s, 0, (c, 0)) for c in range(k)]
+        g = layer.parametrizations.weight.original0.grad[:, 0].double().numpy()
+        assert g == pytest.approx(np.array(norms), abs=1e-4)
 
 
 def test_a_uniform_task_encoder_has_the_largest_entropy_term():
@@ -201,8 +195,22 @@ def test_the_task_encoder_is_weight_normalised_per_row_and_averages_the_spaces_s
     assert torch.allclose(torch.softmax(head.logits(x), 1), by_hand, atol=1e-6)
 
 
-def adam_steps(optimizer: torch.optim.Optimizer) -> int:
-    return int(next(iter(optimizer.state.values()))["step"])
+def test_the_inner_fit_is_torch_adam_on_a_linear_layer():
+    """The written-out inner fit against nn.Linear + torch.optim.Adam + F.cross_entropy with
+    probability targets, as run_turtle.py runs it."""
+    torch.manual_seed(0)
+    features, target = torch.randn(30, 5), torch.softmax(torch.randn(30, 4), 1)
+    layer = nn.Linear(5, 4)
+    ours = InnerClassifier(layer.weight, layer.bias, lr=1e-2)
+    optimizer = torch.optim.Adam(layer.parameters(), lr=1e-2, betas=(0.9, 0.999))
+    for _ in range(10):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(layer(features), target).backward()
+        optimizer.step()
+    ours.fit(features, target, 10)
+    assert torch.allclose(ours.weight, layer.weight, atol=1e-6) and torch.allclose(
+        ours.bias, layer.bias, atol=1e-6
+    )
 
 
 def test_warm_start_keeps_the_inner_classifiers_and_cold_start_draws_new_ones():
@@ -210,32 +218,39 @@ def test_warm_start_keeps_the_inner_classifiers_and_cold_start_draws_new_ones():
     cold, warm = turtle_module([4], 3, inner_steps=4), turtle_module([4], 3, inner_steps=4, warm_start=True)
     device = torch.device("cpu")
     head = cold.network.cluster_projector
-    assert cold.inner_classifiers(0, head, device)[0][0] is not cold.inner_classifiers(0, head, device)[0][0]
+    assert cold.inner_classifiers(0, head, device)[0] is not cold.inner_classifiers(0, head, device)[0]
     for _ in range(2):
         warm.losses(features, features)
-    classifiers, optimizer = warm.inner_classifiers(0, warm.network.cluster_projector, device)
-    assert adam_steps(optimizer) == 8  # two outer steps of 4 inner steps on the same classifier
+    (classifier,) = warm.inner_classifiers(0, warm.network.cluster_projector, device)
+    assert classifier.step == 8  # two outer steps of 4 inner steps on the same classifier
     stored: dict = {}
     warm.on_save_checkpoint(stored)  # and a resumed run goes on from them
     again = turtle_module([4], 3, inner_steps=4, warm_start=True)
     again.on_load_checkpoint(stored)
-    kept, kept_optimizer = again.inner_classifiers(0, again.network.cluster_projector, device)
-    assert torch.equal(kept[0].weight, classifiers[0].weight) and adam_steps(kept_optimizer) == 8
+    (kept,) = again.inner_classifiers(0, again.network.cluster_projector, device)
+    assert torch.equal(kept.weight, classifier.weight) and kept.step == 8
 
 
 def test_turtle_refuses_what_its_code_cannot_do():
     with pytest.raises(ConfigError, match="head_style=turtle"):
         TurtleClustering(
-            ClusteringNetwork(Features(4), 3, instance_dim=None, head_style="linear"), optimizer=None
+            ClusteringNetwork(Identity(4), 3, instance_dim=None, head_style="linear"), optimizer=None
         )
     module = turtle_module([4], 5)
     with pytest.raises(ConfigError, match="smaller than num_clusters=5"):
         module.losses(torch.randn(3, 4), torch.randn(3, 4))
     with pytest.raises(ConfigError, match="do not add up"):
-        ClusteringNetwork(Features(8), 3, instance_dim=None, head_style="turtle", space_dims=[4, 3])
+        ClusteringNetwork(Identity(8), 3, instance_dim=None, head_style="turtle", space_dims=[4, 3])
     with pytest.raises(ConfigError, match="feature cache is another backbone's"):
         module.losses(torch.randn(8, 6), torch.randn(8, 6))
-    for key, value in (("gamma", -1.0), ("inner_steps", 0), ("inner_lr", 0.0), ("generalization_folds", 1)):
+    bad = (
+        ("gamma", -1.0),
+        ("inner_steps", 0),
+        ("inner_lr", 0.0),
+        ("generalization_folds", 1),
+        ("generalization_max_iter", 0),
+    )
+    for key, value in bad:
         with pytest.raises(ConfigError, match=f"module.{key}={value}"):
             turtle_module([4], 3, **{key: value})
 
@@ -306,7 +321,7 @@ def test_each_backbone_gets_its_own_preprocessing():
 
 
 def test_normalize_spaces_l2_normalises_each_space_apart():
-    network = ClusteringNetwork(Features(5), 2, instance_dim=None, space_dims=[2, 3], normalize_spaces=True)
+    network = ClusteringNetwork(Identity(5), 2, instance_dim=None, space_dims=[2, 3], normalize_spaces=True)
     features = network.features(torch.tensor([[3.0, 4.0, 0.0, 0.0, 2.0]]))
     assert torch.allclose(features, torch.tensor([[0.6, 0.8, 0.0, 0.0, 1.0]]))
 
@@ -354,13 +369,9 @@ def backbones(tmp_path_factory) -> list[Path]:
 
 
 def frozen(tmp_path: Path, name: str, *extra: str) -> dict[str, float]:
-    overrides = [
-        "model=pretrained",
-        "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false",
-        "report=false",
-    ]
-    overrides += [f"paths.log_dir={tmp_path}", *extra]
+    overrides = ["model=pretrained", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false"]
+    report = [] if any(e.startswith("report=") for e in extra) else ["report=false"]
+    overrides += [*report, f"paths.log_dir={tmp_path}", *extra]
     return train(compose_train(tmp_path / name, overrides, tiny=False, resolve=False))
 
 
@@ -418,6 +429,18 @@ def test_a_two_space_run_evaluates_and_predicts(tmp_path, backbones, predict_in_
     code, stderr = predict_in_process(tmp_path, f"ckpt_path={ckpt}", "input=new", "output=pred")
     assert code == 0, stderr[-2000:]
     assert len((tmp_path / "pred" / "clusters.csv").read_text().splitlines()) == 6
+    # init_from: self-labelling the two-space run's task encoder, with its report at the end
+    selflabel = [
+        "objective=selflabel",
+        f"init_from={ckpt}",
+        "module.selflabel_loss.threshold=0.15",
+    ]  # 30 steps: soft
+    frozen(tmp_path, "selflabel", *selflabel, "trainer.max_epochs=1", "report=true")
+    stored = torch.load(tmp_path / "selflabel" / "checkpoints" / "last.ckpt", weights_only=True)[
+        "vtcc_config"
+    ]
+    assert [len(entry["mean"]) for entry in stored["model"]["backbones"]] == [1, 1]  # each one's own, stored
+    assert (tmp_path / "selflabel" / "report" / "report.html").is_file()
 
 
 def test_turtle_bad_settings_are_one_line(tmp_path, backbones, capsys):

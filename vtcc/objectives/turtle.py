@@ -8,12 +8,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from vtcc.errors import ConfigError
-from vtcc.losses import soft_cross_entropy, turtle_loss
+from vtcc.losses import InnerClassifier, turtle_loss
 from vtcc.models import ClusteringNetwork
 from vtcc.models.heads import TaskEncoder
 from vtcc.objectives.base import ClusteringModule
@@ -89,7 +88,7 @@ class TurtleClustering(ClusteringModule):
         self.warm_start = bool(warm_start)
         self.generalization_folds = int(generalization_folds)
         self.generalization_max_iter = int(generalization_max_iter)
-        self._warm: list[tuple[list[nn.Linear], Optimizer] | None] = [None] * num_cluster_heads
+        self._warm: list[list[InnerClassifier] | None] = [None] * num_cluster_heads
 
     def on_fit_start(self) -> None:
         """One process, and batches of at least K images (checked before the first step)."""
@@ -118,29 +117,25 @@ class TurtleClustering(ClusteringModule):
                 "num_clusters"
             )
 
-    def inner_classifiers(
-        self, index: int, head: TaskEncoder, device: torch.device
-    ) -> tuple[list[nn.Linear], Optimizer]:
-        """Head ``index``'s inner linear classifiers (plain ``Linear(d, K)``, PyTorch's default
-        initialisation) and their Adam: fresh every step, or kept with ``warm_start``."""
+    def inner_classifiers(self, index: int, head: TaskEncoder, device: torch.device) -> list[InnerClassifier]:
+        """Head ``index``'s inner linear classifiers, one per space (PyTorch's default
+        initialisation of ``Linear(d, K)``, with Adam at ``inner_lr``): fresh every step, or
+        kept with ``warm_start``."""
         kept = self._warm[index]
         if self.warm_start and kept is not None:
             return kept
-        classifiers = [nn.Linear(d, head.num_clusters).to(device) for d in head.space_dims]
-        parameters = [p for classifier in classifiers for p in classifier.parameters()]
-        inner = (classifiers, torch.optim.Adam(parameters, lr=self.inner_lr, betas=(0.9, 0.999)))
-        self._warm[index] = inner if self.warm_start else None
-        return inner
+        classifiers = [
+            InnerClassifier.fresh(d, head.num_clusters, self.inner_lr, device) for d in head.space_dims
+        ]
+        self._warm[index] = classifiers if self.warm_start else None
+        return classifiers
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """``warm_start``: the inner classifiers and their Adam state, so a resumed run goes on
         from them (cold start keeps nothing between steps)."""
         super().on_save_checkpoint(checkpoint)
         checkpoint["turtle_inner"] = [
-            None
-            if kept is None
-            else {"classifiers": [c.state_dict() for c in kept[0]], "optimizer": kept[1].state_dict()}
-            for kept in self._warm
+            None if kept is None else [classifier.state_dict() for classifier in kept] for kept in self._warm
         ]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -148,33 +143,12 @@ class TurtleClustering(ClusteringModule):
         for index, stored in enumerate(checkpoint.get("turtle_inner") or []):
             if stored is None or not self.warm_start or index >= len(self._warm):
                 continue
-            head = self.network.cluster_heads[index]
             self._warm[index] = None
-            classifiers, optimizer = self.inner_classifiers(index, head, self.network.best_head.device)
-            for classifier, state in zip(classifiers, stored["classifiers"], strict=True):
+            kept = self.inner_classifiers(
+                index, self.network.cluster_heads[index], self.network.best_head.device
+            )
+            for classifier, state in zip(kept, stored, strict=True):
                 classifier.load_state_dict(state)
-            optimizer.load_state_dict(stored["optimizer"])
-
-    def fit_inner(
-        self,
-        classifiers: list[nn.Linear],
-        optimizer: Optimizer,
-        spaces: list[torch.Tensor],
-        target: torch.Tensor,
-    ) -> list[torch.Tensor]:
-        """``inner_steps`` full-batch steps of the summed soft cross-entropy against ``target``;
-        returns the fitted classifiers' logits (the outer loss detaches them)."""
-        spaces = [z.detach().float() for z in spaces]
-        target = target.detach()
-        with torch.enable_grad():
-            for _ in range(self.inner_steps):
-                optimizer.zero_grad(set_to_none=True)
-                loss = torch.stack(
-                    [soft_cross_entropy(w(z), target) for w, z in zip(classifiers, spaces, strict=True)]
-                ).sum()
-                loss.backward()
-                optimizer.step()
-        return [w(z) for w, z in zip(classifiers, spaces, strict=True)]
 
     def losses(
         self, view_a: torch.Tensor, view_b: torch.Tensor, cluster: bool = True
@@ -185,8 +159,13 @@ class TurtleClustering(ClusteringModule):
         for index, head in enumerate(self.network.cluster_heads):
             space_probabilities = head.space_probabilities(features)
             labelling = torch.stack(space_probabilities).mean(dim=0)
-            classifiers, optimizer = self.inner_classifiers(index, head, features.device)
-            inner_logits = self.fit_inner(classifiers, optimizer, head.split(features), labelling)
+            classifiers = self.inner_classifiers(index, head, features.device)
+            spaces = head.split(features.detach())
+            for classifier, space in zip(classifiers, spaces, strict=True):  # apart: Adam is per parameter
+                classifier.fit(space, labelling, self.inner_steps)
+            inner_logits = [
+                classifier.logits(space) for classifier, space in zip(classifiers, spaces, strict=True)
+            ]
             loss, prediction, entropy = turtle_loss(inner_logits, labelling, space_probabilities, self.gamma)
             head_losses.append(loss)
             predictions.append(prediction.detach())
