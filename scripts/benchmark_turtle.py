@@ -31,6 +31,7 @@ from sklearn.cluster import KMeans
 from train_runs import run_vtcc_train  # scripts/ is on the path when a script runs
 
 from vtcc.metrics import clustering_metrics
+from vtcc.models.spaces import normalize_each_space
 
 METHODS = ("kmeans", "contrastive", "scan", "temi", "turtle")
 
@@ -70,12 +71,8 @@ def newest_cache(out: Path, widths: int) -> dict[str, torch.Tensor]:
 
 
 def kmeans_on_cache(cache: dict[str, torch.Tensor], dims: list[int], seed: int) -> dict[str, float]:
-    parts = torch.split(cache["eval"].float(), dims, dim=1)
-    points = (
-        torch.cat([torch.nn.functional.normalize(p, dim=1) for p in parts], dim=1).numpy()
-        if len(dims) > 1
-        else parts[0].numpy()
-    )
+    features = cache["eval"].float()
+    points = (normalize_each_space(features, dims) if len(dims) > 1 else features).numpy()
     labels = cache["labels"].numpy()
     start = time.perf_counter()
     clusters = KMeans(len(np.unique(labels)), n_init=10, random_state=seed).fit_predict(points)

@@ -26,6 +26,7 @@ from vtcc.data.pairings import PAIRINGS, pairing_for  # noqa: F401  (PAIRINGS: t
 from vtcc.data.samplers import IndependentBatches
 from vtcc.errors import ConfigError
 from vtcc.losses.scan import nearest_neighbors
+from vtcc.models.spaces import normalize_each_space
 from vtcc.utils.progress import Progress
 
 log = logging.getLogger("vtcc")
@@ -200,9 +201,8 @@ class CachedFeatureDataModule(BackboneOverSource):
         progress = Progress(f"mining {self.num_neighbors} nearest neighbours", len(train), "images")
         neighbors = torch.full((len(self.cache["eval"]), self.num_neighbors), -1, dtype=torch.long)
         features = self.cache["eval"][train]
-        if self.neighbor_spaces:  # as the network reads them: no backbone outweighs another
-            parts = torch.split(features.float(), self.neighbor_spaces, dim=1)
-            features = torch.cat([torch.nn.functional.normalize(part, dim=1) for part in parts], dim=1)
+        if self.neighbor_spaces:  # as the network reads them
+            features = normalize_each_space(features, self.neighbor_spaces)
         neighbors[train] = train[nearest_neighbors(features, self.num_neighbors)]
         progress.advance(len(train))
         return neighbors

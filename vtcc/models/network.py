@@ -10,6 +10,7 @@ from torch import nn
 
 from vtcc.errors import ConfigError
 from vtcc.models.heads import ClusterProjector, HeadStyle, InstanceProjector, TaskEncoder
+from vtcc.models.spaces import normalize_each_space
 
 
 class ClusteringNetwork(nn.Module):
@@ -129,10 +130,7 @@ class ClusteringNetwork(nn.Module):
                 f"{self.space_dims} {sum(self.space_dims)}: the feature cache is another backbone's "
                 "(set features.cache_dir to a fresh folder)"
             )
-        if not self.normalize_spaces:
-            return features
-        parts = torch.split(features.float(), self.space_dims, dim=-1)
-        return torch.cat([F.normalize(part, dim=-1) for part in parts], dim=-1)
+        return normalize_each_space(features, self.space_dims) if self.normalize_spaces else features
 
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Return instance vectors ``(B, instance_dim)`` and every head's cluster probabilities ``(B, K)``.

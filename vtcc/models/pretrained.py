@@ -16,6 +16,11 @@ Mode = Literal["frozen", "partial", "full"]
 MODES = get_args(Mode)
 
 
+def is_run_checkpoint(checkpoint: str | Path | None) -> bool:
+    """Whether a ``checkpoint`` setting names a vtcc run's ``.ckpt`` (its backbone, architecture included)."""
+    return bool(checkpoint) and str(checkpoint).endswith(".ckpt")
+
+
 def create_pretrained_backbone(
     name: str,
     checkpoint: str | None = None,
@@ -28,7 +33,7 @@ def create_pretrained_backbone(
     """
     import timm
 
-    if checkpoint and str(checkpoint).endswith(".ckpt"):
+    if is_run_checkpoint(checkpoint):
         return vtcc_run_backbone(checkpoint)
     kwargs: dict[str, Any] = {**timm_arguments(model_kwargs), "num_classes": 0, "pretrained": pretrained}
     if checkpoint and not Path(checkpoint).is_file():
@@ -103,7 +108,7 @@ def pretrained_data_config(
     import timm
     from timm.data import resolve_model_data_config
 
-    if checkpoint and str(checkpoint).endswith(".ckpt"):
+    if is_run_checkpoint(checkpoint):
         from vtcc.utils.checkpoint import CONFIG_KEY, load_checkpoint
 
         data = load_checkpoint(checkpoint)[CONFIG_KEY]["data"]
@@ -240,8 +245,7 @@ def pretrained_network(
         return PretrainedClusteringNetwork(
             spaces, num_clusters, space_dims=spaces.space_dims, normalize_spaces=normalize, **options
         )
-    run_backbone = bool(checkpoint) and str(checkpoint).endswith(".ckpt")  # its architecture is that run's
-    weights = checkpoint if pretrained or run_backbone else None
+    weights = checkpoint if pretrained or is_run_checkpoint(checkpoint) else None  # a run's: its architecture
     backbone = create_pretrained_backbone(name, weights, pretrained, model_kwargs)
     return PretrainedClusteringNetwork(
         backbone, num_clusters, normalize_spaces=normalize_spaces is True, **options
@@ -275,8 +279,7 @@ def spaces_backbone(backbones: list[Any], pretrained: bool = True) -> nn.Module:
     members = []
     for entry in backbone_entries(backbones):
         checkpoint = entry["checkpoint"]
-        run_backbone = bool(checkpoint) and str(checkpoint).endswith(".ckpt")
-        use_weights = (pretrained and entry["pretrained"]) or run_backbone
+        use_weights = (pretrained and entry["pretrained"]) or is_run_checkpoint(checkpoint)
         backbone = create_pretrained_backbone(
             entry["name"], checkpoint if use_weights else None, use_weights, entry["model_kwargs"]
         )

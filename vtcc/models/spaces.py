@@ -25,6 +25,13 @@ INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 PREPROCESSING = ("image_size", "mean", "std", "interpolation")  # a member's own, resolved once
 
 
+def normalize_each_space(features: torch.Tensor, space_dims: Sequence[int]) -> torch.Tensor:
+    """``(B, sum d_s)`` features with each space's part L2-normalised (in at least float32): no
+    backbone outweighs another by the scale of its features."""
+    parts = torch.split(features.float(), list(space_dims), dim=-1)
+    return torch.cat([F.normalize(part, dim=-1) for part in parts], dim=-1)
+
+
 class SpaceMember(nn.Module):
     """One backbone behind its own preprocessing: ``(B, C, H, W)`` pixels in [0, 1] to ``(B, d)``."""
 
