@@ -77,6 +77,10 @@ def main() -> None:
                 f"FAILED expected one run with last.ckpt and environment.yaml under {user / 'outputs/train'}"
             )
             raise SystemExit(1)
+        page = runs[0].parents[1] / "report" / "report.html"
+        if not page.is_file() or 'id="explorer-data"' not in page.read_text():  # explorer.js ships
+            print(f"FAILED the run's report with its explorer: {page}")
+            raise SystemExit(1)
         checkpoint = runs[0]
         step("vtcc-eval", [str(binary / "vtcc-eval"), f"ckpt_path={checkpoint}"], user)
         images = user / "images"

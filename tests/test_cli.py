@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -178,7 +180,7 @@ def test_eval_report_files_are_valid_and_the_confusion_matrix_counts_every_image
     for name in FIGURES:
         assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     page = (report / "report.html").read_text()
-    assert page.startswith("<!doctype html>") and page.count("data:image/png;base64,") == len(FIGURES)
+    assert page.startswith("<!doctype html>") and page.count('src="data:image/png;base64,') == len(FIGURES)
     # The page names the run, its data, its metrics, its settings and its environment.
     assert "run first" in page and "Data: <b>digits</b>" in page
     for text in ("<th>acc</th>", "<th>nmi</th>", "<h2>Settings</h2>", "<h2>Environment</h2>", "torchvision"):
@@ -194,15 +196,58 @@ def browser() -> str | None:
     return next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 
 
-def test_the_report_renders_in_a_real_browser(report, tmp_path):
-    """Headless Chromium loads report.html as a person would: every figure decodes, the page shows
-    pictures (not blank boxes), and it names the run, its data and its metrics. CI installs
-    Chromium (.ci/run sets VTCC_REQUIRE_BROWSER=1, so a missing browser fails there)."""
+def chromium_or_skip() -> str:
     chromium = browser()
     if chromium is None:
         if os.environ.get("VTCC_REQUIRE_BROWSER"):
             pytest.fail("VTCC_REQUIRE_BROWSER is set but no chromium is installed (apt-get install chromium)")
         pytest.skip("no chromium installed (apt-get install chromium)")
+    return chromium
+
+
+# A person's hover and click on the first mapped image, and what the page then shows.
+EXPLORER_DRIVER = (Path(__file__).parent / "explorer_driver.html").read_text()
+
+
+def test_the_explorer_hovers_and_opens_a_cluster_in_a_real_browser(report, tmp_path):
+    """The report's explorer in headless Chromium, from file://: no script error, one point per
+    image (1,797 digits, under the sampling limit), a hover over the first image's point shows
+    its thumbnail and cluster, and a click opens that cluster's gallery: all of its images,
+    least confident first."""
+    chromium = chromium_or_skip()
+    page = (report / "report.html").read_text()
+    driven = tmp_path / "report.html"
+    driven.write_text(page.replace("</body>", EXPLORER_DRIVER + "</body>"))
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
+    run = subprocess.run(
+        [*flags, "--enable-logging=stderr", "--v=0", "--dump-dom", driven.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    dom = run.stdout
+    assert 'data-errors="0"' in dom and "Uncaught" not in run.stderr, run.stderr[-2000:]
+    check = json.loads(html.unescape(re.search(r'data-check="([^"]*)"', dom).group(1)))
+    assert check["points"] == "1797"
+    assert not check["tipHidden"] and check["tipImage"] > 0, check
+    assert f"cluster {check['pointCluster']}" in check["tipText"]
+    assert check["gallery"] == str(check["pointCluster"])
+    assert len(check["shown"]) == check["inCluster"] and check["decoded"]
+    assert check["shown"] == sorted(check["shown"])  # least confident first
+    if os.environ.get("VTCC_EXPLORER_SCREENSHOT"):  # docs/explorer.png: the same view, for people
+        command = [
+            *flags,
+            f"--screenshot={os.environ['VTCC_EXPLORER_SCREENSHOT']}",
+            "--window-size=1100,1300",
+        ]
+        subprocess.run([*command, driven.as_uri()], capture_output=True, timeout=120)
+
+
+def test_the_report_renders_in_a_real_browser(report, tmp_path):
+    """Headless Chromium loads report.html as a person would: every figure decodes, the page shows
+    pictures (not blank boxes), and it names the run, its data and its metrics. CI installs
+    Chromium (.ci/run sets VTCC_REQUIRE_BROWSER=1, so a missing browser fails there)."""
+    chromium = chromium_or_skip()
     flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
     url = (report / "report.html").resolve().as_uri()
     dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout

@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -67,7 +68,8 @@ def test_predict_matches_evaluation_assignments(folder_run, monkeypatch):
         f"ckpt_path={checkpoint}",
         "input=images",
         "output=pred",
-        "save_embeddings=true",
+        "embeddings=true",
+        "parquet=true",
         "copy_images=link",
         "device=cpu",
         cwd=folder_run,
@@ -78,6 +80,18 @@ def test_predict_matches_evaluation_assignments(folder_run, monkeypatch):
     assert all(0 <= int(row["cluster"]) < 10 for row in rows)
     embeddings = np.load(folder_run / "pred/embeddings.npy")
     assert embeddings.shape == (300, 128) and np.allclose(np.linalg.norm(embeddings, axis=1), 1, atol=1e-5)
+    index = (folder_run / "pred/paths.txt").read_text().splitlines()  # row i of embeddings.npy
+    assert index == [row["path"] for row in rows]
+    table = pq.read_table(folder_run / "pred/clusters.parquet")
+    assert table.column_names == ["path", "cluster", "confidence", "map_x", "map_y"]
+    assert table.column("path").to_pylist() == index
+    assert table.column("cluster").to_pylist() == [int(row["cluster"]) for row in rows]
+    assert np.allclose(
+        table.column("confidence").to_numpy(), [float(r["confidence"]) for r in rows], atol=1e-6
+    )
+    coordinates = np.stack([table.column("map_x").to_numpy(), table.column("map_y").to_numpy()], 1)
+    assert np.isfinite(coordinates).all() and coordinates.std(axis=0).min() > 0  # a map, not a point
+    assert table.schema.metadata[b"vtcc.map_method"] in (b"UMAP", b"t-SNE", b"PCA")
     linked = sorted((folder_run / "pred").glob("cluster_*/*.png"))
     assert len(linked) == 300 and all(p.is_symlink() for p in linked)
 

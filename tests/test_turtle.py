@@ -16,7 +16,7 @@ from tests.conftest import compose_train
 from tests.test_head_ranking import Identity  # a backbone whose inputs are its features
 from vtcc.data.samplers import IndependentBatches
 from vtcc.errors import ConfigError
-from vtcc.losses import InnerClassifier, marginal_entropy, soft_cross_entropy
+from vtcc.losses import InnerClassifiers, marginal_entropy, soft_cross_entropy
 from vtcc.models import ClusteringNetwork
 from vtcc.models.heads import TaskEncoder
 from vtcc.models.spaces import SpaceMember, SpacesBackbone, backbone_entry
@@ -107,9 +107,9 @@ def test_one_outer_step_matches_run_turtle_written_out(space_dims):
     )
     torch.manual_seed(1)
     classifiers = module.inner_classifiers(0, head, torch.device("cpu"))
-    for classifier, space, by_hand in zip(classifiers, head.split(features), fitted, strict=True):
-        classifier.fit(space, head(features), steps)  # the inner fit, step by step
-        assert classifier.logits(space).double().numpy() == pytest.approx(by_hand, abs=1e-5)
+    ours = classifiers.fit(head.split(features), head(features), steps)  # the inner fit, step by step
+    for logits, by_hand in zip(ours, fitted, strict=True):
+        assert logits.double().numpy() == pytest.approx(by_hand, abs=1e-5)
     assert terms["loss"].item() == pytest.approx(loss, rel=1e-4)
     assert terms["loss_prediction"].item() == pytest.approx(prediction, rel=1e-4)
     assert terms["loss_entropy"].item() == pytest.approx(entropy, rel=1e-5)
@@ -201,16 +201,38 @@ def test_the_inner_fit_is_torch_adam_on_a_linear_layer():
     torch.manual_seed(0)
     features, target = torch.randn(30, 5), torch.softmax(torch.randn(30, 4), 1)
     layer = nn.Linear(5, 4)
-    ours = InnerClassifier(layer.weight, layer.bias, lr=1e-2)
+    ours = InnerClassifiers([layer.weight], [layer.bias], lr=1e-2)
     optimizer = torch.optim.Adam(layer.parameters(), lr=1e-2, betas=(0.9, 0.999))
     for _ in range(10):
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(layer(features), target).backward()
         optimizer.step()
-    ours.fit(features, target, 10)
-    assert torch.allclose(ours.weight, layer.weight, atol=1e-6) and torch.allclose(
-        ours.bias, layer.bias, atol=1e-6
-    )
+    ours.fit([features], target, 10)
+    weight, bias = ours.layer(0)
+    assert torch.allclose(weight, layer.weight, atol=1e-6) and torch.allclose(bias, layer.bias, atol=1e-6)
+
+
+def test_spaces_of_other_widths_fitted_together_are_each_fitted_as_alone():
+    """The batched fit zero-pads the narrower space: its padded columns never move, and each
+    space's classifier ends where a fit of that space alone ends (Adam is per parameter)."""
+    torch.manual_seed(0)
+    spaces, target = [torch.randn(25, 7), torch.randn(25, 3)], torch.softmax(torch.randn(25, 4), 1)
+    layers = [nn.Linear(7, 4), nn.Linear(3, 4)]
+    together = InnerClassifiers([x.weight for x in layers], [x.bias for x in layers], lr=1e-2)
+    together.fit(spaces, target, 12)
+    assert torch.count_nonzero(together.weight[1, :, 3:]) == 0
+    assert torch.count_nonzero(together.moments[2][1, :, 3:]) == 0
+    for s, (layer, space) in enumerate(zip(layers, spaces, strict=True)):
+        alone = InnerClassifiers([layer.weight], [layer.bias], lr=1e-2)
+        alone.fit([space], target, 12)
+        assert torch.allclose(together.layer(s)[0], alone.layer(0)[0], atol=1e-6)
+        assert torch.allclose(together.layer(s)[1], alone.layer(0)[1], atol=1e-6)
+    stored = together.state_dict()  # one entry per space, as separate layers stored them
+    assert [tuple(state["weight"].shape) for state in stored] == [(4, 7), (4, 3)]
+    again = InnerClassifiers.fresh([7, 3], 4, 1e-2, torch.device("cpu"))
+    again.load_state_dict(stored)
+    assert torch.equal(again.weight, together.weight) and again.step == 12
+    assert all(torch.equal(a, b) for a, b in zip(again.moments, together.moments, strict=True))
 
 
 def test_warm_start_keeps_the_inner_classifiers_and_cold_start_draws_new_ones():
@@ -218,16 +240,16 @@ def test_warm_start_keeps_the_inner_classifiers_and_cold_start_draws_new_ones():
     cold, warm = turtle_module([4], 3, inner_steps=4), turtle_module([4], 3, inner_steps=4, warm_start=True)
     device = torch.device("cpu")
     head = cold.network.cluster_projector
-    assert cold.inner_classifiers(0, head, device)[0] is not cold.inner_classifiers(0, head, device)[0]
+    assert cold.inner_classifiers(0, head, device) is not cold.inner_classifiers(0, head, device)
     for _ in range(2):
         warm.losses(features, features)
-    (classifier,) = warm.inner_classifiers(0, warm.network.cluster_projector, device)
+    classifier = warm.inner_classifiers(0, warm.network.cluster_projector, device)
     assert classifier.step == 8  # two outer steps of 4 inner steps on the same classifier
     stored: dict = {}
     warm.on_save_checkpoint(stored)  # and a resumed run goes on from them
     again = turtle_module([4], 3, inner_steps=4, warm_start=True)
     again.on_load_checkpoint(stored)
-    (kept,) = again.inner_classifiers(0, again.network.cluster_projector, device)
+    kept = again.inner_classifiers(0, again.network.cluster_projector, device)
     assert torch.equal(kept.weight, classifier.weight) and kept.step == 8
 
 

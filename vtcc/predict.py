@@ -1,13 +1,14 @@
 """``vtcc-predict ckpt_path=<file> input=<folder or list> output=<dir>``: a cluster for every image.
 
-Writes ``clusters.csv`` (path, cluster, confidence = the largest cluster probability), optionally
-the instance embeddings (``embeddings.npy``, rows in CSV order) and one folder per cluster with
-copies or links of the images. Images are preprocessed as the checkpoint's run loaded them.
+Writes ``clusters.csv`` (path, cluster, confidence = the largest cluster probability); with
+``embeddings=true`` the embeddings (``embeddings.npy``, rows in CSV order, and ``paths.txt``, the
+same order); with ``parquet=true`` ``clusters.parquet`` (path, cluster, confidence and 2-D map
+coordinates); with ``copy_images`` one folder per cluster with copies or links of the images.
+Images are preprocessed as the checkpoint's run loaded them (:class:`vtcc.inference.Assigner`).
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import shutil
@@ -15,15 +16,14 @@ from pathlib import Path
 
 import hydra
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from vtcc.config.validate import validate_config
-from vtcc.data.folder import IMAGE_SUFFIXES, decode_image
-from vtcc.data.transforms import EvalTransform
+from vtcc.data.folder import IMAGE_SUFFIXES
 from vtcc.errors import ConfigError
-from vtcc.utils.checkpoint import own_cache_dir, restore_run
+from vtcc.export import require_parquet, write_assignments
+from vtcc.inference import Assigner
+from vtcc.utils.checkpoint import own_cache_dir
 from vtcc.utils.cli import CONFIG_DIR, run_safely
 
 log = logging.getLogger("vtcc")
@@ -53,56 +53,23 @@ def prepare_output(output: Path, overwrite: bool) -> None:
     output.mkdir(parents=True, exist_ok=True)
 
 
-@torch.no_grad()
 def predict(cfg: DictConfig) -> Path:
     validate_config(cfg)  # every value's type, before any work
     for key in ("ckpt_path", "input", "output"):
         if OmegaConf.is_missing(cfg, key):
             raise ConfigError(f"{key} is required: vtcc-predict ckpt_path=<file> input=<folder> output=<dir>")
+    if cfg.parquet:
+        require_parquet()
     # a refused checkpoint stops before anything else
-    run_cfg, module = restore_run(cfg.ckpt_path, cache_dir=own_cache_dir(cfg))
+    assigner = Assigner(cfg.ckpt_path, cache_dir=own_cache_dir(cfg), device=cfg.device)
     paths = list_inputs(cfg.input)
     output = Path(cfg.output)
     prepare_output(output, cfg.overwrite)
-    device = torch.device(
-        cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    )
-    network = module.network.to(device).eval()
-    data = run_cfg.data
-    interpolation = data.get("interpolation", "bilinear")
-    transform = EvalTransform(data.image_size, data.mean, data.std, interpolation).to(device)
-    # Decoded as the run held its images (size, channels), then evaluation's own resize: a run's
-    # own images get the clusters evaluation gives them.
-    record = run_cfg.get("preprocessing") or {}
-    stored = record.get("stored_size") or data.image_size
-    in_chans = record.get("in_chans") or data.get("in_chans", len(data.mean))
-    folder = data.get("dataset") if "fit" in (data.get("dataset") or {}) else data
-    fit = folder.get("fit", "whole")
-    clusters, confidences, embeddings = [], [], []
-    for start in tqdm(range(0, len(paths), cfg.batch_size), desc="predict", unit="batch"):
-        chunk = paths[start : start + cfg.batch_size]
-        batch = torch.from_numpy(np.stack([decode_image(path, stored, in_chans, fit) for path in chunk]))
-        if batch.shape[1] == 1 and len(data.mean) == 3:  # gray data under an RGB (pretrained) model
-            batch = batch.expand(-1, 3, -1, -1)
-        images = transform(batch.to(device))
-        z, p = network.embed_and_assign(images)
-        confidence, cluster = p.max(dim=1)
-        clusters.append(cluster.cpu())
-        confidences.append(confidence.cpu())
-        if cfg.save_embeddings:
-            embeddings.append(z.float().cpu())
-    cluster_ids = torch.cat(clusters).tolist()
-    confidence_values = torch.cat(confidences).tolist()
-    with open(output / "clusters.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "cluster", "confidence"])
-        for path, cluster, confidence in zip(paths, cluster_ids, confidence_values, strict=True):
-            writer.writerow([str(path), cluster, f"{confidence:.6f}"])
-    if cfg.save_embeddings:
-        np.save(output / "embeddings.npy", torch.cat(embeddings).numpy())
+    assigned = assigner.assign_paths(paths, cfg.batch_size)
+    write_assignments(output, [str(path) for path in paths], assigned, cfg.embeddings, cfg.parquet, cfg.seed)
     if cfg.copy_images != "none":
-        sort_into_folders(paths, cluster_ids, output, cfg.copy_images)
-    sizes = np.bincount(cluster_ids, minlength=network.num_clusters)
+        sort_into_folders(paths, assigned.clusters.tolist(), output, cfg.copy_images)
+    sizes = np.bincount(assigned.clusters, minlength=assigner.num_clusters)
     log.info(
         "%d images into %d clusters (sizes %s); written to %s",
         len(paths),

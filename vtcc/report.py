@@ -1,8 +1,10 @@
 """A clustering report a person can look at: PNG figures and one self-contained HTML page.
 
 Figures: the most confident images of each cluster, cluster sizes, the confusion matrix against
-the labels after Hungarian matching (when labels exist), a 2-D t-SNE map of the instance
-embeddings coloured by cluster and by label, and the training curves from the run's CSV log.
+the labels after Hungarian matching (when labels exist), a 2-D map of the embeddings (UMAP
+when installed, else t-SNE; :func:`vtcc.export.map_2d`) coloured by cluster and by label, the
+same map as an interactive explorer (:mod:`vtcc.explorer`), and the training curves from the
+run's CSV log.
 The page also lists the run's settings and the environment it trained in, and a label-free
 quality section (:mod:`vtcc.quality`): how reproducibly the clusters come back from the run's
 embedding, beside the same figure for k-means on the raw pixels. :func:`report_run` makes all of it
@@ -25,6 +27,8 @@ import torch
 import yaml
 from scipy.optimize import linear_sum_assignment
 
+from vtcc.explorer import EXPLORER_STYLE, explorer_section, sample_positions
+from vtcc.export import map_2d
 from vtcc.metrics import clustering_metrics, contingency_table
 from vtcc.quality import Quality, label_free_quality
 from vtcc.utils.progress import Progress
@@ -37,9 +41,16 @@ STYLE = (
 # Marks the page once every figure has decoded (data-figures-loaded="<n>/<total>"), so a browser
 # check can tell a broken figure from a missing one.
 FIGURE_CHECK = (
-    "<script>addEventListener('load',()=>{const i=[...document.images];"
+    "<script>addEventListener('load',()=>{const i=[...document.querySelectorAll('section>img')];"
     "document.body.dataset.figuresLoaded=i.filter(x=>x.complete&&x.naturalWidth>0).length+'/'+i.length});"
     "</script>"
+)
+# Counts the page's script errors (data-errors on <html>), first thing in <head>, so a browser
+# check sees any error of the explorer's script.
+ERROR_CHECK = (
+    "<script>document.documentElement.dataset.errors='0';addEventListener('error',e=>{"
+    "const d=document.documentElement.dataset;d.errors=String(+d.errors+1);"
+    "d.lastError=String(e.message)})</script>"
 )
 CURVE_GROUPS = (
     ("loss terms", ("loss",)),
@@ -214,30 +225,15 @@ def confusion_figure(table: np.ndarray, label_names: list[int], cluster_names: l
 
 
 def embedding_figure(
-    embeddings: np.ndarray,
-    clusters: np.ndarray,
-    labels: np.ndarray | None,
-    path: Path,
-    max_points: int = 3000,
-    seed: int = 0,
+    points: np.ndarray, clusters: np.ndarray, labels: np.ndarray | None, method: str, path: Path
 ) -> None:
-    """t-SNE (scikit-learn) of at most ``max_points`` embeddings, by cluster and, with labels, by label."""
-    from sklearn.manifold import TSNE
-
+    """The 2-D map ``points`` ``(n, 2)`` coloured by cluster and, with labels, by label."""
     plt = _pyplot()
-    rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(len(embeddings), size=min(max_points, len(embeddings)), replace=False))
-    perplexity = float(min(30, max(2, (len(chosen) - 1) // 3)))
-    points = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
-        embeddings[chosen]
-    )
-    panels = [("by cluster", clusters[chosen])] + (
-        [("by label", labels[chosen])] if labels is not None else []
-    )
+    panels = [("by cluster", clusters)] + ([("by label", labels)] if labels is not None else [])
     figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.2), squeeze=False)
     for axis, (title, colours) in zip(axes[0], panels, strict=True):
         axis.scatter(points[:, 0], points[:, 1], c=colours, s=4, cmap="tab20")
-        axis.set_title(f"t-SNE of instance embeddings, {title}", fontsize=9)
+        axis.set_title(f"{method} of the embeddings, {title}", fontsize=9)
         axis.set_xticks([])
         axis.set_yticks([])
     figure.tight_layout()
@@ -277,9 +273,12 @@ def write_report(
         np.savetxt(output / "confusion.csv", table, fmt="%d", delimiter=",")
         figures["confusion.png"] = "Confusion matrix after Hungarian matching"
     progress.advance()
-    embedding_figure(embeddings, clusters, labels, output / "embedding.png")  # t-SNE: the slow one
+    mapped = sample_positions(len(clusters))  # the images on the map (all, or a sample)
+    points, method = map_2d(embeddings[mapped])  # t-SNE or UMAP: the slow one
+    mapped_labels = None if labels is None else labels[mapped]
+    embedding_figure(points, clusters[mapped], mapped_labels, method, output / "embedding.png")
     progress.advance()
-    figures["embedding.png"] = "2-D map of the instance embeddings"
+    figures["embedding.png"] = "2-D map of the embeddings"
     log = run_dir / "logs" / "metrics.csv" if run_dir is not None else None
     if log is not None and log.is_file() and curves_figure(read_curves(log), output / "curves.png"):
         figures["curves.png"] = "Training curves (per epoch, from the run's CSV log)"
@@ -304,6 +303,18 @@ def write_report(
         f'src="data:image/png;base64,{base64.b64encode((output / name).read_bytes()).decode()}"></section>'
         for name, caption in figures.items()
     )
+    sections += explorer_section(
+        images_at,
+        indices,
+        clusters,
+        confidence,
+        mapped,
+        points,
+        method,
+        num_clusters,
+        labels,
+        quality.line() if quality is not None else None,
+    )
     if quality is not None:  # after the figures: the page opens on the clusters
         sections += quality_section(quality)
     for heading, record in (("Settings", settings), ("Environment", environment)):
@@ -315,7 +326,7 @@ def write_report(
             )
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{STYLE}</style>{FIGURE_CHECK}"
+        f"<style>{STYLE}{EXPLORER_STYLE}</style>{ERROR_CHECK}{FIGURE_CHECK}"
         f"</head><body><h1>{html.escape(title)}</h1>{about}<p>{len(clusters)} images, "
         f"{len(np.unique(clusters))} of {num_clusters} clusters used.</p><h2>Metrics</h2>"
         f"<table>{rows}</table>{sections}</body></html>"

@@ -6,6 +6,7 @@ import json
 import logging
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +39,32 @@ def check_output_dir(output_dir: Path, overwrite: bool) -> None:
         )
 
 
+@dataclass
+class Trained:
+    """What a finished ``vtcc-train`` run leaves in the process: its final metrics, its run (the
+    objective with the trained network, and its data) and its folder."""
+
+    metrics: dict[str, float]
+    run: Run
+    output_dir: Path
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Check, resolve, build, fit, then evaluate the final model once; returns the final metrics."""
+    """``vtcc-train``: :func:`train_run` with the command line's overrides; the final metrics."""
+    return train_run(cfg).metrics
+
+
+def train_run(cfg: DictConfig, overrides: list[str] | None = None) -> Trained:
+    """Check, resolve, build, fit, then evaluate the final model once. ``overrides``: the
+    ``key=value`` items the config was composed with (default: the command line's); ``init_from``
+    keeps what they set."""
     validate_config(cfg)  # every value's type, before any work
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     check_output_dir(output_dir, cfg.get("overwrite", False))
     loggers = build_loggers(cfg.get("logger"))  # a missing optional extra stops before any work
-    resolved = resolve(cfg, command_line_overrides())
+    resolved = resolve(cfg, command_line_overrides() if overrides is None else overrides)
     initial = resolved.initial if not resolved.ckpt_path else None  # a resumed run has its own weights
     run = build_run(
         cfg,
@@ -79,7 +97,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resolved.ckpt_path)
     metrics = validation_metrics(trainer, run.module, run.datamodule)
     if not trainer.is_global_zero:
-        return metrics
+        return Trained(metrics, run, output_dir)
     metrics.update(run.module.label_free_scores(run.datamodule))  # e.g. TURTLE's generalisation score
     (output_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("final metrics: %s", _format(metrics))
@@ -87,7 +105,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         run.module.to(trainer.strategy.root_device)  # Lightning's teardown moved it to the CPU
         write_run_report(run.module, run.datamodule, output_dir, config, environment, metrics)
     log.info("outputs in %s", output_dir)
-    return metrics
+    return Trained(metrics, run, output_dir)
 
 
 def search_k(cfg: DictConfig, run: Run, resolved: Resolved, output_dir: Path, start: float) -> Run:

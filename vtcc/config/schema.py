@@ -86,7 +86,8 @@ class RunSettings:
     output: str = setting("where clusters.csv goes", "<new folder>")
     batch_size: Annotated[int, AT_LEAST_1] = setting("images per batch", 256)
     device: DEVICE = setting("where the model runs", "auto")
-    save_embeddings: bool = setting("write embeddings.npy", False)
+    embeddings: bool = setting("write embeddings.npy and paths.txt", False)
+    parquet: bool = setting("write clusters.parquet (path, cluster, confidence, 2-D map)", False)
     copy_images: Literal["none", "copy", "link"] = setting("one folder per cluster", "none")
 
 

@@ -4,12 +4,12 @@ from vtcc.losses.nt_xent import nt_xent
 from vtcc.losses.scan import ScanLoss, nearest_neighbors
 from vtcc.losses.selflabel import ConfidenceCrossEntropy
 from vtcc.losses.temi import TemiLoss
-from vtcc.losses.turtle import InnerClassifier, marginal_entropy, soft_cross_entropy, turtle_loss
+from vtcc.losses.turtle import InnerClassifiers, marginal_entropy, soft_cross_entropy, turtle_loss
 
 __all__ = [
     "ClusterLoss",
     "ConfidenceCrossEntropy",
-    "InnerClassifier",
+    "InnerClassifiers",
     "InstanceLoss",
     "ScanLoss",
     "TemiLoss",

@@ -40,41 +40,80 @@ def turtle_loss(
     return prediction - gamma * entropy, prediction, entropy
 
 
-class InnerClassifier:
-    """One space's inner linear classifier ``logits = z W^T + b``, fitted to a soft labelling by
-    full-batch Adam (TURTLE's ``init_inner``: a plain ``nn.Linear(d, K)`` and ``torch.optim.Adam``).
+class InnerClassifiers:
+    """The inner linear classifiers of every space (space ``s``: ``logits = z_s W_s^T + b_s``),
+    each fitted to a soft labelling by its own full-batch Adam (TURTLE's ``init_inner``: a plain
+    ``nn.Linear(d_s, K)`` and ``torch.optim.Adam`` per space).
 
-    The gradient of the soft cross-entropy is written out, ``(softmax(logits) - y)^T z / B``, and
-    the update is ``torch.optim.Adam``'s step for step (the same moments, bias corrections and
-    epsilon), without autograd or an optimiser object: the inner loop is most of TURTLE's time
-    on a CPU, and this runs it about five times faster with the same numbers.
+    The spaces are fitted together, one batched matmul a step: weights are held as ``(S, K,
+    D)`` with ``D`` the widest space, and each space's features are zero-padded to ``D``. A padded
+    column's gradient is zero, so its Adam moments stay zero and its update is ``0 / (0 + eps) =
+    0``: every space's fit is exactly the one it would have alone. The gradient of the soft
+    cross-entropy is written out, ``(softmax(logits) - y)^T z / B``, and the update is
+    ``torch.optim.Adam``'s step for step (the same moments, bias corrections and epsilon), without
+    autograd or an optimiser object: the inner loop is most of TURTLE's time on a CPU.
     """
 
     def __init__(
-        self, weight: torch.Tensor, bias: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999)
+        self,
+        weights: Sequence[torch.Tensor],
+        biases: Sequence[torch.Tensor],
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
     ) -> None:
-        self.weight, self.bias = weight.detach().float().clone(), bias.detach().float().clone()
+        self.widths = [int(w.shape[1]) for w in weights]
+        first = weights[0]
+        self.weight = first.new_zeros(len(weights), first.shape[0], max(self.widths), dtype=torch.float32)
+        for s, w in enumerate(weights):
+            self.weight[s, :, : w.shape[1]] = w.detach().float()
+        self.bias = torch.stack([b.detach().float() for b in biases])
         # first moments of (weight, bias), then second moments
         self.moments = [torch.zeros_like(p) for p in (self.weight, self.bias, self.weight, self.bias)]
         self.step, self.lr, self.betas, self.eps = 0, float(lr), betas, 1e-8
 
     @classmethod
-    def fresh(cls, width: int, num_clusters: int, lr: float, device: torch.device) -> InnerClassifier:
-        """PyTorch's default initialisation of ``nn.Linear(width, K)`` (from the global random stream)."""
-        layer = torch.nn.Linear(width, num_clusters)
-        return cls(layer.weight.to(device), layer.bias.to(device), lr)
+    def fresh(
+        cls, widths: Sequence[int], num_clusters: int, lr: float, device: torch.device
+    ) -> InnerClassifiers:
+        """PyTorch's default initialisation of ``nn.Linear(d_s, K)`` for each space in turn (from the
+        global random stream, as separate layers draw it)."""
+        layers = [torch.nn.Linear(d, num_clusters) for d in widths]
+        return cls(
+            [layer.weight.to(device) for layer in layers], [layer.bias.to(device) for layer in layers], lr
+        )
 
-    def logits(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.addmm(self.bias, features, self.weight.T)
+    def stack(self, spaces: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The spaces' features ``[(B, d_s)]`` as one ``(S, B, D)`` tensor, zero-padded to ``D``."""
+        width = self.weight.shape[2]
+        if all(z.shape[1] == width for z in spaces):
+            return torch.stack([z.detach().float() for z in spaces])
+        stacked = spaces[0].new_zeros(len(spaces), len(spaces[0]), width, dtype=torch.float32)
+        for s, z in enumerate(spaces):
+            stacked[s, :, : z.shape[1]] = z.detach()
+        return stacked
+
+    def _scores(self, transposed: torch.Tensor) -> torch.Tensor:
+        """Logits laid out ``(S, K, B)`` from features laid out ``(S, D, B)``: on a CPU both the
+        matmul and a softmax over K run several times faster this way round than as ``(S, B, K)``."""
+        return torch.baddbmm(self.bias.unsqueeze(2), self.weight, transposed)
+
+    def logits(self, spaces: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Each space's logits ``(B, K)``."""
+        return list(self._scores(self.stack(spaces).transpose(1, 2).contiguous()).transpose(1, 2).unbind(0))
 
     @torch.no_grad()
-    def fit(self, features: torch.Tensor, target: torch.Tensor, steps: int) -> None:
+    def fit(self, spaces: Sequence[torch.Tensor], target: torch.Tensor, steps: int) -> list[torch.Tensor]:
+        """``steps`` Adam steps of every space's classifier on ``CE(logits_s, target)``; returns
+        each space's logits ``(B, K)`` after them."""
         beta1, beta2 = self.betas
-        features, target = features.detach().float(), target.detach().float()
+        stacked = self.stack(spaces)  # (S, B, D)
+        transposed = stacked.transpose(1, 2).contiguous()  # (S, D, B)
+        target = target.detach().float().T.contiguous()  # (K, B)
+        mass, count = target.sum(dim=0, keepdim=True), stacked.shape[1]
         for _ in range(steps):
-            probabilities = torch.softmax(self.logits(features), dim=1)
-            residual = (probabilities * target.sum(dim=1, keepdim=True) - target) / len(features)
-            grads = (residual.T @ features, residual.sum(dim=0))
+            probabilities = torch.softmax(self._scores(transposed), dim=1)  # (S, K, B)
+            residual = probabilities.mul_(mass).sub_(target).div_(count)
+            grads = (torch.bmm(residual, stacked), residual.sum(dim=2))
             self.step += 1
             step_size = self.lr / (1 - beta1**self.step)
             correction = math.sqrt(1 - beta2**self.step)
@@ -84,16 +123,34 @@ class InnerClassifier:
                 first.lerp_(grad, 1 - beta1)
                 second.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
                 param.addcdiv_(first, (second.sqrt() / correction).add_(self.eps), value=-step_size)
+        return list(self._scores(transposed).transpose(1, 2).unbind(0))
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {
-            "weight": self.weight,
-            "bias": self.bias,
-            **{f"moment{i}": m for i, m in enumerate(self.moments)},
-            "step": torch.tensor(self.step),
-        }
+    def layer(self, space: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Space ``space``'s ``(weight (K, d_s), bias (K,))``."""
+        return self.weight[space, :, : self.widths[space]], self.bias[space]
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.weight, self.bias = state["weight"].float().clone(), state["bias"].float().clone()
-        self.moments = [state[f"moment{i}"].float().clone() for i in range(4)]
-        self.step = int(state["step"])
+    def state_dict(self) -> list[dict[str, torch.Tensor]]:
+        """One entry per space (weight, bias, Adam's moments and step), as separate layers store it."""
+        states = []
+        for s, width in enumerate(self.widths):
+            own = [m[s, :, :width] if i % 2 == 0 else m[s] for i, m in enumerate(self.moments)]
+            states.append(
+                {
+                    "weight": self.weight[s, :, :width].clone(),
+                    "bias": self.bias[s].clone(),
+                    **{f"moment{i}": m.clone() for i, m in enumerate(own)},
+                    "step": torch.tensor(self.step),
+                }
+            )
+        return states
+
+    def load_state_dict(self, states: Sequence[dict[str, torch.Tensor]]) -> None:
+        if [int(state["weight"].shape[1]) for state in states] != self.widths:
+            raise ValueError("the stored inner classifiers are for spaces of other widths")
+        for s, (state, width) in enumerate(zip(states, self.widths, strict=True)):
+            self.weight[s, :, :width] = state["weight"].float()
+            self.bias[s] = state["bias"].float()
+            for i, moment in enumerate(self.moments):  # padded columns stay zero
+                own = moment[s, :, :width] if i % 2 == 0 else moment[s]
+                own.copy_(state[f"moment{i}"].float())
+        self.step = int(states[0]["step"])

@@ -12,7 +12,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from vtcc.errors import ConfigError
-from vtcc.losses import InnerClassifier, turtle_loss
+from vtcc.losses import InnerClassifiers, turtle_loss
 from vtcc.models import ClusteringNetwork
 from vtcc.models.heads import TaskEncoder
 from vtcc.objectives.base import ClusteringModule
@@ -88,7 +88,7 @@ class TurtleClustering(ClusteringModule):
         self.warm_start = bool(warm_start)
         self.generalization_folds = int(generalization_folds)
         self.generalization_max_iter = int(generalization_max_iter)
-        self._warm: list[list[InnerClassifier] | None] = [None] * num_cluster_heads
+        self._warm: list[InnerClassifiers | None] = [None] * num_cluster_heads
 
     def on_fit_start(self) -> None:
         """One process, and batches of at least K images (checked before the first step)."""
@@ -117,16 +117,14 @@ class TurtleClustering(ClusteringModule):
                 "num_clusters"
             )
 
-    def inner_classifiers(self, index: int, head: TaskEncoder, device: torch.device) -> list[InnerClassifier]:
+    def inner_classifiers(self, index: int, head: TaskEncoder, device: torch.device) -> InnerClassifiers:
         """Head ``index``'s inner linear classifiers, one per space (PyTorch's default
         initialisation of ``Linear(d, K)``, with Adam at ``inner_lr``): fresh every step, or
         kept with ``warm_start``."""
         kept = self._warm[index]
         if self.warm_start and kept is not None:
             return kept
-        classifiers = [
-            InnerClassifier.fresh(d, head.num_clusters, self.inner_lr, device) for d in head.space_dims
-        ]
+        classifiers = InnerClassifiers.fresh(head.space_dims, head.num_clusters, self.inner_lr, device)
         self._warm[index] = classifiers if self.warm_start else None
         return classifiers
 
@@ -134,9 +132,7 @@ class TurtleClustering(ClusteringModule):
         """``warm_start``: the inner classifiers and their Adam state, so a resumed run goes on
         from them (cold start keeps nothing between steps)."""
         super().on_save_checkpoint(checkpoint)
-        checkpoint["turtle_inner"] = [
-            None if kept is None else [classifier.state_dict() for classifier in kept] for kept in self._warm
-        ]
+        checkpoint["turtle_inner"] = [None if kept is None else kept.state_dict() for kept in self._warm]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
@@ -147,8 +143,7 @@ class TurtleClustering(ClusteringModule):
             kept = self.inner_classifiers(
                 index, self.network.cluster_heads[index], self.network.best_head.device
             )
-            for classifier, state in zip(kept, stored, strict=True):
-                classifier.load_state_dict(state)
+            kept.load_state_dict(stored)
 
     def losses(
         self, view_a: torch.Tensor, view_b: torch.Tensor, cluster: bool = True
@@ -161,11 +156,9 @@ class TurtleClustering(ClusteringModule):
             labelling = torch.stack(space_probabilities).mean(dim=0)
             classifiers = self.inner_classifiers(index, head, features.device)
             spaces = head.split(features.detach())
-            for classifier, space in zip(classifiers, spaces, strict=True):  # apart: Adam is per parameter
-                classifier.fit(space, labelling, self.inner_steps)
-            inner_logits = [
-                classifier.logits(space) for classifier, space in zip(classifiers, spaces, strict=True)
-            ]
+            inner_logits = classifiers.fit(
+                spaces, labelling, self.inner_steps
+            )  # each space's own Adam, batched
             loss, prediction, entropy = turtle_loss(inner_logits, labelling, space_probabilities, self.gamma)
             head_losses.append(loss)
             predictions.append(prediction.detach())

@@ -1,0 +1,155 @@
+"""vtcc.Clusterer: the CLI's resolve/build path from Python, on arrays, folders and path lists."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from hydra.core.global_hydra import GlobalHydra
+from PIL import Image
+
+import vtcc
+from tests.conftest import TINY, run_cli
+from vtcc.api import override_list, override_value
+from vtcc.data import load_digits
+from vtcc.errors import ConfigError
+from vtcc.utils.checkpoint import load_checkpoint
+
+SETTINGS = [*TINY, "data.batch_size=64", "trainer.max_epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    arrays = load_digits()
+    return arrays.images[:240, 0].numpy(), arrays.labels[:240].numpy()  # (N, 8, 8) uint8
+
+
+@pytest.fixture(scope="module")
+def array_fit(digits, tmp_path_factory):
+    x, y = digits
+    root = tmp_path_factory.mktemp("api")
+    clusterer = vtcc.Clusterer(overrides=SETTINGS, run_dir=root / "run", seed=0)
+    return clusterer.fit(x, labels=y), root
+
+
+def test_settings_are_written_as_the_cli_writes_them():
+    assert override_list({"model": "pretrained", "module.gamma": 2.5}, {"trainer__max_epochs": 5}) == [
+        "model=pretrained",
+        "module.gamma=2.5",
+        "trainer.max_epochs=5",
+    ]
+    assert override_value([1, None, True]) == "[1,null,true]"
+    assert override_value("a b's") == "'a b\\'s'"  # quoted: Hydra reads it back as the same text
+    assert override_value(Path("dir/x.ckpt")) == "dir/x.ckpt"
+
+
+def test_an_array_fit_is_a_cli_run(array_fit, digits, tmp_path):
+    """The same array through vtcc-train (data=npz) and through Clusterer: the same weights, and
+    the Clusterer's labels are the run's final evaluation, which predict reproduces."""
+    clusterer, root = array_fit
+    x, y = digits
+    assert clusterer.labels_.shape == (240,) and clusterer.num_clusters_ == 10
+    assert set(clusterer.metrics_) >= {"acc", "nmi", "ari"}  # the labels scored the run
+    assert (clusterer.run_dir_ / "config.yaml").is_file() and (clusterer.run_dir_ / "train.log").is_file()
+    np.savez(tmp_path / "digits.npz", x=x, y=y)
+    cli = run_cli(
+        "train",
+        *SETTINGS,
+        "seed=0",
+        "data=npz",
+        f"data.root={tmp_path / 'digits.npz'}",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    ours = load_checkpoint(clusterer.checkpoint_)["state_dict"]
+    theirs = load_checkpoint(tmp_path / "run/checkpoints/last.ckpt")["state_dict"]
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert np.array_equal(clusterer.predict(x), clusterer.labels_)
+    probabilities = clusterer.predict_proba(x)
+    assert probabilities.shape == (240, 10) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
+    assert np.allclose(probabilities.max(1), clusterer.confidence_, atol=1e-5)
+    assert np.allclose(clusterer.transform(x), clusterer.embeddings_, atol=1e-5)
+
+
+def test_a_saved_clusterer_loads_and_predicts_and_the_cli_resumes_it(array_fit, digits, tmp_path):
+    clusterer, _ = array_fit
+    x, _ = digits
+    saved = clusterer.save(tmp_path / "model.ckpt")
+    with pytest.raises(ConfigError, match="already exists"):
+        clusterer.save(saved)
+    again = vtcc.Clusterer.load(saved)
+    assert np.array_equal(again.predict(x), clusterer.labels_)
+    # resumed from the command line for one more epoch, with its settings as the CLI keeps them
+    items = yaml.safe_load((clusterer.run_dir_ / ".hydra/overrides.yaml").read_text())
+    items = [item for item in items if not item.startswith(("paths.output_dir=", "trainer.max_epochs="))]
+    resumed = run_cli(
+        "train",
+        *items,
+        f"ckpt_path={clusterer.checkpoint_}",
+        "trainer.max_epochs=2",
+        "hydra.run.dir=more",
+        cwd=tmp_path,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert load_checkpoint(tmp_path / "more/checkpoints/last.ckpt")["epoch"] == 1
+
+
+def test_folders_and_path_lists_in_one_process(digits, tmp_path):
+    """A class-folder tree and the list of its paths: two fits in one process, no Hydra or log
+    handler left behind, and each predict on its own images gives its labels."""
+    x, y = digits
+    paths = []
+    for index in range(120):
+        folder = tmp_path / "images" / str(int(y[index]))
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x[index]).save(folder / f"{index:04d}.png")
+        paths.append(folder / f"{index:04d}.png")
+    handlers = list(logging.getLogger("vtcc").handlers)
+    settings = [*SETTINGS, "data.in_chans=1", "data.mean=[0.3]", "data.std=[0.4]"]
+    by_folder = vtcc.Clusterer(overrides=settings, run_dir=tmp_path / "a").fit(tmp_path / "images")
+    assert not GlobalHydra.instance().is_initialized()
+    assert logging.getLogger("vtcc").handlers == handlers
+    assert np.array_equal(by_folder.predict(tmp_path / "images"), by_folder.labels_)
+    ordered = sorted(paths)  # the folder's order: class folders, then names
+    listed = vtcc.Clusterer(overrides=settings, run_dir=tmp_path / "b", num_clusters=10).fit(ordered)
+    assert listed.labels_.shape == (120,) and "acc" not in listed.metrics_  # a flat list has no labels
+    assert np.array_equal(listed.predict(ordered), listed.labels_)
+    assert np.array_equal(listed.labels_, by_folder.labels_)  # same images, order and seed
+
+
+def test_mistakes_are_one_line_exceptions(digits, tmp_path):
+    x, _ = digits
+    cases = [
+        (dict(trainer__max_epochs="many"), x, "trainer.max_epochs"),
+        (dict(model__no_such_key=1), x, "no_such_key"),
+        ({}, x.astype(np.float32), "uint8"),
+        ({}, tmp_path / "absent", "no such folder"),
+        ({}, 3, "images of type int"),
+    ]
+    for settings, images, words in cases:
+        with pytest.raises(ConfigError, match=words) as caught:
+            vtcc.Clusterer(overrides=SETTINGS, run_dir=tmp_path / "bad", **settings).fit(images)
+        assert "\n" not in str(caught.value).strip(), caught.value
+    assert not (tmp_path / "bad" / "checkpoints").exists()
+    with pytest.raises(ConfigError, match="not fitted"):
+        vtcc.Clusterer().predict(x)
+    (tmp_path / "notes.ckpt").write_text("not a checkpoint")
+    with pytest.raises(ConfigError, match="notes.ckpt"):
+        vtcc.Clusterer.load(tmp_path / "notes.ckpt")
+    with pytest.raises(ConfigError, match="labels must be integers"):
+        vtcc.Clusterer(overrides=SETTINGS, run_dir=tmp_path / "bad2").fit(x, labels=np.zeros(3))
+
+
+def test_the_python_page_runs_as_written(tmp_path, monkeypatch):
+    """docs/python-api.md's examples under doctest, from a fresh folder (they write outputs/)."""
+    import doctest
+
+    monkeypatch.chdir(tmp_path)
+    page = Path(__file__).resolve().parents[1] / "docs" / "python-api.md"
+    result = doctest.testfile(str(page), module_relative=False, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 10 and result.failed == 0, result

@@ -1,0 +1,114 @@
+"""Results to take away: ``clusters.csv``, the embeddings with their paths, Parquet, the 2-D map.
+
+Formats (each row ``i`` is the ``i``-th image, in one order for every file):
+
+- ``clusters.csv``: ``path,cluster,confidence`` (confidence: the largest cluster probability).
+- ``embeddings.npy``: float32 ``(N, D)``, the run's embeddings; ``paths.txt``: one path a line.
+- ``clusters.parquet`` (``pyarrow``): ``path`` (string), ``cluster`` (int32), ``confidence``
+  (float32), ``map_x``, ``map_y`` (float32, the 2-D map of :func:`map_2d`), with the map's method in
+  the file's metadata (``vtcc.map_method``).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from vtcc.errors import ConfigError
+
+log = logging.getLogger("vtcc")
+
+TSNE_LIMIT = 10_000  # beyond it, without umap-learn, the map is PCA (t-SNE's time grows as N log N)
+
+
+def require_parquet() -> None:
+    if importlib.util.find_spec("pyarrow") is None:
+        raise ConfigError(
+            "parquet=true needs pyarrow: pip install 'vtcc[export]' (or pyarrow), or drop parquet"
+        )
+
+
+def map_method(count: int) -> str:
+    """The 2-D map vtcc draws for ``count`` points: UMAP when umap-learn is installed, else t-SNE up
+    to :data:`TSNE_LIMIT` points, else PCA."""
+    if importlib.util.find_spec("umap") is not None:
+        return "UMAP"
+    return "t-SNE" if count <= TSNE_LIMIT else "PCA"
+
+
+def map_2d(embeddings: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
+    """Float32 ``(N, 2)`` coordinates of ``(N, D)`` embeddings, and the method's name."""
+    points = np.asarray(embeddings, dtype=np.float32)
+    method = map_method(len(points))
+    if len(points) < 5 or points.shape[1] <= 2:
+        padded = np.zeros((len(points), 2), np.float32)
+        padded[:, : min(2, points.shape[1])] = points[:, :2]
+        return padded, "the embeddings themselves"
+    if method == "UMAP":
+        import umap
+
+        neighbours = min(15, len(points) - 1)
+        coordinates = umap.UMAP(n_neighbors=neighbours, random_state=seed).fit_transform(points)
+    elif method == "t-SNE":
+        from sklearn.manifold import TSNE
+
+        perplexity = float(min(30, max(2, (len(points) - 1) // 3)))
+        coordinates = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
+    else:
+        from sklearn.decomposition import PCA
+
+        coordinates = PCA(2, random_state=seed).fit_transform(points)
+    return np.asarray(coordinates, dtype=np.float32), method
+
+
+def write_assignments(
+    output: Path,
+    paths: Sequence[str],
+    assigned,
+    embeddings: bool = False,
+    parquet: bool = False,
+    seed: int = 0,
+) -> None:
+    """``clusters.csv`` always; ``embeddings.npy`` + ``paths.txt`` and ``clusters.parquet`` when asked
+    (``assigned``: :class:`vtcc.inference.Assignments`)."""
+    clusters, confidence = assigned.clusters, assigned.confidence
+    with open(output / "clusters.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "cluster", "confidence"])
+        for path, cluster, value in zip(paths, clusters.tolist(), confidence.tolist(), strict=True):
+            writer.writerow([path, cluster, f"{value:.6f}"])
+    if embeddings:
+        np.save(output / "embeddings.npy", assigned.embeddings.astype(np.float32))
+        (output / "paths.txt").write_text("".join(f"{path}\n" for path in paths))
+    if parquet:
+        write_parquet(output / "clusters.parquet", paths, clusters, confidence, assigned.embeddings, seed)
+
+
+def write_parquet(
+    path: Path,
+    paths: Sequence[str],
+    clusters: np.ndarray,
+    confidence: np.ndarray,
+    embeddings: np.ndarray,
+    seed: int = 0,
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    coordinates, method = map_2d(embeddings, seed)
+    table = pa.table(
+        {
+            "path": pa.array([str(p) for p in paths], pa.string()),
+            "cluster": pa.array(np.asarray(clusters, dtype=np.int32)),
+            "confidence": pa.array(np.asarray(confidence, dtype=np.float32)),
+            "map_x": pa.array(coordinates[:, 0]),
+            "map_y": pa.array(coordinates[:, 1]),
+        }
+    ).replace_schema_metadata({"vtcc.map_method": method})
+    pq.write_table(table, path)
+    log.info("clusters.parquet written with a %s map", method)

@@ -1,0 +1,120 @@
+"""A trained run applied to new images: its checkpoint, its preprocessing, its network.
+
+``vtcc-predict`` and :class:`vtcc.Clusterer` both assign images through :class:`Assigner`, so a
+folder, a list of paths and an array get the clusters, probabilities and embeddings that the run
+itself gives them: files are decoded as the run held its images (size, channels, fit), arrays
+are taken as the ``npz`` loader takes them, then the run's evaluation transform.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from vtcc.data.folder import decode_image
+from vtcc.data.transforms import EvalTransform
+from vtcc.errors import ConfigError
+from vtcc.utils.checkpoint import restore_run
+
+
+@dataclass
+class Assignments:
+    """``probabilities`` ``(N, K)``, ``embeddings`` ``(N, D)`` (what the run's map and report use:
+    the instance vectors where the objective trains them, else the L2-normalised backbone
+    features), both float32, rows in input order."""
+
+    probabilities: np.ndarray
+    embeddings: np.ndarray
+
+    @property
+    def clusters(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+    @property
+    def confidence(self) -> np.ndarray:
+        """The largest cluster probability of each image."""
+        return self.probabilities.max(axis=1)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    return torch.device(name if name != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def array_images(array: np.ndarray) -> torch.Tensor:
+    """uint8 ``(N, H, W)`` or ``(N, H, W, C)`` as ``(N, C, H, W)``, as ``data=npz`` reads ``x``."""
+    array = np.asarray(array)
+    if (
+        array.dtype != np.uint8
+        or array.ndim not in (3, 4)
+        or (array.ndim == 4 and array.shape[3] not in (1, 3))
+    ):
+        raise ConfigError(
+            f"images as an array must be uint8 (N, H, W) or (N, H, W, C) with C 1 or 3, got {array.dtype} "
+            f"{array.shape}: convert with (x * 255).round().astype('uint8') for pixels in [0, 1]"
+        )
+    images = array[:, None] if array.ndim == 3 else array.transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(images))
+
+
+class Assigner:
+    """A run's checkpoint, ready to assign images (on ``device``, evaluation mode)."""
+
+    def __init__(self, ckpt_path: str | Path, cache_dir: str | None = None, device: str = "auto") -> None:
+        self.run_cfg, module = restore_run(ckpt_path, cache_dir=cache_dir)
+        self.device = pick_device(device)
+        self.network = module.network.to(self.device).eval()
+        data = self.run_cfg.data
+        self.transform = EvalTransform(
+            data.image_size, data.mean, data.std, data.get("interpolation", "bilinear")
+        ).to(self.device)
+        record = self.run_cfg.get("preprocessing") or {}
+        self.stored_size = int(record.get("stored_size") or data.image_size)
+        self.in_chans = int(record.get("in_chans") or data.get("in_chans", len(data.mean)))
+        folder = data.get("dataset") if "fit" in (data.get("dataset") or {}) else data
+        self.fit = folder.get("fit", "whole")
+        self.model_channels = len(data.mean)
+
+    @property
+    def num_clusters(self) -> int:
+        return int(self.network.num_clusters)
+
+    def decoded(self, paths: Sequence[Path], batch_size: int) -> Iterator[torch.Tensor]:
+        """Files decoded as the run held its images, a batch at a time."""
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start : start + batch_size]
+            yield torch.from_numpy(
+                np.stack([decode_image(path, self.stored_size, self.in_chans, self.fit) for path in chunk])
+            )
+
+    def batches(self, array: np.ndarray, batch_size: int) -> Iterator[torch.Tensor]:
+        images = array_images(array)
+        channels = images.shape[1]
+        if channels != self.in_chans and not (channels == 1 and self.model_channels == 3):
+            raise ConfigError(
+                f"the images have {channels} channel(s) and the run was trained on {self.in_chans}: "
+                "give images of the run's kind"
+            )
+        yield from images.split(batch_size)
+
+    @torch.no_grad()
+    def assign(self, batches: Iterable[torch.Tensor], total: int | None = None) -> Assignments:
+        """Probabilities and embeddings of uint8 ``(B, C, H, W)`` batches."""
+        probabilities, embeddings = [], []
+        for batch in tqdm(batches, total=total, desc="predict", unit="batch", leave=False):
+            if batch.shape[1] == 1 and self.model_channels == 3:  # gray data under an RGB (pretrained) model
+                batch = batch.expand(-1, 3, -1, -1)
+            z, p = self.network.embed_and_assign(self.transform(batch.to(self.device)))
+            probabilities.append(p.float().cpu())
+            embeddings.append(z.float().cpu())
+        return Assignments(torch.cat(probabilities).numpy(), torch.cat(embeddings).numpy())
+
+    def assign_paths(self, paths: Sequence[Path], batch_size: int = 256) -> Assignments:
+        return self.assign(self.decoded(paths, batch_size), total=-(-len(paths) // batch_size))
+
+    def assign_array(self, array: np.ndarray, batch_size: int = 256) -> Assignments:
+        return self.assign(self.batches(array, batch_size), total=-(-len(array) // batch_size))
