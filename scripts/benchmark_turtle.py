@@ -88,6 +88,9 @@ def main() -> None:
     parser.add_argument(
         "--turtle-epochs", type=int, default=30, help="TURTLE's T / 100 (official: 60; 30 on 1,797 images)"
     )
+    parser.add_argument(
+        "--k-bias", action="store_true", help="also score K = 2..30 by every criterion on space A (minutes)"
+    )
     args = parser.parse_args()
     out = args.out.resolve()
     checkpoints = [c.resolve() for c in args.backbones] if args.backbones else backbone_runs(out)
@@ -137,6 +140,8 @@ def main() -> None:
                 f"{mean['ari']:6.3f} {mean['seconds']:6.1f} {gen:6.3f}"
             )
     (out / "results.json").write_text(json.dumps(rows, indent=2))
+    if not args.k_bias:
+        return
     k_search_bias(
         out,
         dims_of(checkpoints[0]),

@@ -32,7 +32,9 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 def array_fit(digits, tmp_path_factory):
     x, y = digits
     root = tmp_path_factory.mktemp("api")
-    clusterer = vtcc.Clusterer(overrides=SETTINGS, run_dir=root / "run", seed=0)
+    clusterer = vtcc.Clusterer(
+        num_clusters=10, overrides=SETTINGS, run_dir=root / "run", seed=0, device="cpu"
+    )
     return clusterer.fit(x, labels=y), root
 
 
@@ -60,6 +62,7 @@ def test_an_array_fit_is_a_cli_run(array_fit, digits, tmp_path):
         "train",
         *SETTINGS,
         "seed=0",
+        "num_clusters=10",
         "data=npz",
         f"data.root={tmp_path / 'digits.npz'}",
         "hydra.run.dir=run",
@@ -83,6 +86,7 @@ def test_a_saved_clusterer_loads_and_predicts_and_the_cli_resumes_it(array_fit, 
     with pytest.raises(ConfigError, match="already exists"):
         clusterer.save(saved)
     again = vtcc.Clusterer.load(saved)
+    again.device = "cpu"
     assert np.array_equal(again.predict(x), clusterer.labels_)
     # resumed from the command line for one more epoch, with its settings as the CLI keeps them
     items = yaml.safe_load((clusterer.run_dir_ / ".hydra/overrides.yaml").read_text())
@@ -111,15 +115,24 @@ def test_folders_and_path_lists_in_one_process(digits, tmp_path):
         paths.append(folder / f"{index:04d}.png")
     handlers = list(logging.getLogger("vtcc").handlers)
     settings = [*SETTINGS, "data.in_chans=1", "data.mean=[0.3]", "data.std=[0.4]"]
-    by_folder = vtcc.Clusterer(overrides=settings, run_dir=tmp_path / "a").fit(tmp_path / "images")
+    by_folder = vtcc.Clusterer(overrides=settings, run_dir=tmp_path / "a", device="cpu")
+    by_folder.fit(tmp_path / "images")
     assert not GlobalHydra.instance().is_initialized()
     assert logging.getLogger("vtcc").handlers == handlers
     assert np.array_equal(by_folder.predict(tmp_path / "images"), by_folder.labels_)
     ordered = sorted(paths)  # the folder's order: class folders, then names
-    listed = vtcc.Clusterer(overrides=settings, run_dir=tmp_path / "b", num_clusters=10).fit(ordered)
+    listed = vtcc.Clusterer(overrides=settings, run_dir=tmp_path / "b", num_clusters=10, device="cpu")
+    listed.fit(ordered)
     assert listed.labels_.shape == (120,) and "acc" not in listed.metrics_  # a flat list has no labels
-    assert np.array_equal(listed.predict(ordered), listed.labels_)
     assert np.array_equal(listed.labels_, by_folder.labels_)  # same images, order and seed
+    assert np.array_equal(listed.embeddings_, by_folder.embeddings_)
+    shuffled = [ordered[i] for i in np.random.default_rng(0).permutation(len(ordered))]
+    again = vtcc.Clusterer(overrides=settings, run_dir=tmp_path / "c", num_clusters=10, device="cpu")
+    again.fit(shuffled)  # labels_ and the rest follow the order given, not the sorted one
+    assert np.array_equal(again.predict(shuffled), again.labels_)
+    # a tiny run's clusters may all be one: the embeddings tell the images apart
+    assert np.allclose(again.transform(shuffled), again.embeddings_, atol=1e-5)
+    assert not np.allclose(again.transform(ordered), again.embeddings_, atol=1e-3)
 
 
 def test_mistakes_are_one_line_exceptions(digits, tmp_path):
@@ -131,18 +144,53 @@ def test_mistakes_are_one_line_exceptions(digits, tmp_path):
         ({}, tmp_path / "absent", "no such folder"),
         ({}, 3, "images of type int"),
     ]
+    (tmp_path / "notes.gif").write_bytes(b"GIF89a")
+    cases += [
+        ({}, [tmp_path / "notes.gif", tmp_path / "notes.gif"], "not images"),
+        ({}, [x[0], x[1]], "must hold paths"),
+        (dict(num_clusters=np.int64(10), time_budget_minutes=-1.0), x, "time_budget_minutes"),
+    ]
     for settings, images, words in cases:
         with pytest.raises(ConfigError, match=words) as caught:
             vtcc.Clusterer(overrides=SETTINGS, run_dir=tmp_path / "bad", **settings).fit(images)
         assert "\n" not in str(caught.value).strip(), caught.value
-    assert not (tmp_path / "bad" / "checkpoints").exists()
+        assert not (tmp_path / "bad").exists(), settings  # refused before anything was written
+    for overrides, words in ((5, "give a dict"), ({"hydra.run.dir": "elsewhere"}, "run_dir=")):
+        with pytest.raises(ConfigError, match=words):
+            vtcc.Clusterer(overrides=overrides, run_dir=tmp_path / "bad").fit(x)
     with pytest.raises(ConfigError, match="not fitted"):
         vtcc.Clusterer().predict(x)
     (tmp_path / "notes.ckpt").write_text("not a checkpoint")
     with pytest.raises(ConfigError, match="notes.ckpt"):
         vtcc.Clusterer.load(tmp_path / "notes.ckpt")
     with pytest.raises(ConfigError, match="labels must be integers"):
-        vtcc.Clusterer(overrides=SETTINGS, run_dir=tmp_path / "bad2").fit(x, labels=np.zeros(3))
+        vtcc.Clusterer(overrides=SETTINGS, run_dir=tmp_path / "bad2", num_clusters=3).fit(
+            x, labels=np.zeros(3)
+        )
+    with pytest.raises(ConfigError, match="never choose K"):  # labels only score
+        vtcc.Clusterer(overrides=SETTINGS, run_dir=tmp_path / "bad3").fit(x, labels=np.zeros(len(x), int))
+    assert not (tmp_path / "bad2").exists() and not (tmp_path / "bad3").exists()
+
+
+def test_a_second_fit_into_a_used_folder_is_refused_and_the_first_kept(array_fit, digits):
+    clusterer, _ = array_fit
+    x, _ = digits
+    before = (clusterer.run_dir_ / "inputs.npz").read_bytes()
+    with pytest.raises(ConfigError, match="overwrite"):
+        vtcc.Clusterer(num_clusters=10, overrides=SETTINGS, run_dir=clusterer.run_dir_).fit(x[:50])
+    assert (clusterer.run_dir_ / "inputs.npz").read_bytes() == before
+
+
+def test_the_callers_hydra_is_left_as_it_was():
+    from hydra import compose, initialize_config_dir
+
+    from vtcc.api import compose_config
+    from vtcc.utils.cli import CONFIG_DIR
+
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        compose_config("train", ["seed=3"])  # the API composing inside the caller's Hydra
+        assert GlobalHydra.instance().is_initialized()
+        assert compose("train", ["seed=5"]).seed == 5  # the caller's still composes
 
 
 def test_the_python_page_runs_as_written(tmp_path, monkeypatch):

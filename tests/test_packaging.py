@@ -30,7 +30,9 @@ def test_configs_ship_inside_the_package():
     assert files and all(p.suffix == ".yaml" for p in files)  # what package-data conf/**/*.yaml ships
     pyproject = (Path(vtcc.__file__).parents[1] / "pyproject.toml").read_text()
     assert 'vtcc = ["conf/**/*.yaml", "*.js"]' in pyproject
-    data = [p for p in Path(vtcc.__file__).parent.glob("*") if p.is_file() and p.suffix not in (".py", ".pyc")]
+    data = [
+        p for p in Path(vtcc.__file__).parent.glob("*") if p.is_file() and p.suffix not in (".py", ".pyc")
+    ]
     assert data and all(p.suffix == ".js" for p in data)  # the report's explorer script ships with it
 
 

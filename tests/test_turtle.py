@@ -214,7 +214,7 @@ def test_the_inner_fit_is_torch_adam_on_a_linear_layer():
 
 def test_spaces_of_other_widths_fitted_together_are_each_fitted_as_alone():
     """The batched fit zero-pads the narrower space: its padded columns never move, and each
-    space's classifier ends where a fit of that space alone ends (Adam is per parameter)."""
+    space's classifier ends where nn.Linear + torch.optim.Adam on that space alone ends."""
     torch.manual_seed(0)
     spaces, target = [torch.randn(25, 7), torch.randn(25, 3)], torch.softmax(torch.randn(25, 4), 1)
     layers = [nn.Linear(7, 4), nn.Linear(3, 4)]
@@ -223,10 +223,13 @@ def test_spaces_of_other_widths_fitted_together_are_each_fitted_as_alone():
     assert torch.count_nonzero(together.weight[1, :, 3:]) == 0
     assert torch.count_nonzero(together.moments[2][1, :, 3:]) == 0
     for s, (layer, space) in enumerate(zip(layers, spaces, strict=True)):
-        alone = InnerClassifiers([layer.weight], [layer.bias], lr=1e-2)
-        alone.fit([space], target, 12)
-        assert torch.allclose(together.layer(s)[0], alone.layer(0)[0], atol=1e-6)
-        assert torch.allclose(together.layer(s)[1], alone.layer(0)[1], atol=1e-6)
+        optimizer = torch.optim.Adam(layer.parameters(), lr=1e-2)
+        for _ in range(12):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(layer(space), target).backward()
+            optimizer.step()
+        assert torch.allclose(together.layer(s)[0], layer.weight, atol=1e-6)
+        assert torch.allclose(together.layer(s)[1], layer.bias, atol=1e-6)
     stored = together.state_dict()  # one entry per space, as separate layers stored them
     assert [tuple(state["weight"].shape) for state in stored] == [(4, 7), (4, 3)]
     again = InnerClassifiers.fresh([7, 3], 4, 1e-2, torch.device("cpu"))

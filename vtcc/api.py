@@ -11,11 +11,13 @@ mistakes are raised as :class:`vtcc.errors.ConfigError` with the CLI's one-line 
 from __future__ import annotations
 
 import logging
+import numbers
 import re
 import shutil
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,10 +37,12 @@ def override_value(value: Any) -> str:
     ``{k:v}``, a word as it is, and any other string quoted."""
     if value is None:
         return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int | float):
-        return repr(value)
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value)).lower()
+    if isinstance(value, numbers.Integral):
+        return repr(int(value))
+    if isinstance(value, numbers.Real):
+        return repr(float(value))
     if isinstance(value, Path):
         value = str(value)
     if isinstance(value, str):
@@ -63,10 +67,21 @@ def override_list(
     if isinstance(overrides, Mapping):
         items += [f"{key}={override_value(value)}" for key, value in overrides.items()]
     elif overrides is not None:
-        if isinstance(overrides, str):
-            raise ConfigError(f"overrides={overrides!r}: give a dict or a list of key=value items")
-        items += [str(item) for item in overrides]
+        if not isinstance(overrides, list | tuple) or not all(isinstance(item, str) for item in overrides):
+            raise ConfigError(
+                f"overrides={overrides!r}: give a dict ({{'trainer.max_epochs': 5}}) or a list of "
+                "key=value texts (['trainer.max_epochs=5'])"
+            )
+        items += list(overrides)
     items += [f"{key.replace('__', '.')}={override_value(value)}" for key, value in keywords.items()]
+    for item in items:
+        key = re.sub(r"^[+~]+", "", item).split("=", 1)[0]
+        if key == "hydra" or key.startswith("hydra.") or key.startswith("hydra/"):
+            raise ConfigError(
+                f"{item}: Hydra's own settings do not apply from Python; the run's folder is run_dir="
+            )
+        if key == "paths.output_dir":
+            raise ConfigError(f"{item}: set the run's folder with run_dir=")
     return items
 
 
@@ -75,13 +90,17 @@ def composing() -> Iterator[None]:
     """Hydra initialised on vtcc's configs for the duration, and cleared after."""
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
 
     from vtcc.utils.cli import CONFIG_DIR
 
-    if GlobalHydra.instance().is_initialized():  # inside a Hydra app or a compose of the caller's
-        GlobalHydra.instance().clear()
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        yield
+    backup = get_gh_backup()  # inside a Hydra app, or after a compose of the caller's: kept
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+            yield
+    finally:
+        restore_gh_from_backup(backup)
 
 
 def compose_config(name: str, items: list[str]) -> Any:
@@ -135,6 +154,8 @@ def user_errors() -> Iterator[None]:
         cause = _user_error(error)
         if cause is None:
             raise
+        if not isinstance(cause, VtccError):  # Lightning's MisconfigurationException
+            raise ConfigError(str(cause)) from None
         raise cause.with_traceback(None) from None
 
 
@@ -145,62 +166,104 @@ def new_run_dir(items: list[str]) -> Path:
     return Path(str(cfg.paths.log_dir)) / str(cfg.task_name) / stamp
 
 
-def data_items(images: Images, labels: Any, run_dir: Path, items: list[str]) -> list[str]:
-    """The data overrides for ``images``: a folder as ``data=folder``, an ``.npz`` file as
-    ``data=npz``, a list of paths as a folder of links under ``<run>/inputs``, an array as
-    ``<run>/inputs.npz`` (with ``labels`` as its ``y``, for the metrics only)."""
+@dataclass
+class Inputs:
+    """How a fit reads its images: the data overrides, what must be written first (an array's
+    ``inputs.npz``, a list's links), and how many images ``labels_`` must have (``None``: a folder,
+    whatever it holds)."""
+
+    items: list[str]
+    write: Callable[[], None]
+    count: int | None
+
+
+def plan_inputs(images: Images, labels: Any, run_dir: Path, items: list[str]) -> Inputs:
+    """A folder as ``data=folder``, an ``.npz`` file as ``data=npz``, a list of image paths as a
+    folder of links under ``<run>/inputs``, an array as ``<run>/inputs.npz`` (with ``labels`` as its
+    ``y``, for the metrics only). Checked in full before anything is written."""
+    from vtcc.data.folder import IMAGE_SUFFIXES
     from vtcc.inference import array_images
 
     chose_data = any(re.match(r"^\+*data=", item) for item in items)
+    if labels is not None and not isinstance(images, np.ndarray):
+        raise ConfigError("labels= go with an array of images; a folder's labels are its class subfolders")
     if isinstance(images, str | Path):
         path = Path(images).expanduser()
         if not path.exists():
             raise ConfigError(
-                f"images={images}: no such folder or file; give a folder of images, a list of paths "
-                "or an array"
+                f"images={images}: no such folder or file; give a folder of images, an .npz file, a list "
+                "of image paths or an array"
             )
-        if labels is not None:
-            raise ConfigError("labels go with an array of images; a folder's labels are its class subfolders")
         group = [] if chose_data else ["data=npz" if path.suffix == ".npz" else "data=folder"]
-        return [*group, f"data.root={override_value(path.resolve())}"]
+        return Inputs([*group, f"data.root={override_value(path.resolve())}"], lambda: None, None)
     if isinstance(images, np.ndarray):
-        array_images(images)  # its dtype and shape, before anything is written
-        run_dir.mkdir(parents=True, exist_ok=True)
+        array_images(images)  # its dtype and shape
         arrays = {"x": images}
         if labels is not None:
             y = np.asarray(labels)
             if y.shape != (len(images),) or not np.issubdtype(y.dtype, np.integer):
                 raise ConfigError(f"labels must be integers (N,) = ({len(images)},), got {y.dtype} {y.shape}")
             arrays["y"] = y.astype(np.int64)
-        np.savez(run_dir / "inputs.npz", **arrays)
-        return [
-            *([] if chose_data else ["data=npz"]),
-            f"data.root={override_value((run_dir / 'inputs.npz').resolve())}",
-        ]
-    if isinstance(images, Sequence) and not isinstance(images, str | bytes):
-        if labels is not None:
-            raise ConfigError("labels go with an array of images, not with a list of paths")
-        return ["data=folder", f"data.root={override_value(link_inputs(images, run_dir / 'inputs'))}"]
+        target = run_dir / "inputs.npz"
+        group = [] if chose_data else ["data=npz"]
+        return Inputs(
+            [*group, f"data.root={override_value(target.resolve())}"],
+            lambda: np.savez(target, **arrays),
+            len(images),
+        )
+    if isinstance(images, list | tuple):
+        if not all(isinstance(p, str | Path) for p in images):
+            raise ConfigError(
+                "a list of images must hold paths (str or Path); give arrays as one (N, H, W[, C]) array"
+            )
+        files = [Path(p).expanduser().resolve() for p in images]
+        absent = [str(p) for p in files if not p.is_file()]
+        if absent:
+            raise ConfigError(f"{len(absent)} listed image(s) do not exist, e.g. {absent[0]}")
+        odd = [str(p) for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+        if odd:
+            raise ConfigError(
+                f"{len(odd)} listed file(s) are not images ({', '.join(IMAGE_SUFFIXES)}), e.g. {odd[0]}"
+            )
+        if len(files) < 2:
+            raise ConfigError("clustering needs at least 2 images")
+        folder = run_dir / "inputs"
+        group = [] if chose_data else ["data=folder"]
+        return Inputs(
+            [*group, f"data.root={override_value(folder.resolve())}"],
+            lambda: link_inputs(files, folder),
+            len(files),
+        )
     raise ConfigError(
         f"images of type {type(images).__name__}: give a folder, an .npz file, a list of image paths or a "
         "uint8 array (N, H, W) or (N, H, W, C)"
     )
 
 
-def link_inputs(paths: Sequence[str | Path], folder: Path) -> Path:
-    """A flat folder of links ``000000_<name>`` to ``paths``, in their order (the folder loader
-    reads sorted names, so image ``i`` stays image ``i``)."""
-    files = [Path(p).expanduser().resolve() for p in paths]
-    absent = [str(p) for p in files if not p.is_file()]
-    if absent:
-        raise ConfigError(f"{len(absent)} listed image(s) do not exist, e.g. {absent[0]}")
-    if len(files) < 2:
-        raise ConfigError("clustering needs at least 2 images")
-    folder.mkdir(parents=True, exist_ok=True)
+def link_inputs(files: Sequence[Path], folder: Path) -> None:
+    """A flat folder of links ``000000_<name>`` to ``files``, in their order (the folder loader
+    reads sorted names, so image ``i`` stays image ``i``); a new folder each fit."""
+    if folder.exists():
+        shutil.rmtree(folder)  # links of an earlier fit into this run folder (overwrite=true)
+    folder.mkdir(parents=True)
     width = max(6, len(str(len(files))))
     for index, path in enumerate(files):
         (folder / f"{index:0{width}d}_{path.name}").symlink_to(path)
-    return folder.resolve()
+
+
+def check_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Before anything is written: a folder (not a file), and not another run's unless ``overwrite``."""
+    from vtcc.train import check_output_dir
+
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run_dir={run_dir} is a file: give a folder for the run")
+    check_output_dir(run_dir, overwrite)
+    for name in ("inputs.npz", "inputs"):
+        if (run_dir / name).exists() and not overwrite:
+            raise ConfigError(
+                f"{run_dir / name} holds an earlier fit's images: choose another run_dir, or pass "
+                "overwrite=True"
+            )
 
 
 def record_overrides(run_dir: Path, items: list[str]) -> None:
@@ -221,7 +284,9 @@ class Clusterer:
     takes the CLI's ``key=value`` settings as a dict or list (``{"model": "pretrained",
     "objective": "temi"}``); other keywords are overrides too, with ``__`` for the dots
     (``trainer__max_epochs=5``). ``run_dir``: the run's folder (default: a new
-    ``<paths.log_dir>/train/<timestamp>``, as the CLI's).
+    ``<paths.log_dir>/train/<timestamp>``, as the CLI's); ``device``: where ``predict``,
+    ``predict_proba`` and ``transform`` run (``auto``, ``cpu``, ``cuda``; training follows
+    ``trainer.accelerator``).
 
     After :meth:`fit`, for the images in the order given (a folder: sorted paths, class folders
     in turn): ``labels_`` ``(N,)``, ``confidence_`` ``(N,)`` (the largest cluster probability),
@@ -235,12 +300,14 @@ class Clusterer:
         time_budget_minutes: float | None = None,
         overrides: Mapping[str, Any] | Sequence[str] | None = None,
         run_dir: str | Path | None = None,
+        device: str = "auto",
         **settings: Any,
     ) -> None:
         self.num_clusters = num_clusters
         self.time_budget_minutes = time_budget_minutes
         self.overrides = overrides
         self.run_dir = run_dir
+        self.device = device
         self.settings = settings
         self._assigner: Any = None
 
@@ -250,6 +317,7 @@ class Clusterer:
             "time_budget_minutes": self.time_budget_minutes,
             "overrides": self.overrides,
             "run_dir": self.run_dir,
+            "device": self.device,
             **self.settings,
         }
 
@@ -265,23 +333,36 @@ class Clusterer:
         return override_list(self.overrides, {**named, **self.settings})
 
     def fit(self, images: Images, labels: Any = None) -> Clusterer:
-        """Train on ``images``; ``labels`` (an array's, optional) only score the clusters (``metrics_``)."""
+        """Train on ``images``; ``labels`` (an array's, optional) only score the clusters
+        (``metrics_``): K is yours to give (``num_clusters``), never taken from them."""
+        from vtcc.config.validate import validate_config
         from vtcc.report import collect_outputs
         from vtcc.train import train_run
 
         items = self._items()
+        if labels is not None and not any(re.sub(r"^\++", "", i).startswith("num_clusters=") for i in items):
+            raise ConfigError(
+                "labels= only score the clusters and never choose K: give num_clusters=K (or 'auto')"
+            )
         run_dir = Path(self.run_dir) if self.run_dir is not None else new_run_dir(items)
-        items = [
-            *items,
-            *data_items(images, labels, run_dir, items),
-            f"paths.output_dir={override_value(run_dir.resolve())}",
-        ]
+        inputs = plan_inputs(images, labels, run_dir, items)
+        items = [*items, *inputs.items, f"paths.output_dir={override_value(run_dir.resolve())}"]
         cfg = compose_config("train", items)
+        with user_errors():
+            validate_config(cfg)  # every value's type: a mistake stops before anything is written
+        check_run_dir(run_dir, bool(cfg.get("overwrite")))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        inputs.write()
         record_overrides(run_dir, items)
         with run_logging(run_dir), user_errors():
             trained = train_run(cfg, overrides=items)
             outputs = collect_outputs(trained.run.module, trained.run.datamodule)
         order = np.argsort(outputs["index"], kind="stable")
+        if inputs.count is not None and len(order) != inputs.count:
+            raise ConfigError(
+                f"the run read {len(order)} of the {inputs.count} images (see {run_dir / 'train.log'}): "
+                "labels_ would not line up with them; fix or drop the unreadable ones"
+            )
         self.labels_ = outputs["cluster"][order]
         self.confidence_ = outputs["confidence"][order]
         self.embeddings_ = outputs["embedding"][order]
@@ -311,6 +392,10 @@ class Clusterer:
         """A copy of the run's checkpoint at ``path`` (what :meth:`load`, ``vtcc-eval`` and
         ``vtcc-predict`` read)."""
         target = Path(path)
+        if target.is_dir():
+            raise ConfigError(
+                f"{target} is a folder: give the checkpoint file's path, e.g. {target / 'model.ckpt'}"
+            )
         if target.exists() and not overwrite:
             raise ConfigError(f"{target} already exists: choose another path, or pass overwrite=True")
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -329,10 +414,11 @@ class Clusterer:
         if self._assigner is None:
             checkpoint = self._fitted()
             with user_errors():  # assigning images reads no feature cache: nothing is written
-                self._assigner = Assigner(checkpoint, device="auto")
+                self._assigner = Assigner(checkpoint, device=self.device)
         return self._assigner
 
     def _assign(self, images: Images, batch_size: int = 256) -> Any:
+        from vtcc.data.folder import IMAGE_SUFFIXES, load_npz
         from vtcc.predict import list_inputs
 
         assigner = self._assigner_for()
@@ -340,15 +426,23 @@ class Clusterer:
             if isinstance(images, np.ndarray):
                 return assigner.assign_array(images, batch_size)
             if isinstance(images, str | Path):
+                path = Path(images)
+                if path.suffix == ".npz" and path.is_file():
+                    return assigner.assign_tensor(load_npz(path).images, batch_size)
+                if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                    return assigner.assign_paths([path], batch_size)
                 return assigner.assign_paths(list_inputs(str(images)), batch_size)
-            if isinstance(images, Sequence):
+            if isinstance(images, list | tuple) and all(isinstance(p, str | Path) for p in images):
                 paths = [Path(p) for p in images]
                 absent = [str(p) for p in paths if not p.is_file()]
                 if absent:
                     raise ConfigError(f"{len(absent)} listed image(s) do not exist, e.g. {absent[0]}")
+                if not paths:
+                    raise ConfigError("no images given: an empty list")
                 return assigner.assign_paths(paths, batch_size)
         raise ConfigError(
-            f"images of type {type(images).__name__}: give a folder, a list of paths or a uint8 array"
+            f"images of type {type(images).__name__}: give a folder, an .npz file, a list of image paths or "
+            "a uint8 array (N, H, W) or (N, H, W, C)"
         )
 
     def predict(self, images: Images) -> np.ndarray:

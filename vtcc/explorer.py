@@ -64,11 +64,12 @@ def explorer_section(
         chunk = shown[start : start + 256]
         pictures += [thumbnail(image) for image in np.asarray(images_at(torch.as_tensor(indices[chunk])))]
     sizes = np.bincount(clusters, minlength=num_clusters)
+    finite = np.nan_to_num(np.asarray(coordinates, dtype=float), nan=0.0, posinf=0.0, neginf=0.0)
     data = {
-        "x": np.round(coordinates[:, 0].astype(float), 3).tolist(),
-        "y": np.round(coordinates[:, 1].astype(float), 3).tolist(),
+        "x": np.round(finite[:, 0], 3).tolist(),
+        "y": np.round(finite[:, 1], 3).tolist(),
         "cluster": clusters[shown].astype(int).tolist(),
-        "confidence": np.round(confidence[shown].astype(float), 4).tolist(),
+        "confidence": np.round(np.nan_to_num(confidence[shown].astype(float)), 4).tolist(),
         "label": None if labels is None else labels[shown].astype(int).tolist(),
         "thumb": pictures,
         "sizes": sizes.astype(int).tolist(),
@@ -86,7 +87,7 @@ def explorer_section(
         if labels is not None
         else ""
     )
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
     return (
         '<section id="explorer"><h2>Explorer</h2>'
         f"<p>{html.escape(method)} map of the embeddings, {sampled}: hover a point to see its image, "

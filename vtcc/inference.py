@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from vtcc.data.folder import decode_image
@@ -86,13 +87,18 @@ class Assigner:
     def decoded(self, paths: Sequence[Path], batch_size: int) -> Iterator[torch.Tensor]:
         """Files decoded as the run held its images, a batch at a time."""
         for start in range(0, len(paths), batch_size):
-            chunk = paths[start : start + batch_size]
             yield torch.from_numpy(
-                np.stack([decode_image(path, self.stored_size, self.in_chans, self.fit) for path in chunk])
+                np.stack([self._decode(path) for path in paths[start : start + batch_size]])
             )
 
-    def batches(self, array: np.ndarray, batch_size: int) -> Iterator[torch.Tensor]:
-        images = array_images(array)
+    def _decode(self, path: Path) -> np.ndarray:
+        try:
+            return decode_image(path, self.stored_size, self.in_chans, self.fit)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            raise ConfigError(f"{path} cannot be read as an image ({error}): fix or remove it") from None
+
+    def batches(self, images: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+        """uint8 ``(N, C, H, W)`` images of the run's kind, a batch at a time."""
         channels = images.shape[1]
         if channels != self.in_chans and not (channels == 1 and self.model_channels == 3):
             raise ConfigError(
@@ -116,5 +122,10 @@ class Assigner:
     def assign_paths(self, paths: Sequence[Path], batch_size: int = 256) -> Assignments:
         return self.assign(self.decoded(paths, batch_size), total=-(-len(paths) // batch_size))
 
+    def assign_tensor(self, images: torch.Tensor, batch_size: int = 256) -> Assignments:
+        """uint8 ``(N, C, H, W)`` images (as the ``npz`` loader holds them)."""
+        return self.assign(self.batches(images, batch_size), total=-(-len(images) // batch_size))
+
     def assign_array(self, array: np.ndarray, batch_size: int = 256) -> Assignments:
-        return self.assign(self.batches(array, batch_size), total=-(-len(array) // batch_size))
+        """uint8 ``(N, H, W)`` or ``(N, H, W, C)``."""
+        return self.assign_tensor(array_images(array), batch_size)

@@ -35,7 +35,14 @@ def list_inputs(source: str) -> list[Path]:
     if path.is_dir():
         paths = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     elif path.is_file():
-        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"input={source} is not a text file listing image paths: give a folder of images "
+                "or such a list"
+            ) from None
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
         paths = [Path(line) if Path(line).is_absolute() else path.parent / line for line in lines]
         absent = [str(p) for p in paths if not p.is_file()]
         if absent:
@@ -60,13 +67,16 @@ def predict(cfg: DictConfig) -> Path:
             raise ConfigError(f"{key} is required: vtcc-predict ckpt_path=<file> input=<folder> output=<dir>")
     if cfg.parquet:
         require_parquet()
+    seed = 0 if cfg.seed is None else int(cfg.seed)
+    if not 0 <= seed < 2**32:
+        raise ConfigError(f"seed={seed} must be between 0 and 2**32 - 1 (the 2-D map's random state)")
     # a refused checkpoint stops before anything else
     assigner = Assigner(cfg.ckpt_path, cache_dir=own_cache_dir(cfg), device=cfg.device)
     paths = list_inputs(cfg.input)
     output = Path(cfg.output)
     prepare_output(output, cfg.overwrite)
     assigned = assigner.assign_paths(paths, cfg.batch_size)
-    write_assignments(output, [str(path) for path in paths], assigned, cfg.embeddings, cfg.parquet, cfg.seed)
+    write_assignments(output, [str(path) for path in paths], assigned, cfg.embeddings, cfg.parquet, seed)
     if cfg.copy_images != "none":
         sort_into_folders(paths, assigned.clusters.tolist(), output, cfg.copy_images)
     sizes = np.bincount(assigned.clusters, minlength=assigner.num_clusters)

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from vtcc.errors import ConfigError
+
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``mean_n -sum_k target_nk log softmax(logits)_nk``: ``F.cross_entropy`` with probability
@@ -146,7 +148,10 @@ class InnerClassifiers:
 
     def load_state_dict(self, states: Sequence[dict[str, torch.Tensor]]) -> None:
         if [int(state["weight"].shape[1]) for state in states] != self.widths:
-            raise ValueError("the stored inner classifiers are for spaces of other widths")
+            raise ConfigError(
+                "the checkpoint's TURTLE inner classifiers are for spaces of other widths than this run's: "
+                "resume it with its own model.backbones"
+            )
         for s, (state, width) in enumerate(zip(states, self.widths, strict=True)):
             self.weight[s, :, :width] = state["weight"].float()
             self.bias[s] = state["bias"].float()

@@ -1,0 +1,74 @@
+"""The explorer's data and the 2-D map, without a browser (the browser test is in test_cli.py)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vtcc import export
+from vtcc.explorer import MAX_POINTS, explorer_section, sample_positions, thumbnail
+
+
+def page_data(section: str) -> dict:
+    found = re.search(r'<script type="application/json" id="explorer-data">(.*?)</script>', section, re.S)
+    return json.loads(found.group(1))
+
+
+def test_beyond_the_limit_the_map_is_a_sample_and_says_so():
+    count = MAX_POINTS + 500
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 256, (count, 1, 8, 8), dtype=np.uint8))
+    clusters = rng.integers(0, 4, count)
+    shown = sample_positions(count, seed=0)
+    assert len(shown) == MAX_POINTS and len(np.unique(shown)) == MAX_POINTS
+    section = explorer_section(
+        lambda index: images[index],
+        np.arange(count),
+        clusters,
+        rng.random(count),
+        shown,
+        rng.normal(size=(len(shown), 2)),
+        "t-SNE",
+        4,
+    )
+    assert f"a random sample of {MAX_POINTS} of the {count} images" in section
+    data = page_data(section)
+    assert len(data["x"]) == len(data["thumb"]) == MAX_POINTS and data["total"] == count
+    assert data["cluster"] == clusters[shown].tolist()
+    assert data["sizes"] == np.bincount(clusters, minlength=4).tolist()  # sizes count every image
+    assert data["label"] is None and 'id="colour-by"' not in section  # no labels, no label view
+    first = Image.open(io.BytesIO(base64.b64decode(data["thumb"][0].split(",", 1)[1])))
+    assert np.array_equal(np.asarray(first), images[shown[0], 0].numpy())  # the image itself, lossless
+
+
+def test_thumbnails_are_small_and_colour_ones_are_jpeg():
+    colour = np.random.default_rng(0).integers(0, 256, (3, 200, 100), dtype=np.uint8)
+    uri = thumbnail(colour)
+    assert uri.startswith("data:image/jpeg;base64,")
+    picture = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    assert max(picture.size) == 48 and picture.size[0] < picture.size[1]  # aspect kept
+    assert thumbnail(colour[:1, :10, :10]).startswith("data:image/png;base64,")
+
+
+def test_the_map_method_follows_what_is_installed(monkeypatch):
+    monkeypatch.setattr(export.importlib.util, "find_spec", lambda name: None)  # no umap-learn
+    assert export.map_method(export.TSNE_LIMIT) == "t-SNE"
+    assert export.map_method(export.TSNE_LIMIT + 1) == "PCA"
+    points = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
+    coordinates, method = export.map_2d(points)
+    assert method == "t-SNE" and coordinates.shape == (40, 2) and coordinates.dtype == np.float32
+
+
+def test_parquet_needs_pyarrow_and_says_how(monkeypatch):
+    from vtcc.errors import ConfigError
+
+    monkeypatch.setattr(export.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match=r"pip install 'vtcc\[export\]'"):
+        export.require_parquet()
