@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -77,6 +78,20 @@ def test_an_array_fit_is_a_cli_run(array_fit, digits, tmp_path):
     assert probabilities.shape == (240, 10) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
     assert np.allclose(probabilities.max(1), clusterer.confidence_, atol=1e-5)
     assert np.allclose(clusterer.transform(x), clusterer.embeddings_, atol=1e-5)
+    # and the other way round: the CLI run evaluated, predicted and resumed from Python
+    cli_checkpoint = tmp_path / "run/checkpoints/last.ckpt"
+    loaded = vtcc.Clusterer.load(cli_checkpoint)
+    loaded.device = "cpu"
+    final = json.loads((tmp_path / "run/final_metrics.json").read_text())
+    assert loaded.evaluate(x, y)["acc"] == pytest.approx(final["acc"], abs=1e-6)
+    settings = [item for item in SETTINGS if not item.startswith("trainer.max_epochs=")]
+    resumed = vtcc.Clusterer(
+        num_clusters=10,
+        overrides=[*settings, "seed=0", f"ckpt_path={cli_checkpoint}", "trainer.max_epochs=2"],
+        run_dir=tmp_path / "more",
+        device="cpu",
+    ).fit(tmp_path / "digits.npz")
+    assert load_checkpoint(resumed.checkpoint_)["epoch"] == 1  # the CLI run's epoch 0, then one more
 
 
 def test_a_saved_clusterer_loads_and_predicts_and_the_cli_resumes_it(array_fit, digits, tmp_path):

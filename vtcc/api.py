@@ -453,6 +453,17 @@ class Clusterer:
         """Each image's cluster probabilities ``(N, K)``."""
         return self._assign(images).probabilities
 
+    def evaluate(self, images: Images, labels: Any) -> dict[str, float]:
+        """ACC (Hungarian), NMI and ARI of the clusters of ``images`` against ``labels`` ``(N,)``, as
+        ``vtcc-eval`` scores a run; the labels only score."""
+        from vtcc.metrics import clustering_metrics
+
+        clusters = self.predict(images)
+        truth = np.asarray(labels)
+        if truth.shape != clusters.shape or not np.issubdtype(truth.dtype, np.integer):
+            raise ConfigError(f"labels must be integers ({len(clusters)},), got {truth.dtype} {truth.shape}")
+        return clustering_metrics(truth, clusters)
+
     def transform(self, images: Images) -> np.ndarray:
         """Each image's embedding ``(N, D)``: what the run's map and report use (the instance
         vectors where the objective trains them, else the L2-normalised backbone features)."""
