@@ -25,7 +25,7 @@ from vtcc.data.images import BackboneOverSource, BatchedTensors, ImageDataModule
 from vtcc.data.pairings import PAIRINGS, pairing_for  # noqa: F401  (PAIRINGS: the names)
 from vtcc.data.samplers import IndependentBatches
 from vtcc.errors import ConfigError
-from vtcc.losses.scan import nearest_neighbors
+from vtcc.knn import nearest_neighbors
 from vtcc.models.spaces import normalize_each_space
 from vtcc.utils.progress import Progress
 
@@ -122,6 +122,7 @@ class CachedFeatureDataModule(BackboneOverSource):
         sampling: Literal["epoch", "independent"] = "epoch",
         steps_per_epoch: int | None = None,
         neighbor_spaces: list[int] | None = None,
+        neighbor_search: Literal["auto", "exact", "faiss"] = "auto",
     ) -> None:
         super().__init__(source, backbone, device)
         if sampling not in ("epoch", "independent"):
@@ -143,6 +144,7 @@ class CachedFeatureDataModule(BackboneOverSource):
         self.path = Path(cache_dir) / f"{key}.pt"
         self.num_views = num_views
         self.num_neighbors = num_neighbors
+        self.neighbor_search = neighbor_search
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.extract_batch_size = extract_batch_size
@@ -203,7 +205,9 @@ class CachedFeatureDataModule(BackboneOverSource):
         features = self.cache["eval"][train]
         if self.neighbor_spaces:  # as the network reads them
             features = normalize_each_space(features, self.neighbor_spaces)
-        neighbors[train] = train[nearest_neighbors(features, self.num_neighbors)]
+        neighbors[train] = train[
+            nearest_neighbors(features, self.num_neighbors, backend=self.neighbor_search)
+        ]
         progress.advance(len(train))
         return neighbors
 
@@ -329,7 +333,11 @@ def wrap_for_network(cfg: Any, datamodule: ImageDataModule, network: nn.Module) 
                 from vtcc.data.neighbors import NeighborPairsDataModule
 
                 return NeighborPairsDataModule(
-                    datamodule, network.backbone, features.num_neighbors, features.get("device", "auto")
+                    datamodule,
+                    network.backbone,
+                    features.num_neighbors,
+                    features.get("device", "auto"),
+                    features.get("neighbor_search", "auto"),
                 )
             raise ConfigError(
                 "objective=scan needs neighbours from a pretrained backbone (model=pretrained, any "

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from vtcc.data.batch import TrainingPair
 from vtcc.data.images import BackboneOverSource, BatchedTensors, ImageDataModule
-from vtcc.losses.scan import nearest_neighbors
+from vtcc.knn import nearest_neighbors
 from vtcc.utils.progress import Progress
 
 log = logging.getLogger("vtcc")
@@ -26,10 +26,16 @@ class NeighborPairsDataModule(BackboneOverSource):
     """Training batches ``(anchor view, neighbour view)`` of images; evaluation as the source's."""
 
     def __init__(
-        self, source: ImageDataModule, backbone: nn.Module, num_neighbors: int = 20, device: str = "auto"
+        self,
+        source: ImageDataModule,
+        backbone: nn.Module,
+        num_neighbors: int = 20,
+        device: str = "auto",
+        neighbor_search: str = "auto",
     ) -> None:
         super().__init__(source, backbone, device)
         self.num_neighbors = num_neighbors
+        self.neighbor_search = neighbor_search
         self.neighbors: torch.Tensor | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -39,7 +45,8 @@ class NeighborPairsDataModule(BackboneOverSource):
         self.train_indices, self.eval_indices = self.source.train_indices, self.source.eval_indices
         features = self._features(self.train_indices)
         progress = Progress(f"mining {self.num_neighbors} nearest neighbours", len(features), "images")
-        self.neighbors = self.train_indices[nearest_neighbors(features, self.num_neighbors)]
+        found = nearest_neighbors(features, self.num_neighbors, backend=self.neighbor_search)
+        self.neighbors = self.train_indices[found]
         progress.advance(len(features))
 
     @torch.no_grad()

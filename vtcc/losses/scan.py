@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -31,19 +29,3 @@ class ScanLoss(nn.Module):
         consistency = -torch.log(agreement).mean()
         entropy = negative_entropy(p_anchor)
         return consistency, self.entropy_weight * entropy
-
-
-def nearest_neighbors(features: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor:
-    """Exact cosine k-nearest neighbours ``(N, k)`` of ``(N, D)`` features, self excluded (chunked matmul)."""
-    if not 0 < k < len(features):
-        raise ConfigError(
-            f"num_neighbors={k} must be between 1 and the number of images - 1 ({len(features) - 1})"
-        )
-    normed = torch.nn.functional.normalize(features.float(), dim=1)
-    result = []
-    for start in range(0, len(normed), chunk):
-        similarity = normed[start : start + chunk] @ normed.T
-        rows = torch.arange(start, min(start + chunk, len(normed)))
-        similarity[rows - start, rows] = -math.inf
-        result.append(similarity.topk(k, dim=1).indices)
-    return torch.cat(result)
