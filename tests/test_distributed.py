@@ -6,6 +6,9 @@ import csv
 import json
 import math
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -138,6 +141,62 @@ def test_ddp_training_on_two_cpu_processes_saves_once_and_resumes(tmp_path):
     uninterrupted = torch.load(tmp_path / "run3/checkpoints/last.ckpt", weights_only=True)
     for key, value in uninterrupted["state_dict"].items():  # resume under DDP is exact
         assert torch.equal(value, resumed["state_dict"][key]), key
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_of_one_process_equal_one_node_of_two(tmp_path):
+    """Two nodes simulated on one host, started as torchrun or a cluster starts them: the same
+    command on each node, its rank and the master's address from the environment (NODE_RANK,
+    MASTER_ADDR, MASTER_PORT, LOCAL_RANK). They train exactly what one node of two processes trains."""
+    common = [*TINY, "data.batch_size=64", "trainer.max_epochs=1"]
+    one_node = run_cli(
+        "train", *common, "strategy=ddp", "trainer.devices=2", "hydra.run.dir=one", cwd=tmp_path
+    )
+    assert one_node.returncode == 0, one_node.stderr[-2000:]
+    command = [
+        sys.executable,
+        "-m",
+        "vtcc.train",
+        *common,
+        "strategy=ddp_multinode",
+        "trainer.num_nodes=2",
+        "trainer.devices=1",
+        "hydra.run.dir=two",
+    ]
+    environment = {
+        **os.environ,
+        "VTCC_LOG_DIR": str(tmp_path / "outputs"),
+        "PYTHONWARNINGS": "ignore",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+        "LOCAL_RANK": "0",
+    }
+    nodes = [
+        subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env={**environment, "NODE_RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    errors = [node.communicate(timeout=600)[1] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], errors[0][-1500:] + errors[1][-1500:]
+    ours = torch.load(tmp_path / "two/checkpoints/last.ckpt", weights_only=True)
+    theirs = torch.load(tmp_path / "one/checkpoints/last.ckpt", weights_only=True)
+    assert ours["global_step"] == theirs["global_step"] == 1797 // (2 * 64)
+    for key, value in theirs["state_dict"].items():
+        assert torch.equal(ours["state_dict"][key], value), key
+    two = json.loads((tmp_path / "two/final_metrics.json").read_text())
+    assert two == json.loads((tmp_path / "one/final_metrics.json").read_text())
 
 
 def test_slurm_launcher_preset_follows_the_trainer():

@@ -36,8 +36,9 @@ def _check(features: torch.Tensor, k: int, backend: str) -> None:
         raise ConfigError(f"neighbour search {backend!r} is unknown: use one of {', '.join(BACKENDS)}")
 
 
-def choose_backend(count: int, backend: str = "auto") -> str:
-    """``exact`` or ``faiss`` for ``count`` images."""
+def choose_backend(count: int, backend: str = "auto", warn: bool = True) -> str:
+    """``exact`` or ``faiss`` for ``count`` images (``warn``: say when FAISS would be used but is
+    not installed)."""
     installed = importlib.util.find_spec("faiss") is not None
     if backend == "faiss" and not installed:
         raise ConfigError("the FAISS neighbour search needs faiss-cpu: pip install 'vtcc[scale]'")
@@ -46,6 +47,8 @@ def choose_backend(count: int, backend: str = "auto") -> str:
     if count <= EXACT_LIMIT:
         return "exact"
     if not installed:
+        if not warn:
+            return "exact"
         log.warning(
             "mining neighbours of %d images exactly (N^2 similarities); pip install 'vtcc[scale]' for "
             "FAISS's approximate search above %d images",

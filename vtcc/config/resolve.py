@@ -71,6 +71,7 @@ def resolve(cfg: DictConfig, overrides: list[str]) -> Resolved:
     ckpt_path, stored = resumed_checkpoint(cfg)
     _refine_plan(cfg, stored)
     _cached_views(cfg)
+    _neighbor_search(cfg, source)
     budget = _budget(cfg, stored)
     return Resolved(cfg, source, initial, candidates, ckpt_path, budget)
 
@@ -215,6 +216,19 @@ def _cached_views(cfg: DictConfig) -> None:
             log.info(
                 "features.num_views=%d (%s; set it to change)", features.num_views, "GPU" if on_gpu else "CPU"
             )
+
+
+def _neighbor_search(cfg: DictConfig, source: Any) -> None:
+    """``features.neighbor_search=auto``: exact up to :data:`vtcc.knn.EXACT_LIMIT` training images,
+    FAISS above when it is installed; recorded, so a resumed run mines its neighbours as it did."""
+    features = cfg.get("features")
+    if not features or features.get("neighbor_search", "auto") != "auto":
+        return
+    from vtcc.data.pairings import pairing_for
+    from vtcc.knn import choose_backend
+
+    mines = pairing_for(features.get("pairing", "views")).uses_neighbors
+    features.neighbor_search = choose_backend(len(source.train_indices), warn=mines)
 
 
 def _budget(cfg: DictConfig, stored: dict[str, Any]) -> float | None:
