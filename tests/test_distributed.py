@@ -150,10 +150,13 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_nodes_of_one_process_equal_one_node_of_two(tmp_path):
+def test_two_nodes_of_one_process_equal_one_node_of_two(tmp_path, monkeypatch):
     """Two nodes simulated on one host, started as torchrun or a cluster starts them: the same
     command on each node, its rank and the master's address from the environment (NODE_RANK,
     MASTER_ADDR, MASTER_PORT, LOCAL_RANK). They train exactly what one node of two processes trains."""
+    # one thread a process in both layouts (Lightning would give a lone process on a node all of its
+    # cores): the same float summation order, so the same weights to the bit
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     common = [*TINY, "data.batch_size=64", "trainer.max_epochs=1"]
     one_node = run_cli(
         "train", *common, "strategy=ddp", "trainer.devices=2", "hydra.run.dir=one", cwd=tmp_path
