@@ -20,7 +20,7 @@ from vtcc.config.resolve import resolve
 from vtcc.errors import ConfigError
 from vtcc.objectives import objective_class, validation_metrics
 from vtcc.train import train
-from vtcc.utils.cli import CONFIG_DIR, _user_error
+from vtcc.utils.cli import CONFIG_DIR, user_error
 
 PACKAGE = Path(CONFIG_DIR).parent
 SOURCES = sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
@@ -137,7 +137,7 @@ def test_every_model_and_objective_resolves_on_written_data_and_builds(tmp_path,
         resolved = resolve(cfg, [])
         run = build_run(cfg, resolved.source)
     except Exception as error:  # noqa: BLE001 - Hydra wraps the builders' errors
-        cause = _user_error(error)
+        cause = user_error(error)
         assert cause is not None, error  # never a crash
         needs_frozen = objective_class(cfg).requires_frozen_backbone and model != "pretrained"
         assert needs_frozen or (objective, model) in {("selflabel", m) for m in options("model")} | {
@@ -286,7 +286,7 @@ def test_every_data_and_augment_option_resolves_on_written_data_and_trains_a_ste
     if augment in ("cc", "vtcc") and data in ("digits", "npz", "mnist", "fashion_mnist"):
         with pytest.raises(Exception) as raised:  # noqa: B017 - Hydra wraps it; the CLI prints its cause
             build_run(cfg, resolve(cfg, []).source)
-        assert "need colour images" in str(_user_error(raised.value))  # one line, not kornia's crash
+        assert "need colour images" in str(user_error(raised.value))  # one line, not kornia's crash
         return
     run = build_run(cfg, resolve(cfg, []).source)
     trainer = build_trainer(cfg, [], [], fast_dev_run=1, enable_progress_bar=False, accelerator="cpu")

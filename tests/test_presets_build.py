@@ -24,7 +24,7 @@ from tests.test_architecture import RUN_TIME_AUTO, WRITTEN, walk, written_data
 from vtcc.build import build_run, build_trainer
 from vtcc.config.resolve import resolve
 from vtcc.objectives import ContrastiveClustering
-from vtcc.utils.cli import CONFIG_DIR, _user_error
+from vtcc.utils.cli import CONFIG_DIR, user_error
 
 CONF = Path(CONFIG_DIR)
 
@@ -286,7 +286,7 @@ def test_a_base_experiment_on_its_own_stops_with_one_line(tmp_path, base):
     cfg = compose_train(tmp_path / "run", [f"experiment={base}", *SHRINK], tiny=False, resolve=False)
     with pytest.raises(Exception) as raised:  # noqa: B017 - the CLI prints its cause
         resolve(cfg, [])
-    assert "digits has 1 channel(s) but data.in_chans=3" in str(_user_error(raised.value))
+    assert "digits has 1 channel(s) but data.in_chans=3" in str(user_error(raised.value))
 
 
 def test_a_preset_whose_class_count_the_folder_contradicts_keeps_it_and_says_so(tmp_path, caplog):

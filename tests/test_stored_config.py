@@ -18,7 +18,7 @@ from vtcc.config.stored import check_stored_config, rebuild_settings
 from vtcc.errors import ConfigError
 from vtcc.train import train
 from vtcc.utils.checkpoint import load_checkpoint
-from vtcc.utils.cli import CONFIG_DIR, _user_error, run_safely
+from vtcc.utils.cli import CONFIG_DIR, run_safely, user_error
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +192,7 @@ def test_a_checkpoint_naming_itself_as_its_backbone_is_refused(tmp_path, stored)
     torch.save({"vtcc_config": {**stored, "model": model}, "state_dict": {}}, path)
     with pytest.raises(Exception) as raised:  # noqa: B017 - Hydra wraps it; the CLI prints its cause
         restore_run(path)
-    assert "names itself as its own backbone" in str(_user_error(raised.value))
+    assert "names itself as its own backbone" in str(user_error(raised.value))
 
 
 @pytest.mark.parametrize("key", ["cache_dir", "pretrained_cfg_overlay", "checkpoint_path", "pretrained"])
@@ -209,7 +209,7 @@ def test_timm_cannot_be_told_to_fetch_or_read_weights_through_model_kwargs(tmp_p
     path = crafted(tmp_path, {**stored, "model": model})
     with pytest.raises(Exception) as raised:  # noqa: B017 - Hydra wraps it; the CLI prints its cause
         restore_run(path)
-    assert "would make timm fetch" in str(_user_error(raised.value))
+    assert "would make timm fetch" in str(user_error(raised.value))
     assert not (tmp_path / "elsewhere").exists()
 
 

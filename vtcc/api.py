@@ -144,14 +144,14 @@ def run_logging(run_dir: Path) -> Iterator[None]:
 @contextmanager
 def user_errors() -> Iterator[None]:
     """A user mistake raised as its own one-line exception, not wrapped by Hydra or Lightning."""
-    from vtcc.utils.cli import _user_error
+    from vtcc.utils.cli import user_error
 
     try:
         yield
     except VtccError:
         raise
     except Exception as error:
-        cause = _user_error(error)
+        cause = user_error(error)
         if cause is None:
             raise
         if not isinstance(cause, VtccError):  # Lightning's MisconfigurationException
@@ -183,6 +183,7 @@ def plan_inputs(images: Images, labels: Any, run_dir: Path, items: list[str]) ->
     ``y``, for the metrics only). Checked in full before anything is written."""
     from vtcc.data.folder import IMAGE_SUFFIXES
     from vtcc.inference import array_images
+    from vtcc.predict import existing_files
 
     chose_data = any(re.match(r"^\+*data=", item) for item in items)
     if labels is not None and not isinstance(images, np.ndarray):
@@ -216,10 +217,7 @@ def plan_inputs(images: Images, labels: Any, run_dir: Path, items: list[str]) ->
             raise ConfigError(
                 "a list of images must hold paths (str or Path); give arrays as one (N, H, W[, C]) array"
             )
-        files = [Path(p).expanduser().resolve() for p in images]
-        absent = [str(p) for p in files if not p.is_file()]
-        if absent:
-            raise ConfigError(f"{len(absent)} listed image(s) do not exist, e.g. {absent[0]}")
+        files = existing_files([Path(p).expanduser().resolve() for p in images])
         odd = [str(p) for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
         if odd:
             raise ConfigError(
@@ -419,7 +417,7 @@ class Clusterer:
 
     def _assign(self, images: Images, batch_size: int = 256) -> Any:
         from vtcc.data.folder import IMAGE_SUFFIXES, load_npz
-        from vtcc.predict import list_inputs
+        from vtcc.predict import existing_files, list_inputs
 
         assigner = self._assigner_for()
         with user_errors():
@@ -433,10 +431,7 @@ class Clusterer:
                     return assigner.assign_paths([path], batch_size)
                 return assigner.assign_paths(list_inputs(str(images)), batch_size)
             if isinstance(images, list | tuple) and all(isinstance(p, str | Path) for p in images):
-                paths = [Path(p) for p in images]
-                absent = [str(p) for p in paths if not p.is_file()]
-                if absent:
-                    raise ConfigError(f"{len(absent)} listed image(s) do not exist, e.g. {absent[0]}")
+                paths = existing_files([Path(p) for p in images])
                 if not paths:
                     raise ConfigError("no images given: an empty list")
                 return assigner.assign_paths(paths, batch_size)

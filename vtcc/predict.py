@@ -29,6 +29,14 @@ from vtcc.utils.cli import CONFIG_DIR, run_safely
 log = logging.getLogger("vtcc")
 
 
+def existing_files(paths: list[Path]) -> list[Path]:
+    """``paths``, each of which must exist (one line naming the first that does not)."""
+    absent = [str(p) for p in paths if not p.is_file()]
+    if absent:
+        raise ConfigError(f"{len(absent)} listed image(s) do not exist, e.g. {absent[0]}")
+    return paths
+
+
 def list_inputs(source: str) -> list[Path]:
     """Every image under a folder (recursively), or the paths listed one per line in a text file."""
     path = Path(source)
@@ -43,10 +51,9 @@ def list_inputs(source: str) -> list[Path]:
                 "or such a list"
             ) from None
         lines = [line.strip() for line in text.splitlines() if line.strip()]
-        paths = [Path(line) if Path(line).is_absolute() else path.parent / line for line in lines]
-        absent = [str(p) for p in paths if not p.is_file()]
-        if absent:
-            raise ConfigError(f"{len(absent)} listed image(s) do not exist, e.g. {absent[0]}")
+        paths = existing_files(
+            [Path(line) if Path(line).is_absolute() else path.parent / line for line in lines]
+        )
     else:
         raise ConfigError(f"input={source} is neither a folder of images nor a file listing image paths")
     if not paths:

@@ -99,10 +99,6 @@ class InnerClassifiers:
         matmul and a softmax over K run several times faster this way round than as ``(S, B, K)``."""
         return torch.baddbmm(self.bias.unsqueeze(2), self.weight, transposed)
 
-    def logits(self, spaces: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Each space's logits ``(B, K)``."""
-        return list(self._scores(self.stack(spaces).transpose(1, 2).contiguous()).transpose(1, 2).unbind(0))
-
     @torch.no_grad()
     def fit(self, spaces: Sequence[torch.Tensor], target: torch.Tensor, steps: int) -> list[torch.Tensor]:
         """``steps`` Adam steps of every space's classifier on ``CE(logits_s, target)``; returns

@@ -21,7 +21,7 @@ register_app_help(CONFIG_DIR)
 USER_ERRORS = (VtccError, MisconfigurationException)
 
 
-def _user_error(error: BaseException) -> BaseException | None:
+def user_error(error: BaseException) -> BaseException | None:
     """The user-facing cause of ``error``, looking through Hydra's instantiation wrappers."""
     seen: BaseException | None = error
     while seen is not None:
@@ -36,7 +36,7 @@ def run_safely(task: Callable[[Any], Any], cfg: Any) -> Any:
     try:
         return task(cfg)
     except Exception as error:
-        cause = _user_error(error)
+        cause = user_error(error)
         if cause is None:
             raise
         print(f"vtcc: error: {cause}", file=sys.stderr)
