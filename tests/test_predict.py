@@ -116,6 +116,16 @@ def test_predict_refuses_to_overwrite_and_names_bad_inputs(folder_run, predict_i
     code, stderr = predict_in_process(folder_run, f"ckpt_path={checkpoint}", "input=list.txt", "output=out3")
     assert code == 0, stderr[-2000:]
     assert len(read_rows(folder_run / "out3/clusters.csv")) == 2
+    code, stderr = predict_in_process(
+        folder_run, f"ckpt_path={checkpoint}", "input=images", "output=out4", "parquet=true", "seed=-1"
+    )
+    assert code == 2 and "seed=-1 must be between 0 and 2**32 - 1" in stderr and "Traceback" not in stderr
+    assert not (folder_run / "out4").exists()  # refused before anything was written
+    (folder_run / "binary.txt").write_bytes(bytes(range(256)))
+    code, stderr = predict_in_process(
+        folder_run, f"ckpt_path={checkpoint}", "input=binary.txt", "output=out5"
+    )
+    assert code == 2 and "is not a text file listing image paths" in stderr and "Traceback" not in stderr
 
 
 def test_predict_on_an_npz_runs_own_images_matches_evaluation(tmp_path):
