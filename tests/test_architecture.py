@@ -142,7 +142,9 @@ def test_every_model_and_objective_resolves_on_written_data_and_builds(tmp_path,
         needs_frozen = objective_class(cfg).requires_frozen_backbone and model != "pretrained"
         assert needs_frozen or (objective, model) in {("selflabel", m) for m in options("model")} | {
             ("scan", m) for m in options("model") if m != "pretrained"
-        }, cause
+        } | {(o, "features") for o in options("objective")}, cause  # features: data=features only
+        if model == "features" and objective != "selflabel":  # selflabel: init_from is said first
+            assert "add data=features" in str(cause)
         return
     plain = OmegaConf.to_container(cfg, resolve=True)
     leftover = [key for key, value in walk(plain) if value == "auto" and key not in RUN_TIME_AUTO]

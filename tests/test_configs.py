@@ -43,6 +43,8 @@ def test_every_model_builds_under_every_objective(model, objective):
         ]
     if model == "vit_small":
         overrides += ["model.depth=1"]
+    if model == "features":  # as the resolver reads it from data=features
+        overrides += ["model.num_features=16"]
     if objective == "selflabel":  # auto: decided from init_from's run
         overrides += ["module.selflabel_loss.threshold=0.99"]
     cfg = compose_train("x", overrides, tiny=False)
@@ -51,7 +53,7 @@ def test_every_model_builds_under_every_objective(model, objective):
     network = instantiate(cfg.model)
     module = instantiate(cfg.module, network=network)
     channels = 3 if model == "pretrained" else cfg.data.in_chans
-    images = torch.randn(4, channels, 32, 32)
+    images = torch.randn(4, 16) if model == "features" else torch.randn(4, channels, 32, 32)
     losses = module.losses(images, images + 0.1 * torch.randn_like(images))
     assert torch.isfinite(losses["loss"]) and network.num_clusters == 3
 

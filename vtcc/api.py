@@ -15,6 +15,7 @@ import numbers
 import re
 import shutil
 import sys
+import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -181,6 +182,7 @@ def plan_inputs(images: Images, labels: Any, run_dir: Path, items: list[str]) ->
     """A folder as ``data=folder``, an ``.npz`` file as ``data=npz``, a list of image paths as a
     folder of links under ``<run>/inputs``, an array as ``<run>/inputs.npz`` (with ``labels`` as its
     ``y``, for the metrics only). Checked in full before anything is written."""
+    from vtcc.data.feature_file import check_features
     from vtcc.data.folder import IMAGE_SUFFIXES
     from vtcc.inference import array_images
     from vtcc.predict import existing_files
@@ -193,20 +195,24 @@ def plan_inputs(images: Images, labels: Any, run_dir: Path, items: list[str]) ->
         if not path.exists():
             raise ConfigError(
                 f"images={images}: no such folder or file; give a folder of images, an .npz file, a list "
-                "of image paths or an array"
+                "of image paths, an array, or a .npy / .npz file of features"
             )
-        group = [] if chose_data else ["data=npz" if path.suffix == ".npz" else "data=folder"]
+        group = [] if chose_data else [f"data={data_kind(path)}"]
         return Inputs([*group, f"data.root={override_value(path.resolve())}"], lambda: None, None)
     if isinstance(images, np.ndarray):
-        array_images(images)  # its dtype and shape
-        arrays = {"x": images}
+        features = images.ndim == 2  # precomputed features (N, D): data=features
+        if features:
+            check_features(images, "the features")
+        else:
+            array_images(images)  # its dtype and shape
+        arrays = {"features" if features else "x": images}
         if labels is not None:
             y = np.asarray(labels)
             if y.shape != (len(images),) or not np.issubdtype(y.dtype, np.integer):
                 raise ConfigError(f"labels must be integers (N,) = ({len(images)},), got {y.dtype} {y.shape}")
             arrays["y"] = y.astype(np.int64)
         target = run_dir / "inputs.npz"
-        group = [] if chose_data else ["data=npz"]
+        group = [] if chose_data else ["data=features" if features else "data=npz"]
         return Inputs(
             [*group, f"data.root={override_value(target.resolve())}"],
             lambda: np.savez(target, **arrays),
@@ -233,9 +239,23 @@ def plan_inputs(images: Images, labels: Any, run_dir: Path, items: list[str]) ->
             len(files),
         )
     raise ConfigError(
-        f"images of type {type(images).__name__}: give a folder, an .npz file, a list of image paths or a "
-        "uint8 array (N, H, W) or (N, H, W, C)"
+        f"images of type {type(images).__name__}: give a folder, an .npz file, a list of image paths, "
+        "a uint8 array (N, H, W) or (N, H, W, C), or features (N, D) (.npy file or float array)"
     )
+
+
+def data_kind(path: Path) -> str:
+    """The data group a file or folder is read with: ``features`` for an ``.npy`` file or an
+    ``.npz`` holding ``features``, ``npz`` for other ``.npz`` files (images ``x``), else ``folder``."""
+    if path.suffix == ".npy":
+        return "features"
+    if path.suffix == ".npz" and path.is_file():
+        try:
+            with np.load(path) as archive:
+                return "features" if "features" in archive.files else "npz"
+        except (OSError, ValueError, zipfile.BadZipFile):
+            return "npz"  # its loader says what is wrong with it
+    return "folder"
 
 
 def link_inputs(files: Sequence[Path], folder: Path) -> None:
@@ -278,10 +298,12 @@ class Clusterer:
 
     ``Clusterer(num_clusters=10, time_budget_minutes=10).fit(images)`` trains a ``vtcc-train`` run
     on ``images`` (a folder, an ``.npz`` file, a list of image paths, or a uint8 array
-    ``(N, H, W)`` / ``(N, H, W, C)``); then ``labels_`` holds each image's cluster. ``overrides``
-    takes the CLI's ``key=value`` settings as a dict or list (``{"model": "pretrained",
-    "objective": "temi"}``); other keywords are overrides too, with ``__`` for the dots
-    (``trainer__max_epochs=5``). ``run_dir``: the run's folder (default: a new
+    ``(N, H, W)`` / ``(N, H, W, C)``; or precomputed features for the pretrained route: a float
+    array ``(N, D)`` or a ``.npy`` / ``.npz`` feature file, trained as ``data=features``, with an
+    objective on one vector per image such as ``objective="temi"``); then ``labels_`` holds each
+    image's cluster. ``overrides`` takes the CLI's ``key=value`` settings as a dict or list
+    (``{"model": "pretrained", "objective": "temi"}``); other keywords are overrides too, with
+    ``__`` for the dots (``trainer__max_epochs=5``). ``run_dir``: the run's folder (default: a new
     ``<paths.log_dir>/train/<timestamp>``, as the CLI's); ``device``: where ``predict``,
     ``predict_proba`` and ``transform`` run (``auto``, ``cpu``, ``cuda``; training follows
     ``trainer.accelerator``).
@@ -423,6 +445,10 @@ class Clusterer:
         with user_errors():
             if isinstance(images, np.ndarray):
                 return assigner.assign_array(images, batch_size)
+            if assigner.reads_features and isinstance(images, str | Path):
+                from vtcc.data.feature_file import read_features
+
+                return assigner.assign_features(read_features(images).features.numpy(), batch_size)
             if isinstance(images, str | Path):
                 path = Path(images)
                 if path.suffix == ".npz" and path.is_file():
@@ -436,8 +462,8 @@ class Clusterer:
                     raise ConfigError("no images given: an empty list")
                 return assigner.assign_paths(paths, batch_size)
         raise ConfigError(
-            f"images of type {type(images).__name__}: give a folder, an .npz file, a list of image paths or "
-            "a uint8 array (N, H, W) or (N, H, W, C)"
+            f"images of type {type(images).__name__}: give a folder, an .npz file, a list of image paths, "
+            "a uint8 array (N, H, W) or (N, H, W, C), or features (N, D) (.npy file or float array)"
         )
 
     def predict(self, images: Images) -> np.ndarray:

@@ -63,13 +63,21 @@ def array_images(array: np.ndarray) -> torch.Tensor:
 
 
 class Assigner:
-    """A run's checkpoint, ready to assign images (on ``device``, evaluation mode)."""
+    """A run's checkpoint, ready to assign images (on ``device``, evaluation mode); a run on
+    precomputed features (``data=features``, :attr:`reads_features`) assigns feature vectors."""
 
     def __init__(self, ckpt_path: str | Path, cache_dir: str | None = None, device: str = "auto") -> None:
+        from vtcc.config.init_from import builds
+        from vtcc.data.feature_file import FeatureDataModule
+
         self.run_cfg, module = restore_run(ckpt_path, cache_dir=cache_dir)
         self.device = pick_device(device)
         self.network = module.network.to(self.device).eval()
         data = self.run_cfg.data
+        self.reads_features = builds(data, FeatureDataModule)
+        if self.reads_features:
+            self.num_features = int(self.run_cfg.model.num_features)
+            return
         self.transform = EvalTransform(
             data.image_size, data.mean, data.std, data.get("interpolation", "bilinear")
         ).to(self.device)
@@ -84,8 +92,16 @@ class Assigner:
     def num_clusters(self) -> int:
         return int(self.network.num_clusters)
 
+    def _images_only(self) -> None:
+        if self.reads_features:
+            raise ConfigError(
+                "this run clusters feature vectors (data=features): give a .npy or .npz feature file "
+                "or an array (N, D), not images"
+            )
+
     def decoded(self, paths: Sequence[Path], batch_size: int) -> Iterator[torch.Tensor]:
         """Files decoded as the run held its images, a batch at a time."""
+        self._images_only()
         for start in range(0, len(paths), batch_size):
             yield torch.from_numpy(
                 np.stack([self._decode(path) for path in paths[start : start + batch_size]])
@@ -99,6 +115,7 @@ class Assigner:
 
     def batches(self, images: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
         """uint8 ``(N, C, H, W)`` images of the run's kind, a batch at a time."""
+        self._images_only()
         channels = images.shape[1]
         if channels != self.in_chans and not (channels == 1 and self.model_channels == 3):
             raise ConfigError(
@@ -119,7 +136,28 @@ class Assigner:
             embeddings.append(z.float().cpu())
         return Assignments(torch.cat(probabilities).numpy(), torch.cat(embeddings).numpy())
 
+    @torch.no_grad()
+    def assign_features(self, features: np.ndarray, batch_size: int = 256) -> Assignments:
+        """Feature vectors ``(N, D)`` of the run's kind (a ``data=features`` run's)."""
+        from vtcc.data.feature_file import check_features
+
+        if not self.reads_features:
+            raise ConfigError("this run clusters images, not feature vectors: give images")
+        rows = check_features(features, "the features")
+        if rows.shape[1] != self.num_features:
+            raise ConfigError(
+                f"the features have {rows.shape[1]} columns and the run was trained on {self.num_features}: "
+                "give features of the run's kind"
+            )
+        probabilities, embeddings = [], []
+        for batch in torch.from_numpy(rows).split(batch_size):
+            z, p = self.network.embed_and_assign(batch.to(self.device))
+            probabilities.append(p.float().cpu())
+            embeddings.append(z.float().cpu())
+        return Assignments(torch.cat(probabilities).numpy(), torch.cat(embeddings).numpy())
+
     def assign_paths(self, paths: Sequence[Path], batch_size: int = 256) -> Assignments:
+        self._images_only()
         return self.assign(self.decoded(paths, batch_size), total=-(-len(paths) // batch_size))
 
     def assign_tensor(self, images: torch.Tensor, batch_size: int = 256) -> Assignments:
@@ -127,5 +165,8 @@ class Assigner:
         return self.assign(self.batches(images, batch_size), total=-(-len(images) // batch_size))
 
     def assign_array(self, array: np.ndarray, batch_size: int = 256) -> Assignments:
-        """uint8 ``(N, H, W)`` or ``(N, H, W, C)``."""
+        """uint8 ``(N, H, W)`` or ``(N, H, W, C)`` images; feature vectors ``(N, D)`` for a run on
+        features."""
+        if self.reads_features:
+            return self.assign_features(array, batch_size)
         return self.assign_tensor(array_images(array), batch_size)

@@ -79,6 +79,10 @@ def predict(cfg: DictConfig) -> Path:
         raise ConfigError(f"seed={seed} must be between 0 and 2**32 - 1 (the 2-D map's random state)")
     # a refused checkpoint stops before anything else
     assigner = Assigner(cfg.ckpt_path, cache_dir=own_cache_dir(cfg), device=cfg.device)
+    if cfg.copy_images not in ("none", "copy", "link"):
+        raise ConfigError(f"copy_images={cfg.copy_images!r} is unknown: use none, copy or link")
+    if assigner.reads_features:
+        return predict_features(cfg, assigner, seed)
     paths = list_inputs(cfg.input)
     output = Path(cfg.output)
     prepare_output(output, cfg.overwrite)
@@ -94,6 +98,34 @@ def predict(cfg: DictConfig) -> Path:
         sizes.tolist(),
         output,
     )
+    return output / "clusters.csv"
+
+
+def predict_features(cfg: DictConfig, assigner: Assigner, seed: int) -> Path:
+    """A run on precomputed features: ``input=<file>.npy`` or ``.npz`` of features of its width; the
+    CSV's ``path`` is the row's image path where the file lists them, else ``<file>#<row>``."""
+    from vtcc.data.feature_file import FEATURE_SUFFIXES, FORMAT, read_features
+
+    if Path(cfg.input).suffix not in FEATURE_SUFFIXES:
+        raise ConfigError(f"input={cfg.input}: this run clusters feature vectors; give {FORMAT}")
+    arrays = read_features(cfg.input)
+    if cfg.copy_images != "none" and arrays.paths is None:
+        raise ConfigError(
+            f"copy_images={cfg.copy_images}: {cfg.input} lists no image paths to copy; save the "
+            "features with paths (N,), or drop copy_images"
+        )
+    names = (
+        [str(p) for p in arrays.paths]
+        if arrays.paths is not None
+        else [f"{cfg.input}#{row}" for row in range(len(arrays.features))]
+    )
+    assigned = assigner.assign_features(arrays.features.numpy(), cfg.batch_size)  # checked before writing
+    output = Path(cfg.output)
+    prepare_output(output, cfg.overwrite)
+    write_assignments(output, names, assigned, cfg.embeddings, cfg.parquet, seed)
+    if cfg.copy_images != "none":
+        sort_into_folders(existing_files(arrays.paths), assigned.clusters.tolist(), output, cfg.copy_images)
+    log.info("%d feature vectors into %d clusters; written to %s", len(names), assigner.num_clusters, output)
     return output / "clusters.csv"
 
 

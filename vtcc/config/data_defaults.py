@@ -98,18 +98,31 @@ def model_for(image_size: int, device: str) -> str:
     return "vit_small" if device == "cuda" and image_size >= LARGE_ON_GPU else "vit_tiny"
 
 
-def resolve_auto_option(cfg: DictConfig, group: str, marker: str, base: str, pick: str, why: str) -> str:
-    """``<group>=auto`` starts as the ``base`` option plus a ``marker: auto`` key. Becomes ``pick``:
-    the base as given (marker dropped), or ``pick``'s own config; overrides of the base's keys keep
-    the base, and where the rule picks another option they are refused. Returns what was used."""
+def auto_option_changes(cfg: DictConfig, group: str, marker: str, base: str) -> dict[str, Any]:
+    """The keys of ``<group>=auto``'s node that differ from its ``base`` option (overrides, or an
+    objective's settings of that group), with their values."""
     from vtcc.utils.cli import CONFIG_DIR
 
     given = OmegaConf.to_container(cfg[group], resolve=False)
     given.pop(marker)
     own = OmegaConf.load(Path(CONFIG_DIR, group, "auto.yaml"))  # what auto sets beside its base
     own = {k: v for k, v in OmegaConf.to_container(own).items() if k not in ("defaults", marker)}
-    reference = OmegaConf.merge(OmegaConf.load(Path(CONFIG_DIR, group, f"{base}.yaml")), own)
-    changed = given != OmegaConf.to_container(reference)
+    reference = OmegaConf.to_container(
+        OmegaConf.merge(OmegaConf.load(Path(CONFIG_DIR, group, f"{base}.yaml")), own)
+    )
+    absent = object()
+    changed = {k: v for k, v in given.items() if reference.get(k, absent) != v}
+    changed.update({k: None for k in reference if k not in given})  # a key deleted with ~
+    return changed
+
+
+def resolve_auto_option(cfg: DictConfig, group: str, marker: str, base: str, pick: str, why: str) -> str:
+    """``<group>=auto`` starts as the ``base`` option plus a ``marker: auto`` key. Becomes ``pick``:
+    the base as given (marker dropped), or ``pick``'s own config; overrides of the base's keys keep
+    the base, and where the rule picks another option they are refused. Returns what was used."""
+    from vtcc.utils.cli import CONFIG_DIR
+
+    changed = bool(auto_option_changes(cfg, group, marker, base))
     if changed and pick != base:
         raise ConfigError(
             f"{group}=auto would pick {pick} {why}, but {group}.* settings of {base} were given: "
@@ -207,7 +220,8 @@ def resolve_data_defaults(cfg: DictConfig, probe: bool = True) -> dict[str, Any]
         if unset:  # only worth a word when the size itself came from the data
             tokens = (data.image_size // cfg.model.patch_size) ** 2
             reasons.append(f"model.patch_size={cfg.model.patch_size} ({tokens} tokens)")
-    if cfg.augment.get("family") == AUTO:
+    augment = cfg.get("augment") or {}  # none: data=features, no images to augment
+    if augment.get("family") == AUTO:
         if not isinstance(data.get("in_chans"), int) or not isinstance(data.get("image_size"), int):
             if not probe:
                 return choices
@@ -219,7 +233,7 @@ def resolve_data_defaults(cfg: DictConfig, probe: bool = True) -> dict[str, Any]
         why = "small gray images" if family == "small" else "colour or large images"
         choices["augment"] = resolve_auto_option(cfg, "augment", "family", "small", family, f"for {why}")
         reasons.append(f"augment={choices['augment']} ({why})")
-    view = cfg.augment.get("view_a") or {}
+    view = (cfg.get("augment") or {}).get("view_a") or {}
     if view.get("hflip_p") == AUTO:  # augment=auto's small recipe: flips if the data is mirror-symmetric
         if not unset and probe and _probeable(cfg):
             sample = _probe(cfg)

@@ -103,7 +103,8 @@ def take_run_settings(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
         cfg.num_clusters = stored["num_clusters"]
         if not own_data:  # the run's data where it lies: downloading is this command's to ask for
             cfg.data = _stored_with_overrides(cfg, without_downloads(stored["data"]), data_keys)
-            cfg.data.train_transform = "${augment}"  # this run's augmentation, at that run's size
+            if "train_transform" in cfg.data:  # images (not features): this run's augmentation
+                cfg.data.train_transform = "${augment}"  # at that run's size
     resolve_strong_view(cfg, stored)
     resolve_threshold(cfg, stored)
     log.info(

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.utils import get_method
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vtcc.config.data_defaults import resolve_data_defaults
 from vtcc.config.init_from import take_run_settings
@@ -56,12 +57,14 @@ def resolve(cfg: DictConfig, overrides: list[str]) -> Resolved:
         from vtcc.optim import check_budget_can_move
 
         check_budget_can_move(build_object(cfg.module.scheduler))
+    _feature_input(cfg)
     _pretrained_preprocessing(cfg)
     _spaces(cfg, objective_class(cfg))
     resolve_data_defaults(cfg)  # data=folder/npz: channels, size, statistics, augmentation from the images
     _instance_projector(cfg, objective_class(cfg).trains_instance_projector)  # after model=auto's check
     source = build_object(cfg.data)
     source.setup("fit")  # load data first: its errors and its class count come before the model
+    _feature_width(cfg, source)
     candidates = _from_the_data(cfg, source)
     if candidates and (cfg.get("ckpt_path") or cfg.get("resume")):
         raise ConfigError(
@@ -125,19 +128,108 @@ def _pretrained_preprocessing(cfg: DictConfig) -> None:
     log.info("data preprocessing from %s: %s", source, preprocessing)
 
 
+def _builds_features_model(cfg: DictConfig) -> bool:
+    from vtcc.models.pretrained import features_network
+
+    return get_method(str(cfg.model._target_)) is features_network
+
+
+def _reads_feature_file(cfg: DictConfig) -> bool:
+    from vtcc.config.init_from import builds
+    from vtcc.data.feature_file import FeatureDataModule
+
+    return builds(cfg.data, FeatureDataModule)
+
+
+# What an objective's pairing of augmented views becomes on precomputed features (one vector an
+# image): SCAN's neighbours pair the vectors of an image and a neighbour (TEMI's way), self-labelling's
+# weak and strong views the vector with itself.
+ONE_VECTOR_PAIRING = {"neighbors": "eval_neighbors", "weak_strong": "eval"}
+
+
+def _feature_input(cfg: DictConfig) -> None:
+    """``data=features``: the heads on the file's vectors. ``model=auto`` becomes ``model=features``,
+    no augmentation is recorded (there are no images), and a pairing of augmented views becomes
+    its one-vector form (:data:`ONE_VECTOR_PAIRING`); an objective that needs two views of each
+    image is refused. ``model=features`` without ``data=features`` is refused too."""
+    from vtcc.data.pairings import pairing_for
+
+    if not _reads_feature_file(cfg):
+        if _builds_features_model(cfg):
+            raise ConfigError(
+                "model=features clusters precomputed features: add data=features data.root=<file>.npy, "
+                "or pick a model for images (model=auto)"
+            )
+        return
+    if cfg.model.get("size") == "auto":  # model=auto
+        _features_model(cfg)
+    if not _builds_features_model(cfg):
+        raise ConfigError(
+            "data=features holds feature vectors, not images: use model=features (or leave model=auto)"
+        )
+    features = cfg.features
+    if not features or not features.get("cache"):
+        raise ConfigError("data=features: the file's features are the cache; drop features.cache=false")
+    with open_dict(cfg):
+        cfg.augment = None  # no images, no augmentation
+    name = str(features.get("pairing", "views"))
+    if pairing_for(name).uses_views:
+        if name not in ONE_VECTOR_PAIRING:
+            raise ConfigError(
+                f"features.pairing={name}: this objective trains on augmented views of images and "
+                "data=features holds one vector per image: use objective=temi, turtle, scan or selflabel"
+            )
+        features.pairing = ONE_VECTOR_PAIRING[name]
+        log.info("data=features: features.pairing=%s (one vector per image, no views)", features.pairing)
+
+
+def _features_model(cfg: DictConfig) -> None:
+    """``model=auto`` under ``data=features``: ``model=features``, keeping the settings given for
+    the auto model that ``model=features`` has too (an objective's ``model.head_style``, a
+    ``model.hidden_dim``); a setting only image models have is refused."""
+    from vtcc.config.data_defaults import auto_option_changes
+    from vtcc.utils.cli import CONFIG_DIR
+
+    changed = auto_option_changes(cfg, "model", "size", "vit_tiny")
+    model = OmegaConf.load(Path(CONFIG_DIR, "model", "features.yaml"))
+    foreign = sorted(key for key in changed if key not in model)
+    if foreign:
+        raise ConfigError(
+            f"model.{foreign[0]} is a setting of image models and data=features takes model=features: drop it"
+        )
+    with open_dict(model):
+        model.update({key: value for key, value in changed.items()})
+    cfg.model = model
+
+
+def _feature_width(cfg: DictConfig, source: Any) -> None:
+    """``model.num_features: auto`` of ``model=features``: the width of the file's features."""
+    if not _builds_features_model(cfg):
+        return
+    width = source.feature_dim
+    given = cfg.model.get("num_features")
+    if given not in ("auto", width):
+        raise ConfigError(
+            f"model.num_features={given} but {cfg.data.root} holds {width} columns: leave it auto"
+        )
+    cfg.model.num_features = width
+
+
 def _spaces(cfg: DictConfig, objective: Any) -> None:
-    """An objective on cached features needs a frozen pretrained backbone; ``model.normalize_spaces:
-    auto`` becomes whether each space is L2-normalised: with several backbones, unless the
-    objective reads each space's raw features (TURTLE)."""
-    frozen = _builds_pretrained(cfg) and cfg.model.get("mode") == "frozen"
+    """An objective on cached features needs a frozen pretrained backbone (or precomputed
+    features); ``model.normalize_spaces: auto`` becomes whether each space is L2-normalised: with
+    several backbones (or ``model.space_dims``), unless the objective reads each space's raw
+    features (TURTLE)."""
+    on_features = _builds_features_model(cfg)
+    frozen = (_builds_pretrained(cfg) and cfg.model.get("mode") == "frozen") or on_features
     if objective.requires_frozen_backbone and not (frozen and (cfg.get("features") or {}).get("cache")):
         raise ConfigError(
             f"{objective.__name__} trains on a frozen backbone's cached features: use model=pretrained "
-            "model.mode=frozen (with features.cache=true)"
+            "model.mode=frozen (with features.cache=true), or data=features"
         )
-    if not _builds_pretrained(cfg) or cfg.model.get("normalize_spaces", "auto") != "auto":
+    if not (_builds_pretrained(cfg) or on_features) or cfg.model.get("normalize_spaces", "auto") != "auto":
         return
-    several = len(cfg.model.get("backbones") or []) > 1
+    several = len(cfg.model.get("backbones") or cfg.model.get("space_dims") or []) > 1
     with open_dict(cfg.model):
         cfg.model.normalize_spaces = several and not objective.reads_raw_spaces
 

@@ -99,10 +99,14 @@ PLAIN_TARGETS = {"trainer": "lightning.pytorch.Trainer"}
 def forwards() -> dict[Any, Any]:
     """A builder whose ``**kwargs`` go on to another callable: the keys are that callable's."""
     from vtcc.models.network import vtcc_network
-    from vtcc.models.pretrained import PretrainedClusteringNetwork, pretrained_network
+    from vtcc.models.pretrained import PretrainedClusteringNetwork, features_network, pretrained_network
     from vtcc.models.vit import vit_conv_stem
 
-    return {vtcc_network: vit_conv_stem, pretrained_network: PretrainedClusteringNetwork}
+    return {
+        vtcc_network: vit_conv_stem,
+        pretrained_network: PretrainedClusteringNetwork,
+        features_network: PretrainedClusteringNetwork,
+    }
 
 
 @cache
@@ -114,6 +118,7 @@ def resolved_auto() -> frozenset[tuple[Any, str]]:
     from vtcc.data import InMemoryDataModule, StreamingFolderDataModule, small_image_view, strong_view
     from vtcc.data.features import CachedFeatureDataModule
     from vtcc.losses import ConfidenceCrossEntropy
+    from vtcc.models.pretrained import features_network
     from vtcc.models.vit import vit_conv_stem
 
     data = [
@@ -130,6 +135,7 @@ def resolved_auto() -> frozenset[tuple[Any, str]]:
             (strong_view, "base"),
             (ConfidenceCrossEntropy, "threshold"),
             (CachedFeatureDataModule, "num_views"),
+            (features_network, "num_features"),  # the feature file's width (vtcc.config.resolve)
         ]
     )
 

@@ -9,8 +9,8 @@ refuses anything vtcc itself never writes there:
    ``${...}`` in a key or value: an interpolation or resolver (``${oc.create:...}``) would be
    evaluated when the config is resolved, and could build objects no check has seen;
 2. a ``_target_`` at a place where vtcc builds no such kind of object (:data:`PLACES`): the data
-   node builds an image datamodule, never a feature cache that writes files; the model node a
-   vtcc model builder; and so on;
+   node builds a datamodule that reads images or features, never a feature cache that writes
+   files; the model node a vtcc model builder; and so on;
 3. Hydra's other special keys (``_args_``, ``_recursive_``, ``_convert_``): vtcc writes none;
 4. as the second wall, any ``_target_`` outside :mod:`vtcc.utils.allowlist`.
 
@@ -26,7 +26,12 @@ from typing import Any
 from vtcc.errors import ConfigError
 from vtcc.utils.allowlist import disallowed_targets, is_optimizer, is_scheduler, is_view_operation
 
-MODELS = {"vtcc.models.vtcc_network", "vtcc.models.timm_network", "vtcc.models.pretrained.pretrained_network"}
+MODELS = {
+    "vtcc.models.vtcc_network",
+    "vtcc.models.timm_network",
+    "vtcc.models.pretrained.pretrained_network",
+    "vtcc.models.pretrained.features_network",
+}
 OBJECTIVES = {  # vtcc.module.*: where checkpoints written before vtcc/objectives/ name them
     f"vtcc.{package}.{name}Clustering"
     for package in ("objectives", "module")
@@ -36,7 +41,13 @@ LOSSES = {
     f"vtcc.losses.{name}"
     for name in ("InstanceLoss", "ClusterLoss", "ScanLoss", "ConfidenceCrossEntropy", "TemiLoss")
 }
-IMAGE_DATAMODULES = {"vtcc.data.InMemoryDataModule", "vtcc.data.StreamingFolderDataModule"}
+# The datamodules a data node builds: images (in memory, streamed) or a file of features; each
+# only reads where the config points.
+DATAMODULES = {
+    "vtcc.data.InMemoryDataModule",
+    "vtcc.data.StreamingFolderDataModule",
+    "vtcc.data.feature_file.FeatureDataModule",
+}
 LOADERS = {
     f"vtcc.data.load_{name}"
     for name in ("digits", "npz", "image_folder", "cifar10", "cifar100_20", "stl10", "mnist", "fashion_mnist")
@@ -66,7 +77,7 @@ PLACES: list[tuple[str, Any]] = [
     ("module.*_loss", _one_of(LOSSES)),
     ("module.optimizer", is_optimizer),
     ("module.scheduler", lambda t: t == "vtcc.optim.warmup_cosine" or is_scheduler(t)),
-    ("data", _one_of(IMAGE_DATAMODULES)),
+    ("data", _one_of(DATAMODULES)),
     ("data.dataset", _one_of(LOADERS)),
     ("data.train_transform", _one_of({"vtcc.data.TwinViewAugmentation"})),
     ("data.train_transform.*", _view_part),

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from vtcc.data.batch import TrainingPair
+from vtcc.data.feature_file import PrecomputedFeatures
 from vtcc.data.images import BackboneOverSource, BatchedTensors, ImageDataModule, keep_batch
 from vtcc.data.pairings import PAIRINGS, pairing_for  # noqa: F401  (PAIRINGS: the names)
 from vtcc.data.samplers import IndependentBatches
@@ -155,6 +156,9 @@ class CachedFeatureDataModule(BackboneOverSource):
         if self.cache is not None:
             return
         self.source.setup(stage)
+        if isinstance(self.source, PrecomputedFeatures):  # data=features: the file is the cache
+            self._take(self.source.precomputed())
+            return
         cache = _read_vtcc_cache(self.path)  # refuses a file vtcc did not write, before any work
         if cache is not None and not self._matches_source(cache):
             log.warning("cached features in %s do not match the data: extracting them again", self.path)
@@ -167,6 +171,14 @@ class CachedFeatureDataModule(BackboneOverSource):
                 cache = self.extract()  # for training: the same run either way (exact resume too)
             self.computed = True
             self._save(cache)
+        self._take(cache)
+
+    def _take(self, cache: dict[str, torch.Tensor]) -> None:
+        if len(cache["views"]) < self.num_views:
+            raise ConfigError(
+                f"features.num_views={self.num_views} but the features hold {len(cache['views'])} "
+                "augmented views: pick a pairing of one vector per image (eval, eval_neighbors)"
+            )
         self.cache = cache
         self.train_indices = self.source.train_indices
         self.eval_indices = self.source.eval_indices
@@ -344,6 +356,14 @@ def wrap_for_network(cfg: Any, datamodule: ImageDataModule, network: nn.Module) 
                 "model.mode); objective=temi trains on frozen features: use model.mode=frozen"
             )
         return datamodule
+    settings = {k: v for k, v in features.items() if k != "cache"}
+    spaces = network.space_dims if network.normalize_spaces else None
+    if isinstance(datamodule, PrecomputedFeatures):  # data=features: nothing to extract or cache
+        cached = build_object(
+            settings, source=datamodule, backbone=network.backbone, key="", neighbor_spaces=spaces
+        )
+        network.read_cached_features()
+        return cached
     datamodule.setup("fit")  # the key hashes the data's contents
     parts = OmegaConf.to_container(cfg, resolve=True)
     views = int(features.num_views) if pairing_for(features.get("pairing", "views")).uses_views else 0
@@ -366,8 +386,6 @@ def wrap_for_network(cfg: Any, datamodule: ImageDataModule, network: nn.Module) 
             "seed": parts.get("seed") if views else None,
         }
     )
-    settings = {k: v for k, v in features.items() if k != "cache"}
-    spaces = network.space_dims if network.normalize_spaces else None
     cached = build_object(
         settings, source=datamodule, backbone=network.backbone, key=key, neighbor_spaces=spaces
     )

@@ -252,6 +252,49 @@ def pretrained_network(
     )
 
 
+class FeatureInput(nn.Module):
+    """The backbone of ``model=features``: the precomputed features ``(B, D)`` pass as they are."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = int(num_features)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+def features_network(
+    num_features: int,
+    num_clusters: int,
+    space_dims: list[int] | None = None,
+    normalize_spaces: bool | Literal["auto"] = "auto",
+    **options: Any,
+) -> PretrainedClusteringNetwork:
+    """The ``model=features`` node: the clustering heads on precomputed features (``data=features``)
+    of width ``num_features`` (the resolver reads it from the file), frozen by nature.
+    ``space_dims``: the widths of several representation spaces the columns hold side by side
+    (TURTLE's; default one space); ``normalize_spaces`` as for several backbones."""
+    if not isinstance(num_features, int) or num_features < 1:
+        raise ConfigError(
+            f"model.num_features={num_features!r}: the features' width, read from data=features "
+            "(leave it auto)"
+        )
+    if options.pop("mode", "frozen") != "frozen":
+        raise ConfigError("model.mode: precomputed features train frozen; drop model.mode")
+    spaces = [int(d) for d in space_dims] if space_dims else None
+    normalize = (
+        spaces is not None and len(spaces) > 1 if normalize_spaces == "auto" else bool(normalize_spaces)
+    )
+    return PretrainedClusteringNetwork(
+        FeatureInput(num_features),
+        num_clusters,
+        mode="frozen",
+        space_dims=spaces,
+        normalize_spaces=normalize,
+        **options,
+    )
+
+
 def member_preprocessing(entry: dict[str, Any]) -> dict[str, Any]:
     """One ``model.backbones`` entry's own preprocessing: image size, mean, std, interpolation;
     as the resolver stored it in the entry, else from the model (timm's data config, or the
