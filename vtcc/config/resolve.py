@@ -13,6 +13,7 @@ while a time budget re-plans them.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vtcc.config.data_defaults import resolve_data_defaults
 from vtcc.config.init_from import take_run_settings
-from vtcc.config.resume import resumed_checkpoint
+from vtcc.config.resume import requeued_checkpoint, resumed_checkpoint
 from vtcc.errors import ConfigError
 
 log = logging.getLogger("vtcc")
@@ -71,6 +72,7 @@ def resolve(cfg: DictConfig, overrides: list[str]) -> Resolved:
             "num_clusters=auto starts a new run: resume an auto run with num_clusters=<its K> "
             "(the integer in its config.yaml)"
         )
+    _requeued(cfg)
     ckpt_path, stored = resumed_checkpoint(cfg)
     _refine_plan(cfg, stored)
     _cached_views(cfg)
@@ -277,6 +279,15 @@ def _from_the_data(cfg: DictConfig, datamodule: Any) -> list[int] | None:
     if best is not None and not datamodule.labeled:
         raise ConfigError("callbacks=best_by_labels needs labelled data: use callbacks=default")
     return candidates
+
+
+def _requeued(cfg: DictConfig) -> None:
+    """A SLURM job started again by the scheduler resumes its own last checkpoint (recorded as
+    ``ckpt_path``): the run goes on where its last epoch ended."""
+    own = requeued_checkpoint(cfg)
+    if own is not None:
+        cfg.ckpt_path = str(own)
+        log.info("SLURM requeued this job (restart %s): resuming %s", os.environ["SLURM_RESTART_COUNT"], own)
 
 
 def _refine_plan(cfg: DictConfig, stored: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ model, K, data or objective differ from this run's (it reads checkpoints; it wri
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,21 @@ log = logging.getLogger("vtcc")
 
 # What identifies the data a run trains on (loader settings such as batch size may change).
 DATA_IDENTITY = ("_target_", "root", "name", "dataset", "image_size", "in_chans", "eval_split")
+
+
+def requeued_checkpoint(cfg: DictConfig) -> Path | None:
+    """The run's own ``checkpoints/last.ckpt`` when this is a SLURM job the scheduler started again
+    (requeued after a preemption, ``scontrol requeue`` or a node failure: ``SLURM_RESTART_COUNT``
+    >= 1) in the folder it wrote, and no other checkpoint was asked for; else None. Such a job
+    continues its run from there instead of refusing its own folder."""
+    try:
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+    except ValueError:
+        return None
+    if restarts < 1 or cfg.get("ckpt_path") or cfg.get("resume"):
+        return None
+    own = Path(str(cfg.paths.output_dir)) / "checkpoints" / "last.ckpt"
+    return own if own.is_file() else None
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
