@@ -250,6 +250,12 @@ def written_data(name: str, root: Path) -> list[str]:
         return [f"data.root={root / 'x.npz'}"]
     if name in ("folder", "folder_streaming"):
         fake_data.write_image_folder(root, ["a", "b", "c"], per_class=8)
+    elif name == "shards":  # the folder, written as shards by vtcc-shards
+        from vtcc.data.shards import write_shards
+
+        fake_data.write_image_folder(root / "images", ["a", "b", "c"], per_class=8)
+        write_shards(root / "images", root / "shards", shard_size=4)
+        return [f"data.root={root / 'shards'}", "data.num_workers=0"]
     else:
         writers = {
             "cifar10": lambda: fake_data.write_cifar10(root, per_file=8),
@@ -267,6 +273,7 @@ WRITTEN = [
     "npz",
     "folder",
     "folder_streaming",
+    "shards",
     "cifar10",
     "cifar100_20",
     "stl10",

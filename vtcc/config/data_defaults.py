@@ -1,5 +1,5 @@
 """Settings from the data: what ``auto`` means for your own images (``data=folder``,
-``folder_streaming``, ``npz``), decided before the model is built and logged on one line.
+``folder_streaming``, ``npz``, ``shards``), decided before the model is built and logged on one line.
 
 Rules (measured on digits as PNG folders and on colour images, see the README):
 - ``data.in_chans``: 1 when every sampled image is gray, else 3.
@@ -149,10 +149,13 @@ def _probeable(cfg: DictConfig) -> bool:
     """Images vtcc samples before loading them (a folder, a streamed folder or an .npz on disk)."""
     from vtcc.config.init_from import builds
     from vtcc.data import StreamingFolderDataModule, load_image_folder, load_npz
+    from vtcc.data.shards import ShardDataModule
 
     data = cfg.data
-    reads = builds(data, StreamingFolderDataModule) or any(
-        builds(data.get("dataset"), loader) for loader in (load_image_folder, load_npz)
+    reads = (
+        builds(data, StreamingFolderDataModule)
+        or builds(data, ShardDataModule)
+        or any(builds(data.get("dataset"), loader) for loader in (load_image_folder, load_npz))
     )
     return reads and isinstance(data.get("root"), str) and Path(data.root).exists()
 
@@ -163,10 +166,14 @@ def _probe(cfg: DictConfig):
     data = cfg.data
     from vtcc.config.init_from import builds
     from vtcc.data.folder import load_npz
+    from vtcc.data.probe import ImageProbe
+    from vtcc.data.shards import ShardDataModule, read_index
 
     root = Path(str(data.root))
     if builds(data.get("dataset"), load_npz):
         return probe_npz(root)
+    if builds(data, ShardDataModule):  # the sample vtcc-shards took when it wrote them
+        return ImageProbe(**read_index(root)[0]["sample"])
     dataset = data.get("dataset") or {}
     subdir = dataset.get("subdir") or data.get("subdir")
     classes = dataset.get("classes") or data.get("classes")

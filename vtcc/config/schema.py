@@ -117,13 +117,14 @@ def resolved_auto() -> frozenset[tuple[Any, str]]:
     (vtcc.data.features.wrap_for_network)."""
     from vtcc.data import InMemoryDataModule, StreamingFolderDataModule, small_image_view, strong_view
     from vtcc.data.features import CachedFeatureDataModule
+    from vtcc.data.shards import ShardDataModule
     from vtcc.losses import ConfidenceCrossEntropy
     from vtcc.models.pretrained import features_network
     from vtcc.models.vit import vit_conv_stem
 
     data = [
         (kind, key)
-        for kind in (InMemoryDataModule, StreamingFolderDataModule)
+        for kind in (InMemoryDataModule, StreamingFolderDataModule, ShardDataModule)
         for key in ("image_size", "in_chans", "mean", "std")
     ]
     return frozenset(

@@ -41,12 +41,13 @@ LOSSES = {
     f"vtcc.losses.{name}"
     for name in ("InstanceLoss", "ClusterLoss", "ScanLoss", "ConfidenceCrossEntropy", "TemiLoss")
 }
-# The datamodules a data node builds: images (in memory, streamed) or a file of features; each
-# only reads where the config points.
+# The datamodules a data node builds: images (in memory, streamed, in shards) or a file of
+# features; each only reads where the config points.
 DATAMODULES = {
     "vtcc.data.InMemoryDataModule",
     "vtcc.data.StreamingFolderDataModule",
     "vtcc.data.feature_file.FeatureDataModule",
+    "vtcc.data.shards.ShardDataModule",
 }
 LOADERS = {
     f"vtcc.data.load_{name}"

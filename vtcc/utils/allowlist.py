@@ -19,6 +19,7 @@ VTCC_TARGETS = frozenset(
         "vtcc.data.TwinViewAugmentation",
         "vtcc.data.features.CachedFeatureDataModule",
         "vtcc.data.feature_file.FeatureDataModule",
+        "vtcc.data.shards.ShardDataModule",
         "vtcc.data.load_cifar10",
         "vtcc.data.load_cifar100_20",
         "vtcc.data.load_digits",

@@ -1,0 +1,458 @@
+"""Images in tar shards, in WebDataset's layout: ``data=shards`` and the ``vtcc-shards`` converter.
+
+For image sets larger than one machine's memory or local disk: each shard is a plain tar of
+samples ``<key>.<image suffix>`` (the image file's own bytes), ``<key>.cls`` (the class index, when
+the folder had class subfolders; only scored) and ``<key>.json`` (the image's index and path), as
+WebDataset writes and reads them (``webdataset.ShardWriter``; OpenCLIP and DINOv2 train on such
+shards). Beside the shards, ``shards.json`` holds the image count, the shard list and a sample's
+statistics (what ``auto`` settings are decided from), and ``offsets.npz`` where each image lies
+(shard, byte offset, size, label), for the report's random access and the evaluation pass.
+
+Training streams: every epoch the shards are shuffled with the run's seed and the epoch (every
+process draws the same order), shard ``i`` of that order goes to reader ``i mod (ranks x
+workers)``, so each shard is read by exactly one process and one of its loader workers, and each
+reader shuffles its shards' images. Every process trains the same known number of batches an
+epoch (the most that every reader's share holds in full, whatever the order), so distributed
+processes stay in step. Evaluation reads every image once, in index order, by offset.
+
+WebDataset rather than litdata: its format is the plain tar that the peers at this scale
+(OpenCLIP, DINOv2's data pipelines) and standard tools read and write; litdata's chunks are its own
+binary format behind its own index and cache, and a tar needs neither to be inspected or made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import logging
+import sys
+import tarfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+
+from vtcc.data.benchmarks import DatasetNotFoundError
+from vtcc.data.folder import FITS, IMAGE_SUFFIXES, Fit, decode_image, list_images
+from vtcc.data.images import ImageDataModule
+from vtcc.data.probe import ImageProbe
+from vtcc.data.transforms import Interpolation
+from vtcc.errors import ConfigError
+
+log = logging.getLogger("vtcc")
+
+FORMAT = "vtcc-shards/1"
+INDEX = "shards.json"
+OFFSETS = "offsets.npz"
+PATTERN = "shard-%06d.tar"
+META = ("json", "cls")  # the members of a sample that are not its image
+
+
+def require_webdataset() -> None:
+    try:
+        import webdataset  # noqa: F401
+    except ImportError:
+        raise ConfigError("data=shards and vtcc-shards need webdataset: pip install 'vtcc[scale]'") from None
+
+
+def write_shards(
+    folder: str | Path, output: str | Path, shard_size: int = 1000, classes: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Write the images of ``folder`` (``data=folder``'s layout) as shards of ``shard_size`` images
+    into ``output`` (a new or empty folder); returns the index written as ``shards.json``."""
+    require_webdataset()
+    import webdataset as wds
+
+    from vtcc.data.probe import probe_folder
+
+    if shard_size < 1:
+        raise ConfigError(f"--shard-size {shard_size}: give at least 1 image a shard")
+    out = Path(output)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(
+            f"{out} already exists and is not an empty folder: choose a new folder for the shards"
+        )
+    paths, labels, names = list_images(Path(folder), classes)
+    probe = probe_folder(folder, classes)  # before writing: an unreadable folder writes nothing
+    out.mkdir(parents=True, exist_ok=True)
+    with wds.ShardWriter(str(out / PATTERN), maxcount=shard_size, verbose=0) as sink:
+        for index, path in enumerate(paths):
+            sample = {
+                "__key__": f"{index:09d}",
+                path.suffix.lower().lstrip("."): path.read_bytes(),
+                "json": {"index": index, "path": str(path.relative_to(folder))},
+            }
+            if labels is not None:
+                sample["cls"] = int(labels[index])
+            sink.write(sample)
+    files = sorted(out.glob("shard-*.tar"))
+    where = [_members(file, number) for number, file in enumerate(files)]
+    located = np.concatenate(where) if where else np.zeros((0, 3), dtype=np.int64)
+    np.savez(
+        out / OFFSETS,
+        shard=located[:, 0],
+        offset=located[:, 1],
+        size=located[:, 2],
+        label=np.asarray(labels if labels is not None else [-1] * len(paths), dtype=np.int64),
+    )
+    index = {
+        "format": FORMAT,
+        "count": len(paths),
+        "shards": [{"file": file.name, "count": len(rows)} for file, rows in zip(files, where, strict=True)],
+        "classes": names,
+        "labeled": labels is not None,
+        "sample": asdict(probe),
+    }
+    (out / INDEX).write_text(json.dumps(index, indent=1) + "\n")
+    log.info("%d images in %d shards written to %s", len(paths), len(files), out)
+    return index
+
+
+def _members(file: Path, number: int) -> np.ndarray:
+    """``(images, 3)``: shard number, byte offset and size of each image member, in key order."""
+    rows = []
+    with tarfile.open(file) as archive:
+        for member in archive:
+            key, _, suffix = member.name.partition(".")
+            if member.isfile() and suffix not in META:
+                rows.append((int(key), number, member.offset_data, member.size))
+    rows.sort()
+    return np.asarray([row[1:] for row in rows], dtype=np.int64).reshape(-1, 3)
+
+
+def read_index(root: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``shards.json`` and ``offsets.npz`` of a shard folder, checked (one line naming the file)."""
+    folder = Path(root)
+    path = folder / INDEX
+    if not path.is_file():
+        raise DatasetNotFoundError(
+            f"{path} does not exist: set data.root to a folder written by vtcc-shards <images> <folder>"
+        )
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{path} is not a readable shard index ({error}): write the shards again") from None
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        raise ConfigError(f"{path} is not a {FORMAT} index: write the shards with this vtcc's vtcc-shards")
+    try:
+        with np.load(folder / OFFSETS) as archive:
+            offsets = {
+                key: np.asarray(archive[key], dtype=np.int64) for key in ("shard", "offset", "size", "label")
+            }
+        shards, count = index["shards"], int(index["count"])
+        files = [str(entry["file"]) for entry in shards]
+        counts = [int(entry["count"]) for entry in shards]
+        ImageProbe(**index["sample"])
+    except (OSError, KeyError, TypeError, ValueError) as error:
+        raise ConfigError(
+            f"{folder} holds an incomplete shard index ({error}): write the shards again"
+        ) from None
+    absent = [name for name in files if Path(name).name != name or not (folder / name).is_file()]
+    if absent:
+        raise ConfigError(f"shard {folder / absent[0]} is missing: copy every shard the index lists")
+    if sum(counts) != count or any(len(v) != count for v in offsets.values()) or count < 2:
+        raise ConfigError(f"{folder}: the index's counts disagree with its offsets: write the shards again")
+    return index, offsets
+
+
+def read_shard(path: Path) -> Iterator[tuple[int, bytes, int]]:
+    """``(image index, image bytes, label)`` of each sample of one shard, in order (WebDataset's reader)."""
+    from webdataset.tariterators import tarfile_samples
+
+    for sample in tarfile_samples([{"url": str(path)}]):
+        meta = json.loads(sample["json"])
+        image = next(value for key, value in sample.items() if key.lower().lstrip(".") in _IMAGE_KEYS)
+        label = int(sample["cls"]) if "cls" in sample else -1
+        yield int(meta["index"]), image, label
+
+
+_IMAGE_KEYS = {suffix.lstrip(".") for suffix in IMAGE_SUFFIXES}
+
+
+def decode_bytes(data: bytes, stored_size: int, in_chans: int, fit: str, where: str) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        return decode_image(io.BytesIO(data), stored_size, in_chans, fit)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ConfigError(f"{where} cannot be read as an image ({error}): write the shards again") from None
+
+
+def reader_steps(counts: Sequence[int], readers_per_rank: int, ranks: int, batch_size: int) -> int:
+    """Batches every process can train each epoch whatever the shard order: reader ``k`` of
+    ``R = ranks x readers_per_rank`` gets the shards at positions ``k, k + R, ...`` of the order,
+    at worst the smallest ones; a process's batches are the sum over its readers of their full
+    batches, and the epoch is the fewest any process has."""
+    smallest = sorted(counts)
+    readers = ranks * readers_per_rank
+    per_rank = []
+    for rank in range(ranks):
+        batches = 0
+        for reader in range(rank * readers_per_rank, (rank + 1) * readers_per_rank):
+            shards = len(range(reader, len(counts), readers))
+            batches += sum(smallest[:shards]) // batch_size
+        per_rank.append(batches)
+    return min(per_rank)
+
+
+class ShardStream(IterableDataset):
+    """The training images of a shard folder, streamed as batches ``(uint8 (B, C, S, S), labels,
+    indices)``. ``epoch``, ``rank`` and ``ranks`` are set by :class:`EpochLoader` before each epoch's
+    workers start; see the module docstring for who reads which shard."""
+
+    def __init__(
+        self,
+        root: Path,
+        files: Sequence[str],
+        batch_size: int,
+        stored_size: int,
+        in_chans: int,
+        fit: str,
+        seed: int,
+    ) -> None:
+        self.root, self.files = root, list(files)
+        self.batch_size, self.stored_size, self.in_chans, self.fit = batch_size, stored_size, in_chans, fit
+        self.seed = seed
+        self.epoch, self.rank, self.ranks = 0, 0, 1
+
+    def shard_order(self) -> list[int]:
+        """This epoch's order of the shards: the same in every process."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(len(self.files), generator=generator).tolist()
+
+    def my_shards(self, worker: int, workers: int) -> list[int]:
+        reader = self.rank * workers + worker
+        return self.shard_order()[reader :: self.ranks * workers]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank * workers + worker])
+        pending: list[tuple[int, np.ndarray, int]] = []
+        for shard in self.my_shards(worker, workers):
+            path = self.root / self.files[shard]
+            samples = list(read_shard(path))
+            for position in rng.permutation(len(samples)):
+                index, data, label = samples[position]
+                image = decode_bytes(
+                    data, self.stored_size, self.in_chans, self.fit, f"image {index} of {path}"
+                )
+                pending.append((index, image, label))
+                if len(pending) == self.batch_size:
+                    yield _stack(pending)
+                    pending = []  # a reader's last partial batch is not trained (drop_last)
+
+
+def _stack(samples: list[tuple[int, np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    indices, images, labels = zip(*samples, strict=True)
+    return torch.from_numpy(np.stack(images)), torch.tensor(labels), torch.tensor(indices)
+
+
+class EpochLoader(DataLoader):
+    """A loader of :class:`ShardStream` batches that tells the stream its epoch and process before
+    each epoch's workers start, and ends the epoch after ``steps`` batches (the same in every process)."""
+
+    def __init__(self, stream: ShardStream, steps: int, epoch: Callable[[], int], **options: Any) -> None:
+        super().__init__(stream, batch_size=None, persistent_workers=False, **options)
+        self.steps = steps
+        self.current_epoch = epoch
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[Any]:
+        stream: ShardStream = self.dataset  # type: ignore[assignment]
+        stream.epoch = self.current_epoch()
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        stream.rank = torch.distributed.get_rank() if distributed else 0
+        stream.ranks = torch.distributed.get_world_size() if distributed else 1
+        batches = super().__iter__()
+        for _ in range(self.steps):
+            yield next(batches)
+
+
+class ShardImages(Dataset):
+    """Images of a shard folder by index (read at their offsets): evaluation, reports, extraction."""
+
+    def __init__(
+        self, root: Path, files: Sequence[str], offsets: dict[str, np.ndarray], decode: Callable
+    ) -> None:
+        self.root, self.files, self.offsets, self.decode = root, list(files), offsets, decode
+
+    def __len__(self) -> int:
+        return len(self.offsets["label"])
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images = []
+        for index in indices:
+            shard = int(self.offsets["shard"][index])
+            path = self.root / self.files[shard]
+            with open(path, "rb") as handle:
+                handle.seek(int(self.offsets["offset"][index]))
+                data = handle.read(int(self.offsets["size"][index]))
+            images.append(self.decode(data, f"image {index} of {path}"))
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return torch.from_numpy(np.stack(images)), torch.from_numpy(self.offsets["label"][indices]), index
+
+
+class ShardDataModule(ImageDataModule):
+    """``data=shards``: images in tar shards written by ``vtcc-shards`` (see the module docstring).
+
+    Every image trains and is scored (the clustering setting). ``num_workers`` loader workers per
+    process read the training shards; ``stored_size`` is the side images are decoded at (null: the
+    sampled images' median longer side, capped by ``max_stored_size``), ``fit`` as ``data=folder``'s.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        train_transform: nn.Module,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        in_chans: int,
+        stored_size: int | None = None,
+        max_stored_size: int = 512,
+        fit: Fit = "whole",
+        num_classes: int | None = None,
+        name: str | None = None,
+        interpolation: Interpolation = "bilinear",
+        seed: int = 0,
+        batch_size: int = 256,
+        eval_batch_size: int = 512,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__(
+            train_transform,
+            image_size,
+            mean,
+            std,
+            in_chans,
+            num_classes,
+            name,
+            interpolation,
+            batch_size,
+            eval_batch_size,
+            num_workers,
+            pin_memory,
+        )
+        if fit not in FITS:
+            raise ConfigError(f"data.fit={fit!r} is unknown: use one of {', '.join(FITS)}")
+        self.root = Path(root)
+        self.requested_size, self.max_stored_size, self.fit = stored_size, max_stored_size, fit
+        self.seed = seed
+        self.index: dict[str, Any] | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.index is not None:
+            return
+        require_webdataset()
+        self.index, self.offsets = read_index(self.root)
+        count = int(self.index["count"])
+        if count < self.batch_size:
+            raise ConfigError(f"{count} images in {self.root}, fewer than data.batch_size={self.batch_size}")
+        self.files = [entry["file"] for entry in self.index["shards"]]
+        self.counts = [int(entry["count"]) for entry in self.index["shards"]]
+        side = int(self.index["sample"]["median_side"])
+        self._stored_size = self.requested_size or min(max(side, self.image_size), self.max_stored_size)
+        if self._stored_size < self.image_size:
+            raise ConfigError(
+                f"data.stored_size={self._stored_size} is below data.image_size={self.image_size}: raise it"
+            )
+        self.train_indices = self.eval_indices = torch.arange(count)
+        labels = torch.from_numpy(self.offsets["label"])
+        self._take_class_count(int(torch.unique(labels).numel()) if self.index["labeled"] else None)
+
+    @property
+    def labeled(self) -> bool:
+        return self.index is not None and bool(self.index["labeled"])
+
+    def __len__(self) -> int:
+        return int(self.index["count"]) if self.index is not None else 0
+
+    @property
+    def stored_size(self) -> int:
+        return self._stored_size
+
+    def _decode(self, data: bytes, where: str) -> np.ndarray:
+        return decode_bytes(data, self.stored_size, self.in_chans, self.fit, where)
+
+    def _dataset(self, train: bool) -> Dataset:
+        return ShardImages(self.root, self.files, self.offsets, self._decode)
+
+    def _all_dataset(self) -> Dataset:
+        return self._dataset(train=False)
+
+    def images_at(self, indices: torch.Tensor) -> torch.Tensor:
+        return self._dataset(train=False).__getitems__(torch.as_tensor(indices).tolist())[0]
+
+    def labels_in_order(self) -> torch.Tensor:
+        return torch.from_numpy(self.offsets["label"])
+
+    def fingerprint(self) -> str:
+        """A hash of the index and of each shard's size and modification time (no decoding)."""
+        digest = hashlib.sha256((self.root / INDEX).read_bytes())
+        for name in self.files:
+            stat = (self.root / name).stat()
+            digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()[:20]
+
+    def train_dataloader(self) -> DataLoader:
+        """The shards streamed (see the module docstring), ``len`` batches an epoch in every process."""
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        ranks = torch.distributed.get_world_size() if distributed else 1
+        readers = max(1, self.num_workers)
+        steps = reader_steps(self.counts, readers, ranks, self.batch_size)
+        if steps < 1:
+            raise ConfigError(
+                f"data.batch_size={self.batch_size}: no reader of the {len(self.files)} shards over {ranks} "
+                f"process(es) x {readers} worker(s) holds a full batch; lower the batch size or the "
+                "workers, or write smaller shards"
+            )
+        stream = ShardStream(
+            self.root, self.files, self.batch_size, self.stored_size, self.in_chans, self.fit, self.seed
+        )
+        return EpochLoader(
+            stream,
+            steps,
+            lambda: self.trainer.current_epoch if self.trainer is not None else 0,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``vtcc-shards <folder> <output> --shard-size N``: a folder of images as tar shards."""
+    from vtcc.utils.cli import user_error
+
+    parser = argparse.ArgumentParser(
+        prog="vtcc-shards",
+        description="Write a folder of images (<folder>/<class>/<image> or flat) as WebDataset tar shards "
+        "for data=shards.",
+    )
+    parser.add_argument("folder", help="the images, in data=folder's layout")
+    parser.add_argument("output", help="a new (or empty) folder for the shards")
+    parser.add_argument("--shard-size", type=int, default=1000, help="images a shard (default 1000)")
+    parser.add_argument("--classes", nargs="*", default=None, help="only these class folders, in this order")
+    arguments = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        write_shards(arguments.folder, arguments.output, arguments.shard_size, arguments.classes)
+    except Exception as error:  # noqa: BLE001 - a user's mistake is one line, anything else a traceback
+        cause = user_error(error)
+        if cause is None:
+            raise
+        print(f"vtcc-shards: error: {cause}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
