@@ -59,12 +59,17 @@ def build_module(cfg: DictConfig, network: ClusteringNetwork, for_training: bool
     return build_object(cfg.module, network=network)
 
 
+BUILD_STAGE = "build"  # the setup stage of a datamodule as the run is built, before any trainer
+
+
 def build_data(cfg: DictConfig, network: ClusteringNetwork, source: Any | None = None) -> LightningDataModule:
     """The data the objective trains on: the image datamodule (``source``, or the data node's), or
     what the network needs of it (a frozen backbone's cached features, mined neighbour pairs)."""
     source = build_object(cfg.data) if source is None else source
     datamodule = wrap_for_network(cfg, source, network)
-    datamodule.setup("fit")  # a frozen backbone: its features are extracted or loaded now
+    # a frozen backbone: its features are extracted or loaded now (a memory-mapped store's when
+    # Lightning sets the data up, once every process of a distributed run is there to share it)
+    datamodule.setup(BUILD_STAGE)
     return datamodule
 
 

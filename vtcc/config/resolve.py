@@ -76,6 +76,7 @@ def resolve(cfg: DictConfig, overrides: list[str]) -> Resolved:
     ckpt_path, stored = resumed_checkpoint(cfg)
     _refine_plan(cfg, stored)
     _cached_views(cfg)
+    _feature_store(cfg, source)
     _neighbor_search(cfg, source)
     budget = _budget(cfg, stored)
     return Resolved(cfg, source, initial, candidates, ckpt_path, budget)
@@ -319,6 +320,20 @@ def _cached_views(cfg: DictConfig) -> None:
             log.info(
                 "features.num_views=%d (%s; set it to change)", features.num_views, "GPU" if on_gpu else "CPU"
             )
+
+
+# features.store=auto: a memory-mapped store above this many cached feature rows (images x
+# (views + 1)): 2 million rows of width 384 are 3 GB in float32, about an eighth of a 24 GB machine.
+MAPPED_ROWS = 2_000_000
+
+
+def _feature_store(cfg: DictConfig, source: Any) -> None:
+    """``features.store=auto``: ``mapped`` above :data:`MAPPED_ROWS` feature rows, else ``memory``."""
+    features = cfg.get("features")
+    if not features or features.get("store", "memory") != "auto":
+        return
+    rows = len(source) * (int(features.get("num_views") or 0) + 1)
+    features.store = "mapped" if rows > MAPPED_ROWS else "memory"
 
 
 def _neighbor_search(cfg: DictConfig, source: Any) -> None:

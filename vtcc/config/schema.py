@@ -136,6 +136,7 @@ def resolved_auto() -> frozenset[tuple[Any, str]]:
             (strong_view, "base"),
             (ConfidenceCrossEntropy, "threshold"),
             (CachedFeatureDataModule, "num_views"),
+            (CachedFeatureDataModule, "store"),
             (features_network, "num_features"),  # the feature file's width (vtcc.config.resolve)
         ]
     )

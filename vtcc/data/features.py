@@ -124,8 +124,16 @@ class CachedFeatureDataModule(BackboneOverSource):
         steps_per_epoch: int | None = None,
         neighbor_spaces: list[int] | None = None,
         neighbor_search: Literal["auto", "exact", "faiss"] = "auto",
+        store: Literal["memory", "mapped"] = "memory",
+        part_size: int = 4096,
+        seed: int = 0,
     ) -> None:
         super().__init__(source, backbone, device)
+        if store not in ("memory", "mapped"):
+            raise ConfigError(f"features.store={store!r} is unknown: use memory or mapped")
+        if part_size < 1:
+            raise ConfigError(f"features.part_size={part_size}: give at least 1 image a part")
+        self.store, self.part_size, self.seed = store, part_size, seed
         if sampling not in ("epoch", "independent"):
             raise ConfigError(f"features.sampling={sampling!r} is unknown: use epoch or independent")
         if steps_per_epoch is not None and (sampling != "independent" or steps_per_epoch < 1):
@@ -158,6 +166,11 @@ class CachedFeatureDataModule(BackboneOverSource):
         self.source.setup(stage)
         if isinstance(self.source, PrecomputedFeatures):  # data=features: the file is the cache
             self._take(self.source.precomputed())
+            return
+        if self.store == "mapped":
+            if stage == "build":  # built before the trainer: the processes of a distributed run
+                return  # are not up yet; Lightning's setup extracts (each process its own parts)
+            self._take(self._mapped())
             return
         cache = _read_vtcc_cache(self.path)  # refuses a file vtcc did not write, before any work
         if cache is not None and not self._matches_source(cache):
@@ -214,7 +227,7 @@ class CachedFeatureDataModule(BackboneOverSource):
         train = self.train_indices
         progress = Progress(f"mining {self.num_neighbors} nearest neighbours", len(train), "images")
         neighbors = torch.full((len(self.cache["eval"]), self.num_neighbors), -1, dtype=torch.long)
-        features = self.cache["eval"][train]
+        features = self.cache["eval"][train].float()
         if self.neighbor_spaces:  # as the network reads them
             features = normalize_each_space(features, self.neighbor_spaces)
         neighbors[train] = train[
@@ -223,20 +236,74 @@ class CachedFeatureDataModule(BackboneOverSource):
         progress.advance(len(train))
         return neighbors
 
+    def _mapped(self) -> dict[str, torch.Tensor]:
+        """The memory-mapped store (:mod:`vtcc.data.feature_store`): each process extracts the
+        parts that are its own and not yet done, then every process opens the whole store."""
+        from vtcc.data.feature_store import FeatureStore
+
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        rank = torch.distributed.get_rank() if distributed else 0
+        world = torch.distributed.get_world_size() if distributed else 1
+        store = FeatureStore(self.path.with_suffix(".mm"))
+        layout = FeatureStore.layout(
+            len(self.source), int(self.backbone.num_features), self.num_views, self.part_size
+        )
+        if rank == 0 and store.meta() is None:  # a folder vtcc did not write is refused, before any work
+            store.create(layout)
+        if distributed:  # the others look once the store exists
+            torch.distributed.barrier()
+        meta = store.meta()
+        if any(meta[k] != layout[k] for k in ("count", "dim", "views")):
+            raise ConfigError(
+                f"feature store {store.folder} holds {meta['count']} x {meta['dim']} features with "
+                f"{meta['views']} views, not this data's: move it away or set features.cache_dir"
+            )
+        todo = [part for part in range(meta["parts"]) if part % world == rank and part not in store.done()]
+        if todo:
+            log.info(
+                "feature store %s: extracting %d of its %d parts", store.folder, len(todo), meta["parts"]
+            )
+        for part in todo:
+            rows = store.rows(part, meta)
+            devices = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):  # each part's views: their own seed
+                torch.manual_seed(self.seed * 1_000_003 + part)
+                extracted = self.extract(self.source.ordered_dataloader(rows), len(rows))
+            store.write(part, meta, extracted["eval"], extracted["views"], extracted["labels"])
+        self.computed = bool(todo)
+        if distributed:
+            torch.distributed.barrier()
+        cache = store.open()
+        if (
+            not torch.equal(cache["labels"], self.source.labels_in_order())
+            or len(store.done()) < meta["parts"]
+        ):
+            raise ConfigError(
+                f"feature store {store.folder} does not match the data (labels, or parts not done): "
+                "move it away or set features.cache_dir to another folder"
+            )
+        log.info("features memory-mapped from %s (float16)", store.folder)
+        return cache
+
     @torch.no_grad()
-    def extract(self) -> dict[str, torch.Tensor]:
+    def extract(self, loader: Any = None, count: int | None = None) -> dict[str, torch.Tensor]:
         """``views``: ``(V, N, D)``; ``eval``: ``(N, D)``; ``labels``: ``(N,)``: every image of the
-        source (train and held-out) in its global index order."""
-        backbone = self.backbone.to(self.device).eval()
-        train_transform = self.source.train_transform.to(self.device)
-        eval_transform = self.source.eval_transform.to(self.device)
+        source (train and held-out) in its global index order, or the ``count`` images of
+        ``loader`` (a part of them, in order)."""
+        device = self.device
+        if device.type == "cuda" and device.index is None:  # under DDP: this process's own GPU
+            device = torch.device("cuda", torch.cuda.current_device())
+        backbone = self.backbone.to(device).eval()
+        train_transform = self.source.train_transform.to(device)
+        eval_transform = self.source.eval_transform.to(device)
         views = [[] for _ in range(self.num_views)]
         evaluated, labels = [], []
-        progress = Progress("feature extraction", len(self.source), "images")
+        total = len(self.source) if count is None else count
+        progress = Progress("feature extraction", total, "images")
         start = time.perf_counter()
-        for images, batch_labels, _ in self.source.ordered_dataloader():  # in memory or streamed
-            images = self.source.model_channels(images.to(self.device))
-            if not evaluated:
+        for images, batch_labels, _ in loader or self.source.ordered_dataloader():  # in memory or streamed
+            images = self.source.model_channels(images.to(device))
+            if not evaluated and count is None:
                 self._announce_cost(backbone, eval_transform(images[:1]))
             evaluated.append(backbone(eval_transform(images)).float().cpu())
             labels.append(batch_labels)
@@ -244,7 +311,7 @@ class CachedFeatureDataModule(BackboneOverSource):
                 view_a, view_b = train_transform(images)
                 views[2 * pair].append(backbone(view_a).float().cpu())
                 views[2 * pair + 1].append(backbone(view_b).float().cpu())
-            if len(evaluated) == 1:
+            if len(evaluated) == 1 and count is None:
                 self._announce_time(len(images), time.perf_counter() - start)
             progress.advance(len(images))
         evaluated = torch.cat(evaluated)
@@ -302,7 +369,8 @@ class CachedFeatureDataModule(BackboneOverSource):
     def training_pairs(self, batch: tuple[torch.Tensor]) -> TrainingPair:
         """The pair ``features.pairing`` draws for a batch of image indices (:mod:`vtcc.data.pairings`)."""
         (index,) = batch
-        return self.pairing.pair(self.cache, index, self._random_neighbor)
+        pair = self.pairing.pair(self.cache, index, self._random_neighbor)
+        return TrainingPair(pair.first.float(), pair.second.float(), pair.cluster)  # a mapped store: float16
 
     def _random_neighbor(self, index: torch.Tensor) -> torch.Tensor:
         """One of each image's ``num_neighbors`` nearest training images, drawn uniformly."""
@@ -312,17 +380,25 @@ class CachedFeatureDataModule(BackboneOverSource):
     def training_features(self) -> torch.Tensor:
         """The evaluation-view features ``(N_train, D)`` of the training images."""
         assert self.cache is not None
-        return self.cache["eval"][self.train_indices]
+        return self.cache["eval"][self.train_indices].float()
 
     def evaluation_batch(self, batch: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Cached evaluation features are the network's inputs as they are."""
-        return batch
+        """Cached evaluation features are the network's inputs as they are (in float32)."""
+        features, labels, indices = batch
+        return features.float(), labels, indices
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Evaluation batches in float32 (a mapped store holds float16); training pairs already are."""
+        return batch if isinstance(batch, TrainingPair) else self.evaluation_batch(batch)
 
     def val_dataloader(self) -> DataLoader:
         assert self.cache is not None
         index = self.eval_indices  # the held-out split, or everything; global indices for the report
+        features, labels = self.cache["eval"], self.cache["labels"]
+        if not torch.equal(index, torch.arange(len(features))):  # a split: its rows (else read in place)
+            features, labels = features[index], labels[index]
         return DataLoader(
-            BatchedTensors(self.cache["eval"][index], self.cache["labels"][index], index),
+            BatchedTensors(features, labels, index),
             batch_size=self.eval_batch_size,
             shuffle=False,
             collate_fn=keep_batch,

@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from lightning.pytorch import LightningDataModule
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from vtcc.data.batch import TrainingPair
 from vtcc.data.transforms import EvalTransform, Interpolation
@@ -174,9 +174,13 @@ class ImageDataModule(LightningDataModule):
             **order,
         )
 
-    def ordered_dataloader(self) -> DataLoader:
-        """All images (train and held-out) in index order, untransformed: for feature extraction."""
-        return self._loader(self._all_dataset(), batch_size=self.eval_batch_size, shuffle=False)
+    def ordered_dataloader(self, rows: range | None = None) -> DataLoader:
+        """All images (train and held-out) in index order, or those of ``rows``, untransformed: for
+        feature extraction."""
+        images = self._all_dataset()
+        if rows is not None:
+            images = Subset(images, list(rows))
+        return self._loader(images, batch_size=self.eval_batch_size, shuffle=False)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(
