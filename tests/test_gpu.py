@@ -28,3 +28,12 @@ def test_cuda_random_state_round_trips():
     first = torch.rand(4, device="cuda")
     restore_rng_states(states)
     assert torch.equal(first, torch.rand(4, device="cuda"))
+
+
+def test_the_exact_neighbour_search_on_the_gpu_finds_the_cpus_neighbours():
+    from vtcc.knn import nearest_neighbors
+
+    features = torch.randn(3000, 64, generator=torch.Generator().manual_seed(0))
+    on_gpu = nearest_neighbors(features, 10, chunk=700, device="cuda")
+    on_cpu = nearest_neighbors(features, 10, chunk=700, device="cpu")
+    assert on_gpu.device.type == "cpu" and (on_gpu == on_cpu).float().mean() > 0.999  # float ties aside

@@ -2,8 +2,9 @@
 
 ``exact``: chunked matrix products, the chunk sized so that one block of similarities stays under
 :data:`CHUNK_BYTES` whatever N is (a fixed 4,096-row chunk would be 16 GB at a million images).
-``faiss``: FAISS's HNSW graph (``faiss-cpu``, ``pip install 'vtcc[scale]'``), approximate, for data
-where an exact search (N^2 similarities) takes too long. ``auto`` (the default): exact up to
+The exact search runs on a GPU when there is one. ``faiss``: FAISS's HNSW graph (``faiss-cpu``,
+``pip install 'vtcc[scale]'``), approximate, for data where an exact search (N^2 similarities)
+takes too long; with ``faiss-gpu`` its exact flat index on every GPU instead. ``auto`` (the default): exact up to
 :data:`EXACT_LIMIT` images, FAISS above it when it is installed (the limit and the figures behind it:
 ``scripts/benchmark_neighbors.py``, docs/performance.md).
 """
@@ -60,22 +61,25 @@ def choose_backend(count: int, backend: str = "auto", warn: bool = True) -> str:
 
 
 def nearest_neighbors(
-    features: torch.Tensor, k: int, chunk: int | None = None, backend: str = "auto"
+    features: torch.Tensor, k: int, chunk: int | None = None, backend: str = "auto", device: str = "auto"
 ) -> torch.Tensor:
     """Indices ``(N, k)`` of each row's ``k`` most cosine-similar other rows of ``(N, D)`` features,
     most similar first. ``chunk``: rows per block of the exact search (default: what fits
-    :data:`CHUNK_BYTES`)."""
+    :data:`CHUNK_BYTES`). ``device``: where the exact search runs (``auto``: a GPU when there is
+    one; FAISS runs on the GPUs it was built for, ``faiss-gpu``)."""
     _check(features, k, backend)
     normed = torch.nn.functional.normalize(features.float(), dim=1)
     if choose_backend(len(normed), backend) == "faiss":
-        return _faiss(normed, k)
+        return _faiss(normed.cpu(), k)
+    if torch.cuda.is_available() and device in ("auto", "cuda"):  # the exact search on the GPU
+        normed = normed.cuda()
     rows = chunk or max(1, CHUNK_BYTES // (4 * len(normed)))
     result = []
     for start in range(0, len(normed), rows):
         similarity = normed[start : start + rows] @ normed.T
-        own = torch.arange(start, min(start + rows, len(normed)))
+        own = torch.arange(start, min(start + rows, len(normed)), device=normed.device)
         similarity[own - start, own] = -math.inf
-        result.append(similarity.topk(k, dim=1).indices)
+        result.append(similarity.topk(k, dim=1).indices.cpu())
     return torch.cat(result)
 
 
@@ -84,9 +88,13 @@ def _faiss(normed: torch.Tensor, k: int) -> torch.Tensor:
     import faiss
 
     points = np.ascontiguousarray(normed.numpy(), dtype=np.float32)
-    index = faiss.IndexHNSWFlat(points.shape[1], HNSW_LINKS, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = 80
-    index.hnsw.efSearch = max(128, 4 * k)
+    gpus = faiss.get_num_gpus()  # 0 with faiss-cpu
+    if gpus:  # faiss-gpu: the exact inner-product search on every GPU (HNSW has no GPU version)
+        index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(points.shape[1]))
+    else:
+        index = faiss.IndexHNSWFlat(points.shape[1], HNSW_LINKS, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+        index.hnsw.efSearch = max(128, 4 * k)
     index.add(points)
     _, found = index.search(points, k + 1)
     own = np.arange(len(points))[:, None]
