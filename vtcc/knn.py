@@ -4,8 +4,8 @@
 :data:`CHUNK_BYTES` whatever N is (a fixed 4,096-row chunk would be 16 GB at a million images).
 The exact search runs on a GPU when there is one. ``faiss``: FAISS's HNSW graph (``faiss-cpu``,
 ``pip install 'vtcc[scale]'``), approximate, for data where an exact search (N^2 similarities)
-takes too long; with ``faiss-gpu`` its exact flat index on every GPU instead. ``auto`` (the default): exact up to
-:data:`EXACT_LIMIT` images, FAISS above it when it is installed (the limit and the figures behind it:
+takes too long; with ``faiss-gpu`` its exact flat index on every GPU instead. ``auto`` (the
+default): exact up to :data:`EXACT_LIMIT` images, FAISS above it when it is installed (the limit and the figures behind it:
 ``scripts/benchmark_neighbors.py``, docs/performance.md).
 """
 
