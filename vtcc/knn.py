@@ -5,8 +5,8 @@
 The exact search runs on a GPU when there is one. ``faiss``: FAISS's HNSW graph (``faiss-cpu``,
 ``pip install 'vtcc[scale]'``), approximate, for data where an exact search (N^2 similarities)
 takes too long; with ``faiss-gpu`` its exact flat index on every GPU instead. ``auto`` (the
-default): exact up to :data:`EXACT_LIMIT` images, FAISS above it when it is installed (the limit and the figures behind it:
-``scripts/benchmark_neighbors.py``, docs/performance.md).
+default): exact up to :data:`EXACT_LIMIT` images, FAISS above it when it is installed (the limit
+and the figures behind it: ``scripts/benchmark_neighbors.py``, docs/performance.md).
 """
 
 from __future__ import annotations
