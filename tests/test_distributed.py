@@ -85,6 +85,30 @@ def test_two_processes_equal_one_process_on_the_global_batch(tmp_path):
     assert abs(halves["instance"] - single["instance"]) > 1e-3
 
 
+def failing_worker(rank: int, init_file: str, out_dir: str) -> None:
+    """Process 1 fails with a user's one line before a step both must pass; process 0 does not."""
+    from vtcc.errors import ConfigError
+    from vtcc.utils.dist import agree
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        agree(ConfigError("data.root=x does not exist: set it") if rank == 1 else None)
+        outcome = "passed"
+    except ConfigError as error:
+        outcome = str(error)
+    Path(out_dir, f"rank{rank}.txt").write_text(outcome)
+    dist.destroy_process_group()
+
+
+def test_a_failure_in_one_process_stops_every_process_with_its_line(tmp_path):
+    """No process waits at a barrier for one that stopped: both raise, the other naming the cause."""
+    mp.spawn(failing_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    assert (tmp_path / "rank1.txt").read_text() == "data.root=x does not exist: set it"
+    assert (tmp_path / "rank0.txt").read_text() == (
+        "another process stopped (ConfigError: data.root=x does not exist: set it)"
+    )
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     cwd = tmp_path_factory.mktemp("ddp")

@@ -276,3 +276,30 @@ def test_selflabelling_starts_from_a_run_on_features_and_keeps_its_data(tmp_path
     metrics = train(cfg)
     assert cfg.data._target_.endswith("FeatureDataModule") and "train_transform" not in cfg.data
     assert cfg.features.pairing == "eval" and metrics["acc"] == pytest.approx(1.0)
+
+
+def test_copying_images_that_moved_is_refused_before_anything_is_written(tmp_path, predict_in_process):
+    clusterer = vtcc.Clusterer(
+        num_clusters=4,
+        objective="turtle",
+        overrides=[*RUN, "trainer.max_epochs=1"],
+        run_dir=tmp_path / "r",
+        device="cpu",
+    )
+    features, _ = blobs()
+    clusterer.fit(features)
+    listed = tmp_path / "listed.npz"
+    np.savez(listed, features=features, paths=np.array([f"moved/{i}.png" for i in range(len(features))]))
+    code, err = predict_in_process(
+        tmp_path, f"ckpt_path={clusterer.checkpoint_}", f"input={listed}", "output=out", "copy_images=copy"
+    )
+    assert code == 2 and "do not exist" in err and not (tmp_path / "out").exists()
+
+
+def test_a_file_named_npz_that_holds_one_array_is_read_by_its_loader_not_a_traceback(tmp_path):
+    from vtcc.api import data_kind
+
+    odd = tmp_path / "odd.npz"
+    with open(odd, "wb") as handle:
+        np.save(handle, np.zeros((3, 2)))
+    assert data_kind(odd) == "npz" and data_kind(tmp_path / "f.npy") == "features"

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
 import tarfile
 from pathlib import Path
 
@@ -16,7 +18,15 @@ from tests import fake_data
 from tests.conftest import TINY, compose_train
 from vtcc.config.resolve import resolve
 from vtcc.data.folder import decode_image, list_images
-from vtcc.data.shards import EpochLoader, ShardStream, main, read_index, reader_steps, write_shards
+from vtcc.data.shards import (
+    EpochLoader,
+    ShardStream,
+    main,
+    read_index,
+    read_shard,
+    reader_steps,
+    write_shards,
+)
 from vtcc.errors import ConfigError
 
 IMAGES, SHARD, BATCH = 64, 8, 8  # 8 shards of 8: 2 processes x 2 workers read 2 shards each
@@ -98,12 +108,38 @@ def test_two_processes_of_two_workers_read_every_image_once_an_epoch_reshuffled(
     assert read_epoch(shards, 0, 2, 0) == epochs[0][0]  # the same seed and epoch: the same order
 
 
+def true_steps(counts: list[int], readers_per_rank: int, ranks: int, batch: int) -> int:
+    """The fewest full batches any process gets over every order of the shards (brute force)."""
+    readers = ranks * readers_per_rank
+    fewest = None
+    for order in itertools.permutations(counts):
+        per_reader = [sum(order[r::readers]) // batch for r in range(readers)]
+        per_rank = [sum(per_reader[k * readers_per_rank : (k + 1) * readers_per_rank]) for k in range(ranks)]
+        fewest = min(per_rank) if fewest is None else min(fewest, min(per_rank))
+    return fewest
+
+
 def test_the_epoch_length_is_what_every_process_can_train_whatever_the_order():
     """Shards of 10, 10, 10 and 3 over 2 processes x 1 reader, batches of 4: a process may get
-    the two smallest (13 images, 3 batches), so every process trains 3 batches an epoch."""
-    assert reader_steps([10, 10, 10, 3], 1, 2, 4) == 3
+    the two smallest (13 images, 3 batches), so every process trains 3 batches an epoch. Over
+    many small layouts the length never exceeds what the worst order leaves a process (so no
+    process runs dry), and equals it for equal shards."""
+    assert reader_steps([10, 10, 10, 3], 1, 2, 4) == 3 == true_steps([10, 10, 10, 3], 1, 2, 4)
     assert reader_steps([8] * 8, 2, 2, 8) == 4
     assert reader_steps([3], 1, 2, 4) == 0  # the second process reads nothing
+    rng = random.Random(0)
+    for _ in range(40):
+        counts = [rng.choice([9, 9, 9, 4, 1]) for _ in range(rng.randint(2, 7))]
+        readers, ranks, batch = rng.randint(1, 2), rng.randint(1, 2), rng.randint(2, 5)
+        truth = true_steps(counts, readers, ranks, batch)
+        assert truth - 2 <= reader_steps(counts, readers, ranks, batch) <= truth, (
+            counts,
+            readers,
+            ranks,
+            batch,
+        )
+    # the last shard partial, as vtcc-shards writes them: 8 of 9 shards full, 2 x 4 readers
+    assert 8 <= reader_steps([1000] * 8 + [37], 4, 2, 256) <= 9
 
 
 def test_the_loader_follows_the_trainers_epoch_and_stops_at_the_known_length(folder_and_shards):
@@ -150,6 +186,10 @@ def test_bad_shards_are_one_line(tmp_path, folder_and_shards, capsys):
     cfg = compose_train(tmp_path / "run", ["data=shards", f"data.root={partial}"], tiny=False, resolve=False)
     with pytest.raises(ConfigError, match="shard-000001.tar is missing"):
         resolve(cfg, [])
+    damaged = tmp_path / "damaged.tar"
+    damaged.write_bytes((shards / "shard-000000.tar").read_bytes()[:700])  # cut inside a member
+    with pytest.raises(ConfigError, match="damaged.tar is damaged"):
+        list(read_shard(damaged))
 
 
 def test_ddp_on_shards_trains_the_same_number_of_batches_in_each_process(tmp_path, folder_and_shards):

@@ -67,6 +67,7 @@ def submit(tmp_path: Path, name: str, *overrides: str) -> subprocess.Popen:
         *SETTINGS,
         *overrides,
         f"hydra.sweep.dir={tmp_path / name}",
+        f"hydra.launcher.name={job_name(tmp_path)}",  # ids repeat when a cluster restarts; names do not
     ]
     environment = {**os.environ, "VTCC_LOG_DIR": str(tmp_path / "outputs"), "PYTHONWARNINGS": "ignore"}
     return subprocess.Popen(
@@ -80,18 +81,23 @@ def job_id(sweep: Path) -> str:
     return folder.name
 
 
-def job_states(job: str) -> list[str]:
+def job_name(tmp_path: Path) -> str:
+    return f"vtcc-test-{abs(hash(str(tmp_path))) % 10**10}"
+
+
+def job_states(job: str, name: str) -> list[str]:
     """Every record SLURM's job completion log holds for ``job`` (one per end: requeued, then
     completed), once the last is final: the controller writes it a moment after the job's result."""
     deadline = time.monotonic() + 60
     while True:
         listed = subprocess.run(
-            ["sacct", "--completion", "-j", job, "-o", "State", "-n", "-P"],
+            ["sacct", "--completion", "-j", job, "-o", "JobName,State", "-n", "-P"],
             capture_output=True,
             text=True,
             check=True,
         )
-        states = listed.stdout.split()
+        records = [line.split("|") for line in listed.stdout.split()]
+        states = [state for named, state in records if named == name]
         if states and states[-1] not in ("PENDING", "RUNNING", "REQUEUED") or time.monotonic() > deadline:
             return states
         time.sleep(0.5)
@@ -127,7 +133,7 @@ def one_thread(monkeypatch):
 def test_a_submitted_run_completes_and_equals_the_same_processes_run_locally(tmp_path, one_thread):
     wait(submit(tmp_path, "sweep", "trainer.max_epochs=2"))
     run = tmp_path / "sweep" / "0"
-    assert job_states(job_id(tmp_path / "sweep")) == ["COMPLETED"]
+    assert job_states(job_id(tmp_path / "sweep"), job_name(tmp_path)) == ["COMPLETED"]
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file()
     local = run_cli(
         "train", *PROCESSES, *SETTINGS, "trainer.max_epochs=2", "hydra.run.dir=local", cwd=tmp_path
@@ -156,7 +162,7 @@ def test_a_requeued_job_finishes_from_its_own_checkpoint_as_if_uninterrupted(tmp
     assert stopped_at < 5  # mid-run: epochs were left to train
     subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)  # no requeue delay
     wait(process)
-    states = job_states(job)
+    states = job_states(job, job_name(tmp_path))
     assert len(states) == 2 and states[-1] == "COMPLETED", states  # stopped once, then completed
     log = (run / "train.log").read_text()
     assert "SLURM requeued this job (restart 1): resuming" in log

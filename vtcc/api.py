@@ -253,7 +253,7 @@ def data_kind(path: Path) -> str:
         try:
             with np.load(path) as archive:
                 return "features" if "features" in archive.files else "npz"
-        except (OSError, ValueError, zipfile.BadZipFile):
+        except (OSError, ValueError, TypeError, zipfile.BadZipFile):  # TypeError: an .npy named .npz
             return "npz"  # its loader says what is wrong with it
     return "folder"
 

@@ -15,6 +15,7 @@ from lightning.pytorch import LightningDataModule, Trainer
 from omegaconf import DictConfig, OmegaConf
 
 from vtcc.data.features import wrap_for_network
+from vtcc.data.images import BUILD_STAGE
 from vtcc.models import ClusteringNetwork
 from vtcc.objectives import ClusteringModule
 
@@ -57,9 +58,6 @@ def build_module(cfg: DictConfig, network: ClusteringNetwork, for_training: bool
     if not for_training:
         return build_object(cfg.module, network=network, compile=False)
     return build_object(cfg.module, network=network)
-
-
-BUILD_STAGE = "build"  # the setup stage of a datamodule as the run is built, before any trainer
 
 
 def build_data(cfg: DictConfig, network: ClusteringNetwork, source: Any | None = None) -> LightningDataModule:

@@ -84,7 +84,8 @@ def nearest_neighbors(
 
 
 def _faiss(normed: torch.Tensor, k: int) -> torch.Tensor:
-    """HNSW over inner products of unit vectors (cosine); each row's own index dropped."""
+    """HNSW over inner products of unit vectors (cosine), or with faiss-gpu the exact flat index
+    on the GPUs; each row's own index dropped."""
     import faiss
 
     points = np.ascontiguousarray(normed.numpy(), dtype=np.float32)

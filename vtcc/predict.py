@@ -119,12 +119,13 @@ def predict_features(cfg: DictConfig, assigner: Assigner, seed: int) -> Path:
         if arrays.paths is not None
         else [f"{cfg.input}#{row}" for row in range(len(arrays.features))]
     )
+    images = existing_files(arrays.paths) if cfg.copy_images != "none" else []  # before writing
     assigned = assigner.assign_features(arrays.features.numpy(), cfg.batch_size)  # checked before writing
     output = Path(cfg.output)
     prepare_output(output, cfg.overwrite)
     write_assignments(output, names, assigned, cfg.embeddings, cfg.parquet, seed)
     if cfg.copy_images != "none":
-        sort_into_folders(existing_files(arrays.paths), assigned.clusters.tolist(), output, cfg.copy_images)
+        sort_into_folders(images, assigned.clusters.tolist(), output, cfg.copy_images)
     log.info("%d feature vectors into %d clusters; written to %s", len(names), assigner.num_clusters, output)
     return output / "clusters.csv"
 

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from vtcc.build import Run, build_module, build_object, build_run, build_trainer
 from vtcc.config.init_from import command_line_overrides, load_run_weights
 from vtcc.config.resolve import Resolved, choose_k, refine_epochs, resolve
-from vtcc.config.resume import requeued_checkpoint
+from vtcc.config.resume import requeued_job
 from vtcc.config.validate import validate_config
 from vtcc.errors import ConfigError
 from vtcc.k_selection import choose, embed, score_candidates, write_table
@@ -32,7 +32,7 @@ log = logging.getLogger("vtcc")
 
 def check_output_dir(output_dir: Path, overwrite: bool, requeued: bool = False) -> None:
     """A run never writes over another run's checkpoints unless asked to; a requeued SLURM job
-    continues its own (:func:`vtcc.config.resume.requeued_checkpoint`)."""
+    continues its own (:func:`vtcc.config.resume.requeued_checkpoint`) or starts it over."""
     checkpoints = output_dir / "checkpoints"
     if checkpoints.is_dir() and any(checkpoints.iterdir()) and not (overwrite or requeued):
         raise ConfigError(
@@ -64,7 +64,7 @@ def train_run(cfg: DictConfig, overrides: list[str] | None = None) -> Trained:
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
-    check_output_dir(output_dir, cfg.get("overwrite", False), requeued_checkpoint(cfg) is not None)
+    check_output_dir(output_dir, cfg.get("overwrite", False), requeued_job())
     loggers = build_loggers(cfg.get("logger"))  # a missing optional extra stops before any work
     resolved = resolve(cfg, command_line_overrides() if overrides is None else overrides)
     initial = resolved.initial if not resolved.ckpt_path else None  # a resumed run has its own weights

@@ -63,6 +63,7 @@ def resolve(cfg: DictConfig, overrides: list[str]) -> Resolved:
     _spaces(cfg, objective_class(cfg))
     resolve_data_defaults(cfg)  # data=folder/npz: channels, size, statistics, augmentation from the images
     _instance_projector(cfg, objective_class(cfg).trains_instance_projector)  # after model=auto's check
+    _requeued(cfg)  # before K: a requeued num_clusters=auto run continues at the K it chose
     source = build_object(cfg.data)
     source.setup("fit")  # load data first: its errors and its class count come before the model
     _feature_width(cfg, source)
@@ -72,7 +73,6 @@ def resolve(cfg: DictConfig, overrides: list[str]) -> Resolved:
             "num_clusters=auto starts a new run: resume an auto run with num_clusters=<its K> "
             "(the integer in its config.yaml)"
         )
-    _requeued(cfg)
     ckpt_path, stored = resumed_checkpoint(cfg)
     _refine_plan(cfg, stored)
     _cached_views(cfg)
@@ -284,11 +284,19 @@ def _from_the_data(cfg: DictConfig, datamodule: Any) -> list[int] | None:
 
 def _requeued(cfg: DictConfig) -> None:
     """A SLURM job started again by the scheduler resumes its own last checkpoint (recorded as
-    ``ckpt_path``): the run goes on where its last epoch ended."""
+    ``ckpt_path``, with ``resume`` dropped): the run goes on where its last epoch ended. A
+    ``num_clusters=auto`` run has checkpoints only in its refine phase: it continues at the K its
+    search chose, recorded in the checkpoint."""
     own = requeued_checkpoint(cfg)
-    if own is not None:
-        cfg.ckpt_path = str(own)
-        log.info("SLURM requeued this job (restart %s): resuming %s", os.environ["SLURM_RESTART_COUNT"], own)
+    if own is None:
+        return
+    cfg.ckpt_path = str(own)
+    cfg.resume = None
+    if cfg.get("num_clusters") == "auto":
+        from vtcc.utils.checkpoint import CONFIG_KEY, load_checkpoint
+
+        cfg.num_clusters = int(load_checkpoint(own)[CONFIG_KEY]["num_clusters"])
+    log.info("SLURM requeued this job (restart %s): resuming %s", os.environ["SLURM_RESTART_COUNT"], own)
 
 
 def _refine_plan(cfg: DictConfig, stored: dict[str, Any]) -> None:

@@ -25,16 +25,20 @@ log = logging.getLogger("vtcc")
 DATA_IDENTITY = ("_target_", "root", "name", "dataset", "image_size", "in_chans", "eval_split")
 
 
-def requeued_checkpoint(cfg: DictConfig) -> Path | None:
-    """The run's own ``checkpoints/last.ckpt`` when this is a SLURM job the scheduler started again
-    (requeued after a preemption, ``scontrol requeue`` or a node failure: ``SLURM_RESTART_COUNT``
-    >= 1) in the folder it wrote, and no other checkpoint was asked for; else None. Such a job
-    continues its run from there instead of refusing its own folder."""
+def requeued_job() -> bool:
+    """This is a SLURM job the scheduler started again (requeued after a preemption, ``scontrol
+    requeue`` or a node failure: ``SLURM_RESTART_COUNT`` >= 1), in the run folder it wrote before."""
     try:
-        restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+        return int(os.environ.get("SLURM_RESTART_COUNT", "0")) >= 1
     except ValueError:
-        return None
-    if restarts < 1 or cfg.get("ckpt_path") or cfg.get("resume"):
+        return False
+
+
+def requeued_checkpoint(cfg: DictConfig) -> Path | None:
+    """A requeued job's own ``checkpoints/last.ckpt`` (the end of its last finished epoch), which it
+    continues from, whatever checkpoint it started from; None when it is not requeued or finished no
+    epoch (it then starts over in its own folder)."""
+    if not requeued_job():
         return None
     own = Path(str(cfg.paths.output_dir)) / "checkpoints" / "last.ckpt"
     return own if own.is_file() else None

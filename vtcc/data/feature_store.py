@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -65,25 +66,36 @@ class FeatureStore:
             )
         return meta
 
-    def create(self, layout: dict[str, Any]) -> None:
-        """Allocate the mapped files (zeros; sparse on most file systems) and write ``meta.json``
-        last, atomically: a store with a meta is complete in its layout."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / "done").mkdir(exist_ok=True)
-        count, dim, views = layout["count"], layout["dim"], layout["views"]
-        for name, shape, dtype in (
-            ("eval", (count, dim), np.float16),
-            ("views", (views, count, dim), np.float16),
-            ("labels", (count,), np.int64),
-        ):
-            array = np.lib.format.open_memmap(
-                self.folder / f"{name}.npy", mode="w+", dtype=dtype, shape=shape
-            )
-            array.flush()
-            del array
-        temporary = self.folder / f".meta.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        temporary.write_text(json.dumps(layout, indent=1) + "\n")
-        os.replace(temporary, self.folder / "meta.json")
+    def create_if_absent(self, layout: dict[str, Any]) -> None:
+        """Allocate the mapped files (zeros; sparse on most file systems) with ``meta.json`` in a
+        fresh folder beside the store, then rename it into place: a store folder is always
+        complete in its layout, and of two processes creating it at once one wins, whole."""
+        if self.meta() is not None:
+            return
+        building = self.folder.with_name(f".{self.folder.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        building.mkdir(parents=True)
+        try:
+            (building / "done").mkdir()
+            count, dim, views = layout["count"], layout["dim"], layout["views"]
+            for name, shape, dtype in (
+                ("eval", (count, dim), np.float16),
+                ("views", (views, count, dim), np.float16),
+                ("labels", (count,), np.int64),
+            ):
+                array = np.lib.format.open_memmap(
+                    building / f"{name}.npy", mode="w+", dtype=dtype, shape=shape
+                )
+                array.flush()
+                del array
+            (building / "meta.json").write_text(json.dumps(layout, indent=1) + "\n")
+            try:
+                os.rename(building, self.folder)  # fails when the folder appeared meanwhile
+            except OSError:
+                if self.meta() is None:  # not a store that another process made: refused above
+                    raise
+        finally:
+            if building.exists():
+                shutil.rmtree(building)
 
     def done(self) -> set[int]:
         folder = self.folder / "done"
@@ -105,6 +117,12 @@ class FeatureStore:
         rows = self.rows(part, meta)
         if len(evaluated) != len(rows) or views.shape[:2] != (meta["views"], len(rows)):
             raise ValueError(f"part {part}: {len(evaluated)} rows for {len(rows)} images")
+        for name, values in (("eval", evaluated), ("views", views)):
+            if values.numel() and values.abs().max() > np.finfo(np.float16).max:
+                raise ConfigError(
+                    f"the backbone's {name} features exceed float16's range (65504): use "
+                    "features.store=memory (float32)"
+                )
         for name, values in (("eval", evaluated), ("labels", labels)):
             array = np.load(self.folder / f"{name}.npy", mmap_mode="r+")
             array[rows.start : rows.stop] = values.numpy().astype(array.dtype)

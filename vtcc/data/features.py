@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from vtcc.data.batch import TrainingPair
 from vtcc.data.feature_file import PrecomputedFeatures
-from vtcc.data.images import BackboneOverSource, BatchedTensors, ImageDataModule, keep_batch
+from vtcc.data.images import BUILD_STAGE, BackboneOverSource, BatchedTensors, ImageDataModule, keep_batch
 from vtcc.data.pairings import PAIRINGS, pairing_for  # noqa: F401  (PAIRINGS: the names)
 from vtcc.data.samplers import IndependentBatches
 from vtcc.errors import ConfigError
@@ -126,7 +126,7 @@ class CachedFeatureDataModule(BackboneOverSource):
         neighbor_search: Literal["auto", "exact", "faiss"] = "auto",
         store: Literal["memory", "mapped"] = "memory",
         part_size: int = 4096,
-        seed: int = 0,
+        seed: int | None = 0,
     ) -> None:
         super().__init__(source, backbone, device)
         if store not in ("memory", "mapped"):
@@ -168,7 +168,7 @@ class CachedFeatureDataModule(BackboneOverSource):
             self._take(self.source.precomputed())
             return
         if self.store == "mapped":
-            if stage == "build":  # built before the trainer: the processes of a distributed run
+            if stage == BUILD_STAGE:  # built before the trainer: the processes of a distributed run
                 return  # are not up yet; Lightning's setup extracts (each process its own parts)
             self._take(self._mapped())
             return
@@ -231,48 +231,61 @@ class CachedFeatureDataModule(BackboneOverSource):
         if self.neighbor_spaces:  # as the network reads them
             features = normalize_each_space(features, self.neighbor_spaces)
         neighbors[train] = train[
-            nearest_neighbors(features, self.num_neighbors, backend=self.neighbor_search)
+            nearest_neighbors(
+                features, self.num_neighbors, backend=self.neighbor_search, device=self.device.type
+            )
         ]
         progress.advance(len(train))
         return neighbors
 
     def _mapped(self) -> dict[str, torch.Tensor]:
         """The memory-mapped store (:mod:`vtcc.data.feature_store`): each process extracts the
-        parts that are its own and not yet done, then every process opens the whole store."""
+        parts that are its own and not yet done, then every process opens the whole store. A
+        failure in any process stops every process with its line (none waits at a barrier)."""
         from vtcc.data.feature_store import FeatureStore
+        from vtcc.utils.dist import agree, rank_and_count
 
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        rank = torch.distributed.get_rank() if distributed else 0
-        world = torch.distributed.get_world_size() if distributed else 1
+        rank, world = rank_and_count()
         store = FeatureStore(self.path.with_suffix(".mm"))
-        layout = FeatureStore.layout(
-            len(self.source), int(self.backbone.num_features), self.num_views, self.part_size
-        )
-        if rank == 0 and store.meta() is None:  # a folder vtcc did not write is refused, before any work
-            store.create(layout)
-        if distributed:  # the others look once the store exists
-            torch.distributed.barrier()
-        meta = store.meta()
-        if any(meta[k] != layout[k] for k in ("count", "dim", "views")):
-            raise ConfigError(
-                f"feature store {store.folder} holds {meta['count']} x {meta['dim']} features with "
-                f"{meta['views']} views, not this data's: move it away or set features.cache_dir"
-            )
-        todo = [part for part in range(meta["parts"]) if part % world == rank and part not in store.done()]
-        if todo:
-            log.info(
-                "feature store %s: extracting %d of its %d parts", store.folder, len(todo), meta["parts"]
-            )
-        for part in todo:
-            rows = store.rows(part, meta)
-            devices = [self.device] if self.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices):  # each part's views: their own seed
-                torch.manual_seed(self.seed * 1_000_003 + part)
-                extracted = self.extract(self.source.ordered_dataloader(rows), len(rows))
-            store.write(part, meta, extracted["eval"], extracted["views"], extracted["labels"])
-        self.computed = bool(todo)
-        if distributed:
-            torch.distributed.barrier()
+        dim = int(self.backbone.num_features)
+        layout = FeatureStore.layout(len(self.source), dim, self.num_views, self.part_size)
+        failure = None
+        try:
+            if rank == 0:
+                store.create_if_absent(layout)  # a folder vtcc did not write is refused, before any work
+        except Exception as error:  # noqa: BLE001 - every process hears of it (agree)
+            failure = error
+        agree(failure)
+        try:
+            meta = store.meta()
+            if meta is None:
+                raise ConfigError(
+                    f"feature store {store.folder} is not visible to process {rank}: put "
+                    "features.cache_dir on a file system every node shares"
+                )
+            if any(meta[k] != layout[k] for k in ("count", "dim", "views")):
+                raise ConfigError(
+                    f"feature store {store.folder} holds {meta['count']} x {meta['dim']} features with "
+                    f"{meta['views']} views, not this data's: move it away or set features.cache_dir"
+                )
+            todo = [
+                part for part in range(meta["parts"]) if part % world == rank and part not in store.done()
+            ]
+            if todo:
+                log.info(
+                    "feature store %s: extracting %d of its %d parts", store.folder, len(todo), meta["parts"]
+                )
+            for part in todo:
+                rows = store.rows(part, meta)
+                devices = [self.device] if self.device.type == "cuda" else []
+                with torch.random.fork_rng(devices=devices):  # each part's views: their own seed
+                    torch.manual_seed((self.seed or 0) * 1_000_003 + part)
+                    extracted = self.extract(self.source.ordered_dataloader(rows), len(rows))
+                store.write(part, meta, extracted["eval"], extracted["views"], extracted["labels"])
+            self.computed = bool(todo)
+        except Exception as error:  # noqa: BLE001 - every process hears of it (agree)
+            failure = error
+        agree(failure)
         cache = store.open()
         if (
             not torch.equal(cache["labels"], self.source.labels_in_order())
@@ -463,7 +476,12 @@ def wrap_for_network(cfg: Any, datamodule: ImageDataModule, network: nn.Module) 
         }
     )
     cached = build_object(
-        settings, source=datamodule, backbone=network.backbone, key=key, neighbor_spaces=spaces
+        settings,
+        source=datamodule,
+        backbone=network.backbone,
+        key=key,
+        neighbor_spaces=spaces,
+        seed=parts.get("seed"),  # a mapped store's views: the run's seed, which the key holds
     )
     network.read_cached_features()
     return cached

@@ -27,6 +27,8 @@ from vtcc.errors import ConfigError
 
 log = logging.getLogger("vtcc")
 
+BUILD_STAGE = "build"  # the setup stage of a datamodule as a run is built, before any trainer
+
 
 @runtime_checkable
 class ClusteringData(Protocol):

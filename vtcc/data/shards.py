@@ -12,8 +12,8 @@ Training streams: every epoch the shards are shuffled with the run's seed and th
 process draws the same order), shard ``i`` of that order goes to reader ``i mod (ranks x
 workers)``, so each shard is read by exactly one process and one of its loader workers, and each
 reader shuffles its shards' images. Every process trains the same known number of batches an
-epoch (the most that every reader's share holds in full, whatever the order), so distributed
-processes stay in step. Evaluation reads every image once, in index order, by offset.
+epoch (:func:`reader_steps`: full batches every process holds whatever the order), so
+distributed processes stay in step. Evaluation reads every image once, in index order, by offset.
 
 WebDataset rather than litdata: its format is the plain tar that the peers at this scale
 (OpenCLIP, DINOv2's data pipelines) and standard tools read and write; litdata's chunks are its own
@@ -29,6 +29,7 @@ import json
 import logging
 import sys
 import tarfile
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -150,14 +151,22 @@ def read_index(root: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]
         files = [str(entry["file"]) for entry in shards]
         counts = [int(entry["count"]) for entry in shards]
         ImageProbe(**index["sample"])
-    except (OSError, KeyError, TypeError, ValueError) as error:
+    except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as error:
         raise ConfigError(
             f"{folder} holds an incomplete shard index ({error}): write the shards again"
         ) from None
     absent = [name for name in files if Path(name).name != name or not (folder / name).is_file()]
     if absent:
         raise ConfigError(f"shard {folder / absent[0]} is missing: copy every shard the index lists")
-    if sum(counts) != count or any(len(v) != count for v in offsets.values()) or count < 2:
+    if count < 2:
+        raise ConfigError(f"{folder} holds {count} image(s): clustering needs at least 2")
+    named = offsets["shard"]
+    if (
+        sum(counts) != count
+        or any(len(v) != count for v in offsets.values())
+        or named.min() < 0
+        or named.max() >= len(files)
+    ):
         raise ConfigError(f"{folder}: the index's counts disagree with its offsets: write the shards again")
     return index, offsets
 
@@ -166,11 +175,17 @@ def read_shard(path: Path) -> Iterator[tuple[int, bytes, int]]:
     """``(image index, image bytes, label)`` of each sample of one shard, in order (WebDataset's reader)."""
     from webdataset.tariterators import tarfile_samples
 
-    for sample in tarfile_samples([{"url": str(path)}]):
-        meta = json.loads(sample["json"])
-        image = next(value for key, value in sample.items() if key.lower().lstrip(".") in _IMAGE_KEYS)
-        label = int(sample["cls"]) if "cls" in sample else -1
-        yield int(meta["index"]), image, label
+    try:
+        for sample in tarfile_samples([{"url": str(path)}]):
+            meta = json.loads(sample["json"])
+            images = [value for key, value in sample.items() if key.lower().lstrip(".") in _IMAGE_KEYS]
+            label = int(sample["cls"]) if "cls" in sample else -1
+            yield int(meta["index"]), images[0], label
+    except (OSError, tarfile.TarError, KeyError, IndexError, ValueError, TypeError) as error:
+        raise ConfigError(
+            f"shard {path} is damaged or not vtcc-shards' ({type(error).__name__}: {error}): "
+            "write the shards again"
+        ) from None
 
 
 _IMAGE_KEYS = {suffix.lstrip(".") for suffix in IMAGE_SUFFIXES}
@@ -186,19 +201,23 @@ def decode_bytes(data: bytes, stored_size: int, in_chans: int, fit: str, where: 
 
 
 def reader_steps(counts: Sequence[int], readers_per_rank: int, ranks: int, batch_size: int) -> int:
-    """Batches every process can train each epoch whatever the shard order: reader ``k`` of
-    ``R = ranks x readers_per_rank`` gets the shards at positions ``k, k + R, ...`` of the order,
-    at worst the smallest ones; a process's batches are the sum over its readers of their full
-    batches, and the epoch is the fewest any process has."""
+    """Batches every process can train each epoch whatever the shard order: a lower bound on the
+    full batches of each process, the fewest over processes. Reader ``k`` of ``R = ranks x
+    readers_per_rank`` gets the shards at positions ``k, k + R, ...`` of the order. Two bounds hold
+    for a process whose readers get ``m_1, ..., m_K`` shards: each reader holds at least the
+    ``m_k`` smallest shards (the sum of their full batches), and the process at least the
+    ``sum(m_k)`` smallest, of which its readers lose at most ``K - 1`` batches to partial ones."""
     smallest = sorted(counts)
     readers = ranks * readers_per_rank
     per_rank = []
     for rank in range(ranks):
-        batches = 0
-        for reader in range(rank * readers_per_rank, (rank + 1) * readers_per_rank):
-            shards = len(range(reader, len(counts), readers))
-            batches += sum(smallest[:shards]) // batch_size
-        per_rank.append(batches)
+        first = rank * readers_per_rank
+        shares = [
+            len(range(reader, len(counts), readers)) for reader in range(first, first + readers_per_rank)
+        ]
+        each = sum(sum(smallest[:shards]) // batch_size for shards in shares)
+        together = sum(smallest[: sum(shares)]) // batch_size - (len([m for m in shares if m]) - 1)
+        per_rank.append(max(each, together, 0))
     return min(per_rank)
 
 
@@ -219,7 +238,7 @@ class ShardStream(IterableDataset):
     ) -> None:
         self.root, self.files = root, list(files)
         self.batch_size, self.stored_size, self.in_chans, self.fit = batch_size, stored_size, in_chans, fit
-        self.seed = seed
+        self.seed = seed or 0  # seed=null: the shards' order still needs one
         self.epoch, self.rank, self.ranks = 0, 0, 1
 
     def shard_order(self) -> list[int]:
@@ -268,11 +287,11 @@ class EpochLoader(DataLoader):
         return self.steps
 
     def __iter__(self) -> Iterator[Any]:
+        from vtcc.utils.dist import rank_and_count
+
         stream: ShardStream = self.dataset  # type: ignore[assignment]
         stream.epoch = self.current_epoch()
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        stream.rank = torch.distributed.get_rank() if distributed else 0
-        stream.ranks = torch.distributed.get_world_size() if distributed else 1
+        stream.rank, stream.ranks = rank_and_count()
         batches = super().__iter__()
         for _ in range(self.steps):
             yield next(batches)
@@ -362,7 +381,10 @@ class ShardDataModule(ImageDataModule):
         self.files = [entry["file"] for entry in self.index["shards"]]
         self.counts = [int(entry["count"]) for entry in self.index["shards"]]
         side = int(self.index["sample"]["median_side"])
-        self._stored_size = self.requested_size or min(max(side, self.image_size), self.max_stored_size)
+        # as folder_streaming: the median side within [image_size, max(max_stored_size, image_size)]
+        self._stored_size = self.requested_size or min(
+            max(side, self.image_size), max(self.max_stored_size, self.image_size)
+        )
         if self._stored_size < self.image_size:
             raise ConfigError(
                 f"data.stored_size={self._stored_size} is below data.image_size={self.image_size}: raise it"
@@ -407,8 +429,9 @@ class ShardDataModule(ImageDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """The shards streamed (see the module docstring), ``len`` batches an epoch in every process."""
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        ranks = torch.distributed.get_world_size() if distributed else 1
+        from vtcc.utils.dist import rank_and_count
+
+        _, ranks = rank_and_count()
         readers = max(1, self.num_workers)
         steps = reader_steps(self.counts, readers, ranks, self.batch_size)
         if steps < 1:

@@ -39,5 +39,15 @@ def run_safely(task: Callable[[Any], Any], cfg: Any) -> Any:
         cause = user_error(error)
         if cause is None:
             raise
-        print(f"vtcc: error: {cause}", file=sys.stderr)
+        print(f"vtcc: error: {one_line(cause)}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def one_line(error: BaseException) -> str:
+    """A user error's message on one line: raised in a loader worker, torch wraps it with the
+    worker's traceback, whose last line is the message."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1 and "Original Traceback" in str(error):
+        last = lines[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return str(error)

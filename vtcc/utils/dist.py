@@ -10,6 +10,34 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def rank_and_count() -> tuple[int, int]:
+    """This process's rank and the number of processes (0 and 1 outside a distributed run)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def agree(error: BaseException | None) -> None:
+    """A step every process passes together: when any process failed (``error``), every process
+    raises that failure's one line, instead of the others waiting at the next barrier forever.
+    Outside a distributed run, ``error`` is raised as it is."""
+    if not (dist.is_available() and dist.is_initialized()):
+        if error is not None:
+            raise error
+        return
+    from vtcc.errors import ConfigError
+    from vtcc.utils.cli import user_error
+
+    failures: list[str | None] = [None] * dist.get_world_size()
+    cause = None if error is None else (user_error(error) or error)
+    dist.all_gather_object(failures, None if cause is None else f"{type(cause).__name__}: {cause}")
+    if error is not None:
+        raise error
+    reported = [f for f in failures if f is not None]
+    if reported:
+        raise ConfigError(f"another process stopped ({reported[0]})")
+
+
 class _GatherWithGrad(torch.autograd.Function):
     """All-gather along dim 0 whose backward sums the gradients of all processes and keeps this one's slice.
 
