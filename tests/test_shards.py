@@ -214,3 +214,28 @@ def test_ddp_on_shards_trains_the_same_number_of_batches_in_each_process(tmp_pat
     assert checkpoint["global_step"] == reader_steps([SHARD] * 8, 2, 2, 8) == 4
     metrics = json.loads((tmp_path / "ddp/final_metrics.json").read_text())
     assert set(metrics) >= {"acc", "nmi", "ari"}  # scored over every image, gathered from both
+
+
+def test_a_shard_run_in_global_order_is_the_folder_run(tmp_path, folder_and_shards):
+    """data.order=global draws data=folder's permutation and decodes the same images: the same
+    seed gives the folder run's weights and metrics, bit for bit."""
+    from vtcc.train import train
+
+    images, shards = folder_and_shards
+    common = ["data.batch_size=16", "trainer.max_epochs=1"]
+    on_folder = train(
+        compose_train(tmp_path / "folder", ["data=folder", f"data.root={images}", *common], resolve=False)
+    )
+    on_shards = train(
+        compose_train(
+            tmp_path / "shards",
+            ["data=shards", f"data.root={shards}", "data.order=global", "data.num_workers=0", *common],
+            resolve=False,
+        )
+    )
+    assert on_shards == on_folder
+    ours = torch.load(tmp_path / "shards/checkpoints/last.ckpt", weights_only=True)
+    theirs = torch.load(tmp_path / "folder/checkpoints/last.ckpt", weights_only=True)
+    assert ours["global_step"] == theirs["global_step"] == IMAGES // 16
+    for key, value in theirs["state_dict"].items():
+        assert torch.equal(ours["state_dict"][key], value), key

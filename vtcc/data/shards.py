@@ -33,7 +33,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -324,9 +324,12 @@ class ShardImages(Dataset):
 class ShardDataModule(ImageDataModule):
     """``data=shards``: images in tar shards written by ``vtcc-shards`` (see the module docstring).
 
-    Every image trains and is scored (the clustering setting). ``num_workers`` loader workers per
-    process read the training shards; ``stored_size`` is the side images are decoded at (null: the
-    sampled images' median longer side, capped by ``max_stored_size``), ``fit`` as ``data=folder``'s.
+    ``order``: ``stream`` (each shard read whole by one reader, the shards reshuffled every epoch:
+    sequential reads, for network or object storage) or ``global`` (one permutation of every image
+    an epoch, each read at its offset: ``data=folder``'s order, for local disks). Every image
+    trains and is scored (the clustering setting). ``num_workers`` loader workers per process read
+    the training shards; ``stored_size`` is the side images are decoded at (null: the sampled
+    images' median longer side, capped by ``max_stored_size``), ``fit`` as ``data=folder``'s.
     """
 
     def __init__(
@@ -343,7 +346,8 @@ class ShardDataModule(ImageDataModule):
         num_classes: int | None = None,
         name: str | None = None,
         interpolation: Interpolation = "bilinear",
-        seed: int = 0,
+        seed: int | None = 0,
+        order: Literal["stream", "global"] = "stream",
         batch_size: int = 256,
         eval_batch_size: int = 512,
         num_workers: int = 0,
@@ -365,6 +369,9 @@ class ShardDataModule(ImageDataModule):
         )
         if fit not in FITS:
             raise ConfigError(f"data.fit={fit!r} is unknown: use one of {', '.join(FITS)}")
+        if order not in ("stream", "global"):
+            raise ConfigError(f"data.order={order!r} is unknown: use stream or global")
+        self.order = order
         self.root = Path(root)
         self.requested_size, self.max_stored_size, self.fit = stored_size, max_stored_size, fit
         self.seed = seed
@@ -428,7 +435,11 @@ class ShardDataModule(ImageDataModule):
         return digest.hexdigest()[:20]
 
     def train_dataloader(self) -> DataLoader:
-        """The shards streamed (see the module docstring), ``len`` batches an epoch in every process."""
+        """The shards streamed (see the module docstring), ``len`` batches an epoch in every process;
+        ``order=global``: one permutation of all images an epoch, read by offset, as ``data=folder``
+        draws it (the same batches: a shard run is then the folder run)."""
+        if self.order == "global":
+            return super().train_dataloader()
         from vtcc.utils.dist import rank_and_count
 
         _, ranks = rank_and_count()
