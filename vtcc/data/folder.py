@@ -107,13 +107,32 @@ def choose_stored_size(
 ) -> int:
     """``stored_size`` when given; else the median longer side of up to ``samples`` images (headers
     only), within ``[image_size, max_stored_size]``."""
+    native = (native_side(paths, samples) or image_size) if stored_size is None else image_size
+    return clamp_stored_size(native, image_size, stored_size, max_stored_size)
+
+
+def clamp_stored_size(
+    native: int,
+    image_size: int,
+    stored_size: int | None,
+    max_stored_size: int,
+    key: str = "data.dataset.stored_size",
+) -> int:
+    """``stored_size`` (the setting ``key``) when given, at least ``image_size``; else ``native``
+    within ``[image_size, max(max_stored_size, image_size)]``."""
     if stored_size is not None:
         if stored_size < image_size:
             raise ConfigError(
-                f"data.dataset.stored_size={stored_size} is below data.image_size={image_size}: "
+                f"{key}={stored_size} is below data.image_size={image_size}: "
                 "raise it, or leave it null to keep the images' own resolution"
             )
         return int(stored_size)
+    return int(min(max(native, image_size), max(max_stored_size, image_size)))
+
+
+def native_side(paths: Sequence[Path], samples: int = 1000) -> int | None:
+    """The median longer side of up to ``samples`` evenly spaced images (headers only); None when
+    none is readable."""
     step = max(1, len(paths) // samples)
     sides = []
     for path in paths[::step]:
@@ -122,8 +141,7 @@ def choose_stored_size(
                 sides.append(max(image.size))
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
             continue  # reported with its path when decoded
-    native = int(np.median(sides)) if sides else image_size
-    return int(min(max(native, image_size), max(max_stored_size, image_size)))
+    return int(np.median(sides)) if sides else None
 
 
 def load_image_folder(

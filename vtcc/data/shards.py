@@ -41,7 +41,15 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from vtcc.data.benchmarks import DatasetNotFoundError
-from vtcc.data.folder import FITS, IMAGE_SUFFIXES, Fit, decode_image, list_images
+from vtcc.data.folder import (
+    FITS,
+    IMAGE_SUFFIXES,
+    Fit,
+    clamp_stored_size,
+    decode_image,
+    list_images,
+    native_side,
+)
 from vtcc.data.images import ImageDataModule
 from vtcc.data.probe import ImageProbe
 from vtcc.data.transforms import Interpolation
@@ -109,6 +117,7 @@ def write_shards(
         "shards": [{"file": file.name, "count": len(rows)} for file, rows in zip(files, where, strict=True)],
         "classes": names,
         "labeled": labels is not None,
+        "native_side": native_side(paths),  # what data=folder's stored size starts from
         "sample": asdict(probe),
     }
     (out / INDEX).write_text(json.dumps(index, indent=1) + "\n")
@@ -387,15 +396,10 @@ class ShardDataModule(ImageDataModule):
             raise ConfigError(f"{count} images in {self.root}, fewer than data.batch_size={self.batch_size}")
         self.files = [entry["file"] for entry in self.index["shards"]]
         self.counts = [int(entry["count"]) for entry in self.index["shards"]]
-        side = int(self.index["sample"]["median_side"])
-        # as folder_streaming: the median side within [image_size, max(max_stored_size, image_size)]
-        self._stored_size = self.requested_size or min(
-            max(side, self.image_size), max(self.max_stored_size, self.image_size)
+        native = int(self.index.get("native_side") or self.index["sample"]["median_side"])
+        self._stored_size = clamp_stored_size(  # as data=folder decides it for the same images
+            native, self.image_size, self.requested_size, self.max_stored_size, key="data.stored_size"
         )
-        if self._stored_size < self.image_size:
-            raise ConfigError(
-                f"data.stored_size={self._stored_size} is below data.image_size={self.image_size}: raise it"
-            )
         self.train_indices = self.eval_indices = torch.arange(count)
         labels = torch.from_numpy(self.offsets["label"])
         self._take_class_count(int(torch.unique(labels).numel()) if self.index["labeled"] else None)
