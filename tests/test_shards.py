@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -48,6 +49,9 @@ def test_the_shards_are_webdatasets_tars_of_the_folders_files(folder_and_shards)
     index, offsets = read_index(shards)
     assert index["count"] == IMAGES and [e["count"] for e in index["shards"]] == [SHARD] * 8
     assert index["classes"] == names and offsets["label"].tolist() == labels
+    read = list(read_shard(shards / "shard-000001.tar"))  # WebDataset's own reader sees them too
+    assert [(i, label) for i, _, label in read] == [(i, labels[i]) for i in range(SHARD, 2 * SHARD)]
+    assert all(data == paths[i].read_bytes() for i, data, _ in read)
     with tarfile.open(shards / "shard-000001.tar") as archive:
         members = {m.name: archive.extractfile(m).read() for m in archive}
     key = f"{SHARD:09d}"  # image 8 opens the second shard
@@ -84,8 +88,8 @@ def test_every_image_decodes_as_the_folder_loader_decodes_it(tmp_path, folder_an
 
 def read_epoch(shards: Path, rank: int, ranks: int, epoch: int, workers: int = 2) -> list[list[int]]:
     """The batches (image indices) one process reads in one epoch, through real loader workers."""
-    index, _ = read_index(shards)
-    stream = ShardStream(shards, [e["file"] for e in index["shards"]], BATCH, 12, 3, "whole", seed=7)
+    index, offsets = read_index(shards)
+    stream = ShardStream(shards, [e["file"] for e in index["shards"]], offsets, BATCH, 12, 3, "whole", seed=7)
     stream.epoch, stream.rank, stream.ranks = epoch, rank, ranks
     loader = DataLoader(stream, batch_size=None, num_workers=workers)
     return [batch[2].tolist() for batch in loader]
@@ -144,8 +148,8 @@ def test_the_epoch_length_is_what_every_process_can_train_whatever_the_order():
 
 def test_the_loader_follows_the_trainers_epoch_and_stops_at_the_known_length(folder_and_shards):
     _, shards = folder_and_shards
-    index, _ = read_index(shards)
-    stream = ShardStream(shards, [e["file"] for e in index["shards"]], BATCH, 12, 3, "whole", seed=7)
+    index, offsets = read_index(shards)
+    stream = ShardStream(shards, [e["file"] for e in index["shards"]], offsets, BATCH, 12, 3, "whole", seed=7)
     epoch = {"now": 3}
     loader = EpochLoader(stream, 5, lambda: epoch["now"])
     batches = [b[2].tolist() for b in loader]
@@ -190,6 +194,13 @@ def test_bad_shards_are_one_line(tmp_path, folder_and_shards, capsys):
     damaged.write_bytes((shards / "shard-000000.tar").read_bytes()[:700])  # cut inside a member
     with pytest.raises(ConfigError, match="damaged.tar is damaged"):
         list(read_shard(damaged))
+    cut = tmp_path / "cut"  # a shard cut short under a valid index: training names the image
+    shutil.copytree(shards, cut)
+    (cut / "shard-000000.tar").write_bytes((shards / "shard-000000.tar").read_bytes()[:2000])
+    index, offsets = read_index(cut)
+    stream = ShardStream(cut, [e["file"] for e in index["shards"]], offsets, BATCH, 12, 3, "whole", seed=7)
+    with pytest.raises(ConfigError, match="shard-000000.tar cannot be read as an image"):
+        list(stream)
 
 
 def test_ddp_on_shards_trains_the_same_number_of_batches_in_each_process(tmp_path, folder_and_shards):
