@@ -250,3 +250,26 @@ def test_a_shard_run_in_global_order_is_the_folder_run(tmp_path, folder_and_shar
     assert ours["global_step"] == theirs["global_step"] == IMAGES // 16
     for key, value in theirs["state_dict"].items():
         assert torch.equal(ours["state_dict"][key], value), key
+
+
+def test_a_streamed_run_resumed_at_an_epoch_is_the_uninterrupted_run(tmp_path, folder_and_shards):
+    """The shard order is drawn from the seed and the trainer's epoch, the random state comes back
+    from the checkpoint: one epoch, then a resume for the second, trains what two epochs do."""
+    from vtcc.train import train
+
+    _, shards = folder_and_shards
+    settings = ["data=shards", f"data.root={shards}", "data.batch_size=16", "data.num_workers=2"]
+    train(compose_train(tmp_path / "first", [*settings, "trainer.max_epochs=1"], resolve=False))
+    resumed = train(
+        compose_train(
+            tmp_path / "second",
+            [*settings, "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'first/checkpoints/last.ckpt'}"],
+            resolve=False,
+        )
+    )
+    straight = train(compose_train(tmp_path / "straight", [*settings, "trainer.max_epochs=2"], resolve=False))
+    assert resumed == straight
+    ours = torch.load(tmp_path / "second/checkpoints/last.ckpt", weights_only=True)
+    theirs = torch.load(tmp_path / "straight/checkpoints/last.ckpt", weights_only=True)
+    for key, value in theirs["state_dict"].items():
+        assert torch.equal(ours["state_dict"][key], value), key
