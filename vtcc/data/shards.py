@@ -6,7 +6,8 @@ the folder had class subfolders; only scored) and ``<key>.json`` (the image's in
 WebDataset writes and reads them (``webdataset.ShardWriter``; OpenCLIP and DINOv2 train on such
 shards). Beside the shards, ``shards.json`` holds the image count, the shard list and a sample's
 statistics (what ``auto`` settings are decided from), and ``offsets.npz`` where each image lies
-(shard, byte offset, size, label), for the report's random access and the evaluation pass.
+(shard, byte offset, size, label): a streamed shard is read whole in one sequential read and its
+images sliced at their offsets; the report and the evaluation pass read single images by offset.
 
 Training streams: every epoch the shards are shuffled with the run's seed and the epoch (every
 process draws the same order), shard ``i`` of that order goes to reader ``i mod (ranks x
@@ -14,6 +15,8 @@ workers)``, so each shard is read by exactly one process and one of its loader w
 reader shuffles its shards' images. Every process trains the same known number of batches an
 epoch (:func:`reader_steps`: full batches every process holds whatever the order), so
 distributed processes stay in step. Evaluation reads every image once, in index order, by offset.
+``data.order=global`` trains in ``data=folder``'s order instead (one permutation of all images an
+epoch, each read at its offset).
 
 WebDataset rather than litdata: its format is the plain tar that the peers at this scale
 (OpenCLIP, DINOv2's data pipelines) and standard tools read and write; litdata's chunks are its own
