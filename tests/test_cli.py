@@ -260,3 +260,30 @@ def test_the_report_renders_in_a_real_browser(report, tmp_path):
     drawn = (pixels.min(axis=2) < 200).mean()  # ink: text, plot lines, images
     colours = len(np.unique(pixels.reshape(-1, 3) // 16, axis=0))
     assert drawn > 0.05 and colours > 50, (drawn, colours)
+
+
+def test_a_user_error_raised_in_a_loader_worker_is_printed_as_its_own_line():
+    """torch re-raises a worker's exception with the worker's traceback in its message; the CLI
+    and the API show the message alone."""
+    from torch.utils.data import DataLoader, Dataset
+
+    from vtcc.errors import ConfigError
+    from vtcc.utils.cli import one_line
+
+    class Broken(Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, index):
+            raise ConfigError(
+                "image 1 of shard-000000.tar cannot be read as an image: write the shards again"
+            )
+
+    with pytest.raises(ConfigError) as raised:
+        next(iter(DataLoader(Broken(), num_workers=1)))
+    assert "\n" in str(raised.value)  # torch's wrapping, which one_line undoes
+    assert (
+        one_line(raised.value)
+        == "image 1 of shard-000000.tar cannot be read as an image: write the shards again"
+    )
+    assert one_line(ConfigError("plain: one line")) == "plain: one line"

@@ -200,18 +200,24 @@ def test_separable_features_are_clustered_exactly_then_evaluated_and_predicted(
     assert clustering_metrics(labels, np.array([int(r["cluster"]) for r in rows]))["acc"] == 1.0
 
 
-def test_an_image_run_refuses_features_and_a_features_run_refuses_images(
-    tmp_path, feature_file, predict_in_process, npz
-):
+@pytest.fixture(scope="module")
+def features_run(tmp_path_factory) -> vtcc.Clusterer:
+    """A short TURTLE run on the blobs, fitted from Python (a float array)."""
     clusterer = vtcc.Clusterer(
         num_clusters=4,
         objective="turtle",
-        overrides=[*RUN, "trainer.max_epochs=2"],
-        run_dir=tmp_path / "run",
+        overrides=[*RUN, "trainer.max_epochs=1"],
+        run_dir=tmp_path_factory.mktemp("features_run") / "run",
         device="cpu",
     )
+    return clusterer.fit(blobs()[0])
+
+
+def test_an_image_run_refuses_features_and_a_features_run_refuses_images(
+    tmp_path, feature_file, predict_in_process, npz, features_run
+):
+    clusterer = features_run
     features, _ = blobs()
-    clusterer.fit(features)
     with pytest.raises(ConfigError, match="trained on 16"):
         clusterer.predict(features[:, :7])
     code, err = predict_in_process(
@@ -278,16 +284,11 @@ def test_selflabelling_starts_from_a_run_on_features_and_keeps_its_data(tmp_path
     assert cfg.features.pairing == "eval" and metrics["acc"] == pytest.approx(1.0)
 
 
-def test_copying_images_that_moved_is_refused_before_anything_is_written(tmp_path, predict_in_process):
-    clusterer = vtcc.Clusterer(
-        num_clusters=4,
-        objective="turtle",
-        overrides=[*RUN, "trainer.max_epochs=1"],
-        run_dir=tmp_path / "r",
-        device="cpu",
-    )
+def test_copying_images_that_moved_is_refused_before_anything_is_written(
+    tmp_path, predict_in_process, features_run
+):
+    clusterer = features_run
     features, _ = blobs()
-    clusterer.fit(features)
     listed = tmp_path / "listed.npz"
     np.savez(listed, features=features, paths=np.array([f"moved/{i}.png" for i in range(len(features))]))
     code, err = predict_in_process(

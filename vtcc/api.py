@@ -145,18 +145,20 @@ def run_logging(run_dir: Path) -> Iterator[None]:
 @contextmanager
 def user_errors() -> Iterator[None]:
     """A user mistake raised as its own one-line exception, not wrapped by Hydra or Lightning."""
-    from vtcc.utils.cli import user_error
+    from vtcc.utils.cli import one_line, user_error
 
     try:
         yield
-    except VtccError:
+    except VtccError as error:
+        if one_line(error) != str(error):  # raised in a loader worker: torch added its traceback
+            raise type(error)(one_line(error)) from None
         raise
     except Exception as error:
         cause = user_error(error)
         if cause is None:
             raise
         if not isinstance(cause, VtccError):  # Lightning's MisconfigurationException
-            raise ConfigError(str(cause)) from None
+            raise ConfigError(one_line(cause)) from None
         raise cause.with_traceback(None) from None
 
 

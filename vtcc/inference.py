@@ -126,17 +126,24 @@ class Assigner:
 
     @torch.no_grad()
     def assign(self, batches: Iterable[torch.Tensor], total: int | None = None) -> Assignments:
-        """Probabilities and embeddings of uint8 ``(B, C, H, W)`` batches."""
+        """Probabilities and embeddings of uint8 ``(B, C, H, W)`` batches (feature batches ``(B, D)``
+        for a run on features)."""
         probabilities, embeddings = [], []
         for batch in tqdm(batches, total=total, desc="predict", unit="batch", leave=False):
-            if batch.shape[1] == 1 and self.model_channels == 3:  # gray data under an RGB (pretrained) model
-                batch = batch.expand(-1, 3, -1, -1)
-            z, p = self.network.embed_and_assign(self.transform(batch.to(self.device)))
+            z, p = self.network.embed_and_assign(self._model_inputs(batch.to(self.device)))
             probabilities.append(p.float().cpu())
             embeddings.append(z.float().cpu())
         return Assignments(torch.cat(probabilities).numpy(), torch.cat(embeddings).numpy())
 
-    @torch.no_grad()
+    def _model_inputs(self, batch: torch.Tensor) -> torch.Tensor:
+        """What the network takes: features as they are; images through the run's evaluation
+        transform (gray ones repeated to RGB under an RGB, pretrained, model)."""
+        if self.reads_features:
+            return batch
+        if batch.shape[1] == 1 and self.model_channels == 3:
+            batch = batch.expand(-1, 3, -1, -1)
+        return self.transform(batch)
+
     def assign_features(self, features: np.ndarray, batch_size: int = 256) -> Assignments:
         """Feature vectors ``(N, D)`` of the run's kind (a ``data=features`` run's)."""
         from vtcc.data.feature_file import check_features
@@ -149,12 +156,7 @@ class Assigner:
                 f"the features have {rows.shape[1]} columns and the run was trained on {self.num_features}: "
                 "give features of the run's kind"
             )
-        probabilities, embeddings = [], []
-        for batch in torch.from_numpy(rows).split(batch_size):
-            z, p = self.network.embed_and_assign(batch.to(self.device))
-            probabilities.append(p.float().cpu())
-            embeddings.append(z.float().cpu())
-        return Assignments(torch.cat(probabilities).numpy(), torch.cat(embeddings).numpy())
+        return self.assign(torch.from_numpy(rows).split(batch_size), total=-(-len(rows) // batch_size))
 
     def assign_paths(self, paths: Sequence[Path], batch_size: int = 256) -> Assignments:
         self._images_only()

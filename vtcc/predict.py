@@ -131,9 +131,8 @@ def predict_features(cfg: DictConfig, assigner: Assigner, seed: int) -> Path:
 
 
 def sort_into_folders(paths: list[Path], clusters: list[int], output: Path, mode: str) -> None:
-    """``output/cluster_XXX/`` holds a copy or a symbolic link of each of its images."""
-    if mode not in ("copy", "link"):
-        raise ConfigError(f"copy_images={mode!r} is unknown: use none, copy or link")
+    """``output/cluster_XXX/`` holds a copy or a symbolic link (``mode``, checked by :func:`predict`
+    before anything is written) of each of its images."""
     width = max(3, len(str(max(clusters))))
     for index, (path, cluster) in enumerate(zip(paths, clusters, strict=True)):
         folder = output / f"cluster_{cluster:0{width}d}"

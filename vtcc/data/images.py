@@ -220,6 +220,24 @@ class ImageDataModule(LightningDataModule):
         return images
 
 
+class DecodedPerBatch(ImageDataModule):
+    """Image datamodules that decode their images per batch from files (a folder, tar shards) into
+    squares of ``stored_size``, every image scored: the evaluation split is every image in index
+    order, which is also what extraction and the report read."""
+
+    _stored_size: int
+
+    @property
+    def stored_size(self) -> int:
+        return self._stored_size
+
+    def _all_dataset(self) -> Dataset:
+        return self._dataset(train=False)
+
+    def images_at(self, indices: torch.Tensor) -> torch.Tensor:
+        return self._dataset(train=False).__getitems__(torch.as_tensor(indices).tolist())[0]
+
+
 class BackboneOverSource(LightningDataModule):
     """A datamodule that serves what a backbone makes of another one's images (cached features,
     neighbour pairs): it answers for the source's size, classes and images."""

@@ -53,7 +53,7 @@ from vtcc.data.folder import (
     list_images,
     native_side,
 )
-from vtcc.data.images import ImageDataModule
+from vtcc.data.images import DecodedPerBatch
 from vtcc.data.probe import ImageProbe
 from vtcc.data.transforms import Interpolation
 from vtcc.errors import ConfigError
@@ -343,7 +343,7 @@ class ShardImages(Dataset):
         return torch.from_numpy(np.stack(images)), torch.from_numpy(self.offsets["label"][indices]), index
 
 
-class ShardDataModule(ImageDataModule):
+class ShardDataModule(DecodedPerBatch):
     """``data=shards``: images in tar shards written by ``vtcc-shards`` (see the module docstring).
 
     ``order``: ``stream`` (each shard read whole by one reader, the shards reshuffled every epoch:
@@ -424,21 +424,11 @@ class ShardDataModule(ImageDataModule):
     def __len__(self) -> int:
         return int(self.index["count"]) if self.index is not None else 0
 
-    @property
-    def stored_size(self) -> int:
-        return self._stored_size
-
     def _decode(self, data: bytes, where: str) -> np.ndarray:
         return decode_bytes(data, self.stored_size, self.in_chans, self.fit, where)
 
     def _dataset(self, train: bool) -> Dataset:
         return ShardImages(self.root, self.files, self.offsets, self._decode)
-
-    def _all_dataset(self) -> Dataset:
-        return self._dataset(train=False)
-
-    def images_at(self, indices: torch.Tensor) -> torch.Tensor:
-        return self._dataset(train=False).__getitems__(torch.as_tensor(indices).tolist())[0]
 
     def labels_in_order(self) -> torch.Tensor:
         return torch.from_numpy(self.offsets["label"])

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from vtcc.data.folder import FITS, Fit, choose_stored_size, decode_image, list_images
-from vtcc.data.images import ImageDataModule
+from vtcc.data.images import DecodedPerBatch
 from vtcc.data.transforms import Interpolation
 from vtcc.errors import ConfigError
 
@@ -42,7 +42,7 @@ class DecodedImages(Dataset):
         return torch.from_numpy(images), self.labels[index], index
 
 
-class StreamingFolderDataModule(ImageDataModule):
+class StreamingFolderDataModule(DecodedPerBatch):
     """``data=folder_streaming``: the folder layout of ``data=folder``, read from disk every epoch.
 
     Use it when the decoded images would not fit in memory; ``num_workers`` processes decode.
@@ -125,18 +125,8 @@ class StreamingFolderDataModule(ImageDataModule):
     def __len__(self) -> int:
         return len(self.paths)
 
-    @property
-    def stored_size(self) -> int:
-        return self._stored_size
-
-    def images_at(self, indices: torch.Tensor) -> torch.Tensor:
-        return self._dataset(train=False).__getitems__(indices.tolist())[0]
-
     def labels_in_order(self) -> torch.Tensor:
         return self.label_tensor
-
-    def _all_dataset(self) -> Dataset:
-        return self._dataset(train=False)
 
     def fingerprint(self) -> str:
         """A hash of the file list with sizes and modification times (no decoding)."""
