@@ -2,7 +2,7 @@
 next to k-means and UMAP + k-means on the raw pixels of the same images (scripts/baselines.py).
 
 Usage: .venv/bin/python scripts/benchmark_folder_defaults.py [--out folder_bench] [--cases ...]
-           [--minutes 10] [--seeds 42 1 2] [--baselines]
+           [--minutes 10] [--seeds 42 1 2] [--baselines] [--extra key=value ...] [--tag name]
 Folders (scripts/folders.py; labels only score):
   digits8, digits28, animals28, glyphs28, shapes28   see scripts/folders.py
   digits32     scikit-learn's digits upscaled to 32 px (bilinear)
@@ -16,11 +16,15 @@ Runs (each `vtcc-train data=folder data.root=<folder>` plus):
                        ImageNet mean/std, augment=small, patch 4), with time_budget_minutes=<minutes>
   <folder>:small       augment=small forced (the gray recipe, no colour ops)
   <folder>:cc_mild     augment=cc with crops of 30-100 % and no flips
+--extra adds overrides to every run (a lever to measure, e.g. --extra module.num_cluster_heads=5), and
+--tag names such runs apart (run folders get a _<tag> suffix).
 --seeds runs every case once per seed (run folders get a _s<seed> suffix); --baselines adds
 k-means and UMAP + k-means on the raw pixels of every folder, for the same seeds (umap-learn:
 pip install -e '.[bench]').
 Prints the chosen settings, images/s, ACC / NMI / ARI, the label-free structure score beside the
-pixels' (report/quality.json), and the ACC at each evaluation with its time.
+pixels' (report/quality.json), and the ACC at each evaluation with its time; for a run of several
+cluster heads, each head's ACC on the folder and the one its training losses chose (labels score
+the heads after the run; they choose nothing).
 """
 
 from __future__ import annotations
@@ -31,12 +35,16 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 from baselines import run_baselines  # scripts/ is on the path when a script runs
 from folders import FOLDERS, write_folder
 from PIL import Image
 from sklearn.datasets import load_digits
 from train_runs import run_vtcc_train
+
+from vtcc.inference import Assigner
+from vtcc.metrics import clustering_metrics
 
 MAKE_TRAIN = ["data.in_chans=1", "data.image_size=16", "data.mean=[0.3]", "data.std=[0.4]", "augment=small"]
 OLD = [
@@ -75,6 +83,20 @@ def evaluations(run_dir: Path) -> list[tuple[int, float]]:
     return [(int(r["epoch"]), float(r["val/acc"])) for r in rows if r.get("val/acc")]
 
 
+def head_accuracies(run_dir: Path, folder: Path) -> list[float]:
+    """ACC of each cluster head of the run's last checkpoint on the folder's images."""
+    paths = sorted(p for p in folder.rglob("*") if p.is_file())
+    classes = sorted({p.parent.name for p in paths})
+    labels = np.array([classes.index(p.parent.name) for p in paths])
+    assigner = Assigner(run_dir / "checkpoints" / "last.ckpt", device="cpu")
+    accuracies = []
+    for head in range(assigner.network.num_cluster_heads):
+        assigner.network.best_head.fill_(head)
+        clusters = assigner.assign_paths(paths).clusters
+        accuracies.append(round(clustering_metrics(labels, clusters)["acc"], 3))
+    return accuracies
+
+
 def run(name: str, folder: Path, extra: list[str], out: Path) -> dict:
     run_dir = out / "runs" / name.replace(":", "_")
     seconds = run_vtcc_train(name, ["data=folder", f"data.root={folder}", *extra, "report=true"], run_dir)
@@ -102,6 +124,12 @@ def run(name: str, folder: Path, extra: list[str], out: Path) -> dict:
         "stability": quality.get("stability"),
         "pixel_stability": quality.get("pixel_stability"),
         "acc_by_epoch": evaluations(run_dir),
+        "chosen_head": int(
+            torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"][
+                "network.best_head"
+            ]
+        ),
+        "head_acc": head_accuracies(run_dir, folder) if config["module"]["num_cluster_heads"] > 1 else None,
     }
 
 
@@ -111,6 +139,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
     parser.add_argument("--baselines", action="store_true")
+    parser.add_argument("--extra", nargs="+", default=[], help="overrides added to every vtcc run")
+    parser.add_argument("--tag", default="", help="suffix of the run folders of these runs")
     parser.add_argument(
         "--cases",
         nargs="+",
@@ -134,9 +164,9 @@ def main() -> None:
         for case in args.cases:
             folder, kind = case.split(":")
             name = case if seed is None else f"{case}_s{seed}"
-            row = run(
-                name, folders[folder], [*extras[kind], *([] if seed is None else [f"seed={seed}"])], out
-            )
+            name = f"{name}_{args.tag}" if args.tag else name
+            seeded = [] if seed is None else [f"seed={seed}"]
+            row = run(name, folders[folder], [*extras[kind], *args.extra, *seeded], out)
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.baselines:

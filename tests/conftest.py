@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from vtcc.config.data_defaults import resolve_data_defaults
+from vtcc.config.resolve import resolve_cluster_heads
 from vtcc.utils.cli import CONFIG_DIR
 
 
@@ -53,6 +54,8 @@ def compose_train(
         cfg = compose("train", overrides=[*base, f"paths.output_dir={output_dir}", *overrides])
     if not resolve:
         return cfg
+    if not (cfg.get("resume") or cfg.get("ckpt_path") or cfg.get("init_from")):
+        resolve_cluster_heads(cfg, {})  # a new run's (resolve reads a resumed or source run's)
     root = cfg.data.get("root")
     resolve_data_defaults(
         cfg,

@@ -122,6 +122,17 @@ def test_vtcc_presets_normalise_with_imagenet_statistics(experiment):
     )
 
 
+@pytest.mark.parametrize("experiment", ["vtcc_cifar10", "vtcc_stl10", "cc_cifar10", "cc_imagenet10"])
+def test_paper_presets_train_one_cluster_head_as_the_official_networks(experiment):
+    """Both official networks (VTCC's and CC's modules/network.py) hold one cluster projector;
+    vtcc's own budgeted runs train several side by side, so the presets must keep one."""
+    budget = "time_budget_minutes=10"
+    assert compose_train("x", ["objective=contrastive", budget], tiny=False).module.num_cluster_heads > 1
+    for overrides in ([], [budget]):
+        cfg = compose_train("x", [f"experiment={experiment}", *overrides], tiny=False)
+        assert cfg.module.num_cluster_heads == 1
+
+
 def test_vtcc_init_is_xavier_with_qkv_split_and_tiny_cls_token():
     torch.manual_seed(0)
     width = 384

@@ -96,3 +96,43 @@ def test_scan_with_linear_heads_on_frozen_features(tmp_path, weights):  # noqa: 
     assert heads == {"0", "1", "2", "3"}
     assert state["network.cluster_heads.0.mlp.0.weight"].shape == (10, 192)  # Linear(D=192, K=10)
     assert "network.cluster_heads.0.mlp.1.weight" not in state
+
+
+def test_head_structures_rank_the_partition_the_embedding_holds_first():
+    """Three tight, far-apart blobs: the blobs' own partition (under other cluster ids) scores 1, one
+    that merges two blobs and splits the third lower, shuffled and collapsed ones about 0."""
+    from vtcc.quality import head_structures
+
+    rng = np.random.default_rng(0)
+    truth = np.repeat(np.arange(3), 200)
+    points = np.eye(3)[truth] * 10 + rng.normal(scale=0.1, size=(600, 3))
+    merged_split = np.where(truth == 2, 1, 0)
+    merged_split[np.flatnonzero(truth == 0)[::2]] = 2
+    heads = [rng.permutation(truth), merged_split, (truth + 1) % 3, np.zeros(600, dtype=int)]
+    scores = head_structures(points, heads, k=3, seed=0)
+    assert scores[2] == 1.0 and int(np.argmax(scores)) == 2
+    assert 0.2 < scores[1] < 0.9 and abs(scores[0]) < 0.05 and scores[3] == 0.0
+
+
+def test_the_head_the_embedding_supports_clusters_and_the_checkpoint_keeps_it(tmp_path):
+    """At the end of a contrastive run of three heads the head with the highest structure is the
+    checkpoint's best head, recomputed from the checkpoint alone, and vtcc-eval of it gives the
+    run's final metrics."""
+    import json
+
+    from tests.conftest import evaluate_in_process
+    from vtcc.build import build_data
+    from vtcc.train import supported_head
+    from vtcc.utils.checkpoint import restore_run
+
+    run = tmp_path / "run"
+    train(compose_train(run, ["module.num_cluster_heads=3", "trainer.max_epochs=2"]))
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    run_cfg, module = restore_run(checkpoint)
+    data = build_data(run_cfg, module.network)
+    data.setup("validate")
+    head, scores = supported_head(module.network, data, "cpu", run_cfg.seed)
+    assert int(module.network.best_head) == head == int(np.argmax(scores)) and len(scores) == 3
+    final = json.loads((run / "final_metrics.json").read_text())
+    evaluated = evaluate_in_process(checkpoint, tmp_path / "eval")
+    assert evaluated["acc"] == final["acc"] and evaluated["nmi"] == final["nmi"]

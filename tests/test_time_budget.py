@@ -176,3 +176,61 @@ def test_a_larger_budget_given_on_resume_extends_the_run_counting_the_time_spent
     # 1200 s - 40 s spent - 40 s final evaluation (2 x the 20 s mean epoch) - 4 x 40 s evaluations
     # = 960 s: 48 more epochs of 20 s after the 2 done
     assert resumed_trainer.fit_loop.max_epochs == 50 and resumed_trainer.check_val_every_n_epoch == 10
+
+
+@pytest.mark.parametrize(
+    ("overrides", "heads"),
+    [
+        ([], 1),  # a fixed number of epochs: the papers' one head
+        (["time_budget_minutes=10"], 5),  # a budgeted run: five, the lowest-loss one clusters
+        (["time_budget_minutes=10", "module.num_cluster_heads=2"], 2),  # a value set wins
+        (["time_budget_minutes=10", "experiment=vtcc_cifar10"], 1),  # a paper preset keeps one
+    ],
+)
+def test_the_contrastive_heads_follow_the_time_budget(overrides, heads):
+    from tests.conftest import compose_train
+
+    cfg = compose_train("x", ["objective=contrastive", *overrides], tiny=False)
+    assert cfg.module.num_cluster_heads == heads
+
+
+def test_a_resumed_run_keeps_the_heads_of_its_checkpoint():
+    """Resuming a budgeted run of five heads without naming the budget: auto takes the checkpoint's
+    five (the budget itself comes back after), and a number set against it is still refused."""
+    from omegaconf import OmegaConf
+
+    from tests.conftest import compose_train
+    from vtcc.config.resolve import resolve_cluster_heads
+    from vtcc.config.resume import resume_differences
+
+    stored = OmegaConf.to_container(compose_train("x", ["time_budget_minutes=10"]), resolve=True)
+    current = compose_train("x", ["resume=latest"], resolve=False)
+    assert current.module.num_cluster_heads == "auto"
+    as_given = OmegaConf.to_container(current, resolve=True)
+    assert not [d for d in resume_differences(stored, as_given) if "num_cluster_heads" in d]
+    resolve_cluster_heads(current, stored)
+    assert current.module.num_cluster_heads == stored["module"]["num_cluster_heads"] == 5
+    as_given["module"]["num_cluster_heads"] = 1
+    assert "module.num_cluster_heads: 5 -> 1" in resume_differences(stored, as_given)
+
+
+def test_resumed_and_started_from_runs_train_their_runs_heads(train_in_process, tmp_path):
+    """Through vtcc-train's own resolve: a budgeted run (five heads) resumed without naming its
+    budget keeps five; a budgeted run started from a one-head run (init_from) trains one."""
+    import yaml
+
+    from tests.conftest import compose_train
+    from vtcc.train import train
+
+    def heads(run) -> int:
+        return yaml.safe_load((run / "config.yaml").read_text())["module"]["num_cluster_heads"]
+
+    budgeted, fixed, started = tmp_path / "budgeted", tmp_path / "fixed", tmp_path / "started"
+    train(compose_train(budgeted, ["time_budget_minutes=0.02"], resolve=False))
+    train(compose_train(fixed, ["trainer.max_epochs=1"], resolve=False))
+    assert (heads(budgeted), heads(fixed)) == (5, 1)
+    code, stderr = train_in_process(f"ckpt_path={budgeted / 'checkpoints/last.ckpt'}")
+    assert code == 0 and heads(tmp_path / "run") == 5, stderr[-2000:]
+    init_from = f"init_from={fixed / 'checkpoints/last.ckpt'}"
+    train(compose_train(started, [init_from, "time_budget_minutes=0.02"], resolve=False))
+    assert heads(started) == 1

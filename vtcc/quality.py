@@ -21,8 +21,9 @@ present, only score these figures against ACC in the benchmarks (scripts/validat
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -99,6 +100,39 @@ def structure_score(points: np.ndarray, clusters: np.ndarray, k: int, seed: int 
     """``(structure, stability)`` of ``clusters`` over the embedding ``points`` (see the module)."""
     fits = resampled_fits(points, k, seed)
     return float(np.mean([adjusted_rand_score(clusters, fit) for fit in fits])), _halves_agree(fits)
+
+
+def head_structures(
+    points: np.ndarray, head_clusters: list[np.ndarray], k: int, seed: int = 0
+) -> list[float]:
+    """``structure`` of each head's clusters over one embedding (the k-means fits shared); computed on
+    the fixed sample of at most 4,000 images that :func:`label_free_quality` uses."""
+    index = _sample(len(points), seed)
+    fits = resampled_fits(np.asarray(points, dtype=np.float32)[index], k, seed)
+    return [
+        float(np.mean([adjusted_rand_score(np.asarray(c)[index], fit) for fit in fits]))
+        for c in head_clusters
+    ]
+
+
+@torch.no_grad()
+def embed_and_assign_heads(
+    network: Any, batches: Iterable[torch.Tensor]
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The run's embedding (:meth:`~vtcc.models.ClusteringNetwork.embed`) and every cluster head's
+    argmax, for batches of the network's inputs: ``(N, D)`` and one ``(N,)`` array a head."""
+    training = network.training
+    network.eval()
+    embeddings, clusters = [], []
+    try:
+        for inputs in batches:
+            features = network.features(inputs)
+            embeddings.append(network.embed(features).float().cpu())
+            clusters.append(torch.stack([head(features).argmax(1) for head in network.cluster_heads]).cpu())
+    finally:
+        network.train(training)
+    per_head = torch.cat(clusters, dim=1).numpy()
+    return torch.cat(embeddings).numpy(), list(per_head)
 
 
 def stability_score(points: np.ndarray, k: int, seed: int = 0) -> float:

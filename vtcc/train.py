@@ -12,6 +12,8 @@ from typing import Any
 
 import hydra
 import lightning.pytorch as pl
+import numpy as np
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from vtcc.build import Run, build_module, build_object, build_run, build_trainer
@@ -22,7 +24,9 @@ from vtcc.config.validate import validate_config
 from vtcc.errors import ConfigError
 from vtcc.k_selection import choose, embed, score_candidates, write_table
 from vtcc.objectives import validation_metrics
+from vtcc.quality import embed_and_assign_heads, head_structures
 from vtcc.utils.callbacks import ReportOnInterrupt, StoreConfig, TimeBudget
+from vtcc.utils.checkpoint import record_best_head
 from vtcc.utils.cli import CONFIG_DIR, run_safely
 from vtcc.utils.environment import collect_environment, write_environment
 from vtcc.utils.loggers import build_loggers
@@ -97,6 +101,7 @@ def train_run(cfg: DictConfig, overrides: list[str] | None = None) -> Trained:
     if resolved.ckpt_path:
         log.info("resuming from %s", resolved.ckpt_path)
     trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resolved.ckpt_path)
+    keep_supported_head(trainer, run, cfg.get("seed") or 0)
     metrics = validation_metrics(trainer, run.module, run.datamodule)
     if not trainer.is_global_zero:
         return Trained(metrics, run, output_dir)
@@ -108,6 +113,46 @@ def train_run(cfg: DictConfig, overrides: list[str] | None = None) -> Trained:
         write_run_report(run.module, run.datamodule, output_dir, config, environment, metrics)
     log.info("outputs in %s", output_dir)
     return Trained(metrics, run, output_dir)
+
+
+def supported_head(network: Any, datamodule: Any, device: Any, seed: int) -> tuple[int, list[float]]:
+    """The cluster head whose clusters the run's own embedding supports best: the highest
+    ``structure`` (vtcc.quality, the report's score) over the evaluation images, and every head's."""
+    network.to(device)
+    batches = (datamodule.evaluation_batch(batch)[0].to(device) for batch in datamodule.val_dataloader())
+    embeddings, per_head = embed_and_assign_heads(network, batches)
+    scores = head_structures(embeddings, per_head, network.num_clusters, seed)
+    return int(np.argmax(scores)), scores
+
+
+def keep_supported_head(trainer: pl.Trainer, run: Run, seed: int) -> None:
+    """Of several cluster heads of an objective that chooses so (``final_head_by_structure``), the
+    :func:`supported_head` clusters from now on, and the newest checkpoint records it. Labels never
+    choose it; the first process computes it, every process takes it."""
+    network = run.network
+    if not run.module.final_head_by_structure or network.num_cluster_heads == 1:
+        return
+    head = int(network.best_head)
+    if trainer.is_global_zero:
+        lowest_loss = head
+        head, scores = supported_head(network, run.datamodule, trainer.strategy.root_device, seed)
+        log.info(
+            "cluster head %d clusters: its clusters agree best with k-means on the run's embedding "
+            "(structure of heads 0-%d: %s; the lowest training loss chose head %d)",
+            head,
+            network.num_cluster_heads - 1,
+            ", ".join(f"{score:.3f}" for score in scores),
+            lowest_loss,
+        )
+        callback = trainer.checkpoint_callback  # vtcc's: top-1 without a monitor, the newest
+        newest = (
+            callback.last_model_path or callback.best_model_path
+            if isinstance(callback, ModelCheckpoint)
+            else ""
+        )
+        if newest and Path(newest).is_file():
+            record_best_head(Path(newest), head)
+    network.best_head.fill_(int(trainer.strategy.broadcast(head, src=0)))
 
 
 def search_k(cfg: DictConfig, run: Run, resolved: Resolved, output_dir: Path, start: float) -> Run:

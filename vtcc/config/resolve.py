@@ -1,13 +1,13 @@
 """Resolve: the one stage that turns a composed ``vtcc-train`` config into a concrete one.
 
 Every ``auto`` is decided here (the data's channels, size and statistics, ``model=auto``,
-``augment=auto``, the patch size, the cached views), ``init_from``'s run settings are taken,
-a pretrained backbone's preprocessing reaches the data, K comes from the data (or the
-``num_clusters=auto`` range is set, and :func:`choose_k` records the K the search chose), and a
-resumed run keeps its time budget. No other module writes to a run's config (a test greps for it);
-the result, resolved, is what ``config.yaml`` records and what checkpoints store. One ``auto`` is
-left to the run on purpose: TEMI's ``module.teacher_momentum``, which follows the planned steps
-while a time budget re-plans them.
+``augment=auto``, the patch size, the cached views, the contrastive objective's cluster heads),
+``init_from``'s run settings are taken, a pretrained backbone's preprocessing reaches the data,
+K comes from the data (or the ``num_clusters=auto`` range is set, and :func:`choose_k` records
+the K the search chose), and a resumed run keeps its time budget. No other module writes to a
+run's config (a test greps for it); the result, resolved, is what ``config.yaml`` records and
+what checkpoints store. One ``auto`` is left to the run on purpose: TEMI's
+``module.teacher_momentum``, which follows the planned steps while a time budget re-plans them.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from vtcc.config.data_defaults import resolve_data_defaults
 from vtcc.config.init_from import take_run_settings
 from vtcc.config.resume import requeued_checkpoint, resumed_checkpoint
 from vtcc.errors import ConfigError
+from vtcc.utils.checkpoint import CONFIG_KEY
 
 log = logging.getLogger("vtcc")
 
@@ -74,6 +75,7 @@ def resolve(cfg: DictConfig, overrides: list[str]) -> Resolved:
             "(the integer in its config.yaml)"
         )
     ckpt_path, stored = resumed_checkpoint(cfg)
+    resolve_cluster_heads(cfg, stored, initial)
     _refine_plan(cfg, stored)
     _cached_views(cfg)
     _feature_store(cfg, source)
@@ -293,10 +295,30 @@ def _requeued(cfg: DictConfig) -> None:
     cfg.ckpt_path = str(own)
     cfg.resume = None
     if cfg.get("num_clusters") == "auto":
-        from vtcc.utils.checkpoint import CONFIG_KEY, load_checkpoint
+        from vtcc.utils.checkpoint import load_checkpoint
 
         cfg.num_clusters = int(load_checkpoint(own)[CONFIG_KEY]["num_clusters"])
     log.info("SLURM requeued this job (restart %s): resuming %s", os.environ["SLURM_RESTART_COUNT"], own)
+
+
+# measured in docs/own-folder.md#five-cluster-heads-the-one-the-embedding-supports-clusters
+BUDGETED_HEADS = 5
+
+
+def resolve_cluster_heads(
+    cfg: DictConfig, stored: dict[str, Any], initial: dict[str, Any] | None = None
+) -> None:
+    """``module.num_cluster_heads=auto`` (contrastive): five heads when a time budget plans the run,
+    one on a fixed number of epochs; a resumed run keeps its checkpoint's heads, a run started from
+    another (``init_from``) that run's."""
+    if cfg.module.get("num_cluster_heads") != "auto":
+        return
+    source = stored or (initial or {}).get(CONFIG_KEY)
+    if source:
+        heads = int((source.get("module") or {}).get("num_cluster_heads", 1))
+    else:
+        heads = BUDGETED_HEADS if cfg.get("time_budget_minutes") is not None else 1
+    cfg.module.num_cluster_heads = heads
 
 
 def _refine_plan(cfg: DictConfig, stored: dict[str, Any]) -> None:

@@ -120,13 +120,15 @@ def resume_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[
     data (its identity, not its loader settings) and the objective (the module's class and its
     number of cluster heads, whose weights the checkpoint holds)."""
     views = []
+    stored_heads = (stored.get("module") or {}).get("num_cluster_heads", 1)
     for config in (stored, current):
         model = {k: v for k, v in (config.get("model") or {}).items() if k not in NON_STRUCTURAL}
         data = {k: v for k, v in (config.get("data") or {}).items() if k in DATA_IDENTITY}
         module = config.get("module") or {}
+        heads = module.get("num_cluster_heads", 1)
         objective = {
             "_target_": module.get("_target_"),
-            "num_cluster_heads": module.get("num_cluster_heads", 1),
+            "num_cluster_heads": stored_heads if heads == "auto" else heads,  # auto: the checkpoint's
         }
         view_a = (config.get("augment") or {}).get("view_a") or {}
         augment = {"view_a.hflip_p": view_a.get("hflip_p", 0.0)}  # a flip layer shifts every later draw

@@ -114,13 +114,15 @@ def resolved_auto() -> frozenset[tuple[Any, str]]:
     """Parameters a config may leave ``auto``: vtcc replaces it before building (the constructor
     never sees it): the data's from the images (vtcc.config.data_defaults), the strong view's and the
     self-labelling threshold from init_from's run (vtcc.config.init_from), the cached views from the device
-    (vtcc.data.features.wrap_for_network)."""
+    (vtcc.data.features.wrap_for_network), the contrastive heads from the time budget
+    (vtcc.config.resolve)."""
     from vtcc.data import InMemoryDataModule, StreamingFolderDataModule, small_image_view, strong_view
     from vtcc.data.features import CachedFeatureDataModule
     from vtcc.data.shards import ShardDataModule
     from vtcc.losses import ConfidenceCrossEntropy
     from vtcc.models.pretrained import features_network
     from vtcc.models.vit import vit_conv_stem
+    from vtcc.objectives import ContrastiveClustering
 
     data = [
         (kind, key)
@@ -138,6 +140,7 @@ def resolved_auto() -> frozenset[tuple[Any, str]]:
             (CachedFeatureDataModule, "num_views"),
             (CachedFeatureDataModule, "store"),
             (features_network, "num_features"),  # the feature file's width (vtcc.config.resolve)
+            (ContrastiveClustering, "num_cluster_heads"),  # 5 with a time budget, else 1 (resolve)
         ]
     )
 

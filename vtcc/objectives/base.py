@@ -65,6 +65,8 @@ class ClusteringModule(LightningModule):
     requires_frozen_backbone: ClassVar[bool] = False  # trains on a frozen backbone's cached features only
     trains_instance_projector: ClassVar[bool] = False  # the network carries an instance projector for it
     reads_raw_spaces: ClassVar[bool] = False  # clusters each representation space's raw features apart
+    # at the end of training, of several heads the one its embedding supports best clusters (vtcc.train)
+    final_head_by_structure: ClassVar[bool] = False
 
     def __init__(
         self,

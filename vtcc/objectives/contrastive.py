@@ -23,10 +23,13 @@ class ContrastiveClustering(ClusteringModule):
     A head's cluster loss ranks it: cosines of non-negative columns lie in [0, 1], so its floor
     ``log(1 + (2K - 2) / e^(1/T))`` is reached only by sharp, consistent heads using every cluster;
     a head whose output ignores the image, flat or collapsed, has parallel columns: ``log(2K - 1)``,
-    plus ``2 log K`` of entropy when collapsed.
+    plus ``2 log K`` of entropy when collapsed. Heads whose partitions differ can still reach the same
+    loss (two classes merged and another split, as evenly), so at the end of training the head whose
+    clusters the instance embedding supports best (``structure``, :mod:`vtcc.quality`) clusters.
     """
 
     trains_instance_projector = True
+    final_head_by_structure = True
 
     def __init__(
         self,

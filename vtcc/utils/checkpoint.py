@@ -129,6 +129,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             temporary.unlink(missing_ok=True)
 
 
+def record_best_head(path: Path, head: int) -> None:
+    """Write ``head`` as the best cluster head of the checkpoint at ``path`` (atomically; the rest
+    of the checkpoint as it was), so evaluation, prediction and ``init_from`` use it."""
+    checkpoint = load_checkpoint(path)
+    key = "network.best_head"
+    if int(checkpoint["state_dict"][key]) == head:
+        return
+    checkpoint["state_dict"][key] = torch.tensor(head, dtype=torch.long)
+    AtomicCheckpointIO().save_checkpoint(checkpoint, path)
+
+
 def sync_directory(folder: Path) -> None:
     """fsync a directory, so a rename into it is durable (a no-op where directories cannot be opened)."""
     try:
