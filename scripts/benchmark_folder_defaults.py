@@ -35,7 +35,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 from baselines import run_baselines  # scripts/ is on the path when a script runs
 from folders import FOLDERS, write_folder
@@ -45,6 +44,7 @@ from train_runs import run_vtcc_train
 
 from vtcc.inference import Assigner
 from vtcc.metrics import clustering_metrics
+from vtcc.utils.checkpoint import load_checkpoint
 
 MAKE_TRAIN = ["data.in_chans=1", "data.image_size=16", "data.mean=[0.3]", "data.std=[0.4]", "augment=small"]
 OLD = [
@@ -125,9 +125,7 @@ def run(name: str, folder: Path, extra: list[str], out: Path) -> dict:
         "pixel_stability": quality.get("pixel_stability"),
         "acc_by_epoch": evaluations(run_dir),
         "chosen_head": int(
-            torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"][
-                "network.best_head"
-            ]
+            load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["state_dict"]["network.best_head"]
         ),
         "head_acc": head_accuracies(run_dir, folder) if config["module"]["num_cluster_heads"] > 1 else None,
     }
