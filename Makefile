@@ -50,7 +50,7 @@ lock: install  ## write constraints.txt: the exact versions installed in .venv (
 wheel-check: install  ## build the wheel, install it in a fresh venv, run vtcc-train/eval/predict from a temp dir
 	$(BIN)/python scripts/check_wheel.py --python $(PYTHON) --constraints $(CONSTRAINTS)
 
-bench: install  ## throughput benchmark (prints a table; the ViT-small configurations on a CPU with ARGS=--all)
+bench: install  ## throughput benchmark (prints a table, exit 1 naming a configuration that fails; the ViT-small ones on a CPU with ARGS=--all)
 	$(BIN)/python scripts/benchmark.py $(ARGS)
 
 clean:  ## remove build outputs and caches (keeps .venv and outputs/)
@@ -64,5 +64,7 @@ gpu-wheels:  ## download the wheels a lent GPU machine lacks into .whl/ (hydra-c
 	  -d .whl hydra-core==1.3.8 omegaconf==2.3.1 kornia==0.9.0 kornia-rs==0.2.0
 	$(PYTHON) -m pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3  # published as source only; pure Python
 
-gpu-check:  ## on a GPU machine: gpu-marked tests + GPU benchmarks -> $OUT or gpu_check/summary.{json,md}
-	python3 scripts/gpu_check.py --wheels .whl
+# a lent GPU machine's own python3 (the wheels add what it lacks); CI: GPU_CHECK_PYTHON=.venv/bin/python
+GPU_CHECK_PYTHON ?= python3
+gpu-check:  ## on a GPU machine: gpu-marked tests + GPU benchmarks -> $OUT or gpu_check/summary.{json,md}; exit 1 when a step fails (no CUDA: a CPU smoke check)
+	$(GPU_CHECK_PYTHON) scripts/gpu_check.py --wheels .whl $(ARGS)

@@ -5,8 +5,10 @@ Usage: .venv/bin/python scripts/benchmark.py [--configs digits vit_small_32 vit_
 On a CPU the default is the digits configuration at 3 timed steps (`make bench`: about a minute on
 2 cores); the ViT-small ones (seconds to minutes a step there) are opt-in: --all, or --configs
 vit_small_32 vit_small_224. On a GPU: all, at 20 steps.
-Each configuration runs in its own process so its peak memory is its own. Extra Hydra
+Each configuration is assembled as `vtcc-train` assembles its run (composed, resolved, built by
+vtcc.build); several run a process each so each one's peak memory is its own. Extra Hydra
 overrides for every configuration: --override trainer.precision=bf16-mixed module.compile=true
+A configuration that fails is named with its error, and the benchmark exits 1.
 """
 
 from __future__ import annotations
@@ -16,10 +18,21 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+import traceback
 from pathlib import Path
 
+import lightning.pytorch as pl
 import torch
+from omegaconf import DictConfig
+from torch.utils.flop_counter import FlopCounterMode
+
+from vtcc.api import compose_config
+from vtcc.build import Run, build_run, build_trainer
+from vtcc.config.resolve import resolve
+from vtcc.config.validate import validate_config
+from vtcc.data.batch import TrainingPair
 
 CONFIGS = {
     "digits": [],  # the default `make train` setup
@@ -45,28 +58,25 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def build(overrides: list[str], device: str):
-    from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
-
-    from vtcc.config.data_defaults import resolve_data_defaults
-    from vtcc.utils.cli import CONFIG_DIR
-
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[*overrides, "paths.output_dir=.", f"trainer.accelerator={device.split(':')[0]}"],
-        )
-    resolve_data_defaults(cfg)
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")
-    module = instantiate(cfg.module, network=instantiate(cfg.model))
-    return cfg, datamodule, module
+def build(overrides: list[str], device: str, output_dir: str) -> tuple[DictConfig, Run]:
+    """The run ``vtcc-train <overrides>`` would train, assembled as it does: composed, checked,
+    resolved (every ``auto``), then built (network, objective, data)."""
+    cfg = compose_config(
+        "train",
+        [
+            *overrides,
+            f"paths.output_dir={output_dir}",
+            f"trainer.accelerator={device.split(':')[0]}",
+            "callbacks=none",  # the timed loop writes no checkpoints
+        ],
+    )
+    validate_config(cfg)
+    resolved = resolve(cfg, overrides)
+    return cfg, build_run(cfg, resolved.source)
 
 
-def timed_lightning_loop(cfg, datamodule, module, steps: int, warmup: int) -> float:
+def timed_lightning_loop(cfg: DictConfig, run: Run, steps: int, warmup: int) -> float:
     """Images/s of trainer.fit (loading + augmentation + step), timed after ``warmup`` steps."""
-    import lightning.pytorch as pl
 
     class Clock(pl.Callback):
         def on_train_batch_start(self, trainer, *args):
@@ -79,20 +89,19 @@ def timed_lightning_loop(cfg, datamodule, module, steps: int, warmup: int) -> fl
             self.seconds = time.perf_counter() - self.start
 
     clock = Clock()
-    trainer = pl.Trainer(
-        accelerator=cfg.trainer.accelerator,
+    trainer = build_trainer(
+        cfg,
+        [clock],
+        [],
         devices=1,
-        precision=cfg.trainer.precision,
         max_steps=warmup + steps,
         limit_val_batches=0,
-        logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[clock],
     )
-    trainer.fit(module, datamodule=datamodule)
-    return steps * datamodule.batch_size / clock.seconds
+    trainer.fit(run.module, datamodule=run.datamodule)
+    return steps * run.datamodule.batch_size / clock.seconds
 
 
 def plain_step_fn(module, optimizer, views, precision: str, device: str):
@@ -109,14 +118,18 @@ def plain_step_fn(module, optimizer, views, precision: str, device: str):
 
 
 def run_one(name: str, steps: int, device: str, extra: list[str]) -> dict:
-    from torch.utils.flop_counter import FlopCounterMode
+    with tempfile.TemporaryDirectory(prefix="vtcc-bench-") as output_dir:
+        return measure(name, steps, device, [*CONFIGS[name], *extra], output_dir)
 
-    cfg, datamodule, module = build([*CONFIGS[name], *extra], device)
+
+def measure(name: str, steps: int, device: str, overrides: list[str], output_dir: str) -> dict:
+    cfg, run = build(overrides, device, output_dir)
+    datamodule, module = run.datamodule, run.module
     batch_size = datamodule.batch_size
-    images = datamodule.arrays.images[:batch_size].to(device)
+    images = datamodule.model_channels(datamodule.arrays.images[:batch_size].to(device))
     augment = datamodule.train_transform.to(device)
     for _ in range(2):
-        views = augment(images)
+        views = TrainingPair(*augment(images))  # what the datamodule hands a training step
     sync(device)
     start = time.perf_counter()
     for _ in range(steps):
@@ -140,8 +153,8 @@ def run_one(name: str, steps: int, device: str, extra: list[str]) -> dict:
     step_seconds = (time.perf_counter() - start) / steps
     plain_rate = batch_size / step_seconds
 
-    _, datamodule, module = build([*CONFIGS[name], *extra], device)  # fresh state for the full loop
-    full_rate = timed_lightning_loop(cfg, datamodule, module, steps, warmup=3)
+    _, run = build(overrides, device, output_dir)  # fresh state for the full loop
+    full_rate = timed_lightning_loop(cfg, run, steps, warmup=3)
     dtype = torch.bfloat16 if cfg.trainer.precision.startswith("bf16") else torch.float32
     peak = matmul_peak_flops(device, dtype)
     achieved = counter.get_total_flops() / step_seconds
@@ -169,7 +182,31 @@ def run_one(name: str, steps: int, device: str, extra: list[str]) -> dict:
     }
 
 
-def main() -> None:
+def run_configs(names: list[str], steps: int, device: str, extra: list[str]) -> tuple[list[dict], dict]:
+    """Each configuration's row, and the error of each one that failed. One configuration runs in
+    this process; several run a process each, so each one's peak memory is its own."""
+    rows, failures = [], {}
+    for name in names:
+        if len(names) == 1:
+            try:
+                rows.append(run_one(name, steps, device, extra))
+            except Exception as error:  # reported below, and the benchmark exits 1
+                traceback.print_exc()
+                failures[name] = f"{type(error).__name__}: {error}".strip().splitlines()[0]
+            continue
+        command = [sys.executable, __file__, "--single", name, "--steps", str(steps), "--device", device]
+        result = subprocess.run([*command, "--override", *extra], capture_output=True, text=True)
+        lines = result.stdout.strip().splitlines()
+        if result.returncode != 0 or not lines:
+            print(f"{name}: failed (exit {result.returncode})\n{result.stderr[-3000:]}", file=sys.stderr)
+            errors = [line for line in result.stderr.strip().splitlines() if line.strip()]
+            failures[name] = errors[-1] if errors else f"exit {result.returncode}, no output"
+            continue
+        rows.append(json.loads(lines[-1]))
+    return rows, failures
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS))
     parser.add_argument("--all", action="store_true", help="every configuration, also on a CPU")
@@ -183,27 +220,11 @@ def main() -> None:
         args.steps = 20 if args.device.startswith("cuda") else 3
     if args.single:
         print(json.dumps(run_one(args.single, args.steps, args.device, args.override)))
-        return
+        return 0
     if args.configs is None:
         on_gpu = args.device.startswith("cuda") or args.all
         args.configs = list(CONFIGS) if on_gpu else ["digits"]
-    rows = []
-    for name in args.configs:
-        command = [
-            sys.executable,
-            __file__,
-            "--single",
-            name,
-            "--steps",
-            str(args.steps),
-            "--device",
-            args.device,
-        ]
-        result = subprocess.run([*command, "--override", *args.override], capture_output=True, text=True)
-        if result.returncode != 0:
-            print(f"{name}: failed\n{result.stderr[-2000:]}", file=sys.stderr)
-            continue
-        rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    rows, failures = run_configs(args.configs, args.steps, args.device, args.override)
     header = (
         f"{'config':15s} {'full img/s':>10s} {'plain img/s':>11s} {'full/plain':>10s} {'aug img/s':>10s} "
     )
@@ -219,7 +240,11 @@ def main() -> None:
         )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    for name, error in failures.items():
+        overrides = " ".join([*CONFIGS[name], *args.override]) or "none"
+        print(f"FAILED {name} (overrides: {overrides}): {error}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

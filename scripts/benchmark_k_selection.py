@@ -6,6 +6,7 @@ digits5_flat (the same images in one flat folder: no labels at all); digits_fixe
 fixed K = 10, for the cost ratio). For every auto case it also prints the K that each criterion
 of k_selection.csv would have chosen, so the default criterion is chosen by measurement.
 Labels never choose anything here: they only score the result.
+Tiny (a test): --cases digits5_flat --epochs 1 --override <a tiny model>
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from train_runs import run_vtcc_train  # scripts/ is on the path when a script runs
 
-from vtcc.k_selection import CRITERIA
+from vtcc.k_selection import CRITERIA, choose
 
 GRAY_DIGITS = ["data.in_chans=1", "data.image_size=16", "data.mean=[0.3]", "data.std=[0.4]", "augment=small"]
 
@@ -48,9 +49,8 @@ def run(name: str, overrides: list[str], out: Path) -> dict:
     table = run_dir / "k_selection.csv"
     if table.is_file():
         rows = [{k: float(v) for k, v in r.items() if k != "chosen"} for r in csv.DictReader(open(table))]
-        row["by_criterion"] = {
-            c: int(pick(rows, key=lambda r, c=c: r[c])["k"]) for c, pick in CRITERIA.items()
-        }
+        # the criteria the run computed (the table leaves out those it did not)
+        row["by_criterion"] = {c: choose(rows, c) for c in CRITERIA if c in rows[0]}
     return row
 
 

@@ -2,6 +2,7 @@
 
 Usage: .venv/bin/python scripts/benchmark_neighbors.py [--sizes 100000 1000000] [--dim 384] [--k 20]
            [--exact-up-to 100000]
+Tiny (a test): --sizes 300 --dim 8 --k 5 --exact-up-to 300
 Synthetic features: 1,000 Gaussian clusters in ``--dim`` dimensions (float32). Each (size, search)
 runs in a fresh process, so its peak resident memory (ru_maxrss) is its own; the features
 themselves are counted in it (``before``: the process with its features, before the search). The exact search runs up to ``--exact-up-to`` images (it is N^2);
@@ -62,8 +63,13 @@ def run(count: int, dim: int, k: int, backend: str, truth: Path | None) -> dict:
     command = [sys.executable, __file__, "--one", str(count), backend, "--dim", str(dim), "--k", str(k)]
     if truth is not None:
         command += ["--truth", str(truth)]
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    result = subprocess.run(command, capture_output=True, text=True)
+    lines = result.stdout.strip().splitlines()
+    if result.returncode != 0 or not lines:
+        print(f"FAILED {backend} search of {count:,} images (exit {result.returncode}):", file=sys.stderr)
+        print(result.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(1)
+    return json.loads(lines[-1])
 
 
 def main() -> None:

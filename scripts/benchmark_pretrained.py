@@ -1,10 +1,14 @@
 """Pretrained-features mode against end-to-end VTCC, side by side on the embedded digits.
 
 Usage: .venv/bin/python scripts/benchmark_pretrained.py --backbone <run>/checkpoints/last.ckpt [--epochs 50]
+           [--cifar-images 60000] [--extra key=value ...] [--json out.json]
 The backbone is a finished `make train` run's checkpoint (the best pretrained-like backbone that
 works offline): its frozen features train fresh heads (contrastive, then SCAN), timed; the
 end-to-end run's own metrics are read from its checkpoint's run folder. Then the head-training
 epoch time on CIFAR-10-sized cached features (60,000 x 384, synthetic) shows the CPU cost at scale.
+Every run is assembled as `vtcc-train` assembles it (vtcc.api.compose_config, then
+vtcc.config.resolve and vtcc.build; the frozen runs train through vtcc.train.train_run).
+--extra adds overrides to the two frozen runs. Tiny (a test): --epochs 1 --cifar-images 512 --extra report=false
 """
 
 from __future__ import annotations
@@ -16,17 +20,23 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
-from vtcc.data.features import CachedFeatureDataModule
-from vtcc.losses import ClusterLoss, InstanceLoss
-from vtcc.models import ClusteringNetwork
-from vtcc.objectives import ContrastiveClustering
-from vtcc.train import train
-from vtcc.utils.cli import CONFIG_DIR
+from vtcc.api import compose_config
+from vtcc.build import build_data, build_module, build_network
+from vtcc.config.resolve import Resolved, resolve
+from vtcc.config.validate import validate_config
+from vtcc.train import train_run
 
 
-def frozen_run(backbone: Path, objective: str, epochs: int, workdir: Path) -> dict:
+def assemble(overrides: list[str]) -> tuple[DictConfig, Resolved]:
+    """``vtcc-train <overrides>``'s config, checked and resolved as vtcc-train resolves it."""
+    cfg = compose_config("train", overrides)
+    validate_config(cfg)
+    return cfg, resolve(cfg, overrides)
+
+
+def frozen_run(backbone: Path, objective: str, epochs: int, workdir: Path, extra: list[str]) -> dict:
     overrides = [
         "model=pretrained",
         f"model.checkpoint={backbone.resolve()}",
@@ -37,11 +47,10 @@ def frozen_run(backbone: Path, objective: str, epochs: int, workdir: Path) -> di
         f"paths.output_dir={workdir / objective}",
         f"paths.log_dir={workdir}",
         "logger=csv",
+        *extra,
     ]
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
     start = time.perf_counter()
-    metrics = train(cfg)
+    metrics = train_run(compose_config("train", overrides), overrides).metrics
     total = time.perf_counter() - start
     csv = (workdir / objective / "logs" / "metrics.csv").read_text().splitlines()
     header = csv[0].split(",")
@@ -58,37 +67,42 @@ def frozen_run(backbone: Path, objective: str, epochs: int, workdir: Path) -> di
     }
 
 
-def extraction_rate(backbone: Path, workdir: Path) -> float:
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=["model=pretrained", f"model.checkpoint={backbone.resolve()}", "paths.output_dir=."],
-        )
-    from vtcc.build import build_network
-    from vtcc.config.resolve import resolve
-
-    source = resolve(cfg, []).source  # the run's data, set up, as vtcc-train resolves it
-    network = build_network(cfg)
-    features = CachedFeatureDataModule(
-        source, network.backbone, key="rate", cache_dir=str(workdir / "rate"), num_views=10
+def extraction_rate(backbone: Path, workdir: Path, views: int = 10) -> float:
+    """Images/s of the frozen backbone's feature extraction as a run builds its data: ``views``
+    augmented views and the evaluation view of every image."""
+    cfg, resolved = assemble(
+        [
+            "model=pretrained",
+            f"model.checkpoint={backbone.resolve()}",
+            f"features.num_views={views}",
+            f"features.cache_dir={workdir / 'rate'}",
+            f"paths.output_dir={workdir / 'rate_run'}",
+        ]
     )
+    network = build_network(cfg)
     start = time.perf_counter()
-    features.setup("fit")
-    return 11 * len(source.arrays) / (time.perf_counter() - start)  # 10 augmented views + 1 evaluation view
+    build_data(cfg, network, resolved.source)  # extracts and caches the features
+    return (views + 1) * len(resolved.source) / (time.perf_counter() - start)
 
 
-def head_epoch_seconds(
-    count: int = 60_000, dim: int = 384, clusters: int = 10, batch: int = 256, hidden: int = 512
-) -> float:
-    """One epoch of the heads on cached features of a CIFAR-10-sized dataset."""
-
-    class Features(torch.nn.Module):
-        num_features = dim
-
-    network = ClusteringNetwork(Features(), clusters, hidden_dim=hidden)  # model=pretrained's default width
-    module = ContrastiveClustering(network, InstanceLoss(), ClusterLoss(), optimizer=None)
-    optimizer = torch.optim.Adam(network.parameters(), lr=3e-4)
-    views = torch.randn(2, count, dim)
+def head_epoch_seconds(workdir: Path, count: int = 60_000, batch: int = 256) -> float:
+    """One epoch of the heads model=pretrained trains on a frozen ViT-S/16's cached features (384
+    wide; heads model=pretrained's default 512 wide), on synthetic features of a CIFAR-10-sized
+    dataset. The backbone is built with random weights (only its width matters)."""
+    cfg, _ = assemble(
+        [
+            "model=pretrained",
+            "model.name=vit_small_patch16_224",
+            "model.pretrained=false",
+            f"data.batch_size={batch}",
+            f"paths.output_dir={workdir / 'heads_run'}",
+        ]
+    )
+    module = build_module(cfg, build_network(cfg))
+    network = module.network
+    network.read_cached_features()  # as a frozen run's heads read cached features
+    optimizer = module.optimizer_factory(params=[p for p in module.parameters() if p.requires_grad])
+    views = torch.randn(2, count, network.backbone.num_features)
     start = time.perf_counter()
     for first in range(0, count - batch + 1, batch):
         loss = module.losses(views[0, first : first + batch], views[1, first : first + batch])["loss"]
@@ -102,6 +116,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", type=Path, required=True, help="a finished vtcc run's .ckpt")
     parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument(
+        "--cifar-images", type=int, default=60_000, help="images of the synthetic heads epoch"
+    )
+    parser.add_argument("--extra", nargs="+", default=[], help="overrides added to the frozen runs")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     end_to_end = json.loads((args.backbone.parents[1] / "final_metrics.json").read_text())
@@ -110,11 +128,12 @@ def main() -> None:
         workdir = Path(folder)
         rate = extraction_rate(args.backbone, workdir)
         for objective in ("contrastive", "scan"):
-            rows.append(frozen_run(args.backbone, objective, args.epochs, workdir))
-    cifar_epoch = head_epoch_seconds()
+            rows.append(frozen_run(args.backbone, objective, args.epochs, workdir, args.extra))
+        cifar_epoch = head_epoch_seconds(workdir, args.cifar_images)
     print(f"feature extraction: {rate:.0f} images/s (views included), CPU threads {torch.get_num_threads()}")
     print(
-        f"head training on CIFAR-10-sized cached features (60,000 x 384, batch 256, heads 512 wide): {cifar_epoch:.1f} s/epoch"
+        f"head training on CIFAR-10-sized cached features ({args.cifar_images:,} x 384, batch 256, heads 512 wide): "
+        f"{cifar_epoch:.1f} s/epoch"
     )
     print(f"{'run':44s} {'ACC':>6s} {'NMI':>6s} {'ARI':>6s} {'epoch s':>8s} {'total s':>8s}")
     for r in rows:

@@ -7,6 +7,9 @@ Writes ``--images`` PNGs of ``--side`` px in 10 class folders (random textures; 
 about that of natural images of that side), converts them with ``vtcc-shards``, then times one
 training epoch of each reader: decoding to the stored squares and stacking batches, no model (what
 the loader costs a run). Prints the conversion time, the shards' size on disk and images/s.
+Each reader is the data of a run (`data=folder_streaming` / `data=shards`), resolved as vtcc-train
+resolves it (vtcc.config.resolve).
+Tiny (a test): --images 20 --side 8 --shard-size 10 --workers 0 --batch 4
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vtcc.api import compose_config
+from vtcc.config.resolve import resolve
+from vtcc.config.validate import validate_config
+from vtcc.data.shards import write_shards
+
 
 def write_images(folder: Path, count: int, side: int) -> None:
     rng = np.random.default_rng(0)
@@ -32,6 +40,13 @@ def write_images(folder: Path, count: int, side: int) -> None:
         path = folder / f"class_{label}" / f"{index:07d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(path)
+
+
+def reader(overrides: list[str]):
+    """The image datamodule of ``vtcc-train <overrides>``, resolved and set up for training."""
+    cfg = compose_config("train", overrides)
+    validate_config(cfg)
+    return resolve(cfg, overrides).source
 
 
 def epoch_rate(datamodule, batch: int) -> tuple[float, int]:
@@ -55,10 +70,6 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=None)
     arguments = parser.parse_args()
 
-    from vtcc.data.shards import ShardDataModule, write_shards
-    from vtcc.data.streaming import StreamingFolderDataModule
-    from vtcc.data.transforms import EvalTransform
-
     root = arguments.root or Path(tempfile.mkdtemp(prefix="vtcc-shards-bench-"))
     folder, shards = root / "images", root / "shards"
     start = time.perf_counter()
@@ -70,26 +81,24 @@ def main() -> None:
     print(
         f"vtcc-shards: {time.perf_counter() - start:.1f} s, {on_disk:.1f} MiB in {len(list(shards.glob('*.tar')))} shards"
     )
-    common = {
-        "train_transform": EvalTransform(arguments.side, [0.5] * 3, [0.5] * 3),
-        "image_size": arguments.side,
-        "mean": [0.5] * 3,
-        "std": [0.5] * 3,
-        "in_chans": 3,
-        "batch_size": arguments.batch,
-    }
+    common = [
+        f"data.image_size={arguments.side}",
+        "data.in_chans=3",
+        "data.mean=[0.5,0.5,0.5]",
+        "data.std=[0.5,0.5,0.5]",
+        f"data.batch_size={arguments.batch}",
+        f"paths.output_dir={root / 'run'}",
+    ]
     print("| reader | workers | images/s | images an epoch |")
     print("| --- | --- | --- | --- |")
     for workers in arguments.workers:
         readers = {
-            "folder_streaming": StreamingFolderDataModule(str(folder), num_workers=workers, **common),
-            "shards, order=stream": ShardDataModule(str(shards), num_workers=workers, **common),
-            "shards, order=global": ShardDataModule(
-                str(shards), num_workers=workers, order="global", **common
-            ),
+            "folder_streaming": ["data=folder_streaming", f"data.root={folder}"],
+            "shards, order=stream": ["data=shards", f"data.root={shards}"],
+            "shards, order=global": ["data=shards", f"data.root={shards}", "data.order=global"],
         }
-        for name, datamodule in readers.items():
-            datamodule.setup("fit")
+        for name, data in readers.items():
+            datamodule = reader([*data, *common, f"data.num_workers={workers}"])
             rate, served = epoch_rate(datamodule, arguments.batch)
             print(f"| {name} | {workers} | {rate:,.0f} | {served:,} |")
     if arguments.root is None:

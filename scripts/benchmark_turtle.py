@@ -3,6 +3,7 @@ frozen vtcc backbones trained on the embedded digits, in one space and in two.
 
 Usage: .venv/bin/python scripts/benchmark_turtle.py [--out turtle_bench] [--seeds 42 1 2]
            [--backbones <a>.ckpt <b>.ckpt] [--methods kmeans contrastive scan temi turtle]
+           [--spaces A B A+B] [--turtle-epochs 30] [--k-bias]
 Without --backbones, two backbones are trained first: `vtcc-train seed=0` and `vtcc-train seed=1`
 (make train's job with two seeds: two different representation spaces of the same images).
 Every method runs as `vtcc-train model=pretrained model.checkpoint=<a>.ckpt objective=<method>`
@@ -15,7 +16,9 @@ the evaluation features (TEMI, TURTLE); contrastive heads and SCAN add their aug
 k-means (10 restarts) runs on the cached evaluation features themselves (each space
 L2-normalised, as TURTLE's k-means baseline does with several spaces). Prints ACC / NMI / ARI per
 seed, their means, the seconds of each run (process start to exit, extraction included where it
-happened) and TURTLE's label-free generalisation score.
+happened) and TURTLE's label-free generalisation score. --spaces picks the backbone sets (A: the
+first backbone, B: the second, A+B: both).
+Tiny (a test): --backbones <a>.ckpt <a>.ckpt --spaces A --methods kmeans turtle --seeds 42 --turtle-epochs 1
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from vtcc.metrics import clustering_metrics
 from vtcc.models.spaces import normalize_each_space
 
 METHODS = ("kmeans", "contrastive", "scan", "temi", "turtle")
+SPACES = ("A", "B", "A+B")
 
 
 def backbone_runs(out: Path) -> list[Path]:
@@ -85,6 +89,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 1, 2])
     parser.add_argument("--backbones", nargs=2, type=Path)
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--spaces", nargs="+", choices=SPACES, default=list(SPACES))
     parser.add_argument(
         "--turtle-epochs", type=int, default=30, help="TURTLE's T / 100 (official: 60; 30 on 1,797 images)"
     )
@@ -95,6 +100,7 @@ def main() -> None:
     out = args.out.resolve()
     checkpoints = [c.resolve() for c in args.backbones] if args.backbones else backbone_runs(out)
     sets = {"A": checkpoints[:1], "B": checkpoints[1:], "A+B": checkpoints}
+    sets = {label: members for label, members in sets.items() if label in args.spaces}
     rows = []
     for label, members in sets.items():
         methods = [m for m in args.methods if label != "B" or m in ("kmeans", "turtle")]

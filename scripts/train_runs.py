@@ -1,4 +1,5 @@
-"""One `vtcc-train` run of a benchmark script: its own run folder, timed, stopping the script on failure."""
+"""One `vtcc-train` run of a benchmark script: its own run folder, timed, stopping the script on failure.
+A helper of the benchmark scripts (no command of its own)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,15 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def run_vtcc_train(name: str, overrides: list[str], run_dir: Path) -> float:
     """Seconds the run took, from process start to exit (imports, data, training, evaluation, and
     the report when ``report=true`` is among the overrides; without it none is written)."""
     report = [] if any(o.startswith("report=") for o in overrides) else ["report=false"]
-    command = [
-        str(ROOT / ".venv/bin/vtcc-train"),
+    command = [  # vtcc-train, from the interpreter that runs the script
+        sys.executable,
+        "-m",
+        "vtcc.train",
         *overrides,
         *report,
         f"hydra.run.dir={run_dir}",

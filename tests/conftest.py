@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -138,3 +140,56 @@ def predict_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFi
         return code, capsys.readouterr().err
 
     return run
+
+
+def input_snapshot(*paths: Path) -> dict[str, tuple]:
+    """Everything under ``paths`` (folders walked without following links, or single files): each
+    file's SHA-256, size, mode and modification time, each link's target, each folder's mode,
+    time and entries. What a command must leave as it found it in a user's input."""
+    snapshot: dict[str, tuple] = {}
+
+    def record(path: str) -> None:
+        info = os.lstat(path)
+        if stat.S_ISLNK(info.st_mode):
+            snapshot[path] = ("link", os.readlink(path))
+        elif stat.S_ISDIR(info.st_mode):
+            snapshot[path] = ("folder", info.st_mode, info.st_mtime_ns, tuple(sorted(os.listdir(path))))
+        else:
+            with open(path, "rb") as handle:
+                digest = hashlib.sha256(handle.read()).hexdigest()
+            snapshot[path] = ("file", digest, info.st_size, info.st_mode, info.st_mtime_ns)
+
+    for top in map(str, paths):
+        record(top)
+        if os.path.isdir(top) and not os.path.islink(top):
+            for base, folders, files in os.walk(top):  # links to folders are listed, not entered
+                for name in folders + files:
+                    record(os.path.join(base, name))
+    return snapshot
+
+
+def changes(before: dict[str, tuple], after: dict[str, tuple]) -> list[str]:
+    """What differs between two :func:`input_snapshot` s, one line a path."""
+    lines = [f"{path}: removed" for path in sorted(set(before) - set(after))]
+    lines += [f"{path}: added" for path in sorted(set(after) - set(before))]
+    lines += [
+        f"{path}: {before[path]} -> {after[path]}"
+        for path in sorted(set(before) & set(after))
+        if before[path] != after[path]
+    ]
+    return lines
+
+
+@pytest.fixture
+def untouched_inputs():
+    """``untouched_inputs(folder_or_file, ...)`` before a command runs on a user's input: when the
+    test ends, every file there has the same bytes, mode and time, every link the same target and
+    every folder the same entries (the test fails naming what changed)."""
+    watched: list[tuple[tuple[Path, ...], dict[str, tuple]]] = []
+
+    def watch(*paths: Path) -> None:
+        watched.append((paths, input_snapshot(*paths)))
+
+    yield watch
+    changed = [line for paths, before in watched for line in changes(before, input_snapshot(*paths))]
+    assert not changed, "a command changed its input:\n" + "\n".join(changed[:20])

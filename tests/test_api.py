@@ -15,7 +15,7 @@ from PIL import Image
 
 import vtcc
 from tests.conftest import TINY, run_cli
-from vtcc.api import override_list, override_value
+from vtcc.api import link_inputs, override_list, override_value
 from vtcc.data import load_digits
 from vtcc.errors import ConfigError
 from vtcc.utils.checkpoint import load_checkpoint
@@ -50,7 +50,7 @@ def test_settings_are_written_as_the_cli_writes_them():
     assert override_value(Path("dir/x.ckpt")) == "dir/x.ckpt"
 
 
-def test_an_array_fit_is_a_cli_run(array_fit, digits, tmp_path):
+def test_an_array_fit_is_a_cli_run(array_fit, digits, tmp_path, untouched_inputs):
     """The same array through vtcc-train (data=npz) and through Clusterer: the same weights, and
     the Clusterer's labels are the run's final evaluation, which predict reproduces."""
     clusterer, root = array_fit
@@ -59,6 +59,7 @@ def test_an_array_fit_is_a_cli_run(array_fit, digits, tmp_path):
     assert set(clusterer.metrics_) >= {"acc", "nmi", "ari"}  # the labels scored the run
     assert (clusterer.run_dir_ / "config.yaml").is_file() and (clusterer.run_dir_ / "train.log").is_file()
     np.savez(tmp_path / "digits.npz", x=x, y=y)
+    untouched_inputs(tmp_path / "digits.npz")  # the CLI and Clusterer runs below read it
     cli = run_cli(
         "train",
         *SETTINGS,
@@ -118,7 +119,7 @@ def test_a_saved_clusterer_loads_and_predicts_and_the_cli_resumes_it(array_fit, 
     assert load_checkpoint(tmp_path / "more/checkpoints/last.ckpt")["epoch"] == 1
 
 
-def test_folders_and_path_lists_in_one_process(digits, tmp_path):
+def test_folders_and_path_lists_in_one_process(digits, tmp_path, untouched_inputs):
     """A class-folder tree and the list of its paths: two fits in one process, no Hydra or log
     handler left behind, and each predict on its own images gives its labels."""
     x, y = digits
@@ -128,6 +129,7 @@ def test_folders_and_path_lists_in_one_process(digits, tmp_path):
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(x[index]).save(folder / f"{index:04d}.png")
         paths.append(folder / f"{index:04d}.png")
+    untouched_inputs(tmp_path / "images")
     handlers = list(logging.getLogger("vtcc").handlers)
     settings = [*SETTINGS, "data.in_chans=1", "data.mean=[0.3]", "data.std=[0.4]"]
     by_folder = vtcc.Clusterer(overrides=settings, run_dir=tmp_path / "a", device="cpu")
@@ -185,6 +187,35 @@ def test_mistakes_are_one_line_exceptions(digits, tmp_path):
     with pytest.raises(ConfigError, match="never choose K"):  # labels only score
         vtcc.Clusterer(overrides=SETTINGS, run_dir=tmp_path / "bad3").fit(x, labels=np.zeros(len(x), int))
     assert not (tmp_path / "bad2").exists() and not (tmp_path / "bad3").exists()
+
+
+def test_save_over_a_link_replaces_the_link_never_its_target(array_fit, tmp_path, untouched_inputs):
+    clusterer, _ = array_fit
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "weights.pt").write_bytes(b"the user's own weights")
+    (tmp_path / "model.ckpt").symlink_to(tmp_path / "user" / "weights.pt")
+    untouched_inputs(tmp_path / "user")
+    clusterer.save(tmp_path / "model.ckpt", overwrite=True)
+    assert not (tmp_path / "model.ckpt").is_symlink()
+    assert (tmp_path / "model.ckpt").read_bytes() == clusterer.checkpoint_.read_bytes()
+
+
+def test_a_refit_replaces_its_links_to_the_images_and_never_writes_through_them(tmp_path, untouched_inputs):
+    images = []
+    for name in ("a", "b", "c"):
+        (tmp_path / "user" / name).mkdir(parents=True)
+        images.append(tmp_path / "user" / name / "image.png")
+        images[-1].write_bytes(name.encode())
+    untouched_inputs(tmp_path / "user")
+    link_inputs(images[:2], tmp_path / "run" / "inputs")
+    link_inputs(images[1:], tmp_path / "run" / "inputs")  # overwrite=True: the earlier links go
+    linked = sorted((tmp_path / "run" / "inputs").iterdir())
+    assert [p.name for p in linked] == ["000000_image.png", "000001_image.png"]
+    assert [p.read_bytes() for p in linked] == [b"b", b"c"] and all(p.is_symlink() for p in linked)
+    (tmp_path / "run" / "inputs" / "mine.png").write_bytes(b"a user's file")
+    with pytest.raises(ConfigError, match="vtcc did not write"):
+        link_inputs(images, tmp_path / "run" / "inputs")
+    assert (tmp_path / "run" / "inputs" / "mine.png").read_bytes() == b"a user's file"
 
 
 def test_a_second_fit_into_a_used_folder_is_refused_and_the_first_kept(array_fit, digits):

@@ -49,7 +49,9 @@ def test_training_writes_config_checkpoints_metrics(trained_run):
     ):
         assert key in header
     final = json.loads((run / "final_metrics.json").read_text())
-    assert set(final) == {"acc", "acc_many_to_one", "nmi", "ari", "num_clusters"}
+    assert set(final) == {"acc", "acc_many_to_one", "nmi", "ari", "num_clusters", "stopped"}
+    stopped = final.pop("stopped")  # why training ended: its 2 epochs were done
+    assert (stopped["reason"], stopped["epochs"]) == ("epochs_done", 2.0) and stopped["training_seconds"] > 0
     # The final metrics are the final model's: the last evaluation logged, scored over all 1,797 digits.
     with open(run / "logs/metrics.csv") as handle:
         logged = [row for row in csv.DictReader(handle) if row.get("val/acc")]
@@ -93,8 +95,9 @@ def test_resume_latest_picks_the_newest_run(trained_run):
     assert resumed["epoch"] == 3
 
 
-def test_eval_reproduces_the_final_metrics(trained_run):
+def test_eval_reproduces_the_final_metrics(trained_run, untouched_inputs):
     run = trained_run / "outputs/train/first"
+    untouched_inputs(run)  # the run evaluated is the command's input: never changed
     result = run_cli(
         "evaluate",
         f"ckpt_path={run}/checkpoints/last.ckpt",
@@ -114,9 +117,9 @@ def test_eval_reproduces_the_final_metrics(trained_run):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["num_clusters=1"], "at least 2 clusters"),
+        (["num_clusters=1"], "num_clusters=1 must be an integer >= 2"),
         (["data.batch_size=1"], "at least 2 images"),
-        (["module.optimizer.lr=0"], "learning rate must be > 0"),
+        (["module.optimizer.lr=0"], "module.optimizer.lr=0 must be a number > 0"),
         (["data.image_size=10"], "not divisible by patch size"),
         (["ckpt_path=missing.ckpt"], "does not exist"),
         (["resume=latest"], "found no checkpoints"),

@@ -121,8 +121,9 @@ def test_an_explicit_setting_wins(tmp_path, override, key, value):
     assert (list(node) if isinstance(value, list) else node) == value
 
 
-def test_a_run_records_what_it_chose(train_in_process, tmp_path):
+def test_a_run_records_what_it_chose(train_in_process, tmp_path, untouched_inputs):
     root = write_folder(tmp_path / "digits", gray_digits(200), classes=4)
+    untouched_inputs(root)
     code, stderr = train_in_process("data=folder", f"data.root={root}", "trainer.max_epochs=1")
     assert code == 0, stderr[-2000:]
     config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())

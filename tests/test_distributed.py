@@ -222,8 +222,9 @@ def test_two_nodes_of_one_process_equal_one_node_of_two(tmp_path, monkeypatch):
     assert ours["global_step"] == theirs["global_step"] == 1797 // (2 * 64)
     for key, value in theirs["state_dict"].items():
         assert torch.equal(ours["state_dict"][key], value), key
-    two = json.loads((tmp_path / "two/final_metrics.json").read_text())
-    assert two == json.loads((tmp_path / "one/final_metrics.json").read_text())
+    two, one = (json.loads((tmp_path / f"{run}/final_metrics.json").read_text()) for run in ("two", "one"))
+    assert two.pop("stopped")["epochs"] == one.pop("stopped")["epochs"]  # training_seconds differ
+    assert two == one
 
 
 def test_slurm_launcher_preset_follows_the_trainer():

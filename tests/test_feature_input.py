@@ -176,13 +176,14 @@ def test_model_auto_becomes_features_keeping_the_objectives_model_settings(tmp_p
 
 @pytest.mark.parametrize("objective", ["turtle", "temi", "scan"])
 def test_separable_features_are_clustered_exactly_then_evaluated_and_predicted(
-    tmp_path, feature_file, objective, predict_in_process
+    tmp_path, feature_file, objective, predict_in_process, untouched_inputs
 ):
     """Four clusters 10 standard deviations apart: every objective on one vector per image finds
     them exactly (ACC 1 from first principles: a linear classifier separates them); vtcc-eval of
     the checkpoint and vtcc-predict of the same file give the run's clusters again."""
     from vtcc.train import train
 
+    untouched_inputs(feature_file)  # read by train, eval and predict, never changed
     epochs = {"turtle": 60, "temi": 30, "scan": 30}[objective]  # TURTLE: its own T = 6,000 steps
     cfg = train_cfg(tmp_path, feature_file, f"objective={objective}", f"trainer.max_epochs={epochs}")
     metrics = train(cfg)
@@ -214,8 +215,9 @@ def features_run(tmp_path_factory) -> vtcc.Clusterer:
 
 
 def test_an_image_run_refuses_features_and_a_features_run_refuses_images(
-    tmp_path, feature_file, predict_in_process, npz, features_run
+    tmp_path, feature_file, predict_in_process, npz, features_run, untouched_inputs
 ):
+    untouched_inputs(feature_file, npz.parent)
     clusterer = features_run
     features, _ = blobs()
     with pytest.raises(ConfigError, match="trained on 16"):

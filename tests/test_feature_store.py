@@ -116,6 +116,34 @@ def test_two_processes_extract_their_own_parts_into_the_same_store_as_one(tmp_pa
     assert "extracting 3 of its 6 parts" in (tmp_path / "r2" / "train.log").read_text()  # half each
 
 
+def test_a_store_array_that_became_a_link_is_refused_and_the_linked_file_kept(
+    tmp_path, monkeypatch, untouched_inputs
+):
+    """Hole 1 of the issue, through a run: a stopped extraction's store whose array was replaced
+    by a link to a user's file; resuming refuses it in one line and never writes that file."""
+    write = FeatureStore.write
+
+    def stop_after_one(self, part, *args):
+        if part > 0:
+            raise KeyboardInterrupt
+        write(self, part, *args)
+
+    monkeypatch.setattr(FeatureStore, "write", stop_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        cached_data(tmp_path / "a", tmp_path / "store").setup("fit")
+    monkeypatch.undo()
+    (folder,) = (tmp_path / "store").glob("*.mm")
+    user = tmp_path / "user" / "views.npy"  # a user's array of the same shape, elsewhere
+    user.parent.mkdir()
+    user.write_bytes((folder / "views.npy").read_bytes())
+    (folder / "views.npy").unlink()
+    (folder / "views.npy").symlink_to(user)
+    untouched_inputs(user.parent)
+    with pytest.raises(ConfigError, match="symbolic link") as error:
+        cached_data(tmp_path / "b", tmp_path / "store").setup("fit")
+    assert str(folder / "views.npy") in str(error.value) and "\n" not in str(error.value)
+
+
 def test_a_folder_the_store_did_not_write_is_refused(tmp_path):
     data = cached_data(tmp_path / "a", tmp_path / "cache")
     folder = data.path.with_suffix(".mm")

@@ -84,12 +84,15 @@ def write_digits_npz(path: Path, permute_labels: bool) -> Path:
     return path
 
 
-def test_auto_writes_an_integer_k_that_eval_and_resume_use_and_never_reads_labels(train_in_process, tmp_path):
+def test_auto_writes_an_integer_k_that_eval_and_resume_use_and_never_reads_labels(
+    train_in_process, tmp_path, untouched_inputs
+):
     """Two runs on the same images, one with its labels shuffled: the same candidates, scores
     and K (labels only score). The run's config and checkpoint carry the chosen integer K."""
     tables = []
     for permute in (False, True):
         npz = write_digits_npz(tmp_path / f"digits_{permute}.npz", permute)
+        untouched_inputs(npz)
         run = tmp_path / f"run_{permute}"
         data = ["data=npz", f"data.root={npz}", "data.in_chans=1", "data.image_size=8"]
         code, stderr = train_in_process(*data, *AUTO, f"paths.output_dir={run}")

@@ -84,9 +84,11 @@ def test_every_training_run_ends_with_its_report_and_quality_line(tmp_path, capl
     report = tmp_path / "run/report"
     page = (report / "report.html").read_text()
     assert 'id="quality"' in page and "raw pixels" in page
+    assert "Training stopped after 1 epoch because its epochs were done" in page  # and why it ended
     quality = json.loads((report / "quality.json").read_text())
     assert set(quality) >= {"structure", "pixel_stability", "stability", "balance", "confidence"}
     assert "label-free quality: structure" in caplog.text
+    assert "training stopped after 1 epoch because its epochs were done" in caplog.text
     assert -1.0 <= quality["structure"] <= 1.0 and 0.0 <= quality["balance"] <= 1.0
     assert quality["images"] == 1797  # digits: every image (under the 4,000 sample)
 

@@ -21,6 +21,8 @@ from hydra.utils import instantiate
 from tests.conftest import TINY, compose_train, run_cli
 from vtcc.data import load_digits
 from vtcc.errors import ConfigError, TrainingDivergedError
+from vtcc.io.writer import MANIFEST
+from vtcc.objectives import ContrastiveClustering
 from vtcc.train import train
 from vtcc.utils.checkpoint import AtomicCheckpointIO
 
@@ -98,7 +100,7 @@ def test_atomic_save_keeps_the_previous_checkpoint_when_saving_crashes(tmp_path,
         io.save_checkpoint({"step": torch.tensor(2)}, target)
     monkeypatch.undo()
     assert torch.load(target, weights_only=True)["step"] == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
+    assert [p.name for p in tmp_path.iterdir() if p.name != MANIFEST] == ["last.ckpt"]  # no temporary
 
 
 def start_training(cwd: Path, *overrides: str) -> subprocess.Popen:
@@ -157,8 +159,11 @@ def test_interrupt_saves_a_checkpoint_that_resume_latest_uses(tmp_path, sent):
     assert state["global_step"] > 0 and "vtcc_config" in state
     report = tmp_path / "outputs/train/stopped/report"
     assert (report / "report.html").is_file() == (sent == signal.SIGINT)
+    stopped = json.loads((tmp_path / "outputs/train/stopped/final_metrics.json").read_text())["stopped"]
+    assert stopped["reason"] == "signal" and stopped["epochs"] > 0  # why training ended
     if sent == signal.SIGINT:
         assert "structure" in json.loads((report / "quality.json").read_text())
+        assert "because it was interrupted" in (report / "report.html").read_text()
         assert "Traceback" not in process.stderr.read()
 
 
@@ -185,12 +190,19 @@ def test_a_run_never_writes_over_another(tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "same/checkpoints").iterdir()} == before
 
 
-def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     train_run(tmp_path / "good", "trainer.max_epochs=1")
     good = tmp_path / "good/checkpoints/last.ckpt"
     before = good.read_bytes()
+    losses = ContrastiveClustering.losses
+
+    def diverging(self, *args, **kwargs):  # a NaN weight is refused by its range before any work
+        terms = losses(self, *args, **kwargs)
+        return {**terms, "loss": terms["loss"] * float("nan")}
+
+    monkeypatch.setattr(ContrastiveClustering, "losses", diverging)
     with pytest.raises(TrainingDivergedError, match="NaN or infinite"):
-        train_run(tmp_path / "bad", "trainer.max_epochs=3", "module.instance_weight=nan", f"ckpt_path={good}")
+        train_run(tmp_path / "bad", "trainer.max_epochs=3", f"ckpt_path={good}")
     assert good.read_bytes() == before
     assert not (tmp_path / "bad/checkpoints/last.ckpt").exists()
 

@@ -228,7 +228,7 @@ def test_init_from_of_another_model_or_k_is_refused(base_run, tmp_path):
         (["objective=selflabel"], "objective=selflabel starts from a trained run: add init_from="),
         (["objective=selflabel", "init_from=missing.ckpt"], "init_from=missing.ckpt does not exist"),
         (["objective=selflabel", "init_from=not_a_run.ckpt"], "is not a vtcc checkpoint"),
-        (["module.num_cluster_heads=0"], "module.num_cluster_heads=0: train at least 1 cluster head"),
+        (["module.num_cluster_heads=0"], "module.num_cluster_heads=0 must be an integer >= 1"),
     ],
 )
 def test_bad_selflabel_input_is_one_line_and_exit_2(tmp_path, train_in_process, extra, message):

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from tests import fake_data
-from tests.conftest import TINY, compose_train
+from tests.conftest import TINY, changes, compose_train, input_snapshot
 from vtcc.config.resolve import resolve
 from vtcc.data.folder import decode_image, list_images
 from vtcc.data.shards import (
@@ -37,7 +37,9 @@ IMAGES, SHARD, BATCH = 64, 8, 8  # 8 shards of 8: 2 processes x 2 workers read 2
 def folder_and_shards(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("shards")
     fake_data.write_image_folder(root / "images", ["a", "b", "c", "d"], per_class=IMAGES // 4)
+    before = input_snapshot(root / "images")
     write_shards(root / "images", root / "shards", shard_size=SHARD)
+    assert not changes(before, input_snapshot(root / "images"))  # vtcc-shards left its input as it was
     return root / "images", root / "shards"
 
 
@@ -158,9 +160,12 @@ def test_the_loader_follows_the_trainers_epoch_and_stops_at_the_known_length(fol
     assert [b[2].tolist() for b in loader] != batches
 
 
-def test_a_shard_run_trains_evaluates_and_repeats_itself_with_the_same_seed(tmp_path, folder_and_shards):
+def test_a_shard_run_trains_evaluates_and_repeats_itself_with_the_same_seed(
+    tmp_path, folder_and_shards, untouched_inputs
+):
     from vtcc.train import train
 
+    untouched_inputs(*folder_and_shards)
     _, shards = folder_and_shards
     settings = ["data=shards", f"data.root={shards}", "data.batch_size=16", "data.num_workers=2"]
     checkpoints = []
@@ -173,8 +178,12 @@ def test_a_shard_run_trains_evaluates_and_repeats_itself_with_the_same_seed(tmp_
         assert torch.equal(value, checkpoints[1]["state_dict"][key]), key
 
 
-def test_bad_shards_are_one_line(tmp_path, folder_and_shards, capsys):
+def test_bad_shards_are_one_line(tmp_path, folder_and_shards, capsys, untouched_inputs):
     images, shards = folder_and_shards
+    untouched_inputs(images, shards)
+    with pytest.raises(SystemExit) as stopped:
+        main([str(images), str(images / "shards")])  # never into the folder it reads
+    assert stopped.value.code == 2 and "which this command reads" in capsys.readouterr().err
     with pytest.raises(SystemExit) as stopped:
         main([str(images), str(shards)])  # never writes into a folder that holds files
     assert stopped.value.code == 2 and "not an empty folder" in capsys.readouterr().err
@@ -194,10 +203,12 @@ def test_bad_shards_are_one_line(tmp_path, folder_and_shards, capsys):
     damaged.write_bytes((shards / "shard-000000.tar").read_bytes()[:700])  # cut inside a member
     with pytest.raises(ConfigError, match="damaged.tar is damaged"):
         list(read_shard(damaged))
-    cut = tmp_path / "cut"  # a shard cut short under a valid index: training names the image
+    cut = tmp_path / "cut"  # a shard cut short under a valid index: the index names the shard,
     shutil.copytree(shards, cut)
     (cut / "shard-000000.tar").write_bytes((shards / "shard-000000.tar").read_bytes()[:2000])
-    index, offsets = read_index(cut)
+    with pytest.raises(ConfigError, match=r"shard-000000.tar: image 0 lies at bytes \d+ to \d+, beyond"):
+        read_index(cut)
+    index, offsets = read_index(shards)  # and cut after the index was read, training names the image
     stream = ShardStream(cut, [e["file"] for e in index["shards"]], offsets, BATCH, 12, 3, "whole", seed=7)
     with pytest.raises(ConfigError, match="shard-000000.tar cannot be read as an image"):
         list(stream)
@@ -227,12 +238,13 @@ def test_ddp_on_shards_trains_the_same_number_of_batches_in_each_process(tmp_pat
     assert set(metrics) >= {"acc", "nmi", "ari"}  # scored over every image, gathered from both
 
 
-def test_a_shard_run_in_global_order_is_the_folder_run(tmp_path, folder_and_shards):
+def test_a_shard_run_in_global_order_is_the_folder_run(tmp_path, folder_and_shards, untouched_inputs):
     """data.order=global draws data=folder's permutation and decodes the same images: the same
     seed gives the folder run's weights and metrics, bit for bit."""
     from vtcc.train import train
 
     images, shards = folder_and_shards
+    untouched_inputs(images, shards)
     common = ["data.batch_size=16", "trainer.max_epochs=1"]
     on_folder = train(
         compose_train(tmp_path / "folder", ["data=folder", f"data.root={images}", *common], resolve=False)

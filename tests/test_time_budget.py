@@ -1,18 +1,25 @@
 """time_budget_minutes sizes the run to the budget: epochs, evaluation cadence and the cosine
-schedule's length follow the measured epoch time (a fake clock: no timing in tests)."""
+schedule's length follow the measured epoch and evaluation times, and every run records why its
+training ended (a fake clock: no timing in tests)."""
 
 from __future__ import annotations
 
+import json
 import math
+import signal
 from types import SimpleNamespace
 
 import pytest
 import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch.utils.data import DataLoader, TensorDataset
 
-from vtcc.errors import ConfigError
+from vtcc.errors import ConfigError, TrainingDivergedError
+from vtcc.objectives.contrastive import ContrastiveClustering
 from vtcc.optim import check_budget_can_move, warmup_cosine
 from vtcc.utils import callbacks
-from vtcc.utils.callbacks import TimeBudget
+from vtcc.utils.callbacks import StopRecord, TimeBudget, describe_stop, evaluation_cadence
 
 
 class Clock:
@@ -26,6 +33,10 @@ class Clock:
 def fake_trainer(scheduler) -> SimpleNamespace:
     return SimpleNamespace(
         current_epoch=0,
+        global_step=0,
+        should_stop=False,
+        world_size=1,
+        state=SimpleNamespace(fn="fit"),
         fit_loop=SimpleNamespace(max_epochs=60),
         check_val_every_n_epoch=10,
         num_training_batches=7,
@@ -43,23 +54,29 @@ def test_the_plan_follows_the_measured_epochs(monkeypatch):
     trainer = fake_trainer(scheduler)
     budget = TimeBudget(minutes=10, evaluations=5)
     budget.on_fit_start(trainer, None)
+    budget.on_train_start(trainer, None)
+    assert trainer.check_val_every_n_epoch == 1  # the first epoch is evaluated: its time is measured
     budget.on_train_epoch_start(trainer, None)
-    clock.now = 10.0  # one 10 s epoch, no evaluation yet (assumed to cost two epochs: 20 s)
+    clock.now = 11.0  # one 11 s epoch of 7 steps, no evaluation (then taken as long as an epoch)
+    trainer.global_step = 7
     budget.on_train_epoch_end(trainer, None)
-    # 600 s - 10 s spent - 20 s final evaluation - 4 x 20 s other evaluations = 490 s: 49 more epochs
+    # 600 s - 11 s spent - 11 s final evaluation - 4 x 11 s evaluations (all within 10 % of the
+    # budget) = 534 s: 339 steps of 11/7 s, 48 epochs and 3 steps of a 50th
     assert trainer.fit_loop.max_epochs == 50 and trainer.check_val_every_n_epoch == 10
-    assert scheduler.lr_lambdas[0].total_steps == 50 * 7  # the cosine ends at the budget
+    assert scheduler.lr_lambdas[0].total_steps == 7 + 339  # the cosine ends at the budget
 
-    trainer.current_epoch = 1  # the second epoch is slower (30 s) and an evaluation took 5 s
+    trainer.current_epoch = 1  # the second epoch is slower (29 s) and an evaluation took 5 s
     budget.on_train_epoch_start(trainer, None)
     budget.on_validation_epoch_start(trainer, None)
-    clock.now = 15.0
+    clock.now = 16.0
     budget.on_validation_epoch_end(trainer, None)
     clock.now = 45.0
+    trainer.global_step = 14
     budget.on_train_epoch_end(trainer, None)
-    # mean epoch 20 s; 600 - 45 - 5 (final) - 3 x 5 (evaluations to come) = 535 s: 26 more
-    assert trainer.fit_loop.max_epochs == 28 and trainer.check_val_every_n_epoch == 5
-    assert scheduler.lr_lambdas[0].total_steps == 28 * 7
+    # median epoch 20 s; 600 - 45 - 5 (final) - 3 x 5 (evaluations to come) = 535 s: 187 steps,
+    # 26 epochs and 5 steps of a 29th; three evaluations after epochs 8, 16 and 24
+    assert trainer.fit_loop.max_epochs == 29 and trainer.check_val_every_n_epoch == 8
+    assert scheduler.lr_lambdas[0].total_steps == 14 + 187
 
 
 def test_the_schedule_length_survives_a_checkpoint():
@@ -93,6 +110,7 @@ def test_a_replan_that_shortens_the_run_shortens_the_warm_up_too():
 def run_epoch(budget: TimeBudget, trainer, clock: Clock, seconds: float) -> None:
     budget.on_train_epoch_start(trainer, None)
     clock.now += seconds
+    trainer.global_step += trainer.num_training_batches
     budget.on_train_epoch_end(trainer, None)
     trainer.current_epoch += 1
 
@@ -121,7 +139,7 @@ def test_a_resumed_run_keeps_its_budget_time_spent_and_plan(monkeypatch):
     clock.now += 3600.0  # the run was down for an hour: that is not time the run spent
     resumed, resumed_trainer = new_run(10)  # the same command, resumed
     resumed.load_state_dict(state)
-    resumed_trainer.current_epoch = 2
+    resumed_trainer.current_epoch, resumed_trainer.global_step = 2, 14
     resumed_trainer.lr_scheduler_configs[0].scheduler.load_state_dict(
         first_trainer.lr_scheduler_configs[0].scheduler.state_dict()
     )
@@ -136,6 +154,28 @@ def test_a_resumed_run_keeps_its_budget_time_spent_and_plan(monkeypatch):
         t.lr_scheduler_configs[0].scheduler.lr_lambdas[0] for t in (resumed_trainer, whole_trainer)
     )
     assert (factor.total_steps, factor.warmup_steps) == (expected.total_steps, expected.warmup_steps)
+
+
+def test_a_run_resumed_in_mid_epoch_measures_that_epoch_from_the_resume():
+    """Resumed from a checkpoint saved in mid-epoch (Ctrl-C), Lightning skips the epoch's start:
+    the rest of the epoch, 3 of its 7 batches in 5 s, is measured from the resume, not from 0."""
+    clock = Clock()
+    clock.now = 5000.0
+    scheduler = warmup_cosine(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), 420)
+    budget, trainer = TimeBudget(minutes=10, clock=clock), fake_trainer(scheduler)
+    state = {"seconds": 600.0, "elapsed": 100.0, "epoch_seconds": [10.0], "eval_seconds": [1.0]}
+    budget.load_state_dict({**state, "plan": [50, 10, None]})
+    trainer.current_epoch, trainer.global_step = 1, 11
+    budget.on_fit_start(trainer, None)
+    budget.on_train_start(trainer, None)
+    for batch_idx in (4, 5, 6):
+        clock.now += 5.0 / 3
+        trainer.global_step += 1
+        budget.on_train_batch_end(trainer, None, None, None, batch_idx)
+    budget.on_train_epoch_end(trainer, None)
+    # a whole epoch of 11.7 s (median 10.8 s with the first); 600 - 105 spent - 1 (final
+    # evaluation) - 3 x 1 (evaluations) = 491 s: 317 steps, 45 epochs and 2 steps after these 2
+    assert trainer.fit_loop.max_epochs == 48
 
 
 def test_a_scheduler_the_budget_cannot_move_is_refused_before_any_work(train_in_process, tmp_path):
@@ -157,25 +197,26 @@ def test_a_torch_scheduler_keeps_its_own_length_without_a_budget(train_in_proces
 
 
 def test_a_larger_budget_given_on_resume_extends_the_run_counting_the_time_spent(monkeypatch):
-    """Two epochs (10 s and 30 s) spent of a 10-minute run, resumed with 20 minutes: the plan is
-    made again from the measured epochs, with the 40 s already spent counted (not the downtime)."""
+    """Two epochs (10 s and 31 s) spent of a 10-minute run, resumed with 20 minutes: the plan is
+    made again from the measured epochs, with the 41 s already spent counted (not the downtime)."""
     clock = Clock()
     monkeypatch.setattr(callbacks.time, "perf_counter", clock)
     scheduler = warmup_cosine(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), 420)
     first, trainer = TimeBudget(minutes=10, evaluations=5), fake_trainer(scheduler)
     first.on_fit_start(trainer, None)
-    for seconds in (10.0, 30.0):
+    for seconds in (10.0, 31.0):
         run_epoch(first, trainer, clock, seconds)
     state = first.state_dict()
     clock.now += 3600.0
     resumed, resumed_trainer = TimeBudget(minutes=20, evaluations=5), fake_trainer(scheduler)
     resumed.load_state_dict(state)
-    resumed_trainer.current_epoch = 2
+    resumed_trainer.current_epoch, resumed_trainer.global_step = 2, 14
     resumed.on_fit_start(resumed_trainer, None)
     resumed.on_train_start(resumed_trainer, None)
-    # 1200 s - 40 s spent - 40 s final evaluation (2 x the 20 s mean epoch) - 4 x 40 s evaluations
-    # = 960 s: 48 more epochs of 20 s after the 2 done
-    assert resumed_trainer.fit_loop.max_epochs == 50 and resumed_trainer.check_val_every_n_epoch == 10
+    # 1200 s - 41 s spent - 20.5 s final evaluation (unmeasured: the 20.5 s median epoch) - 4 x 20.5 s
+    # evaluations = 1056.5 s: 360 steps of 20.5/7 s, 51 epochs and 3 steps after the 2 done
+    assert resumed_trainer.fit_loop.max_epochs == 54 and resumed_trainer.check_val_every_n_epoch == 11
+    assert scheduler.lr_lambdas[0].total_steps == 14 + 360
 
 
 @pytest.mark.parametrize(
@@ -229,8 +270,227 @@ def test_resumed_and_started_from_runs_train_their_runs_heads(train_in_process, 
     train(compose_train(budgeted, ["time_budget_minutes=0.02"], resolve=False))
     train(compose_train(fixed, ["trainer.max_epochs=1"], resolve=False))
     assert (heads(budgeted), heads(fixed)) == (5, 1)
+    stopped = {
+        run: json.loads((run / "final_metrics.json").read_text())["stopped"] for run in (budgeted, fixed)
+    }
+    assert stopped[fixed] == {
+        "reason": "epochs_done",
+        "epochs": 1.0,
+        "training_seconds": stopped[fixed]["training_seconds"],
+    }
+    assert stopped[budgeted]["reason"] == "budget_spent" and stopped[budgeted]["budget_minutes"] == 0.02
     code, stderr = train_in_process(f"ckpt_path={budgeted / 'checkpoints/last.ckpt'}")
     assert code == 0 and heads(tmp_path / "run") == 5, stderr[-2000:]
     init_from = f"init_from={fixed / 'checkpoints/last.ckpt'}"
     train(compose_train(started, [init_from, "time_budget_minutes=0.02"], resolve=False))
     assert heads(started) == 1
+
+
+def test_a_run_that_diverges_says_why_in_its_final_metrics(train_in_process, tmp_path, monkeypatch):
+    losses = ContrastiveClustering.losses
+
+    def diverging(self, *args, **kwargs):
+        terms = losses(self, *args, **kwargs)
+        return {**terms, "loss": terms["loss"] * float("nan")}
+
+    monkeypatch.setattr(ContrastiveClustering, "losses", diverging)
+    code, stderr = train_in_process("trainer.max_epochs=3")
+    assert code == 2 and "NaN or infinite" in stderr
+    final = json.loads((tmp_path / "run/final_metrics.json").read_text())
+    assert final["stopped"]["reason"] == "nan" and final["stopped"]["epochs"] == 1.0
+
+
+# A real Lightning fit whose training and evaluation advance a fake clock: every plan, cadence,
+# part-epoch stop and schedule below is Lightning's own loop following the callbacks.
+BATCHES = 10  # training batches an epoch
+
+
+class Timed(LightningModule):
+    """A tiny model: a training batch takes ``batch_seconds(epoch)`` on ``clock``, an evaluation
+    ``eval_seconds``; ``fail`` is raised by the third epoch's fourth step."""
+
+    def __init__(self, clock: Clock, batch_seconds, eval_seconds: float, fail: BaseException | None = None):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+        self.clock, self.batch_seconds, self.eval_seconds, self.fail = (
+            clock,
+            batch_seconds,
+            eval_seconds,
+            fail,
+        )
+        self.evaluated_after: list[int] = []  # the epochs (from 1) the fit evaluated after
+
+    def training_step(self, batch, batch_idx):
+        if self.fail is not None and (self.current_epoch, batch_idx) == (2, 3):
+            raise self.fail
+        self.clock.now += self.batch_seconds(self.current_epoch)
+        return self.layer(batch[0]).pow(2).mean()
+
+    def validation_step(self, batch, batch_idx):
+        self.clock.now += self.eval_seconds
+
+    def on_validation_epoch_end(self):
+        if self.trainer.state.fn == "fit":
+            self.evaluated_after.append(self.current_epoch + 1)
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(torch.randn(4 * BATCHES, 2)), batch_size=4)
+
+    def val_dataloader(self):
+        return DataLoader(TensorDataset(torch.zeros(4, 2)), batch_size=4)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.01)
+        scheduler = warmup_cosine(optimizer, int(self.trainer.estimated_stepping_batches), warmup_steps=20)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def timed_fit(module: Timed, minutes: float | None, max_epochs: int = 60):
+    """Fit ``module`` as vtcc-train does (the budget, if any, and the stop record): the trainer,
+    the budget and the record."""
+    budget = TimeBudget(minutes, clock=module.clock) if minutes is not None else None
+    stop = StopRecord(budget, clock=module.clock)
+    trainer = Trainer(
+        max_epochs=max_epochs,
+        check_val_every_n_epoch=10,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[c for c in (budget, stop) if c is not None],
+    )
+    trainer.fit(module)
+    return trainer, budget, stop
+
+
+def schedule(trainer):
+    return trainer.lr_scheduler_configs[0].scheduler.lr_lambdas[0]
+
+
+def test_epochs_a_fifth_of_the_budget_train_for_the_budget():
+    """The issue's case, scaled: an epoch is 12 s of a 60 s budget and an evaluation 0.3 s. The
+    old plan took an evaluation for two epochs and reserved four: it trained one epoch and
+    stopped. Measured, four epochs and most of a fifth fit; the fifth stops at its planned batch,
+    in time for the final evaluation, and the cosine ends with it."""
+    clock = Clock()
+    module = Timed(clock, lambda epoch: 1.2, eval_seconds=0.3)
+    trainer, budget, stop = timed_fit(module, minutes=1)
+    assert trainer.global_step == 48  # 4 epochs and 8 of the fifth's 10 batches
+    assert module.evaluated_after == [1, 2, 3, 4]  # the last, partial epoch: the final evaluation follows
+    assert stop.record["reason"] == "budget_spent" and stop.record["epochs"] == pytest.approx(4.8)
+    assert stop.record["training_seconds"] >= 0.9 * 60  # 57.6 s of training
+    assert budget.elapsed() + 0.3 <= 60  # the final evaluation fits too
+    assert schedule(trainer).total_steps == trainer.global_step  # the cosine ends where training ends
+
+
+def test_an_epoch_longer_than_the_budget_stops_at_the_budget():
+    clock = Clock()
+    module = Timed(clock, lambda epoch: 10.0, eval_seconds=1.0)  # 100 s epochs, a 30 s budget
+    trainer, budget, stop = timed_fit(module, minutes=0.5)
+    assert trainer.global_step == 3 and module.evaluated_after == []
+    assert stop.record["reason"] == "budget_spent" and stop.record["budget_used"] == pytest.approx(1.0)
+
+
+def test_a_slow_first_epoch_is_re_planned_and_the_run_trains_on():
+    """Another process slows the first epoch threefold (9 s, then 3 s epochs): the old plan
+    stopped after it. Re-planned from the recent epochs, the run trains until the budget, losing
+    only the time the slow epoch took."""
+    runs = {}
+    for name, slow in (("idle", 1.0), ("loaded", 3.0)):
+        clock = Clock()
+        module = Timed(clock, lambda epoch, slow=slow: 0.3 * (slow if epoch == 0 else 1.0), eval_seconds=0.1)
+        runs[name] = timed_fit(module, minutes=1)
+    (idle, _, _), (loaded, budget, stop) = runs["idle"], runs["loaded"]
+    assert idle.global_step >= 180  # 60 s, less the evaluations: about 19 epochs of 3 s
+    assert loaded.global_step >= idle.global_step - 2 * BATCHES - 1  # the 6 s lost, no more
+    assert stop.record["training_seconds"] >= 0.9 * 60 and budget.elapsed() + 0.1 <= 60
+    assert schedule(loaded).total_steps == loaded.global_step
+
+
+@pytest.mark.parametrize("slow", [range(4, 9), range(16, 100), range(19, 100)])
+def test_a_machine_loaded_during_the_run_keeps_the_budget(slow):
+    """Epochs 5 to 9, every epoch from the 17th, or the last (the 20th, planned as 8 batches
+    before the machine slowed down) take twice as long: the plans follow, and the clock stops a
+    last epoch that would overrun. The run ends within the budget, having trained most of it, with
+    the cosine near its end."""
+    clock = Clock()
+    module = Timed(clock, lambda epoch: 0.6 if epoch in slow else 0.3, eval_seconds=0.1)
+    trainer, budget, stop = timed_fit(module, minutes=1)
+    assert budget.elapsed() + 0.1 <= 60 + 0.6  # within a batch, the final evaluation included
+    assert stop.record["training_seconds"] >= 0.85 * 60
+    assert schedule(trainer)(trainer.global_step - 1) < 0.05  # the learning rate has decayed
+
+
+def test_a_long_evaluation_means_fewer_evaluations_not_less_training():
+    """An evaluation 1.8 s long, 60 % of an epoch: evaluations keep to a tenth of the budget (the
+    first, one more and the final one) and the rest trains, where short ones evaluate four times
+    in the fit. The old plan spent about a third of the budget on evaluating."""
+    evaluated, trained = {}, {}
+    for seconds in (0.1, 1.8):
+        clock = Clock()
+        module = Timed(clock, lambda epoch: 0.3, eval_seconds=seconds)
+        trainer, budget, stop = timed_fit(module, minutes=1)
+        evaluated[seconds], trained[seconds] = module.evaluated_after, stop.record["training_seconds"]
+        assert budget.elapsed() + seconds <= 60
+    assert len(evaluated[0.1]) == 4 and len(evaluated[1.8]) == 2
+    assert trained[1.8] >= 0.9 * 60 - 0.3 and trained[0.1] >= 0.9 * 60
+
+
+@pytest.mark.parametrize(
+    ("fail", "reason", "raised"),
+    [
+        (None, "epochs_done", None),
+        (TrainingDivergedError("the loss became NaN"), "nan", TrainingDivergedError),
+        (SIGTERMException(), "signal", SIGTERMException),
+        (KeyboardInterrupt(), "signal", SystemExit),  # Lightning exits after its graceful shutdown
+        (RuntimeError("disk full\nmore"), "error", RuntimeError),
+    ],
+)
+def test_every_run_records_why_its_training_ended(fail, reason, raised):
+    clock = Clock()
+    module = Timed(clock, lambda epoch: 0.5, eval_seconds=0.1, fail=fail)
+    handler = signal.getsignal(signal.SIGINT)  # Lightning ignores Ctrl-C once it has seen one
+    try:
+        if raised is None:
+            trainer, _, stop = timed_fit(module, minutes=None, max_epochs=4)
+        else:
+            with pytest.raises(raised):
+                timed_fit(module, minutes=None, max_epochs=4)
+            stop = next(c for c in module.trainer.callbacks if isinstance(c, StopRecord))
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    epochs = 4.0 if fail is None else 2.3  # two epochs and three steps of the third
+    assert stop.record == {
+        "reason": reason,
+        "epochs": epochs,
+        "training_seconds": pytest.approx(epochs * BATCHES * 0.5),
+        **({"error": "RuntimeError: disk full"} if reason == "error" else {}),
+    }
+    assert describe_stop(stop.record).startswith(f"training stopped after {epochs:g} epochs because")
+
+
+def test_a_budgeted_run_records_its_budget_and_a_setup_error_records_nothing():
+    clock = Clock()
+    trainer, budget, stop = timed_fit(Timed(clock, lambda epoch: 0.3, eval_seconds=0.1), minutes=1)
+    assert stop.record["budget_minutes"] == 1 and 0.95 <= stop.record["budget_used"] <= 1
+    assert "of the 1 min budget used" in describe_stop(stop.record)
+    refused = StopRecord()
+    refused.on_exception(SimpleNamespace(state=SimpleNamespace(fn="fit")), None, ConfigError("bad"))
+    assert refused.record is None and describe_stop(None) is None
+
+
+@pytest.mark.parametrize(
+    ("done", "last", "wanted", "expected"),
+    [
+        (1, 20, 3, (5, 3)),  # after epochs 5, 10 and 15; the final evaluation follows epoch 20
+        (1, 5, 3, (1, 3)),
+        (1, 5, 0, (callbacks.NO_EVALUATION, 0)),
+        (4, 5, 2, (callbacks.NO_EVALUATION, 0)),  # one epoch left: only the final evaluation
+        (2, 2, 2, (callbacks.NO_EVALUATION, 0)),
+    ],
+)
+def test_the_evaluation_cadence_never_evaluates_the_last_epoch(done, last, wanted, expected):
+    assert evaluation_cadence(done, last, wanted) == expected

@@ -110,6 +110,44 @@ def test_resume_latest_passes_over_a_checkpoint_it_refuses(tmp_path):
     assert resolve_ckpt_path(cfg) == str(matching)
 
 
+def test_resume_latest_never_falls_back_to_an_older_run_past_one_it_refuses(tmp_path):
+    """The newest candidate with this run's settings cannot be resumed (a value vtcc would not
+    write, an instance projector its objective no longer has), or cannot be read at all (it may be
+    this run's): resume=latest stops, naming it and the older match, instead of resuming that one
+    by itself. Other runs' checkpoints, refused or not, are passed over."""
+    cfg = compose_train(tmp_path / "new", ["resume=latest", f"paths.log_dir={tmp_path / 'outputs'}"])
+    current = OmegaConf.to_container(cfg, resolve=True)
+    log_dir = tmp_path / "outputs"
+    older = fake_run(log_dir, "older", current, age_seconds=400)
+    newer = fake_run(log_dir, "newer", current, age_seconds=300)
+    other = {**current, "data": {**current["data"], "image_size": 32, "num_workers": -1}}
+    fake_run(log_dir, "newest_other_data", other, age_seconds=100)  # refused, and another run's
+    bad_loader = {**current, "data": {**current["data"], "num_workers": -1}}  # not part of its identity
+    projector = {"network.instance_projector.0.weight": torch.zeros(1)}
+    untrained = {**current, "model": {**current["model"], "instance_dim": None}}
+    for stored, state, why in (
+        (bad_loader, {}, "data.num_workers=-1 must be an integer >= 0"),
+        (untrained, projector, "untrained instance projector"),
+        (None, None, "not a readable vtcc checkpoint"),
+    ):
+        if stored is None:
+            newer.write_bytes(b"half a checkpoint")
+        else:
+            torch.save({"vtcc_config": stored, "state_dict": state}, newer)
+        if state:  # this run, and the older one, have no projector either
+            cfg.model.instance_dim = None
+            torch.save({"vtcc_config": untrained, "state_dict": {}}, older)
+        for path, age in ((older, 400), (newer, 300)):
+            os.utime(path, (time.time() - age, time.time() - age))
+        with pytest.raises(ConfigError) as stopped:
+            resolve_ckpt_path(cfg)
+        message = str(stopped.value)
+        assert message.startswith(f"resume=latest stops at {newer}, the newest candidate"), message
+        assert why in message and f"resume it with ckpt_path={older}," in message and "\n" not in message
+    newer.unlink()
+    assert resolve_ckpt_path(cfg) == str(older)  # nothing in the way: the newest match
+
+
 def test_a_checkpoint_naming_its_objective_by_the_old_path_resumes(tmp_path):
     cfg = compose_train(tmp_path / "new", [])
     current = OmegaConf.to_container(cfg, resolve=True)

@@ -13,9 +13,7 @@ from __future__ import annotations
 import logging
 import numbers
 import re
-import shutil
 import sys
-import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from vtcc.api_curation import CurationMethods
 from vtcc.errors import ConfigError, VtccError
+from vtcc.io.reader import npz_names, open_regular
+from vtcc.io.writer import Writer
+from vtcc.plugins import load_plugins
 
 log = logging.getLogger("vtcc")
 
@@ -95,6 +97,7 @@ def composing() -> Iterator[None]:
 
     from vtcc.utils.cli import CONFIG_DIR
 
+    load_plugins()  # the installed plugins' kinds and config files (objective=iic)
     backup = get_gh_backup()  # inside a Hydra app, or after a compose of the caller's: kept
     GlobalHydra.instance().clear()
     try:
@@ -121,8 +124,8 @@ def compose_config(name: str, items: list[str]) -> Any:
 @contextmanager
 def run_logging(run_dir: Path) -> Iterator[None]:
     """vtcc's log lines into ``<run>/train.log`` (as the CLI writes it) and, when nothing else shows
-    them, to stderr; both handlers removed afterwards."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    them, to stderr; both handlers removed afterwards (the log file is the logging module's own)."""
+    Writer(run_dir).make_dirs(run_dir)
     handlers: list[logging.Handler] = [logging.FileHandler(run_dir / "train.log")]
     if not logging.getLogger().handlers and not log.handlers:
         handlers.append(logging.StreamHandler(sys.stderr))
@@ -217,7 +220,7 @@ def plan_inputs(images: Images, labels: Any, run_dir: Path, items: list[str]) ->
         group = [] if chose_data else ["data=features" if features else "data=npz"]
         return Inputs(
             [*group, f"data.root={override_value(target.resolve())}"],
-            lambda: np.savez(target, **arrays),
+            lambda: Writer(run_dir).save_arrays(target, **arrays),
             len(images),
         )
     if isinstance(images, list | tuple):
@@ -237,7 +240,7 @@ def plan_inputs(images: Images, labels: Any, run_dir: Path, items: list[str]) ->
         group = [] if chose_data else ["data=folder"]
         return Inputs(
             [*group, f"data.root={override_value(folder.resolve())}"],
-            lambda: link_inputs(files, folder),
+            lambda: link_inputs(files, folder, Writer(run_dir)),
             len(files),
         )
     raise ConfigError(
@@ -246,29 +249,39 @@ def plan_inputs(images: Images, labels: Any, run_dir: Path, items: list[str]) ->
     )
 
 
+NUMPY_MAGIC = b"\x93NUMPY"
+
+
 def data_kind(path: Path) -> str:
     """The data group a file or folder is read with: ``features`` for an ``.npy`` file or an
     ``.npz`` holding ``features``, ``npz`` for other ``.npz`` files (images ``x``), else ``folder``."""
     if path.suffix == ".npy":
         return "features"
-    if path.suffix == ".npz" and path.is_file():
-        try:
-            with np.load(path) as archive:
-                return "features" if "features" in archive.files else "npz"
-        except (OSError, ValueError, TypeError, zipfile.BadZipFile):  # TypeError: an .npy named .npz
-            return "npz"  # its loader says what is wrong with it
+    if path.suffix == ".npz" and (path.exists() or path.is_symlink()):
+        with open_regular(path) as handle:  # a FIFO, a device, a folder: one line naming it
+            if handle.read(len(NUMPY_MAGIC)) == NUMPY_MAGIC:  # an .npy named .npz: its loader says so
+                return "npz"
+        return "features" if "features" in npz_names(path) else "npz"  # a damaged archive: one line
     return "folder"
 
 
-def link_inputs(files: Sequence[Path], folder: Path) -> None:
+def link_inputs(files: Sequence[Path], folder: Path, writer: Writer | None = None) -> None:
     """A flat folder of links ``000000_<name>`` to ``files``, in their order (the folder loader
-    reads sorted names, so image ``i`` stays image ``i``); a new folder each fit."""
-    if folder.exists():
-        shutil.rmtree(folder)  # links of an earlier fit into this run folder (overwrite=true)
-    folder.mkdir(parents=True)
+    reads sorted names, so image ``i`` stays image ``i``); a new folder each fit: the links of an
+    earlier fit into this run folder (``overwrite=True``) are removed first, never what they point to."""
+    writer = writer or Writer(folder.parent)
     width = max(6, len(str(len(files))))
-    for index, path in enumerate(files):
-        (folder / f"{index:0{width}d}_{path.name}").symlink_to(path)
+    links = [folder / f"{index:0{width}d}_{path.name}" for index, path in enumerate(files)]
+    writer.check(*links)
+    writer.remove_recorded(f"{folder.name}/*")
+    if folder.is_dir() and any(folder.iterdir()):  # the loader would read them as images too
+        raise ConfigError(
+            f"{folder} holds files vtcc did not write: move them away, or choose another run_dir"
+        )
+    writer.claim(links)
+    writer.make_dirs(folder)
+    for link, path in zip(links, files, strict=True):
+        writer.link_file(path, link)
 
 
 def check_run_dir(run_dir: Path, overwrite: bool) -> None:
@@ -291,11 +304,12 @@ def record_overrides(run_dir: Path, items: list[str]) -> None:
     keep theirs (resume from the command line with the same items and ``ckpt_path=``)."""
     import yaml
 
-    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-    (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(items, default_flow_style=False))
+    Writer(run_dir).write_text(
+        run_dir / ".hydra" / "overrides.yaml", yaml.safe_dump(items, default_flow_style=False)
+    )
 
 
-class Clusterer:
+class Clusterer(CurationMethods):
     """Cluster images with vtcc, in scikit-learn's manner.
 
     ``Clusterer(num_clusters=10, time_budget_minutes=10).fit(images)`` trains a ``vtcc-train`` run
@@ -314,6 +328,9 @@ class Clusterer:
     in turn): ``labels_`` ``(N,)``, ``confidence_`` ``(N,)`` (the largest cluster probability),
     ``embeddings_`` ``(N, D)``; ``metrics_`` (the run's final metrics: with labels ACC / NMI / ARI),
     ``run_dir_``, ``checkpoint_``, ``num_clusters_``.
+
+    A person's decisions about the clusters (``curation.json`` from the report's explorer, or
+    :meth:`curate`) apply with :meth:`apply_curation` (:mod:`vtcc.api_curation`).
     """
 
     def __init__(
@@ -373,7 +390,7 @@ class Clusterer:
         with user_errors():
             validate_config(cfg)  # every value's type: a mistake stops before anything is written
         check_run_dir(run_dir, bool(cfg.get("overwrite")))
-        run_dir.mkdir(parents=True, exist_ok=True)
+        Writer(run_dir).make_dirs(run_dir)
         inputs.write()
         record_overrides(run_dir, items)
         with run_logging(run_dir), user_errors():
@@ -420,8 +437,8 @@ class Clusterer:
             )
         if target.exists() and not overwrite:
             raise ConfigError(f"{target} already exists: choose another path, or pass overwrite=True")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self._fitted(), target)
+        # the file the user named, replaced when asked (atomically; a link there as a link)
+        Writer(target.parent, replace_named=True).copy_file(self._fitted(), target)
         return target
 
     def _fitted(self) -> Path:
@@ -469,7 +486,10 @@ class Clusterer:
         )
 
     def predict(self, images: Images) -> np.ndarray:
-        """Each image's cluster ``(N,)`` (a folder: its images in sorted path order, as ``vtcc-predict``)."""
+        """Each image's cluster ``(N,)`` (a folder: its images in sorted path order, as ``vtcc-predict``);
+        after :meth:`apply_curation`, the curated one."""
+        if self.curation_ is not None:
+            return self.predict_curated(images).clusters
         return self._assign(images).clusters
 
     def predict_proba(self, images: Images) -> np.ndarray:

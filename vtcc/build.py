@@ -10,12 +10,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hydra.utils import get_method, instantiate
+from hydra.utils import instantiate
 from lightning.pytorch import LightningDataModule, Trainer
 from omegaconf import DictConfig, OmegaConf
 
+from vtcc import registry
 from vtcc.data.features import wrap_for_network
 from vtcc.data.images import BUILD_STAGE
+from vtcc.errors import ConfigError
+from vtcc.io.writer import Writer
 from vtcc.models import ClusteringNetwork
 from vtcc.objectives import ClusteringModule
 
@@ -44,9 +47,11 @@ class Run:
 def build_network(cfg: DictConfig, weights_in_checkpoint: bool = False) -> ClusteringNetwork:
     """The model node's network. ``weights_in_checkpoint``: a checkpoint will supply every weight,
     so a pretrained backbone is built without fetching or reading its own weights."""
+    model = registry.node_entry(cfg.model)  # looked up among the registered models, not imported
     if (
         weights_in_checkpoint
-        and "pretrained" in inspect.signature(get_method(str(cfg.model._target_))).parameters
+        and model is not None
+        and "pretrained" in inspect.signature(model.obj).parameters
     ):
         return build_object(cfg.model, pretrained=False)  # whether the node says so or leaves the default
     return build_object(cfg.model)
@@ -86,14 +91,24 @@ def build_run(
 
 def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Any], **settings: Any) -> Trainer:
     """The trainer node's Trainer with the run's callbacks (the config's, then vtcc's own),
-    loggers and atomic, weights-only checkpoint files."""
+    loggers and atomic, weights-only checkpoint files, written only inside the run's folder
+    (a callback's ``dirpath`` elsewhere is refused before training)."""
     from vtcc.utils.checkpoint import AtomicCheckpointIO
 
     configured = [build_object(node) for node in (cfg.get("callbacks") or {}).values()]
+    root = OmegaConf.select(cfg, "paths.output_dir", default=None, throw_on_resolution_failure=False)
+    if root is not None:
+        writer = Writer(str(root))
+        for callback in [*configured, *callbacks]:
+            if getattr(callback, "dirpath", None):
+                try:
+                    writer.check_folder(callback.dirpath)
+                except ConfigError as error:
+                    raise ConfigError(f"callbacks' {type(callback).__name__}.dirpath: {error}") from None
     return build_object(
         cfg.trainer,
         callbacks=[*configured, *callbacks],
         logger=loggers or False,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(None if root is None else str(root))],
         **settings,
     )

@@ -7,6 +7,9 @@ Formats (each row ``i`` is the ``i``-th image, in one order for every file):
 - ``clusters.parquet`` (``pyarrow``): ``path`` (string), ``cluster`` (int32), ``confidence``
   (float32), ``map_x``, ``map_y`` (float32, the 2-D map of :func:`map_2d`), with the map's method in
   the file's metadata (``vtcc.map_method``).
+- with a curation (``curation=``, :mod:`vtcc.curation`), both tables also have ``name`` (the
+  cluster's name, empty where unnamed), ``outlier`` (true: set aside by the person) and
+  ``model_cluster`` (the run's own cluster, before the curation).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from vtcc.errors import ConfigError
+from vtcc.io.writer import Writer
 
 log = logging.getLogger("vtcc")
 
@@ -73,20 +77,27 @@ def write_assignments(
     embeddings: bool = False,
     parquet: bool = False,
     seed: int = 0,
+    writer: Writer | None = None,
 ) -> None:
     """``clusters.csv`` always; ``embeddings.npy`` + ``paths.txt`` and ``clusters.parquet`` when asked
-    (``assigned``: :class:`vtcc.inference.Assignments`)."""
+    (``assigned``: :class:`vtcc.inference.Assignments`), through ``writer`` (default: one over
+    ``output``)."""
+    writer = writer or Writer(output)
     clusters, confidence = assigned.clusters, assigned.confidence
-    with open(output / "clusters.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "cluster", "confidence"])
-        for path, cluster, value in zip(paths, clusters.tolist(), confidence.tolist(), strict=True):
-            writer.writerow([path, cluster, f"{value:.6f}"])
+    extra = assigned.columns() if hasattr(assigned, "columns") else {}  # a curation's (vtcc.curation)
+    with writer.open(output / "clusters.csv", "w", newline="") as handle:
+        table = csv.writer(handle)
+        table.writerow(["path", "cluster", "confidence", *extra])
+        rows = zip(paths, clusters.tolist(), confidence.tolist(), *extra.values(), strict=True)
+        for path, cluster, value, *more in rows:
+            table.writerow([path, cluster, f"{value:.6f}", *more])
     if embeddings:
-        np.save(output / "embeddings.npy", assigned.embeddings.astype(np.float32))
-        (output / "paths.txt").write_text("".join(f"{path}\n" for path in paths))
+        writer.save_array(output / "embeddings.npy", assigned.embeddings.astype(np.float32))
+        writer.write_text(output / "paths.txt", "".join(f"{path}\n" for path in paths))
     if parquet:
-        write_parquet(output / "clusters.parquet", paths, clusters, confidence, assigned.embeddings, seed)
+        write_parquet(
+            output / "clusters.parquet", paths, clusters, confidence, assigned.embeddings, seed, writer, extra
+        )
 
 
 def write_parquet(
@@ -96,6 +107,8 @@ def write_parquet(
     confidence: np.ndarray,
     embeddings: np.ndarray,
     seed: int = 0,
+    writer: Writer | None = None,
+    extra: dict[str, list] | None = None,
 ) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -108,7 +121,9 @@ def write_parquet(
             "confidence": pa.array(np.asarray(confidence, dtype=np.float32)),
             "map_x": pa.array(coordinates[:, 0]),
             "map_y": pa.array(coordinates[:, 1]),
+            **{name: pa.array(values) for name, values in (extra or {}).items()},
         }
     ).replace_schema_metadata({"vtcc.map_method": method})
-    pq.write_table(table, path)
+    with (writer or Writer(path.parent)).temporary(path) as temporary:
+        pq.write_table(table, temporary)
     log.info("clusters.parquet written with a %s map", method)

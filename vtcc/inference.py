@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
+from vtcc import registry
 from vtcc.data.folder import decode_image
 from vtcc.data.transforms import EvalTransform
 from vtcc.errors import ConfigError
+from vtcc.io.reader import UnreadableFile
 from vtcc.utils.checkpoint import restore_run
 
 
@@ -67,14 +68,11 @@ class Assigner:
     precomputed features (``data=features``, :attr:`reads_features`) assigns feature vectors."""
 
     def __init__(self, ckpt_path: str | Path, cache_dir: str | None = None, device: str = "auto") -> None:
-        from vtcc.config.init_from import builds
-        from vtcc.data.feature_file import FeatureDataModule
-
         self.run_cfg, module = restore_run(ckpt_path, cache_dir=cache_dir)
         self.device = pick_device(device)
         self.network = module.network.to(self.device).eval()
         data = self.run_cfg.data
-        self.reads_features = builds(data, FeatureDataModule)
+        self.reads_features = registry.builds(data, "datamodule", reads_features=True)
         if self.reads_features:
             self.num_features = int(self.run_cfg.model.num_features)
             return
@@ -110,8 +108,8 @@ class Assigner:
     def _decode(self, path: Path) -> np.ndarray:
         try:
             return decode_image(path, self.stored_size, self.in_chans, self.fit)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-            raise ConfigError(f"{path} cannot be read as an image ({error}): fix or remove it") from None
+        except UnreadableFile as error:  # not a regular file, a bomb, a truncated or malformed image
+            raise UnreadableFile(path, error.reason, "fix or remove it") from None
 
     def batches(self, images: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
         """uint8 ``(N, C, H, W)`` images of the run's kind, a batch at a time."""

@@ -30,6 +30,7 @@ from sklearn.metrics import (
 )
 
 from vtcc.errors import ConfigError
+from vtcc.io.writer import Writer
 from vtcc.utils.progress import Progress
 
 log = logging.getLogger("vtcc")
@@ -120,15 +121,18 @@ def choose(rows: list[dict[str, float]], criterion: str) -> int:
     return int(best["k"])
 
 
-def write_table(path: Path, rows: list[dict[str, float]], chosen: int, criterion: str) -> Path:
-    """``k_selection.csv``: every candidate K, every criterion, and which K was chosen by which."""
+def write_table(
+    path: Path, rows: list[dict[str, float]], chosen: int, criterion: str, writer: Writer | None = None
+) -> Path:
+    """``k_selection.csv``: every candidate K, every criterion, and which K was chosen by which
+    (through ``writer``, default one over the file's folder)."""
     scored = [name for name in CRITERIA if not all(np.isnan(row[name]) for row in rows)]  # computed ones
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["k", *scored, "chosen"])
+    with (writer or Writer(path.parent)).open(path, "w", newline="") as handle:
+        table = csv.writer(handle)
+        table.writerow(["k", *scored, "chosen"])
         for row in rows:
             marker = criterion if row["k"] == chosen else ""
-            writer.writerow([row["k"], *(f"{row[name]:.6g}" for name in scored), marker])
+            table.writerow([row["k"], *(f"{row[name]:.6g}" for name in scored), marker])
     return path
 
 

@@ -9,8 +9,14 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from vtcc.errors import ConfigError
+from vtcc.registry import register
 
 
+@register(
+    "scheduler",
+    "warmup_cosine",
+    configless="set as module.scheduler on the command line (objective/contrastive.yaml shows how)",
+)
 def warmup_cosine(
     optimizer: Optimizer,
     total_steps: int,

@@ -17,10 +17,12 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import json
+import io
+import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,8 +31,11 @@ from scipy.optimize import linear_sum_assignment
 
 from vtcc.explorer import EXPLORER_STYLE, explorer_section, sample_positions
 from vtcc.export import map_2d
+from vtcc.io.reader import open_regular, reader
+from vtcc.io.writer import Writer
 from vtcc.metrics import clustering_metrics, contingency_table
 from vtcc.quality import Quality, label_free_quality
+from vtcc.registry import node_entry
 from vtcc.utils.progress import Progress
 
 STYLE = (
@@ -58,22 +63,29 @@ CURVE_GROUPS = (
 )
 
 
+@reader("run_log")
 def read_curves(metrics_csv: Path) -> dict[str, list[tuple[int, float]]]:
     """``name -> [(epoch, value)]`` from Lightning's CSV log: epoch-level training losses
     (``train/*loss*`` logged per epoch) and the evaluation metrics."""
     curves: dict[str, list[tuple[int, float]]] = {}
-    with open(metrics_csv, newline="") as handle:
-        for row in csv.DictReader(handle):
-            epoch = row.get("epoch")
-            if not epoch:
-                continue
-            for name, value in row.items():
-                if not value or name in ("epoch", "step"):
+    try:  # a regular file only; a malformed log is skipped and named (the report has no curves)
+        with io.TextIOWrapper(open_regular(metrics_csv), newline="") as handle:
+            for row in csv.DictReader(handle):
+                epoch = row.get("epoch")
+                if not epoch:
                     continue
-                per_step = name.endswith("_step")
-                is_loss = name.startswith("train/") and "loss" in name and not per_step
-                if is_loss or name in ("val/acc", "val/nmi", "val/ari"):
-                    curves.setdefault(name.removesuffix("_epoch"), []).append((int(epoch), float(value)))
+                for name, value in row.items():
+                    if not value or not isinstance(name, str) or name in ("epoch", "step"):
+                        continue
+                    per_step = name.endswith("_step")
+                    is_loss = name.startswith("train/") and "loss" in name and not per_step
+                    if is_loss or name in ("val/acc", "val/nmi", "val/ari"):
+                        curves.setdefault(name.removesuffix("_epoch"), []).append((int(epoch), float(value)))
+    except (ValueError, TypeError, csv.Error, OSError) as error:  # UnreadableFile is a ValueError
+        logging.getLogger("vtcc").warning(
+            "no training curves: %s is not a readable CSV log (%s)", metrics_csv, error
+        )
+        return {}
     return {name: points for name, points in curves.items() if all(math.isfinite(v) for _, v in points)}
 
 
@@ -101,17 +113,23 @@ def curves_figure(curves: dict[str, list[tuple[int, float]]], path: Path) -> boo
     return True
 
 
-def k_selection_figure(table: Path, path: Path) -> None:
-    """num_clusters=auto: every criterion against K (scaled to its own range), the chosen K marked."""
-    with open(table, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    criteria = [name for name in rows[0] if name not in ("k", "chosen")]
-    ks = [int(row["k"]) for row in rows]
-    chosen = [(int(row["k"]), row["chosen"]) for row in rows if row["chosen"]]
+def k_selection_figure(table: Path, path: Path) -> bool:
+    """num_clusters=auto: every criterion against K (scaled to its own range), the chosen K marked;
+    False (and a warning naming it) when the table is not readable."""
+    try:
+        with io.TextIOWrapper(open_regular(table), newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        criteria = [name for name in rows[0] if name not in ("k", "chosen")]
+        ks = [int(row["k"]) for row in rows]
+        chosen = [(int(row["k"]), row["chosen"]) for row in rows if row["chosen"]]
+        columns = {name: np.array([float(row[name]) for row in rows]) for name in criteria}
+    except (ValueError, TypeError, KeyError, IndexError, csv.Error, OSError) as error:
+        logging.getLogger("vtcc").warning("no K figure: %s is not a readable K table (%s)", table, error)
+        return False
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6.5, 3.4))
     for name in criteria:
-        values = np.array([float(row[name]) for row in rows])
+        values = columns[name]
         span = values.max() - values.min()
         axis.plot(ks, (values - values.min()) / (span if span > 0 else 1), marker=".", label=name)
     for k, criterion in chosen:
@@ -123,14 +141,16 @@ def k_selection_figure(table: Path, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+    return True
 
 
 def data_description(config: dict) -> str:
-    """``digits``, ``image_folder at <root>``: what a run trained on, in a few words."""
+    """``digits``, ``image_folder at <root>``: what a run trained on, in a few words (the
+    registered name of its loader, else of its datamodule)."""
     data = config.get("data") or {}
     dataset = data.get("dataset") if isinstance(data.get("dataset"), dict) else {}
-    loader = str(dataset.get("_target_") or data.get("_target_") or "?").rpartition(".")[2]
-    name = loader.removeprefix("load_")
+    kind = node_entry(dataset) or node_entry(data)
+    name = kind.name if kind is not None else "?"
     root = dataset.get("root") or data.get("root")
     return f"{name} at {root}" if root else name
 
@@ -256,35 +276,52 @@ def write_report(
     settings: dict | None = None,
     environment: dict | None = None,
     quality: Quality | None = None,
+    stopped: str | None = None,
+    writer: Writer | None = None,
 ) -> Path:
-    """Write the PNG figures and ``report.html`` (figures embedded) into ``output``; returns the page.
+    """Write the PNG figures and ``report.html`` (figures embedded) into ``output`` through
+    ``writer`` (the command's; default one over ``output``); returns the page.
 
     ``run_dir``: the training run's folder (its name titles the page; its ``logs/metrics.csv`` gives
-    the curves); ``settings``: the run's config; ``environment``: what it trained in."""
-    output.mkdir(parents=True, exist_ok=True)
+    the curves); ``settings``: the run's config; ``environment``: what it trained in; ``stopped``:
+    why its training ended (a line)."""
+    writer = writer or Writer(output)
+    writer.make_dirs(output)
+
+    def draw(name: str, figure: Callable[[Path], Any]) -> Any:  # each figure a new file, renamed
+        with writer.temporary(output / name) as path:
+            return figure(path)
+
     progress = Progress("report", 4, "figures", every=0.0)
     figures = {"clusters.png": "Most confident images of each cluster", "sizes.png": "Cluster sizes"}
-    cluster_grid(images_at, indices, clusters, confidence, output / "clusters.png")
-    size_histogram(clusters, num_clusters, output / "sizes.png")
+    draw("clusters.png", lambda path: cluster_grid(images_at, indices, clusters, confidence, path))
+    draw("sizes.png", lambda path: size_histogram(clusters, num_clusters, path))
     progress.advance()
     if labels is not None:
         table, label_names, cluster_names = matched_confusion(labels, clusters)
-        confusion_figure(table, label_names, cluster_names, output / "confusion.png")
-        np.savetxt(output / "confusion.csv", table, fmt="%d", delimiter=",")
+        draw("confusion.png", lambda path: confusion_figure(table, label_names, cluster_names, path))
+        with writer.open(output / "confusion.csv") as handle:
+            np.savetxt(handle, table, fmt="%d", delimiter=",")
         figures["confusion.png"] = "Confusion matrix after Hungarian matching"
     progress.advance()
     mapped = sample_positions(len(clusters))  # the images on the map (all, or a sample)
     points, method = map_2d(embeddings[mapped])  # t-SNE or UMAP: the slow one
     mapped_labels = None if labels is None else labels[mapped]
-    embedding_figure(points, clusters[mapped], mapped_labels, method, output / "embedding.png")
+    draw(
+        "embedding.png", lambda path: embedding_figure(points, clusters[mapped], mapped_labels, method, path)
+    )
     progress.advance()
     figures["embedding.png"] = "2-D map of the embeddings"
     log = run_dir / "logs" / "metrics.csv" if run_dir is not None else None
-    if log is not None and log.is_file() and curves_figure(read_curves(log), output / "curves.png"):
+    if (
+        log is not None
+        and log.is_file()
+        and draw("curves.png", lambda path: curves_figure(read_curves(log), path))
+    ):
         figures["curves.png"] = "Training curves (per epoch, from the run's CSV log)"
     if run_dir is not None and (run_dir / "k_selection.csv").is_file():
-        k_selection_figure(run_dir / "k_selection.csv", output / "k_selection.png")
-        figures["k_selection.png"] = "num_clusters=auto: the label-free criteria for every candidate K"
+        if draw("k_selection.png", lambda path: k_selection_figure(run_dir / "k_selection.csv", path)):
+            figures["k_selection.png"] = "num_clusters=auto: the label-free criteria for every candidate K"
     progress.advance()
     if run_dir is not None:
         title = f"{title}: run {run_dir.name}"
@@ -294,6 +331,8 @@ def write_report(
         about = f"<p>Run: <code>{html.escape(str(shown))}</code></p>"
     if settings:
         about += f"<p>Data: <b>{html.escape(data_description(settings))}</b></p>"
+    if stopped:
+        about += f"<p>{html.escape(stopped[:1].upper() + stopped[1:])}.</p>"
     rows = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{int(v) if k == 'num_clusters' else f'{v:.4f}'}</td></tr>"
         for k, v in (metrics or {}).items()
@@ -331,8 +370,7 @@ def write_report(
         f"{len(np.unique(clusters))} of {num_clusters} clusters used.</p><h2>Metrics</h2>"
         f"<table>{rows}</table>{sections}</body></html>"
     )
-    (output / "report.html").write_text(page)
-    return output / "report.html"
+    return writer.write_text(output / "report.html", page)
 
 
 QUALITY_ROWS = (
@@ -407,10 +445,12 @@ def report_run(
     run_dir: Path | None = None,
     settings: dict | None = None,
     environment: dict | None = None,
+    stopped: str | None = None,
+    writer: Writer | None = None,
 ) -> tuple[Path, Quality]:
     """The report of a trained module over its evaluation split, with its label-free quality (also
     written as ``quality.json``). ``metrics``: ACC / NMI / ARI when known (else computed from the
-    collected clusters where labels exist)."""
+    collected clusters where labels exist). ``writer``: the command's (default: one over ``output``)."""
     outputs = collect_outputs(module, datamodule)
     labels = outputs["label"]
     labeled = bool(len(labels)) and bool((labels >= 0).all())
@@ -418,8 +458,8 @@ def report_run(
         metrics = clustering_metrics(labels, outputs["cluster"])
     num_clusters = module.network.num_clusters
     quality = run_quality(outputs, datamodule, num_clusters, seed=int((settings or {}).get("seed") or 0))
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "quality.json").write_text(json.dumps(quality.as_dict(), indent=2) + "\n")
+    writer = writer or Writer(output)
+    writer.write_json(output / "quality.json", quality.as_dict())
     page = write_report(
         output,
         datamodule.images_at,
@@ -434,5 +474,7 @@ def report_run(
         settings=settings,
         environment=environment,
         quality=quality,
+        stopped=stopped,
+        writer=writer,
     )
     return page, quality

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import time
@@ -19,15 +18,16 @@ from omegaconf import DictConfig, OmegaConf
 from vtcc.build import Run, build_module, build_object, build_run, build_trainer
 from vtcc.config.init_from import command_line_overrides, load_run_weights
 from vtcc.config.resolve import Resolved, choose_k, refine_epochs, resolve
-from vtcc.config.resume import requeued_job
+from vtcc.config.resume import own_run_folder, requeued_job
 from vtcc.config.validate import validate_config
 from vtcc.errors import ConfigError
+from vtcc.io.writer import Writer
 from vtcc.k_selection import choose, embed, score_candidates, write_table
 from vtcc.objectives import validation_metrics
 from vtcc.quality import embed_and_assign_heads, head_structures
-from vtcc.utils.callbacks import ReportOnInterrupt, StoreConfig, TimeBudget
+from vtcc.utils.callbacks import ReportOnInterrupt, StopRecord, StoreConfig, TimeBudget, describe_stop
 from vtcc.utils.checkpoint import record_best_head
-from vtcc.utils.cli import CONFIG_DIR, run_safely
+from vtcc.utils.cli import CONFIG_DIR, checks_command_line, run_safely
 from vtcc.utils.environment import collect_environment, write_environment
 from vtcc.utils.loggers import build_loggers
 
@@ -35,14 +35,19 @@ log = logging.getLogger("vtcc")
 
 
 def check_output_dir(output_dir: Path, overwrite: bool, requeued: bool = False) -> None:
-    """A run never writes over another run's checkpoints unless asked to; a requeued SLURM job
-    continues its own (:func:`vtcc.config.resume.requeued_checkpoint`) or starts it over."""
+    """A run never writes over another run's checkpoints unless asked to; a ``requeued`` SLURM job
+    continues its own (:func:`vtcc.config.resume.requeued_checkpoint`) or starts it over, in a
+    folder that records it as its own (:func:`vtcc.config.resume.own_run_folder`) and no other."""
     checkpoints = output_dir / "checkpoints"
-    if checkpoints.is_dir() and any(checkpoints.iterdir()) and not (overwrite or requeued):
-        raise ConfigError(
-            f"{output_dir} already holds a run's checkpoints: choose another hydra.run.dir, "
-            "or add overwrite=true to reuse it"
-        )
+    if not checkpoints.is_dir() or not any(checkpoints.iterdir()) or overwrite:
+        return
+    if requeued and own_run_folder(output_dir):
+        return
+    whose = " (not this requeued job's: its environment.yaml records another run)" if requeued else ""
+    raise ConfigError(
+        f"{output_dir} already holds a run's checkpoints{whose}: choose another hydra.run.dir, "
+        "or add overwrite=true to reuse it"
+    )
 
 
 @dataclass
@@ -83,34 +88,47 @@ def train_run(cfg: DictConfig, overrides: list[str] | None = None) -> Trained:
     config = OmegaConf.to_container(cfg, resolve=True)
     environment = collect_environment()
 
-    callbacks = [StoreConfig(config, environment)]
+    budget = None
+    if resolved.budget is not None:
+        budget = TimeBudget(resolved.budget, started_at=started if resolved.candidates else None)
+    stop = StopRecord(budget)  # why training ended: the log, final_metrics.json and the report
+    callbacks = [StoreConfig(config, environment), stop]
     if cfg.get("report"):
         callbacks.append(
             ReportOnInterrupt(
-                lambda module, data: write_run_report(module, data, output_dir, config, environment)
+                lambda module, data: write_run_report(
+                    module, data, output_dir, config, environment, stopped=describe_stop(stop.record)
+                )
             )
         )
-    if resolved.budget is not None:
-        callbacks.insert(0, TimeBudget(resolved.budget, started_at=started if resolved.candidates else None))
+    if budget is not None:
+        callbacks.insert(0, budget)
     epochs = {"max_epochs": refine_epochs(cfg)} if resolved.refines else {}
     trainer = build_trainer(cfg, callbacks, loggers, **epochs)
     if trainer.is_global_zero:  # one writer under DDP
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
-        write_environment(output_dir, environment)
+        writer = Writer(output_dir)  # every file of the run: inside its folder, atomically
+        writer.write_text(output_dir / "config.yaml", OmegaConf.to_yaml(config))
+        write_environment(output_dir, environment, writer)
     if resolved.ckpt_path:
         log.info("resuming from %s", resolved.ckpt_path)
-    trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resolved.ckpt_path)
+    try:
+        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resolved.ckpt_path)
+    except BaseException:  # a signal, a NaN loss, an error: why training ended is still recorded
+        if stop.record is not None and trainer.is_global_zero:
+            Writer(output_dir).write_json(output_dir / "final_metrics.json", {"stopped": stop.record})
+        raise
     keep_supported_head(trainer, run, cfg.get("seed") or 0)
     metrics = validation_metrics(trainer, run.module, run.datamodule)
     if not trainer.is_global_zero:
         return Trained(metrics, run, output_dir)
     metrics.update(run.module.label_free_scores(run.datamodule))  # e.g. TURTLE's generalisation score
-    (output_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    Writer(output_dir).write_json(output_dir / "final_metrics.json", {**metrics, "stopped": stop.record})
     log.info("final metrics: %s", _format(metrics))
     if cfg.get("report"):
         run.module.to(trainer.strategy.root_device)  # Lightning's teardown moved it to the CPU
-        write_run_report(run.module, run.datamodule, output_dir, config, environment, metrics)
+        write_run_report(
+            run.module, run.datamodule, output_dir, config, environment, metrics, describe_stop(stop.record)
+        )
     log.info("outputs in %s", output_dir)
     return Trained(metrics, run, output_dir)
 
@@ -190,8 +208,7 @@ def search_k(cfg: DictConfig, run: Run, resolved: Resolved, output_dir: Path, st
     )
     chosen = choose(rows, cfg.k_search.criterion)
     if trainer.is_global_zero:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        write_table(output_dir / "k_selection.csv", rows, chosen, cfg.k_search.criterion)
+        write_table(output_dir / "k_selection.csv", rows, chosen, cfg.k_search.criterion, Writer(output_dir))
     choose_k(cfg, chosen)
     log.info(
         "num_clusters=auto chose K=%d by %s (k_selection.csv); backbone trained in %.0f s; "
@@ -214,10 +231,12 @@ def write_run_report(
     config: dict[str, Any],
     environment: dict[str, Any],
     metrics: dict[str, float] | None = None,
+    stopped: str | None = None,
 ) -> None:
-    """``<run>/report``: the figures, the page and the label-free quality line. A report that
-    cannot be made (an unusual K, a figure matplotlib refuses) is said in one line; the trained run,
-    its checkpoints and metrics are already written and stay a success."""
+    """``<run>/report``: the figures, the page and the label-free quality line (and ``stopped``,
+    why training ended). A report that cannot be made (an unusual K, a figure matplotlib refuses)
+    is said in one line; the trained run, its checkpoints and metrics are already written and stay
+    a success."""
     from vtcc.report import report_run  # scikit-learn and matplotlib only when a report is made
 
     try:
@@ -229,6 +248,8 @@ def write_run_report(
             run_dir=output_dir,
             settings=config,
             environment=environment,
+            writer=Writer(output_dir),
+            stopped=stopped,
         )
     except KeyboardInterrupt:
         log.warning("report skipped; the run itself is complete")
@@ -247,6 +268,7 @@ def _format(metrics: dict[str, Any]) -> str:
     return "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
 
 
+@checks_command_line("train")  # a value with a space, a renamed key: one line before Hydra
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
     # A job started in the background of a script inherits an ignored SIGINT; Ctrl-C and

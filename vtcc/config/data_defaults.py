@@ -29,6 +29,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from vtcc import registry
 from vtcc.errors import ConfigError
 
 log = logging.getLogger("vtcc")
@@ -145,34 +146,29 @@ def _resolve_flip(view: DictConfig, ratio: float | None) -> str | None:
     return f"hflip_p={view.hflip_p} (mirror images {mirrored} the others: ratio {ratio})"
 
 
-def _probeable(cfg: DictConfig) -> bool:
-    """Images vtcc samples before loading them (a folder, a streamed folder or an .npz on disk)."""
-    from vtcc.config.init_from import builds
-    from vtcc.data import StreamingFolderDataModule, load_image_folder, load_npz
-    from vtcc.data.shards import ShardDataModule
+def _probe_style(data: DictConfig) -> str | None:
+    """How the data's images are sampled before loading, as its kind declares it (the ``probe``
+    trait of its datamodule or loader: ``folder``, ``npz`` or ``shards``); None: not sampled."""
+    kind = registry.node_entry(data.get("dataset")) or registry.node_entry(data)
+    return kind.trait("probe") if kind is not None else None
 
+
+def _probeable(cfg: DictConfig) -> bool:
+    """Images vtcc samples before loading them (a folder, a streamed folder, shards or an .npz on disk)."""
     data = cfg.data
-    reads = (
-        builds(data, StreamingFolderDataModule)
-        or builds(data, ShardDataModule)
-        or any(builds(data.get("dataset"), loader) for loader in (load_image_folder, load_npz))
-    )
-    return reads and isinstance(data.get("root"), str) and Path(data.root).exists()
+    return _probe_style(data) is not None and isinstance(data.get("root"), str) and Path(data.root).exists()
 
 
 def _probe(cfg: DictConfig):
-    from vtcc.data.probe import probe_folder, probe_npz
+    from vtcc.data.probe import ImageProbe, probe_folder, probe_npz
+    from vtcc.data.shards import read_index
 
     data = cfg.data
-    from vtcc.config.init_from import builds
-    from vtcc.data.folder import load_npz
-    from vtcc.data.probe import ImageProbe
-    from vtcc.data.shards import ShardDataModule, read_index
-
     root = Path(str(data.root))
-    if builds(data.get("dataset"), load_npz):
+    style = _probe_style(data)
+    if style == "npz":
         return probe_npz(root)
-    if builds(data, ShardDataModule):  # the sample vtcc-shards took when it wrote them
+    if style == "shards":  # the sample vtcc-shards took when it wrote them
         return ImageProbe(**read_index(root)[0]["sample"])
     dataset = data.get("dataset") or {}
     subdir = dataset.get("subdir") or data.get("subdir")

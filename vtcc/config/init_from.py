@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from vtcc import registry
 from vtcc.config.stored import without_downloads
-from vtcc.data.transforms import small_image_view
 from vtcc.errors import ConfigError
 from vtcc.models.network import upgrade_single_head_keys
 from vtcc.utils.checkpoint import CONFIG_KEY, NON_STRUCTURAL, config_differences, load_checkpoint
@@ -120,14 +120,6 @@ def _structural(model: dict[str, Any]) -> dict[str, Any]:
     return {"model": {k: v for k, v in model.items() if k not in NON_STRUCTURAL}}
 
 
-def builds(node: Any, builder: Any) -> bool:
-    """Whether a config node builds with ``builder`` (the callable its ``_target_`` names)."""
-    from hydra.utils import get_method
-
-    target = (node or {}).get("_target_")
-    return bool(target) and get_method(str(target)) is builder
-
-
 def resolve_strong_view(cfg: DictConfig, stored: dict[str, Any]) -> None:
     """``augment=selflabel``'s ``auto`` settings from the run it starts from: a run trained with the
     small-image recipe (gray digits-like images) keeps that recipe under Cutout as its strong view
@@ -136,7 +128,7 @@ def resolve_strong_view(cfg: DictConfig, stored: dict[str, Any]) -> None:
     without them."""
     view = (cfg.get("augment") or {}).get("view_b") or {}
     source = (stored.get("augment") or {}).get("view_a") or {}
-    small = builds(source, small_image_view)
+    small = registry.builds(source, "view", strong_view_base=True)
     if view.get("base") == "auto":
         view.base = OmegaConf.create(source) if small else None
     if view.get("hflip_p") == "auto":
@@ -155,15 +147,13 @@ def resolve_threshold(cfg: DictConfig, stored: dict[str, Any]) -> None:
     loss = (cfg.get("module") or {}).get("selflabel_loss") or {}
     if loss.get("threshold") != "auto":
         return
-    source = str((stored.get("module") or {}).get("_target_", ""))
-    from vtcc.objectives import objective_class
-
-    sharp = bool(source) and objective_class(stored).sharp_heads
+    source = registry.node_entry(stored.get("module"))
+    sharp = source is not None and source.kind == "objective" and source.obj.sharp_heads
     loss.threshold = 0.99 if sharp else 0.9
     log.info(
         "self-labelling threshold %.2f (%s heads; set module.selflabel_loss.threshold to change)",
         loss.threshold,
-        source.rpartition(".")[2] or "unknown",
+        source.name if source is not None else "unknown",
     )
 
 

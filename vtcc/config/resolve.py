@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from vtcc import registry
 from vtcc.config.data_defaults import resolve_data_defaults
 from vtcc.config.init_from import take_run_settings
 from vtcc.config.resume import requeued_checkpoint, resumed_checkpoint
@@ -106,9 +106,8 @@ def _instance_projector(cfg: DictConfig, trained: bool) -> None:
 
 
 def _builds_pretrained(cfg: DictConfig) -> bool:
-    from vtcc.models.pretrained import pretrained_network
-
-    return get_method(str(cfg.model._target_)) is pretrained_network
+    """A model whose backbone is pretrained (its kind says so: the ``pretrained`` trait)."""
+    return registry.builds(cfg.model, "model", pretrained=True)
 
 
 def _pretrained_preprocessing(cfg: DictConfig) -> None:
@@ -134,16 +133,13 @@ def _pretrained_preprocessing(cfg: DictConfig) -> None:
 
 
 def _builds_features_model(cfg: DictConfig) -> bool:
-    from vtcc.models.pretrained import features_network
-
-    return get_method(str(cfg.model._target_)) is features_network
+    """A model that reads feature vectors, not images (its kind's ``reads_features`` trait)."""
+    return registry.builds(cfg.model, "model", reads_features=True)
 
 
 def _reads_feature_file(cfg: DictConfig) -> bool:
-    from vtcc.config.init_from import builds
-    from vtcc.data.feature_file import FeatureDataModule
-
-    return builds(cfg.data, FeatureDataModule)
+    """Data of feature vectors, not images (its kind's ``reads_features`` trait)."""
+    return registry.builds(cfg.data, "datamodule", reads_features=True)
 
 
 # What an objective's pairing of augmented views becomes on precomputed features (one vector an

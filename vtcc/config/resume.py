@@ -17,7 +17,9 @@ from vtcc.utils.checkpoint import (
     config_differences,
     find_checkpoints,
     load_checkpoint,
+    read_torch_file,
 )
+from vtcc.utils.environment import recorded_environment, slurm_job_id
 
 log = logging.getLogger("vtcc")
 
@@ -34,19 +36,32 @@ def requeued_job() -> bool:
         return False
 
 
+def own_run_folder(folder: Path) -> bool:
+    """``folder`` is this requeued job's own run folder: the environment.yaml its first start wrote
+    there records this SLURM job's id (a requeue keeps the id). Another run's folder, or one whose
+    record names no job or another, is not: the overwrite guard stands there."""
+    job = slurm_job_id()
+    recorded = recorded_environment(folder).get("slurm_job_id")
+    return requeued_job() and job is not None and recorded is not None and str(recorded) == job
+
+
 def requeued_checkpoint(cfg: DictConfig) -> Path | None:
     """A requeued job's own ``checkpoints/last.ckpt`` (the end of its last finished epoch), which it
-    continues from, whatever checkpoint it started from; None when it is not requeued or finished no
-    epoch (it then starts over in its own folder)."""
+    continues from, whatever checkpoint it started from; None when it is not requeued, its folder
+    is not its own (:func:`own_run_folder`) or it finished no epoch (it then starts over in its own
+    folder)."""
     if not requeued_job():
         return None
-    own = Path(str(cfg.paths.output_dir)) / "checkpoints" / "last.ckpt"
-    return own if own.is_file() else None
+    folder = Path(str(cfg.paths.output_dir))
+    own = folder / "checkpoints" / "last.ckpt"
+    return own if own.is_file() and own_run_folder(folder) else None
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     """``ckpt_path=<file>`` resumes that checkpoint; ``resume=latest`` the newest run whose model,
-    K, data and objective match this one (other runs under ``paths.log_dir`` are passed over)."""
+    K, data and objective match this one (other runs under ``paths.log_dir`` are passed over). A
+    newer checkpoint that cannot be resumed (unreadable, or refused) stops it with one line naming
+    that one and the older match: it never falls back to an older checkpoint by itself."""
     return resumed_checkpoint(cfg)[0]
 
 
@@ -69,26 +84,45 @@ def resumed_checkpoint(cfg: DictConfig) -> tuple[str | None, dict[str, Any]]:
     if cfg.get("resume") != "latest":
         return None, {}
     candidates = find_checkpoints(cfg.paths.log_dir, cfg.task_name)
-    readable = []
+    where = Path(cfg.paths.log_dir, cfg.task_name)
+    readable = []  # other runs' checkpoints, newest first
+    refused: list[tuple[Path, ConfigError]] = []  # newer than any match: each may be this run's newest
     for path in candidates:
         try:
-            stored = _resumable(path)
-        except ConfigError as error:  # not one to resume (refused, or not vtcc's): the next one
-            log.warning("resume=latest passes over %s: %s", path, error)
+            checkpoint = load_checkpoint(path)
+        except ConfigError as error:
+            if _other_run(path, current):
+                log.warning("resume=latest passes over %s, another run's: %s", path, error)
+            else:  # it may be this run's newest
+                refused.append((path, error))
             continue
-        readable.append((path, stored))
-        if not resume_differences(stored, current):
-            log.info(
-                "resume=latest: %s, the newest of %d run(s) with this model, data and objective",
-                path,
-                len(candidates),
+        stored = checkpoint[CONFIG_KEY]
+        if resume_differences(stored, current):
+            readable.append((path, stored))
+            continue  # another run's settings: passed over
+        try:
+            _check_resumable(path, checkpoint)
+        except ConfigError as error:
+            refused.append((path, error))
+            continue
+        if refused:  # never the older one by itself: the user chooses
+            newest, why = refused[0]
+            raise ConfigError(
+                f"resume=latest stops at {newest}, the newest candidate under {where}, which cannot "
+                f"be resumed ({why}); the older {path} matches this run: resume it with "
+                f"ckpt_path={path}, or start a new run"
             )
-            return str(path), stored
-    where = Path(cfg.paths.log_dir, cfg.task_name)
-    if not readable:
+        log.info(
+            "resume=latest: %s, the newest of %d run(s) with this model, data and objective",
+            path,
+            len(candidates),
+        )
+        return str(path), stored
+    if refused:
+        newest, why = refused[0]
         raise ConfigError(
-            f"resume=latest found no checkpoint vtcc can resume under {where} (see the warnings): "
-            "pass ckpt_path=<file>, or start a new run"
+            f"resume=latest found no checkpoint vtcc can resume under {where}: the newest candidate, "
+            f"{newest}, cannot be resumed ({why}); pass ckpt_path=<file>, or start a new run"
         )
     newest_path, newest_stored = readable[0]
     newest = resume_differences(newest_stored, current)
@@ -99,11 +133,33 @@ def resumed_checkpoint(cfg: DictConfig) -> tuple[str | None, dict[str, Any]]:
     )
 
 
+def _other_run(path: Path, current: dict[str, Any]) -> bool:
+    """A checkpoint vtcc refuses to load is another run's when the config it stores, read as
+    plain data (nothing in it resolved or built), differs from this run's in what a resume must
+    match; False when it cannot tell (no readable stored config)."""
+    try:
+        stored = read_torch_file(path).get(CONFIG_KEY)  # a regular file only, read as data
+    except Exception:  # noqa: BLE001 - unreadable as data: whose run it is, nobody knows
+        return False
+    if not isinstance(stored, dict):
+        return False
+    try:
+        return bool(resume_differences(stored, current))
+    except (AttributeError, TypeError):  # sections that are not mappings: not vtcc's layout
+        return False
+
+
 def _resumable(path: Path) -> dict[str, Any]:
     """A checkpoint's stored config, refusing one this vtcc can rebuild but not resume: a run of an
     objective that trains no instance projector, stored before the projector belonged only to the
     objectives that train one (its optimiser state still holds the projector's parameters)."""
     checkpoint = load_checkpoint(path)
+    _check_resumable(path, checkpoint)
+    return checkpoint[CONFIG_KEY]
+
+
+def _check_resumable(path: Path, checkpoint: dict[str, Any]) -> None:
+    """Refuse a loaded checkpoint that this vtcc can rebuild but not resume (see :func:`_resumable`)."""
     stored = checkpoint[CONFIG_KEY]
     projector = any(".instance_projector." in key for key in checkpoint["state_dict"])
     if projector and (stored.get("model") or {}).get("instance_dim") is None:
@@ -112,7 +168,6 @@ def _resumable(path: Path) -> dict[str, Any]:
             "this objective no longer have: it cannot be resumed; evaluate it, or start a new run "
             f"from its weights with init_from={path}"
         )
-    return stored
 
 
 def resume_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:

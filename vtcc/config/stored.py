@@ -20,75 +20,70 @@ build from, with what decides where files are written taken from the current com
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from fnmatch import fnmatchcase
 from typing import Any
 
+from vtcc import registry
 from vtcc.errors import ConfigError
 from vtcc.utils.allowlist import disallowed_targets, is_optimizer, is_scheduler, is_view_operation
 
-MODELS = {
-    "vtcc.models.vtcc_network",
-    "vtcc.models.timm_network",
-    "vtcc.models.pretrained.pretrained_network",
-    "vtcc.models.pretrained.features_network",
-}
-OBJECTIVES = {  # vtcc.module.*: where checkpoints written before vtcc/objectives/ name them
-    f"vtcc.{package}.{name}Clustering"
-    for package in ("objectives", "module")
-    for name in ("Contrastive", "Scan", "SelfLabel", "Temi", "Turtle")
-}
-LOSSES = {
-    f"vtcc.losses.{name}"
-    for name in ("InstanceLoss", "ClusterLoss", "ScanLoss", "ConfidenceCrossEntropy", "TemiLoss")
-}
-# The datamodules a data node builds: images (in memory, streamed, in shards) or a file of
-# features; each only reads where the config points.
-DATAMODULES = {
-    "vtcc.data.InMemoryDataModule",
-    "vtcc.data.StreamingFolderDataModule",
-    "vtcc.data.feature_file.FeatureDataModule",
-    "vtcc.data.shards.ShardDataModule",
-}
-LOADERS = {
-    f"vtcc.data.load_{name}"
-    for name in ("digits", "npz", "image_folder", "cifar10", "cifar100_20", "stl10", "mnist", "fashion_mnist")
-}
-VIEWS = {f"vtcc.data.{name}" for name in ("rgb_view", "small_image_view", "strong_view", "EvalTransform")}
-CALLBACKS = {
+LIGHTNING_CALLBACKS = {
     "lightning.pytorch.callbacks.ModelCheckpoint",
     "lightning.pytorch.callbacks.LearningRateMonitor",
-    "vtcc.utils.callbacks.SaveOnInterrupt",
-    "vtcc.utils.callbacks.EpochThroughput",
 }
 LOGGERS = {f"lightning.pytorch.loggers.{name}Logger" for name in ("CSV", "TensorBoard", "MLFlow", "Wandb")}
 
 
-def _one_of(names: set[str]):
-    return lambda target: target in names
+def registered(kind: str) -> Callable[[str], bool]:
+    """A target registered as ``kind`` (:mod:`vtcc.registry`: vtcc's own and its plugins')."""
+    return lambda target: target in registry.targets(kind)
 
 
 def _view_part(target: str) -> bool:
-    return target in VIEWS or is_view_operation(target)
+    return registered("view")(target) or is_view_operation(target)
 
 
 # Where vtcc builds what: (key path pattern, what a _target_ there may name). The first match decides.
-PLACES: list[tuple[str, Any]] = [
-    ("model", _one_of(MODELS)),
-    ("module", _one_of(OBJECTIVES)),
-    ("module.*_loss", _one_of(LOSSES)),
+# The datamodules a data node builds only read where the config points (registered as "datamodule");
+# the feature cache, which writes files, stands only at features.
+PLACES: list[tuple[str, Callable[[str], bool]]] = [
+    ("model", registered("model")),
+    ("module", registered("objective")),
+    ("module.*_loss", registered("loss")),
     ("module.optimizer", is_optimizer),
-    ("module.scheduler", lambda t: t == "vtcc.optim.warmup_cosine" or is_scheduler(t)),
-    ("data", _one_of(DATAMODULES)),
-    ("data.dataset", _one_of(LOADERS)),
-    ("data.train_transform", _one_of({"vtcc.data.TwinViewAugmentation"})),
+    ("module.scheduler", lambda t: registered("scheduler")(t) or is_scheduler(t)),
+    ("data", registered("datamodule")),
+    ("data.dataset", registered("loader")),
+    ("data.train_transform", registered("augmentation")),
     ("data.train_transform.*", _view_part),
-    ("augment", _one_of({"vtcc.data.TwinViewAugmentation"})),
+    ("augment", registered("augmentation")),
     ("augment.*", _view_part),
-    ("features", _one_of({"vtcc.data.features.CachedFeatureDataModule"})),
-    ("trainer", _one_of({"lightning.pytorch.Trainer"})),
-    ("callbacks.*", _one_of(CALLBACKS)),
-    ("logger.*", _one_of(LOGGERS)),
+    ("features", registered("feature_cache")),
+    ("trainer", lambda t: t == "lightning.pytorch.Trainer"),
+    ("callbacks.*", lambda t: t in LIGHTNING_CALLBACKS or registered("callback")(t)),
+    ("logger.*", lambda t: t in LOGGERS),
 ]
+# The registered targets of each kind, as tables (generated: each kind registers where it is defined).
+TABLES = {
+    "MODELS": "model",
+    "OBJECTIVES": "objective",
+    "LOSSES": "loss",
+    "DATAMODULES": "datamodule",
+    "LOADERS": "loader",
+    "VIEWS": "view",
+}
+
+
+def __getattr__(name: str) -> frozenset[str]:
+    """``MODELS``, ``OBJECTIVES``, ... and ``CALLBACKS``: the targets each place may name."""
+    if name in TABLES:
+        return registry.targets(TABLES[name])
+    if name == "CALLBACKS":
+        return frozenset(LIGHTNING_CALLBACKS) | registry.targets("callback")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 SPECIAL_KEYS = {"_target_", "_partial_"}
 PLAIN = (str, int, float, bool, type(None))
 
@@ -142,7 +137,8 @@ def check_stored_config(config: Any, path: Any) -> None:
         key, target = refused[0]
         raise ConfigError(
             f"{path} asks to build {target!r} (at {key}), which vtcc never builds from a checkpoint "
-            "(only vtcc's own classes, torch optimisers and schedulers, kornia augmentations): "
+            "(only what vtcc and its installed plugins register, torch optimisers and schedulers, "
+            "kornia augmentations): "
             "this file was not written by vtcc as it is; do not use it"
         )
 
@@ -160,27 +156,35 @@ def upgrade_stored_config(config: dict[str, Any]) -> dict[str, Any]:
         node = config.get(section)
         if isinstance(node, dict) and old in node and new not in node:
             node[new] = node.pop(old)
-    module = config.get("module")
-    if isinstance(module, dict) and str(module.get("_target_", "")).startswith("vtcc.module."):
-        module["_target_"] = "vtcc.objectives." + module["_target_"].removeprefix("vtcc.module.")
+    _current_targets(config)
     _untrained_instance_projector(config)
     return config
+
+
+def _current_targets(node: Any) -> None:
+    """Every ``_target_`` that names a kind by an older name (``vtcc.module.*``) under today's."""
+    if isinstance(node, dict):
+        found = registry.entry(node.get("_target_"))
+        if found is not None:
+            node["_target_"] = found.target
+        for value in node.values():
+            _current_targets(value)
+    elif isinstance(node, list):
+        for value in node:
+            _current_targets(value)
 
 
 def _untrained_instance_projector(config: dict[str, Any]) -> None:
     """Runs from before the instance projector belonged to its objectives stored one for every
     objective: for those that never trained it the model is upgraded to none (its weights are
     dropped on load), as a new run of that objective is built."""
-    from vtcc.objectives import objective_class
-
     model = config.get("model")
     if not isinstance(model, dict) or model.get("instance_dim") is None:
         return
-    try:
-        kind = objective_class(config)
-    except (ImportError, AttributeError, KeyError, TypeError, ValueError):
+    objective = registry.node_entry(config.get("module"))
+    if objective is None or objective.kind != "objective":
         return  # no module node or an unknown objective: refused where the module is built
-    if not kind.trains_instance_projector:
+    if not objective.obj.trains_instance_projector:
         model["instance_dim"] = None
 
 

@@ -6,6 +6,8 @@ is a number), ``bool`` (never an int), ``str``, ``None``, ``X | Y``, ``Literal[.
 ``list`` / ``Sequence`` / ``tuple``, ``dict``, ``Path``; a ``Callable`` or a class is built from a
 node with a ``_target_`` (checked on its own). ``Annotated[T, Check(...)]`` adds a range or a
 pattern; ``Any``, unresolved forward references and unknown constructs accept anything.
+:func:`with_range` puts a range on each number a type admits (the rules by parameter name of
+:data:`vtcc.config.schema.RANGES`), and :func:`unranged_numbers` finds the numbers left without one.
 """
 
 from __future__ import annotations
@@ -28,6 +30,58 @@ class Check:
     test: Callable[[Any], bool]
     words: str = ""
     name: str = ""
+
+
+def at_least(low: float) -> Check:
+    return Check(lambda v: v >= low, f">= {low}")
+
+
+def above(low: float) -> Check:
+    return Check(lambda v: v > low, f"> {low}")
+
+
+def within(low: float, high: float, open_low: bool = False, open_high: bool = False) -> Check:
+    """``low <= v <= high``; ``open_low`` / ``open_high`` leave out that end: ``in (0, 1]``."""
+
+    def test(v: Any) -> bool:
+        return (low < v if open_low else low <= v) and (v < high if open_high else v <= high)
+
+    return Check(test, f"in {'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}")
+
+
+def with_range(annotation: Any, check: Check) -> Any:
+    """``annotation`` with ``check`` on each of its numbers: ``int | None`` -> ``Annotated[int,
+    check] | None``, ``Sequence[float]`` -> ``Sequence[Annotated[float, check]]``; ``Any`` accepts any
+    value but a number outside the range. Numbers that already carry a :class:`Check`, and
+    ``Literal`` choices, are left as they are."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if annotation in (int, float):
+        return Annotated[annotation, check]
+    if annotation is Any:
+        return Annotated[Any, Check(lambda v: not _is_number(v) or check.test(v), check.words)]
+    if origin is Annotated or origin is Literal or not args:
+        return annotation
+    ranged = tuple(arg if arg is Ellipsis else with_range(arg, check) for arg in args)
+    if origin in (Union, types.UnionType):
+        return Union[ranged]  # noqa: UP007 - annotations of any kind
+    if origin is tuple or origin in SEQUENCES:
+        return origin[ranged]
+    if origin in MAPPINGS:
+        return origin[args[0], ranged[1]]
+    return annotation
+
+
+def unranged_numbers(annotation: Any) -> list[Any]:
+    """The numeric types (``int``, ``float``, or ``Any``) in ``annotation`` that no :class:`Check`
+    bounds: ``[]`` when every number a config can give it has a declared range."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if annotation in (int, float) or annotation is Any:
+        return [annotation]
+    if origin is Annotated and any(isinstance(m, Check) for m in annotation.__metadata__):
+        return []
+    if origin is Literal:
+        return []
+    return [found for arg in args if arg is not Ellipsis for found in unranged_numbers(arg)]
 
 
 class _Skip:
@@ -118,10 +172,10 @@ def _words(annotation: Any) -> list[str]:
     if annotation in simple:
         return [simple[annotation]]
     if origin is tuple and args and args[-1] is not Ellipsis:
-        kinds = {PLURAL.get(arg, "values") for arg in args}
+        kinds = {_plural(arg) or "values" for arg in args}
         return [f"a list of {len(args)} {kinds.pop() if len(kinds) == 1 else 'values'}"]
     if origin in (*SEQUENCES, tuple) or annotation in SEQUENCES:
-        return [f"a list of {PLURAL[args[0]]}" if args and args[0] in PLURAL else "a list"]
+        return [f"a list of {_plural(args[0])}" if args and _plural(args[0]) else "a list"]
     if origin in MAPPINGS or annotation in MAPPINGS:
         return ["a mapping"]
     if isinstance(annotation, type) and issubclass(annotation, PurePath | os.PathLike):
@@ -129,6 +183,17 @@ def _words(annotation: Any) -> list[str]:
     if origin is collections.abc.Callable or isinstance(annotation, type):
         return ["a config node with a _target_"]
     return ["a value"]
+
+
+def _plural(annotation: Any) -> str | None:
+    """``float`` -> ``numbers``; ``Annotated[float, Check(..., "> 0")]`` -> ``numbers > 0``."""
+    if get_origin(annotation) is Annotated:
+        checks = [m for m in annotation.__metadata__ if isinstance(m, Check)]
+        base = PLURAL.get(get_args(annotation)[0])
+        if base is None or any(m.name for m in checks):
+            return None
+        return " ".join([base, *(m.words for m in checks if m.words)])
+    return PLURAL.get(annotation)
 
 
 def describe(annotation: Any) -> str:

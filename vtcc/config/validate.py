@@ -6,6 +6,9 @@ against the annotation of the same-named parameter (``inspect.signature`` and
 parameter is refused where the builder takes no other keywords. Only targets that
 :func:`vtcc.utils.allowlist.is_allowed` names are imported; others are left to the checks that
 refuse them. The keys outside any built object follow :class:`vtcc.config.schema.RunSettings`.
+Every number has a range, from one table of rules by parameter name
+(:data:`vtcc.config.schema.RANGES`): ``num_workers=-1`` stops here, not when a loader is made.
+A key that was renamed is refused with its new name (:data:`vtcc.config.schema.RENAMED_KEYS`).
 
 Values are checked as they will be used: interpolations and resolvers (``${oc.env:...}``) are
 resolved first; a plain reference to another key (``${data.image_size}``) is checked at that key
@@ -18,12 +21,14 @@ from __future__ import annotations
 import inspect
 import re
 import typing
+from contextvars import ContextVar
 from dataclasses import dataclass, fields, is_dataclass
 from functools import cache
 from typing import Any, Literal, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from vtcc import registry
 from vtcc.config import schema
 from vtcc.config.types import SKIP, cli, describe, matches, only_choices
 from vtcc.errors import ConfigError
@@ -31,6 +36,7 @@ from vtcc.utils.allowlist import is_allowed
 
 REFERENCE = re.compile(r"\$\{[\w.\[\]-]*\}")  # ${key.path}: no resolver (no ':')
 HYDRA_KEYS = {"_target_", "_recursive_", "_convert_", "_args_"}  # _partial_ is checked: a bool
+_CHECKED: ContextVar[dict[str, Any] | None] = ContextVar("checked_types", default=None)
 
 
 @dataclass(frozen=True)
@@ -42,8 +48,33 @@ class Parameter:
 
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`~vtcc.errors.ConfigError` naming the key, the value and what it must be, for
-    the first value of the composed ``cfg`` whose type is wrong. Reads ``cfg``; changes nothing."""
-    _check_settings(plain(cfg), "", schema.RunSettings)
+    the first value of the composed ``cfg`` whose type or range is wrong, or that a renamed key
+    sets (:data:`vtcc.config.schema.RENAMED_KEYS`). Reads ``cfg``; changes nothing."""
+    values = plain(cfg)
+    _refuse_renamed(values)
+    _check_settings(values, "", schema.RunSettings)
+
+
+def checked_types(cfg: DictConfig) -> dict[str, Any]:
+    """Every key of ``cfg`` that :func:`validate_config` checks, with the type it checks it
+    against, ranges included (raises as it does)."""
+    token = _CHECKED.set({})
+    try:
+        validate_config(cfg)
+        return dict(_CHECKED.get())
+    finally:
+        _CHECKED.reset(token)
+
+
+def _refuse_renamed(values: dict[str, Any]) -> None:
+    for old, (new, _) in schema.RENAMED_KEYS.items():
+        *parents, key = old.split(".")
+        node: Any = values
+        for parent in parents:
+            node = node.get(parent) if isinstance(node, dict) else None
+        if isinstance(node, dict) and key in node:
+            value = cli(node[key]) if node[key] is not SKIP else "..."
+            raise ConfigError(f"{old}={value}: {old} was renamed {new}; use {new}={value}")
 
 
 def plain(node: DictConfig | ListConfig) -> Any:
@@ -86,7 +117,8 @@ def _check_settings(values: dict[str, Any], where: str, settings: type) -> None:
             if isinstance(value, dict):  # not a reference to another key
                 _check_settings(value, path, hints[key])
         else:
-            _expect(path, value, hints[key], known[key]["help"], known[key]["example"])
+            annotation = schema.ranged(settings, key, hints[key])
+            _expect(path, value, annotation, known[key]["help"], known[key]["example"])
             _check_tree(value, path)
 
 
@@ -128,6 +160,9 @@ def _check_keywords(node: dict[str, Any], path: str, target: str) -> None:
 
 
 def _expect(path: str, value: Any, annotation: Any, what: str, example: Any = None) -> None:
+    checked = _CHECKED.get()
+    if checked is not None:
+        checked[path] = annotation
     if matches(value, annotation):
         return
     expected = describe(annotation)
@@ -142,7 +177,11 @@ def _name(builder: Any) -> str:
 
 
 def _builder(target: Any) -> Any:
-    """What ``target`` names, when vtcc may build it and it imports; else None."""
+    """What ``target`` names, when vtcc may build it: a registered kind's own object (looked up,
+    not imported), or the torch, kornia or Lightning object that imports; else None."""
+    found = registry.entry(target)
+    if found is not None:
+        return found.obj
     return _import(target) if isinstance(target, str) and is_allowed(target) else None
 
 
@@ -189,11 +228,12 @@ def signature(builder: Any) -> tuple[dict[str, Parameter], bool]:
 
 
 def _config_type(owner: Any, name: str, annotation: Any) -> Any:
-    """The parameter's annotation as a config gives it: tightened (:func:`schema.overrides`), and
-    ``| "auto"`` where vtcc resolves an ``auto`` before building (:func:`schema.resolved_auto`)."""
+    """The parameter's annotation as a config gives it: tightened (:func:`schema.overrides`), its
+    numbers' range (:func:`schema.ranged`), and ``| "auto"`` where vtcc resolves an ``auto`` before
+    building (:func:`schema.resolved_auto`)."""
     if annotation is inspect.Parameter.empty:
         annotation = Any
-    annotation = schema.overrides().get((owner, name), annotation)
+    annotation = schema.ranged(owner, name, schema.overrides().get((owner, name), annotation))
     if (owner, name) in schema.resolved_auto():
         annotation = Union[annotation, Literal["auto"]]  # noqa: UP007 - annotations of any kind
     return annotation

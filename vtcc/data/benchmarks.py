@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import importlib
+import io
 import pickle
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -19,6 +20,8 @@ import torch
 
 from vtcc.data.datasets import ImageArrays
 from vtcc.errors import ConfigError
+from vtcc.io.reader import read_bytes
+from vtcc.registry import register
 
 
 class DatasetNotFoundError(ConfigError):
@@ -86,8 +89,9 @@ class _CifarUnpickler(pickle.Unpickler):
 def read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, list[int]]:
     """One CIFAR python batch: ``(N, 3, 32, 32)`` uint8 images and their labels."""
     try:
-        with open(path, "rb") as handle:
-            entry = _CifarUnpickler(handle).load()
+        # read whole (a regular file, as large as it really is), so no length the pickle declares
+        # allocates more than the file holds
+        entry = _CifarUnpickler(io.BytesIO(read_bytes(path))).load()
         images = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = [int(label) for label in entry[label_key]]
     except pickle.UnpicklingError as error:
@@ -144,17 +148,20 @@ def _cifar(root: str | Path, download: bool, name: str, folder: str, files: list
     return ImageArrays(images, torch.from_numpy(np.concatenate([train_labels, test_labels])), name, is_test)
 
 
+@register("loader", "cifar10", target="vtcc.data.load_cifar10")
 def load_cifar10(root: str | Path, download: bool = False) -> ImageArrays:
     """CIFAR-10, train + test (60,000 images, 10 classes), as clustering papers use it."""
     files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     return _cifar(root, download, "CIFAR-10", "cifar-10-batches-py", files, "labels")
 
 
+@register("loader", "cifar100_20", target="vtcc.data.load_cifar100_20")
 def load_cifar100_20(root: str | Path, download: bool = False) -> ImageArrays:
     """CIFAR-100, train + test, labelled by its 20 superclasses (the ``coarse_labels`` of the files)."""
     return _cifar(root, download, "CIFAR-100", "cifar-100-python", ["train", "test"], "coarse_labels")
 
 
+@register("loader", "stl10", target="vtcc.data.load_stl10")
 def load_stl10(root: str | Path, download: bool = False, include_unlabeled: bool = False) -> ImageArrays:
     """STL-10 train + test (13,000 labelled images, 10 classes, 96 px); optionally the 100,000 unlabelled."""
     from torchvision import datasets
@@ -217,11 +224,13 @@ def _idx_dataset(
     return ImageArrays(torch.cat([train, test]).unsqueeze(1).contiguous(), labels.long(), name, is_test)
 
 
+@register("loader", "mnist", target="vtcc.data.load_mnist")
 def load_mnist(root: str | Path, download: bool = False) -> ImageArrays:
     """MNIST train + test (70,000 images, 10 classes)."""
     return _idx_dataset(root, download, "MNIST", "MNIST", "MNIST")
 
 
+@register("loader", "fashion_mnist", target="vtcc.data.load_fashion_mnist")
 def load_fashion_mnist(root: str | Path, download: bool = False) -> ImageArrays:
     """Fashion-MNIST train + test (70,000 images, 10 classes)."""
     return _idx_dataset(root, download, "Fashion-MNIST", "FashionMNIST", "FashionMNIST")

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vtcc.registry import register
+
 
 @dataclass
 class ImageArrays:
@@ -36,6 +38,7 @@ class ImageArrays:
         return None if self.labels is None else int(self.labels[self.labels >= 0].unique().numel())
 
 
+@register("loader", "digits", target="vtcc.data.load_digits")
 def load_digits() -> ImageArrays:
     """scikit-learn's 1,797 real 8x8 handwritten digits (10 classes); ships with the package, no download."""
     from sklearn.datasets import load_digits as sklearn_digits

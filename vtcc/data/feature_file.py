@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,8 @@ from torch.utils.data import DataLoader
 from vtcc.data.benchmarks import DatasetNotFoundError
 from vtcc.data.images import BatchedTensors, keep_batch
 from vtcc.errors import ConfigError
+from vtcc.io.reader import UnreadableFile, load_npy, load_npz, npz_names, reader, refuse_interpolation
+from vtcc.registry import register
 
 log = logging.getLogger("vtcc")
 
@@ -72,27 +73,27 @@ def check_labels(array: Any, count: int, where: str) -> np.ndarray:
     return labels.astype(np.int64)
 
 
+@reader("feature_file")
 def read_features(root: str | Path) -> FeatureArrays:
-    """The features (and labels, paths) in ``root``, checked; one line naming the file otherwise."""
+    """The features (and labels, paths) in ``root``, checked; one line naming the file otherwise.
+    Read by :mod:`vtcc.io.reader` (regular files only, never unpickled, every declared shape
+    checked against the file's size); a listed path holding ``${`` or a NUL is refused."""
     path = Path(root)
     if path.suffix not in FEATURE_SUFFIXES:
         raise ConfigError(f"data.root={path}: give the features as {FORMAT}")
-    if not path.is_file():
+    if not path.exists():
         raise DatasetNotFoundError(f"feature file {path} does not exist: set data.root to {FORMAT}")
     try:
-        loaded = np.load(path)  # never unpickles: object arrays are refused
-        if isinstance(loaded, np.ndarray):  # an .npy file: the features
-            arrays = {"features": loaded}
-        else:  # an .npz archive: its arrays
-            with loaded:
-                arrays = {name: loaded[name] for name in loaded.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ConfigError(
-            f"{path} is not a readable feature file ({reason}): give {FORMAT}, saved without pickled objects"
-        ) from None
+        if path.suffix == ".npy":
+            arrays = {"features": load_npy(path)}
+        else:
+            arrays = load_npz(path, ("features", "y", "paths"))
+    except UnreadableFile as error:
+        fix = f"give {FORMAT}, saved without pickled objects"
+        raise UnreadableFile(error.path, f"is not a readable feature file ({error.reason})", fix) from None
     if "features" not in arrays:
-        raise ConfigError(f"{path} has no array 'features' (found {', '.join(arrays) or 'none'}): {FORMAT}")
+        found = ", ".join(npz_names(path)) or "none"
+        raise ConfigError(f"{path} has no array 'features' (found {found}): {FORMAT}")
     features = check_features(arrays["features"], str(path))
     count = len(features)
     labels = check_labels(arrays["y"], count, str(path)) if "y" in arrays else np.full(count, -1)
@@ -101,6 +102,9 @@ def read_features(root: str | Path) -> FeatureArrays:
         listed = np.asarray(arrays["paths"])
         if listed.shape != (count,) or listed.dtype.kind != "U":
             raise ConfigError(f"{path}: paths must be strings ({count},), got {listed.dtype} {listed.shape}")
+        refuse_interpolation(listed.tolist(), path, "paths")
+        if any("\x00" in p for p in listed.tolist()):
+            raise ConfigError(f"{path}: a path in paths holds a NUL character: save the image paths as text")
         paths = [Path(p) if Path(p).is_absolute() else path.parent / p for p in listed.tolist()]
     return FeatureArrays(torch.from_numpy(features), torch.from_numpy(labels), paths)
 
@@ -125,6 +129,7 @@ class PrecomputedFeatures(Protocol):
     def precomputed(self) -> dict[str, torch.Tensor]: ...
 
 
+@register("datamodule", "features", reads_features=True)  # feature vectors, not images
 class FeatureDataModule(LightningDataModule):
     """``data=features``: one precomputed feature vector per image. Every image trains and is scored
     (the clustering setting); the heads train on these vectors through
@@ -218,8 +223,9 @@ class FeatureDataModule(LightningDataModule):
 
         try:
             return decode_image(path, THUMBNAIL_SIDE, 3, "whole")
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-            return np.full((3, THUMBNAIL_SIDE, THUMBNAIL_SIDE), 128, dtype=np.uint8)  # moved or unreadable
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            log.warning("the report shows a gray square for %s", error)  # moved, unreadable, not a file
+            return np.full((3, THUMBNAIL_SIDE, THUMBNAIL_SIDE), 128, dtype=np.uint8)
 
     def evaluation_batch(self, batch: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return batch  # the features are the network's inputs as they are

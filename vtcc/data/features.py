@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import secrets
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -20,14 +18,18 @@ from lightning.pytorch import LightningDataModule
 from torch import nn
 from torch.utils.data import DataLoader
 
+from vtcc.config.schema import DEVICE
 from vtcc.data.batch import TrainingPair
 from vtcc.data.feature_file import PrecomputedFeatures
 from vtcc.data.images import BUILD_STAGE, BackboneOverSource, BatchedTensors, ImageDataModule, keep_batch
-from vtcc.data.pairings import PAIRINGS, pairing_for  # noqa: F401  (PAIRINGS: the names)
+from vtcc.data.pairings import PAIRINGS, pairing_for
 from vtcc.data.samplers import IndependentBatches
 from vtcc.errors import ConfigError
+from vtcc.io.reader import check_regular
+from vtcc.io.writer import Writer
 from vtcc.knn import nearest_neighbors
 from vtcc.models.spaces import normalize_each_space
+from vtcc.registry import register
 from vtcc.utils.progress import Progress
 
 log = logging.getLogger("vtcc")
@@ -66,6 +68,7 @@ def _read_vtcc_cache(path: Path, mmap: bool = False) -> dict[str, torch.Tensor] 
     if not path.exists() and not path.is_symlink():
         return None
     try:
+        check_regular(path)  # never a FIFO or device (the read would hang) nor a folder
         cache = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:  # any failure: the file is not a cache we wrote
         raise _not_a_vtcc_cache(path, f"not a readable torch file: {type(error).__name__}") from error
@@ -88,6 +91,13 @@ def weights_digest(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
+@register(
+    "feature_cache",
+    "cached",
+    auto=("num_views", "store"),  # from the device and the data (vtcc.config.resolve)
+    extra_keys={"cache": bool},  # whether the features node is used at all
+    types={"pairing": Literal[PAIRINGS], "device": DEVICE},
+)
 class CachedFeatureDataModule(BackboneOverSource):
     """Wraps an image datamodule; serves ``(view_a, view_b)`` features ``(B, D)`` for training and
     ``(features, labels, indices)`` of the evaluation transform for evaluation.
@@ -207,18 +217,15 @@ class CachedFeatureDataModule(BackboneOverSource):
         return torch.equal(cache["labels"], self.source.labels_in_order())
 
     def _save(self, cache: dict[str, torch.Tensor]) -> None:
-        """Atomic: written to a new temporary file, renamed; a failed write leaves no temporary file.
-        Replaces only a cache vtcc wrote: a file that appeared at the path meanwhile is refused."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        _read_vtcc_cache(self.path, mmap=True)  # mmap: checks the marker without reading the tensors
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        handle = open(temporary, "xb")  # exclusive: a fresh file, never another's to clean up
-        try:
-            with handle:
-                torch.save({**cache, "format": CACHE_FORMAT}, handle)
-            os.replace(temporary, self.path)  # concurrent processes never read a partial file
-        finally:
-            temporary.unlink(missing_ok=True)
+        """Through the cache folder's :class:`~vtcc.io.writer.Writer`: a new file, renamed (a failed
+        write leaves no temporary file and the previous cache whole; concurrent processes never read
+        a partial file). Replaces only a cache vtcc wrote: a file that appeared at the path meanwhile
+        is refused, a link there is replaced, never written through."""
+        writer = Writer(self.path.parent)
+        if _read_vtcc_cache(self.path, mmap=True) is not None:  # mmap: the marker, not the tensors
+            writer.adopt(self.path)  # a cache of a vtcc that kept no record of its files
+        with writer.open(self.path) as handle:
+            torch.save({**cache, "format": CACHE_FORMAT}, handle)
         log.info("features cached in %s", self.path)
 
     def _training_neighbors(self) -> torch.Tensor:

@@ -24,6 +24,9 @@ from PIL import Image
 from vtcc.data.benchmarks import DatasetNotFoundError
 from vtcc.data.datasets import ImageArrays
 from vtcc.errors import ConfigError
+from vtcc.io.reader import load_npz as read_npz
+from vtcc.io.reader import open_image, reader
+from vtcc.registry import register
 from vtcc.utils.progress import Progress
 
 log = logging.getLogger("vtcc")
@@ -32,9 +35,17 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 LAYOUT = "<root>/<class>/<image> (labels for metrics) or <root>/<image> (unlabelled)"
 
 
-def _images_under(folder: Path, recursive: bool) -> list[Path]:
+def images_under(folder: Path, recursive: bool) -> list[Path]:
+    """The image files under ``folder``: regular files (links to them followed); an entry named
+    as an image that is not one (a FIFO, a device, a socket, a broken link) is skipped and named."""
     pattern = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in pattern if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    named = [p for p in pattern if p.suffix.lower() in IMAGE_SUFFIXES]
+    special = sorted(p for p in named if not p.is_file() and not p.is_dir())
+    if special:
+        log.warning(
+            "skipped %d entries of %s that are not regular files, e.g. %s", len(special), folder, special[0]
+        )
+    return sorted(p for p in named if p.is_file())
 
 
 def list_images(
@@ -52,7 +63,7 @@ def list_images(
                 "expected <root>/<wnid>/<image>"
             )
         subfolders = [root / c for c in classes]
-    per_class = [(folder.name, _images_under(folder, recursive=True)) for folder in subfolders]
+    per_class = [(folder.name, images_under(folder, recursive=True)) for folder in subfolders]
     empty = [name for name, paths in per_class if not paths]
     if empty and len(empty) < len(per_class):  # a class without images would renumber the others
         raise ConfigError(
@@ -60,7 +71,7 @@ def list_images(
             "remove them or add their images, or list the classes to keep in data.dataset.classes"
         )
     if per_class and not empty:
-        if _images_under(root, recursive=False) and classes is None:
+        if images_under(root, recursive=False) and classes is None:
             raise ConfigError(
                 f"{root} has images both at the top and in subfolders: use one layout, {LAYOUT}"
             )
@@ -72,7 +83,7 @@ def list_images(
         paths = [p for _, class_paths in per_class for p in class_paths]
         labels = [i for i, (_, class_paths) in enumerate(per_class) for _ in class_paths]
         return paths, labels, [name for name, _ in per_class]
-    paths = _images_under(root, recursive=False)
+    paths = images_under(root, recursive=False)
     if not paths:
         raise ConfigError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {root}: expected {LAYOUT}")
     return paths, None, []
@@ -82,9 +93,13 @@ Fit = Literal["whole", "center_crop"]
 FITS = get_args(Fit)
 
 
-def decode_image(path: Path, image_size: int, in_chans: int, fit: str = "whole") -> np.ndarray:
-    """``(C, S, S)`` uint8; RGBA is composited on white, palette and 16-bit images converted."""
-    with Image.open(path) as image:
+def decode_image(
+    path: Path | bytes, image_size: int, in_chans: int, fit: str = "whole", where: str | None = None
+) -> np.ndarray:
+    """``(C, S, S)`` uint8; RGBA is composited on white, palette and 16-bit images converted.
+    ``path``: a regular file, or an image file's bytes read from ``where``; an unreadable one
+    (a FIFO, a truncated file, a decompression bomb) is :class:`vtcc.io.reader.UnreadableFile`."""
+    with open_image(path, where) as image:
         image.draft("RGB" if in_chans == 3 else "L", (image_size, image_size))
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
             rgba = image.convert("RGBA")
@@ -137,13 +152,16 @@ def native_side(paths: Sequence[Path], samples: int = 1000) -> int | None:
     sides = []
     for path in paths[::step]:
         try:
-            with Image.open(path) as image:
+            with open_image(path) as image:
                 sides.append(max(image.size))
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-            continue  # reported with its path when decoded
+        except ValueError:  # UnreadableFile: reported with its path when decoded
+            continue
     return int(np.median(sides)) if sides else None
 
 
+# probe: the images are sampled before loading (vtcc.config.data_defaults)
+@register("loader", "image_folder", target="vtcc.data.load_image_folder", probe="folder")
+@reader("image_folder")
 def load_image_folder(
     root: str | Path,
     image_size: int,
@@ -180,19 +198,20 @@ def load_image_folder(
         try:
             arrays[index] = decode_image(paths[index], side, in_chans, fit)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-            failures.append((paths[index], str(error)))
+            failures.append((paths[index], getattr(error, "reason", str(error))))
         progress.advance()
 
     with ThreadPoolExecutor(max_workers=num_threads) as pool:
         list(pool.map(work, range(len(paths))))
     if failures and not skip_corrupt:
-        shown = "\n  ".join(f"{path}: {reason}" for path, reason in sorted(failures)[:10])
+        shown = "; ".join(f"{path}: {reason}" for path, reason in sorted(failures)[:3])
         raise ConfigError(
-            f"{len(failures)} unreadable image(s) in {folder}:\n  {shown}\n"
-            "Fix or remove them, or add data.dataset.skip_corrupt=true to skip them."
+            f"{len(failures)} unreadable image(s) in {folder}, e.g. {shown}: "
+            "fix or remove them, or add data.dataset.skip_corrupt=true to skip them"
         )
     if failures:
-        log.warning("skipped %d unreadable image(s) in %s", len(failures), folder)
+        first, reason = sorted(failures)[0]
+        log.warning("skipped %d unreadable image(s) in %s, e.g. %s: %s", len(failures), folder, first, reason)
     keep = [i for i, array in enumerate(arrays) if array is not None]
     if len(keep) < 2:
         raise ConfigError(f"fewer than 2 readable images in {folder}")
@@ -201,20 +220,30 @@ def load_image_folder(
     return ImageArrays(images, label_tensor, name)
 
 
+@register("loader", "npz", target="vtcc.data.load_npz", probe="npz")
+@reader("npz_images")
 def load_npz(root: str | Path) -> ImageArrays:
     """``x``: uint8 ``(N, H, W)`` or ``(N, H, W, C)``; optional ``y`` labels ``(N,)``."""
     path = Path(root)
-    if not path.is_file():
+    if not path.exists():
         raise DatasetNotFoundError(
             f"npz file {path} does not exist: set data.root=<file>.npz with arrays x (and y)"
         )
-    with np.load(path) as archive:
-        if "x" not in archive:
-            raise ConfigError(f"{path} has no array 'x' (found {', '.join(archive.files)})")
-        x = archive["x"]
-        y = archive["y"] if "y" in archive else None
-    if x.dtype != np.uint8 or x.ndim not in (3, 4):
-        raise ConfigError(f"{path}: x must be uint8 (N, H, W) or (N, H, W, C), got {x.dtype} {x.shape}")
+    x, y = image_arrays(path, read_npz(path, ("x", "y")))
     images = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
     labels = None if y is None else torch.from_numpy(np.asarray(y, dtype=np.int64))
     return ImageArrays(torch.from_numpy(np.ascontiguousarray(images)), labels, path.stem)
+
+
+def image_arrays(path: Path, archive: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    """``x`` (uint8 images) and ``y`` (integer labels, or None) of an image ``.npz``, checked."""
+    if "x" not in archive:
+        raise ConfigError(f"{path} has no array 'x' (found {', '.join(archive) or 'none'})")
+    x, y = archive["x"], archive.get("y")
+    if x.dtype != np.uint8 or x.ndim not in (3, 4) or len(x) < 2:
+        raise ConfigError(
+            f"{path}: x must be uint8 (N, H, W) or (N, H, W, C) with N >= 2, got {x.dtype} {x.shape}"
+        )
+    if y is not None and (y.shape != (len(x),) or y.dtype.kind not in "iu"):
+        raise ConfigError(f"{path}: y must be integers ({len(x)},), got {y.dtype} {y.shape}")
+    return x, y

@@ -21,6 +21,7 @@ from vtcc.data.images import BatchedTensors, ImageDataModule
 from vtcc.data.samplers import PoolsInSequence
 from vtcc.data.transforms import Interpolation
 from vtcc.errors import ConfigError
+from vtcc.registry import register
 
 
 class AugmentedInWorkers(BatchedTensors):
@@ -38,6 +39,12 @@ class AugmentedInWorkers(BatchedTensors):
         return (*self.augment(images), *rest)
 
 
+@register(
+    "datamodule",
+    "in_memory",
+    target="vtcc.data.InMemoryDataModule",
+    auto=("image_size", "in_chans", "mean", "std"),  # from the images (vtcc.config.data_defaults)
+)
 class InMemoryDataModule(ImageDataModule):
     """A dataset decoded once into memory (``dataset``: a loader returning :class:`ImageArrays`).
 

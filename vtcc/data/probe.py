@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from vtcc.data.folder import list_images
+from vtcc.data.folder import image_arrays, list_images
 from vtcc.errors import ConfigError
+from vtcc.io.reader import Bool, Float, Int, List, Maybe, Record, check_record, load_npz, open_image
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,24 @@ class ImageProbe:
     mean: list[float]  # per channel of the model's input, in [0, 1]
     std: list[float]
     mirror_ratio: float | None = None  # see mirror_ratio(); None: too few images to tell
+
+    @classmethod
+    def from_record(cls, record: object, where: object, fix: str = "") -> ImageProbe:
+        """A probe stored in a data file (a shard index's ``sample``): every field a checked
+        number of its range, never a string (:data:`PROBE_RECORD`)."""
+        return cls(**check_record(record, PROBE_RECORD, where, fix))
+
+
+# A probe as a data file stores it: statistics of images (channel values in [0, 1]).
+PROBE_RECORD = Record(
+    images=Int(0, 2**40),
+    sampled=Int(0, 2**40),
+    gray=Bool(),
+    median_side=Int(1, 2**20),
+    mean=List(Float(0.0, 1.0), lengths=(1, 3)),
+    std=List(Float(1e-6, 1.0), lengths=(1, 3)),
+    mirror_ratio=Maybe(Float(0.0, 1e6)),
+)
 
 
 MIRROR_SIDE = 16  # images are compared as 16 x 16 gray squares
@@ -109,12 +128,12 @@ def probe_folder(root: str | Path, classes=None, sample: int = 256, seed: int = 
     arrays, failures = [], []
     for index in chosen:
         try:
-            with Image.open(paths[index]) as image:
+            with open_image(paths[index]) as image:
                 image = ImageOps.exif_transpose(image)
                 mode = "L" if image.mode in ("L", "LA", "I;16", "1") else "RGB"
                 arrays.append(np.asarray(image.convert(mode)))
-        except (OSError, SyntaxError, ValueError) as error:
-            failures.append(f"{paths[index]}: {error}")  # the loader reports (or skips) them all
+        except (OSError, SyntaxError, ValueError) as error:  # UnreadableFile is a ValueError
+            failures.append(str(error))  # the loader reports (or skips) them all
     if not arrays:
         raise ConfigError(
             f"{len(failures)} unreadable image(s) sampled in {root} and none readable, e.g. {failures[0]}. "
@@ -126,10 +145,7 @@ def probe_folder(root: str | Path, classes=None, sample: int = 256, seed: int = 
 def probe_npz(root: str | Path, sample: int = 256, seed: int = 0) -> ImageProbe:
     """Arrays keep their channels: one channel (``(N, H, W)`` or ``C = 1``) is gray, three are colour
     (even when equal: the loader takes the array as it is)."""
-    try:
-        images = np.load(root, mmap_mode="r")["x"]
-    except (OSError, KeyError, ValueError) as error:
-        raise ConfigError(f"{root} is not an .npz with an x array ({error})") from error
+    images, _ = image_arrays(Path(root), load_npz(root, ("x",)))  # checked, one line naming the file
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(images), size=min(sample, len(images)), replace=False))
     colour = images.ndim == 4 and images.shape[-1] == 3

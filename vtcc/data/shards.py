@@ -27,12 +27,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
-import json
 import logging
 import sys
 import tarfile
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -57,6 +54,26 @@ from vtcc.data.images import DecodedPerBatch
 from vtcc.data.probe import ImageProbe
 from vtcc.data.transforms import Interpolation
 from vtcc.errors import ConfigError
+from vtcc.io.reader import (
+    Bool,
+    Int,
+    List,
+    Maybe,
+    Record,
+    Str,
+    UnreadableFile,
+    check_record,
+    check_regular,
+    load_npz,
+    open_image,
+    parse_json_record,
+    read_bytes,
+    read_json,
+    read_range,
+    reader,
+)
+from vtcc.io.writer import Writer
+from vtcc.registry import register
 
 log = logging.getLogger("vtcc")
 
@@ -65,6 +82,20 @@ INDEX = "shards.json"
 OFFSETS = "offsets.npz"
 PATTERN = "shard-%06d.tar"
 META = ("json", "cls")  # the members of a sample that are not its image
+FIX = "write the shards again with vtcc-shards"
+MAX_IMAGES = 2**40
+# What vtcc reads of shards.json (typed, checked; nothing of it is ever resolved as config) and of
+# a sample's <key>.json; keys not declared here are dropped.
+INDEX_RECORD = Record(
+    format=Str(choices=(FORMAT,)),
+    count=Int(0, MAX_IMAGES),
+    shards=List(Record(file=Str(255), count=Int(0, MAX_IMAGES))),
+    classes=List(Str()),
+    labeled=Bool(),
+    native_side=Maybe(Int(1, 2**20)),
+    sample=Record(),  # checked as an ImageProbe (vtcc.data.probe.PROBE_RECORD)
+)
+SAMPLE_RECORD = Record(index=Int(0, MAX_IMAGES), path=Str())
 
 
 def require_webdataset() -> None:
@@ -93,21 +124,27 @@ def write_shards(
         )
     paths, labels, names = list_images(Path(folder), classes)
     probe = probe_folder(folder, classes)  # before writing: an unreadable folder writes nothing
-    out.mkdir(parents=True, exist_ok=True)
-    with wds.ShardWriter(str(out / PATTERN), maxcount=shard_size, verbose=0) as sink:
+    for path in paths:  # every file an image (header, size, checksums): nothing else is copied
+        with open_image(path) as image:
+            image.verify()
+    writer = Writer(out, protect=[folder])  # never inside the images' folder, never through a link
+    writer.make_dirs(out)
+
+    def samples() -> Iterator[dict[str, Any]]:
         for index, path in enumerate(paths):
             sample = {
                 "__key__": f"{index:09d}",
-                path.suffix.lower().lstrip("."): path.read_bytes(),
+                path.suffix.lower().lstrip("."): read_bytes(path),
                 "json": {"index": index, "path": str(path.relative_to(folder))},
             }
             if labels is not None:
                 sample["cls"] = int(labels[index])
-            sink.write(sample)
-    files = sorted(out.glob("shard-*.tar"))
+            yield sample
+
+    files = _write_tars(writer, out, samples(), shard_size, wds.TarWriter)
     where = [_members(file, number) for number, file in enumerate(files)]
     located = np.concatenate(where) if where else np.zeros((0, 3), dtype=np.int64)
-    np.savez(
+    writer.save_arrays(
         out / OFFSETS,
         shard=located[:, 0],
         offset=located[:, 1],
@@ -123,9 +160,34 @@ def write_shards(
         "native_side": native_side(paths),  # what data=folder's stored size starts from
         "sample": asdict(probe),
     }
-    (out / INDEX).write_text(json.dumps(index, indent=1) + "\n")
+    writer.write_json(out / INDEX, index, indent=1)
     log.info("%d images in %d shards written to %s", len(paths), len(files), out)
     return index
+
+
+SHARD_BYTES = 3e9  # webdataset.ShardWriter's default: a shard ends at this many bytes too
+
+
+def _write_tars(
+    writer: Writer, out: Path, samples: Iterator[dict[str, Any]], shard_size: int, tar_writer: Any
+) -> list[Path]:
+    """``samples`` as tar shards ``PATTERN`` of at most ``shard_size`` samples (and about
+    :data:`SHARD_BYTES`, where ``webdataset.ShardWriter`` cuts them; at least one shard), each
+    written by ``tar_writer`` (``webdataset.TarWriter``) into a new file renamed into place."""
+    files: list[Path] = []
+    sample = next(samples, None)
+    while sample is not None or not files:
+        path = out / (PATTERN % len(files))
+        with writer.open(path) as handle:
+            sink = tar_writer(handle)
+            count = size = 0
+            while sample is not None and count < shard_size and size < SHARD_BYTES:
+                size += sink.write(sample)
+                count += 1
+                sample = next(samples, None)
+            sink.close()
+        files.append(path)
+    return files
 
 
 def _members(file: Path, number: int) -> np.ndarray:
@@ -140,49 +202,64 @@ def _members(file: Path, number: int) -> np.ndarray:
     return np.asarray([row[1:] for row in rows], dtype=np.int64).reshape(-1, 3)
 
 
+@reader("shards")
 def read_index(root: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """``shards.json`` and ``offsets.npz`` of a shard folder, checked (one line naming the file)."""
+    """``shards.json`` and ``offsets.npz`` of a shard folder as typed, checked values (one line
+    naming the file otherwise): every field of its type and range, no ``${`` anywhere, the files
+    inside the folder and regular, every image's bytes within its shard's real size."""
     folder = Path(root)
     path = folder / INDEX
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise DatasetNotFoundError(
             f"{path} does not exist: set data.root to a folder written by vtcc-shards <images> <folder>"
         )
-    try:
-        index = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ConfigError(f"{path} is not a readable shard index ({error}): write the shards again") from None
-    if not isinstance(index, dict) or index.get("format") != FORMAT:
+    raw = read_json(path, FIX, inside=folder)
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise ConfigError(f"{path} is not a {FORMAT} index: write the shards with this vtcc's vtcc-shards")
-    try:
-        with np.load(folder / OFFSETS) as archive:
-            offsets = {
-                key: np.asarray(archive[key], dtype=np.int64) for key in ("shard", "offset", "size", "label")
-            }
-        shards, count = index["shards"], int(index["count"])
-        files = [str(entry["file"]) for entry in shards]
-        counts = [int(entry["count"]) for entry in shards]
-        ImageProbe(**index["sample"])
-    except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as error:
-        raise ConfigError(
-            f"{folder} holds an incomplete shard index ({error}): write the shards again"
-        ) from None
-    absent = [name for name in files if Path(name).name != name or not (folder / name).is_file()]
+    index = check_record(raw, INDEX_RECORD, path, FIX)
+    index["sample"] = asdict(ImageProbe.from_record(raw["sample"], f"{path} (sample)", FIX))
+    arrays = load_npz(folder / OFFSETS, ("shard", "offset", "size", "label"), inside=folder)
+    count = index["count"]
+    for key in ("shard", "offset", "size", "label"):
+        array = arrays.get(key)
+        if array is None or array.shape != (count,) or array.dtype.kind not in "iu":
+            raise ConfigError(
+                f"{folder / OFFSETS}: {key} must be integers ({count},) as {INDEX} counts: {FIX}"
+            )
+    offsets = {key: arrays[key].astype(np.int64) for key in ("shard", "offset", "size", "label")}
+    files = [entry["file"] for entry in index["shards"]]
+    counts = [entry["count"] for entry in index["shards"]]
+    unsafe = [name for name in files if Path(name).name != name or name in ("", ".", "..")]
+    if unsafe or len(set(files)) != len(files):
+        raise ConfigError(f"{path} names a shard {(unsafe or files)[0]!r} twice or outside its folder: {FIX}")
+    absent = [name for name in files if not (folder / name).is_file()]
     if absent:
         raise ConfigError(f"shard {folder / absent[0]} is missing: copy every shard the index lists")
+    sizes = np.asarray([check_regular(folder / name, inside=folder) for name in files], dtype=np.int64)
     if count < 2:
         raise ConfigError(f"{folder} holds {count} image(s): clustering needs at least 2")
-    named = offsets["shard"]
+    named, start, size = offsets["shard"], offsets["offset"], offsets["size"]
     if (
         sum(counts) != count
-        or any(len(v) != count for v in offsets.values())
         or named.min() < 0
         or named.max() >= len(files)
+        or np.bincount(named, minlength=len(files)).tolist() != counts
+        or offsets["label"].min() < -1
     ):
-        raise ConfigError(f"{folder}: the index's counts disagree with its offsets: write the shards again")
+        raise ConfigError(
+            f"{folder / OFFSETS} disagrees with the counts of {INDEX} (or names a shard it lacks): {FIX}"
+        )
+    beyond = np.flatnonzero((start < 0) | (size < 0) | (start > sizes[named] - size))
+    if len(beyond):
+        image = int(beyond[0])
+        raise ConfigError(
+            f"{folder / files[named[image]]}: image {image} lies at bytes {start[image]} to "
+            f"{start[image] + size[image]}, beyond the shard's {sizes[named[image]]}: {FIX}"
+        )
     return index, offsets
 
 
+@reader("shard_tar")
 def read_shard(path: Path) -> Iterator[tuple[int, bytes, int]]:
     """``(image index, image bytes, label)`` of each sample of one shard, in order, read by
     WebDataset's own tar reader (what any WebDataset pipeline sees of vtcc's shards; vtcc's loaders
@@ -190,12 +267,19 @@ def read_shard(path: Path) -> Iterator[tuple[int, bytes, int]]:
     hundred and more)."""
     from webdataset.tariterators import tarfile_samples
 
+    check_regular(path)  # WebDataset opens it: never a FIFO or a device
+    samples = 0
     try:
         for sample in tarfile_samples([{"url": str(path)}]):
-            meta = json.loads(sample["json"])
+            meta = parse_json_record(sample["json"], SAMPLE_RECORD, f"{path} ({sample['__key__']}.json)", FIX)
             images = [value for key, value in sample.items() if key.lower().lstrip(".") in _IMAGE_KEYS]
             label = int(sample["cls"]) if "cls" in sample else -1
-            yield int(meta["index"]), images[0], label
+            yield meta["index"], images[0], label
+            samples += 1
+        if not samples:
+            raise ConfigError(f"shard {path} holds no sample: {FIX}")
+    except ConfigError:
+        raise
     except (OSError, tarfile.TarError, KeyError, IndexError, ValueError, TypeError) as error:
         raise ConfigError(
             f"shard {path} is damaged or not vtcc-shards' ({type(error).__name__}: {error}): "
@@ -207,12 +291,10 @@ _IMAGE_KEYS = {suffix.lstrip(".") for suffix in IMAGE_SUFFIXES}
 
 
 def decode_bytes(data: bytes, stored_size: int, in_chans: int, fit: str, where: str) -> np.ndarray:
-    from PIL import Image
-
     try:
-        return decode_image(io.BytesIO(data), stored_size, in_chans, fit)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise ConfigError(f"{where} cannot be read as an image ({error}): write the shards again") from None
+        return decode_image(data, stored_size, in_chans, fit, where)
+    except UnreadableFile as error:  # a bomb, a truncated or malformed image: one line naming it
+        raise UnreadableFile(where, error.reason, "write the shards again") from None
 
 
 def reader_steps(counts: Sequence[int], readers_per_rank: int, ranks: int, batch_size: int) -> int:
@@ -274,7 +356,7 @@ class ShardStream(IterableDataset):
         shard_of = self.offsets["shard"]
         for shard in self.my_shards(worker, workers):
             path = self.root / self.files[shard]
-            data = path.read_bytes()  # the whole shard in one sequential read, then its images by offset
+            data = read_bytes(path, inside=self.root)  # the whole shard in one read, its images by offset
             members = np.flatnonzero(shard_of == shard)
             for index in members[rng.permutation(len(members))]:
                 start, size = int(self.offsets["offset"][index]), int(self.offsets["size"][index])
@@ -335,14 +417,19 @@ class ShardImages(Dataset):
         for index in indices:
             shard = int(self.offsets["shard"][index])
             path = self.root / self.files[shard]
-            with open(path, "rb") as handle:
-                handle.seek(int(self.offsets["offset"][index]))
-                data = handle.read(int(self.offsets["size"][index]))
+            start, size = int(self.offsets["offset"][index]), int(self.offsets["size"][index])
+            data = read_range(path, start, size, inside=self.root)
             images.append(self.decode(data, f"image {index} of {path}"))
         index = torch.as_tensor(indices, dtype=torch.long)
         return torch.from_numpy(np.stack(images)), torch.from_numpy(self.offsets["label"][indices]), index
 
 
+@register(
+    "datamodule",
+    "shards",
+    auto=("image_size", "in_chans", "mean", "std"),  # from the images (vtcc.config.data_defaults)
+    probe="shards",  # the sample vtcc-shards took when it wrote them
+)
 class ShardDataModule(DecodedPerBatch):
     """``data=shards``: images in tar shards written by ``vtcc-shards`` (see the module docstring).
 
@@ -435,7 +522,7 @@ class ShardDataModule(DecodedPerBatch):
 
     def fingerprint(self) -> str:
         """A hash of the index and of each shard's size and modification time (no decoding)."""
-        digest = hashlib.sha256((self.root / INDEX).read_bytes())
+        digest = hashlib.sha256(read_bytes(self.root / INDEX, inside=self.root))
         for name in self.files:
             stat = (self.root / name).stat()
             digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())

@@ -20,6 +20,7 @@ from vtcc.data.folder import FITS, Fit, choose_stored_size, decode_image, list_i
 from vtcc.data.images import DecodedPerBatch
 from vtcc.data.transforms import Interpolation
 from vtcc.errors import ConfigError
+from vtcc.registry import register
 
 
 class DecodedImages(Dataset):
@@ -42,6 +43,13 @@ class DecodedImages(Dataset):
         return torch.from_numpy(images), self.labels[index], index
 
 
+@register(
+    "datamodule",
+    "folder_streaming",
+    target="vtcc.data.StreamingFolderDataModule",
+    auto=("image_size", "in_chans", "mean", "std"),  # from the images (vtcc.config.data_defaults)
+    probe="folder",  # its images are sampled before loading (vtcc.config.data_defaults)
+)
 class StreamingFolderDataModule(DecodedPerBatch):
     """``data=folder_streaming``: the folder layout of ``data=folder``, read from disk every epoch.
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from vtcc.errors import ConfigError
+from vtcc.registry import register
 
 Interpolation = Literal["bilinear", "bicubic", "nearest"]  # kornia's resampling modes
 
@@ -23,6 +24,15 @@ def _to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
 
 
+# hflip_p: auto: flips when the data's mirror images look like its images (vtcc.config.data_defaults)
+# strong_view_base: self-labelling after a run of this view keeps it under Cutout as its strong view
+@register(
+    "view",
+    "small_image",
+    target="vtcc.data.small_image_view",
+    auto=("hflip_p",),
+    strong_view_base=True,
+)
 def small_image_view(
     image_size: int,
     mean: Sequence[float],
@@ -58,6 +68,12 @@ def small_image_view(
     )
 
 
+@register(
+    "augmentation",
+    "twin_view",
+    target="vtcc.data.TwinViewAugmentation",
+    extra_keys={"family": Literal["auto"]},  # augment=auto's marker (vtcc.config.data_defaults)
+)
 class TwinViewAugmentation(nn.Module):
     """Two independently augmented views of one batch, as Contrastive Clustering trains on."""
 
@@ -89,6 +105,7 @@ def blur_kernel_size(sigma_max: float) -> int:
     return 2 * math.ceil(3 * sigma_max) + 1
 
 
+@register("view", "rgb", target="vtcc.data.rgb_view")
 def rgb_view(
     image_size: int,
     mean: Sequence[float],
@@ -141,6 +158,8 @@ def rgb_view(
 RANDAUGMENT_OPS = 14
 
 
+# base and hflip_p: auto follow the run self-labelling starts from (vtcc.config.init_from)
+@register("view", "strong", target="vtcc.data.strong_view", auto=("hflip_p", "base"))
 def strong_view(
     image_size: int,
     mean: Sequence[float],
@@ -196,6 +215,7 @@ def strong_view(
     return nn.Sequential(*ops)
 
 
+@register("view", "eval", target="vtcc.data.EvalTransform")
 class EvalTransform(nn.Module):
     """Deterministic resize and normalisation, for evaluation and prediction."""
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from vtcc.errors import ConfigError
 from vtcc.losses.nt_xent import at_least_float32, nt_xent
+from vtcc.registry import register
 from vtcc.utils.dist import gather_with_grad
 
 
@@ -19,6 +20,7 @@ def negative_entropy(probabilities: torch.Tensor) -> torch.Tensor:
     return math.log(p.numel()) + (p * torch.log(p.clamp_min(1e-12))).sum()
 
 
+@register("loss", "cluster", target="vtcc.losses.ClusterLoss")
 class ClusterLoss(nn.Module):
     """NT-Xent over the ``2K`` columns of two ``(B, K)`` assignment matrices, plus the entropy term.
 

@@ -7,9 +7,11 @@ from torch import nn
 
 from vtcc.errors import ConfigError
 from vtcc.losses.nt_xent import nt_xent
+from vtcc.registry import register
 from vtcc.utils.dist import gather_with_grad
 
 
+@register("loss", "instance", target="vtcc.losses.InstanceLoss")
 class InstanceLoss(nn.Module):
     """NT-Xent between the two views' instance vectors ``(B, D)``; temperature 0.5 in the paper.
 

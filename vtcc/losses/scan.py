@@ -8,8 +8,10 @@ from torch import nn
 from vtcc.errors import ConfigError
 from vtcc.losses.cluster import negative_entropy
 from vtcc.losses.nt_xent import at_least_float32
+from vtcc.registry import register
 
 
+@register("loss", "scan", target="vtcc.losses.ScanLoss")
 class ScanLoss(nn.Module):
     """``forward(p_anchor, p_neighbor)`` on ``(B, K)`` probabilities returns ``(consistency, entropy)``.
 

@@ -9,8 +9,11 @@ from torch import nn
 
 from vtcc.errors import ConfigError
 from vtcc.losses.cluster import negative_entropy
+from vtcc.registry import register
 
 
+# threshold: auto is SCAN's 0.99 after sharp heads, else 0.9 (vtcc.config.init_from)
+@register("loss", "selflabel", target="vtcc.losses.ConfidenceCrossEntropy", auto=("threshold",))
 class ConfidenceCrossEntropy(nn.Module):
     """SCAN's ``ConfidenceBasedCE``: ``forward(p_weak, logits_strong)`` returns ``(loss, confident)``.
 

@@ -11,9 +11,11 @@ import torch
 from torch import nn
 
 from vtcc.errors import ConfigError
+from vtcc.registry import register
 from vtcc.utils.dist import all_reduce_mean
 
 
+@register("loss", "temi", target="vtcc.losses.TemiLoss")
 class TemiLoss(nn.Module):
     """``forward(student_logits, teacher_logits)``: lists over heads of ``[(B, K) view 1, (B, K) view 2]``
     (an image and its neighbour); returns the per-head losses ``(H,)``.

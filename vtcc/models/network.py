@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +11,8 @@ from torch import nn
 from vtcc.errors import ConfigError
 from vtcc.models.heads import ClusterProjector, HeadStyle, InstanceProjector, TaskEncoder
 from vtcc.models.spaces import normalize_each_space
+from vtcc.models.vit import vit_conv_stem
+from vtcc.registry import register
 
 
 class ClusteringNetwork(nn.Module):
@@ -162,6 +164,14 @@ class ClusteringNetwork(nn.Module):
         return self.cluster_projector(self.features(inputs))
 
 
+@register(
+    "model",
+    "vtcc",
+    target="vtcc.models.vtcc_network",
+    forwards=vit_conv_stem,  # **backbone: the conv-stem ViT's settings
+    auto=("patch_size",),  # from the image size (vtcc.config.data_defaults)
+    extra_keys={"size": Literal["auto"]},  # model=auto's marker (vtcc.config.data_defaults)
+)
 def vtcc_network(
     num_clusters: int,
     instance_dim: int | None = 128,
@@ -174,11 +184,10 @@ def vtcc_network(
     One flat Hydra node: ``backbone`` holds :func:`vtcc.models.vit.vit_conv_stem`'s arguments
     (``img_size``, ``patch_size``, ``in_chans``, ``embed_dim``, ``depth``, ``num_heads``, ...).
     """
-    from vtcc.models.vit import vit_conv_stem
-
     return ClusteringNetwork(vit_conv_stem(**backbone), num_clusters, instance_dim, hidden_dim, head_style)
 
 
+@register("model", "timm", target="vtcc.models.timm_network")
 def timm_network(
     name: str,
     num_clusters: int,

@@ -9,8 +9,10 @@ import torch
 from torch import nn
 
 from vtcc.errors import ConfigError
+from vtcc.io.reader import check_regular
 from vtcc.models.heads import HeadStyle
 from vtcc.models.network import ClusteringNetwork, timm_arguments
+from vtcc.registry import register
 
 Mode = Literal["frozen", "partial", "full"]
 MODES = get_args(Mode)
@@ -70,6 +72,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     their ``torch.load`` admits, and a weights file from the internet must not run code.
     """
     try:
+        check_regular(path)  # never a FIFO or device: the read would hang or never end
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
@@ -213,6 +216,8 @@ class PretrainedClusteringNetwork(ClusteringNetwork):
         return groups
 
 
+# pretrained: its backbone brings its own preprocessing (the data takes it), model.mode=frozen caches features
+@register("model", "pretrained", forwards=PretrainedClusteringNetwork, pretrained=True)
 def pretrained_network(
     name: str,
     num_clusters: int,
@@ -263,6 +268,13 @@ class FeatureInput(nn.Module):
         return features
 
 
+@register(
+    "model",
+    "features",
+    forwards=PretrainedClusteringNetwork,
+    auto=("num_features",),  # the feature file's width (vtcc.config.resolve)
+    reads_features=True,  # its inputs are feature vectors (data=features), not images
+)
 def features_network(
     num_features: int,
     num_clusters: int,

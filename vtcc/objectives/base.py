@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from vtcc import registry
 from vtcc.data.batch import TrainingPair
 from vtcc.errors import ConfigError, TrainingDivergedError
 from vtcc.metrics import clustering_metrics
@@ -26,11 +27,18 @@ log = logging.getLogger("vtcc")
 
 
 def objective_class(config: Any) -> type[ClusteringModule]:
-    """The objective a (composed or stored) config's ``module`` node builds: its class, imported
-    (the config was checked first), whose attributes say what the objective needs."""
-    from hydra.utils import get_class
-
-    return get_class(str(config["module"]["_target_"]))
+    """The objective a (composed or stored) config's ``module`` node builds: its registered class
+    (looked up among what vtcc and its plugins register, never imported by name), whose attributes
+    say what the objective needs."""
+    target = (config.get("module") or {}).get("_target_")
+    found = registry.entry(str(target)) if target is not None else None
+    if found is None or found.kind != "objective":
+        names = ", ".join(e.name for e in registry.entries("objective"))
+        raise ConfigError(
+            f"module._target_={target!r} is no registered objective: choose objective=<one of {names}>, "
+            "or register your own (docs/extending.md)"
+        )
+    return found.obj
 
 
 def validation_metrics(trainer: Any, module: LightningModule, datamodule: Any) -> dict[str, float]:

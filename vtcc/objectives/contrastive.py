@@ -11,8 +11,16 @@ from torch.optim.lr_scheduler import LRScheduler
 from vtcc.losses import ClusterLoss, InstanceLoss
 from vtcc.models import ClusteringNetwork
 from vtcc.objectives.base import ClusteringModule, per_head
+from vtcc.registry import register
 
 
+@register(
+    "objective",
+    "contrastive",
+    target="vtcc.objectives.ContrastiveClustering",
+    aliases=("vtcc.module.ContrastiveClustering",),  # checkpoints from before vtcc/objectives/
+    auto=("num_cluster_heads",),  # 5 with a time budget, else 1 (vtcc.config.resolve)
+)
 class ContrastiveClustering(ClusteringModule):
     """Contrastive Clustering (Li et al., AAAI 2021): instance NT-Xent + cluster NT-Xent + entropy.
 

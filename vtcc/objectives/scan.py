@@ -11,8 +11,15 @@ from torch.optim.lr_scheduler import LRScheduler
 from vtcc.losses import ScanLoss
 from vtcc.models import ClusteringNetwork
 from vtcc.objectives.base import ClusteringModule, per_head
+from vtcc.registry import register
 
 
+@register(
+    "objective",
+    "scan",
+    target="vtcc.objectives.ScanClustering",
+    aliases=("vtcc.module.ScanClustering",),  # checkpoints from before vtcc/objectives/
+)
 class ScanClustering(ClusteringModule):
     """SCAN's clustering step: a view of each image and a view of one of its nearest neighbours
     (in the pretrained feature space) should fall in the same cluster; plus an entropy term.

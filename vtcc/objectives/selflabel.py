@@ -13,8 +13,15 @@ from vtcc.losses import ConfidenceCrossEntropy
 from vtcc.losses.selflabel import self_label_score
 from vtcc.models import ClusteringNetwork
 from vtcc.objectives.base import ClusteringModule
+from vtcc.registry import register
 
 
+@register(
+    "objective",
+    "selflabel",
+    target="vtcc.objectives.SelfLabelClustering",
+    aliases=("vtcc.module.SelfLabelClustering",),  # checkpoints from before vtcc/objectives/
+)
 class SelfLabelClustering(ClusteringModule):
     """SCAN's self-labelling step (also SPICE's): a weak view's confident predictions label a strong
     view of the same image (:class:`~vtcc.losses.ConfidenceCrossEntropy`); the whole network trains.

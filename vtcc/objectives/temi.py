@@ -15,6 +15,7 @@ from vtcc.errors import ConfigError
 from vtcc.losses import TemiLoss
 from vtcc.models import ClusteringNetwork
 from vtcc.objectives.base import ClusteringModule
+from vtcc.registry import register
 
 log = logging.getLogger("vtcc")
 
@@ -42,6 +43,12 @@ def pair_information_score(p_1: torch.Tensor, p_2: torch.Tensor) -> torch.Tensor
     return -((p_1 * p_2) / prior).sum(dim=1).clamp_min(1e-12).log().mean()
 
 
+@register(
+    "objective",
+    "temi",
+    target="vtcc.objectives.TemiClustering",
+    aliases=("vtcc.module.TemiClustering",),  # checkpoints from before vtcc/objectives/
+)
 class TemiClustering(ClusteringModule):
     """TEMI (Adaloglou et al., BMVC 2023) on frozen features: student heads learn from EMA teacher
     heads on pairs of an image and one of its nearest neighbours (:class:`~vtcc.losses.TemiLoss`).

@@ -16,10 +16,12 @@ from vtcc.losses import InnerClassifiers, turtle_loss
 from vtcc.models import ClusteringNetwork
 from vtcc.models.heads import TaskEncoder
 from vtcc.objectives.base import ClusteringModule
+from vtcc.registry import register
 
 log = logging.getLogger("vtcc")
 
 
+@register("objective", "turtle", target="vtcc.objectives.TurtleClustering")
 class TurtleClustering(ClusteringModule):
     """TURTLE (Gadetsky, Jiang & Brbic, ICML 2024), as its ``run_turtle.py`` does it.
 

@@ -3,58 +3,30 @@
 ``vtcc-eval`` and ``vtcc-predict`` rebuild a run from the config inside its checkpoint. Hydra's
 ``instantiate`` would call any importable callable that a ``_target_`` names (``shutil.copyfile``
 included), so every ``_target_`` of a stored config is checked against this list first, without
-importing anything it names.
+importing anything it names. vtcc's own names and its plugins' come from :mod:`vtcc.registry`, where
+each kind registers once.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-# Every callable that vtcc's own configs construct (conf/**/*.yaml), and nothing else of vtcc.
-VTCC_TARGETS = frozenset(
-    {
-        "vtcc.data.EvalTransform",
-        "vtcc.data.InMemoryDataModule",
-        "vtcc.data.StreamingFolderDataModule",
-        "vtcc.data.TwinViewAugmentation",
-        "vtcc.data.features.CachedFeatureDataModule",
-        "vtcc.data.feature_file.FeatureDataModule",
-        "vtcc.data.shards.ShardDataModule",
-        "vtcc.data.load_cifar10",
-        "vtcc.data.load_cifar100_20",
-        "vtcc.data.load_digits",
-        "vtcc.data.load_fashion_mnist",
-        "vtcc.data.load_image_folder",
-        "vtcc.data.load_mnist",
-        "vtcc.data.load_npz",
-        "vtcc.data.load_stl10",
-        "vtcc.data.rgb_view",
-        "vtcc.data.small_image_view",
-        "vtcc.data.strong_view",
-        "vtcc.losses.ClusterLoss",
-        "vtcc.losses.ConfidenceCrossEntropy",
-        "vtcc.losses.InstanceLoss",
-        "vtcc.losses.ScanLoss",
-        "vtcc.losses.TemiLoss",
-        "vtcc.models.pretrained.features_network",
-        "vtcc.models.pretrained.pretrained_network",
-        "vtcc.models.timm_network",
-        "vtcc.models.vtcc_network",
-        "vtcc.objectives.ContrastiveClustering",
-        "vtcc.objectives.ScanClustering",
-        "vtcc.objectives.SelfLabelClustering",
-        "vtcc.objectives.TemiClustering",
-        "vtcc.objectives.TurtleClustering",
-        # where checkpoints written before vtcc/objectives/ name them (vtcc/module.py: the same classes)
-        "vtcc.module.ContrastiveClustering",
-        "vtcc.module.ScanClustering",
-        "vtcc.module.SelfLabelClustering",
-        "vtcc.module.TemiClustering",
-        "vtcc.optim.warmup_cosine",
-        "vtcc.utils.callbacks.EpochThroughput",
-        "vtcc.utils.callbacks.SaveOnInterrupt",
-    }
-)
+from vtcc import registry
+
+
+def vtcc_targets() -> frozenset[str]:
+    """Every ``_target_`` registered (:mod:`vtcc.registry`): vtcc's own kinds (and the older names
+    of its objectives, ``vtcc.module.*``) and those of the installed plugins; nothing else."""
+    return registry.targets()
+
+
+def __getattr__(name: str) -> frozenset[str]:
+    """``VTCC_TARGETS``: vtcc's own registered targets (generated from the registry)."""
+    if name == "VTCC_TARGETS":
+        return frozenset(t for e in registry.entries() if e.own for t in e.targets)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # Lightning objects a run config lists (eval and predict never build them, but they are harmless).
 LIGHTNING_TARGETS = frozenset(
     {
@@ -103,8 +75,9 @@ def is_view_operation(target: str) -> bool:
 
 
 def is_allowed(target: str) -> bool:
-    """vtcc's own builders, torch optimisers and schedulers, kornia augmentations."""
-    if target in VTCC_TARGETS or target in LIGHTNING_TARGETS:
+    """What is registered (vtcc's and its plugins'), torch optimisers and schedulers, kornia
+    augmentations, Lightning's objects."""
+    if target in vtcc_targets() or target in LIGHTNING_TARGETS:
         return True
     return is_optimizer(target) or is_scheduler(target) or is_view_operation(target)
 

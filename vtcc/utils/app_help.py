@@ -12,6 +12,8 @@ from pathlib import Path
 import yaml
 from hydra.core.config_store import ConfigStore
 
+from vtcc.plugins import plugin_options
+
 WIDTH = 100
 
 
@@ -47,7 +49,8 @@ def help_text(config_dir: Path, config_name: str, app: str) -> str:
     chosen = {k: v for entry in defaults if isinstance(entry, dict) for k, v in entry.items()}
     for group in groups_of(config_dir, config_name):
         blocks.append(f"{group}:")
-        for path in sorted((config_dir / group).glob("*.yaml")):
+        options = [*(config_dir / group).glob("*.yaml"), *plugin_options(group)]  # a plugin's too
+        for path in sorted(options, key=lambda option: option.stem):
             name = f"[{path.stem}]" if chosen.get(group) == path.stem else path.stem
             blocks.append(f"  {name:<20} {describe(path)}")
     blocks += [

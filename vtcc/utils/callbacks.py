@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import signal
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -14,8 +16,10 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from vtcc.errors import ConfigError
+from vtcc.errors import ConfigError, TrainingDivergedError
 from vtcc.optim import follows_a_replan
+from vtcc.plugins import PLUGINS_KEY, plugin_record
+from vtcc.registry import register
 from vtcc.utils.checkpoint import CONFIG_KEY
 from vtcc.utils.environment import ENVIRONMENT_KEY
 
@@ -34,10 +38,14 @@ class StoreConfig(Callback):
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         checkpoint[CONFIG_KEY] = self.config
+        plugins = plugin_record(self.config)  # which plugin provided each plugin kind, if any
+        if plugins:
+            checkpoint[PLUGINS_KEY] = plugins
         if self.environment is not None:
             checkpoint[ENVIRONMENT_KEY] = self.environment
 
 
+@register("callback", "epoch_throughput")
 class EpochThroughput(Callback):
     """Logs ``train/images_per_sec`` (source images over all processes, each seen as two views)
     and ``train/epoch_seconds``."""
@@ -61,6 +69,7 @@ class EpochThroughput(Callback):
         pl_module.log("train/images_per_sec", self._images / max(seconds, 1e-9), on_epoch=True)
 
 
+@register("callback", "save_on_interrupt")
 class SaveOnInterrupt(Callback):
     """Ctrl-C or SIGTERM (a cluster pre-emption) saves ``interrupted.ckpt`` before the run exits.
 
@@ -102,39 +111,73 @@ class ReportOnInterrupt(Callback):
                 signal.signal(signal.SIGINT, signal.SIG_IGN)  # as Lightning left it for its shutdown
 
 
+NO_EVALUATION = 2**31 - 1  # check_val_every_n_epoch that evaluates after no epoch of the fit
+
+
 class TimeBudget(Callback):
     """``time_budget_minutes``: size the run to the budget instead of cutting it.
 
-    After every epoch the measured epoch and evaluation times give how many epochs still fit;
-    ``max_epochs``, the evaluation cadence (about ``evaluations`` in the run) and a cosine
-    schedule's length and warm-up (:meth:`vtcc.optim.WarmupCosine.replan`) follow, so the schedule
-    ends at the budget rather than being cut in the middle. A scheduler whose length a re-plan
-    cannot move is refused. ``started_at`` (a ``time.perf_counter`` reading) counts earlier work of
-    the same run against the budget (``num_clusters=auto``'s K search). The budget, the time spent
-    and the plan go into every checkpoint: a resumed run counts the time already spent and keeps
-    the plan (a budget given anew is the run's whole budget, not a fresh one: its plan is redone).
+    Measured, never assumed: the first epoch is evaluated, so both an epoch's and an evaluation's
+    time are known when the first plan is made. After every epoch the plan is made again from the
+    recent epochs (the median of the last three, so one slow epoch, e.g. another process loading
+    the machine, neither cuts the run nor stretches it) and the time left: as many training steps
+    as fit before the final evaluation (which follows the fit), the last epoch perhaps only a
+    part of one (it stops at its planned batch, in every process alike). Evaluations inside the
+    fit (about ``evaluations`` in all, with the final one) get at most ``evaluation_share`` of the
+    budget: when epochs or evaluations are long the run evaluates less often rather than train less;
+    the last epoch is not evaluated (the final evaluation follows it). ``max_epochs``, the
+    evaluation cadence and a cosine schedule's length and warm-up
+    (:meth:`vtcc.optim.WarmupCosine.replan`, over the planned steps) follow every plan, so the
+    schedule ends where training ends. A scheduler whose length a re-plan cannot move is refused.
+    In one process, a run that reaches the end of the budget in the middle of an epoch (the machine
+    slowed down after the plan) stops there. ``started_at`` (a reading of ``clock``, by default
+    ``time.perf_counter``) counts earlier work of the same run against the budget
+    (``num_clusters=auto``'s K search). The budget, the time spent, the measurements and the plan
+    go into every checkpoint: a resumed run counts the time already spent and keeps the plan (a
+    budget given anew is the run's whole budget, not a fresh one: its plan is redone).
     """
 
-    def __init__(self, minutes: float, evaluations: int = 5, started_at: float | None = None) -> None:
+    def __init__(
+        self,
+        minutes: float,
+        evaluations: int = 5,
+        started_at: float | None = None,
+        evaluation_share: float = 0.1,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         if minutes <= 0:
             raise ConfigError(f"time_budget_minutes={minutes} must be > 0 (or null for no budget)")
         self.seconds = 60.0 * minutes
         self.evaluations = evaluations
+        self.evaluation_share = evaluation_share
         self.started_at = started_at
+        self._clock = clock or time.perf_counter
         self._start = 0.0
         self._epoch_start = 0.0
-        self._epoch_seconds: list[float] = []
+        self._batches = 0  # trained in this epoch by this command
+        self._epoch_seconds: list[float] = []  # a whole epoch's training, from each epoch measured
         self._eval_seconds: list[float] = []
         self._eval_start = 0.0
         self._eval_in_epoch = 0.0
-        self._plan: tuple[int, int] | None = None  # (max_epochs, evaluation cadence) once planned
+        self._reserve = 0.0  # the final evaluation's expected seconds
+        # (max_epochs, evaluation cadence, batches of the last epoch or None for all) once planned
+        self._plan: tuple[int, int, int | None] | None = None
+        self._logged: float | None = None  # the epochs of the plan last logged
         self._restored_elapsed: float | None = None
         self._stored_seconds = self.seconds
+
+    def elapsed(self) -> float:
+        """Seconds of the budget spent so far (by earlier commands of a resumed run too)."""
+        return self._clock() - self._start
+
+    def used(self) -> float:
+        """The share of the budget spent so far."""
+        return self.elapsed() / self.seconds
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "seconds": self.seconds,
-            "elapsed": time.perf_counter() - self._start,
+            "elapsed": self.elapsed(),
             "epoch_seconds": list(self._epoch_seconds),
             "eval_seconds": list(self._eval_seconds),
             "plan": list(self._plan) if self._plan else None,
@@ -147,64 +190,250 @@ class TimeBudget(Callback):
         self._restored_elapsed = float(state["elapsed"])
         self._epoch_seconds = [float(v) for v in state["epoch_seconds"]]
         self._eval_seconds = [float(v) for v in state["eval_seconds"]]
-        self._plan = tuple(state["plan"]) if state.get("plan") else None
+        plan = state.get("plan")
+        self._plan = (int(plan[0]), int(plan[1]), plan[2] if len(plan) > 2 else None) if plan else None
+        if self._eval_seconds:
+            self._reserve = statistics.median(self._eval_seconds[-3:])
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         for config in trainer.lr_scheduler_configs:
             if not follows_a_replan(config.scheduler):
                 raise ConfigError(refused_scheduler(type(config.scheduler).__name__))
-        self._start = self.started_at if self.started_at is not None else time.perf_counter()
+        self._start = self.started_at if self.started_at is not None else self._clock()
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """A resumed run: the time already spent counts, and the stored plan holds."""
+        """A resumed run: the time already spent counts, and the stored plan holds. A new run
+        evaluates after its first epoch: the plan needs an evaluation's time."""
         if self._restored_elapsed is not None:
-            self._start = time.perf_counter() - self._restored_elapsed
+            self._start = self._clock() - self._restored_elapsed
+        self._epoch_start = self._clock()  # resumed in mid-epoch, Lightning skips the epoch's start
         if self._plan is not None and self._stored_seconds == self.seconds:
-            trainer.fit_loop.max_epochs, trainer.check_val_every_n_epoch = self._plan
+            trainer.fit_loop.max_epochs, trainer.check_val_every_n_epoch, _ = self._plan
         elif self._epoch_seconds:  # another budget: plan again from the measured epochs
             self._replan(trainer, trainer.current_epoch)
+        elif not self._eval_seconds:
+            trainer.check_val_every_n_epoch = 1
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._epoch_start = time.perf_counter()
+        self._epoch_start = self._clock()
         self._eval_in_epoch = 0.0
+        self._batches = 0
+        if self._last_epoch(trainer):  # the final evaluation follows it
+            trainer.check_val_every_n_epoch = NO_EVALUATION
+
+    def _last_epoch(self, trainer: Trainer) -> bool:
+        return self._plan is not None and trainer.current_epoch + 1 >= trainer.fit_loop.max_epochs
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        self._batches += 1
+        if trainer.should_stop:
+            return
+        part = self._plan[2] if self._plan is not None else None
+        if part is not None and self._last_epoch(trainer) and batch_idx + 1 >= part:
+            trainer.should_stop = True  # the planned part of the last epoch, in every process alike
+        elif trainer.world_size == 1 and self.elapsed() + self._reserve >= self.seconds:
+            trainer.should_stop = True  # the machine slowed down after the plan: the budget holds
+            trainer.check_val_every_n_epoch = NO_EVALUATION
+            if trainer.is_global_zero:
+                log.info(
+                    "time budget %.1f min spent in epoch %d (batch %d of %d): training stops here",
+                    self.seconds / 60,
+                    trainer.current_epoch + 1,
+                    batch_idx + 1,
+                    trainer.num_training_batches,
+                )
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._eval_start = time.perf_counter()
+        self._eval_start = self._clock()
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self._eval_seconds.append(time.perf_counter() - self._eval_start)
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self._eval_seconds.append(self._clock() - self._eval_start)
             self._eval_in_epoch += self._eval_seconds[-1]
+            self._reserve = statistics.median(self._eval_seconds[-3:])
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Lightning evaluates inside the training epoch: its time is counted apart
-        self._epoch_seconds.append(time.perf_counter() - self._epoch_start - self._eval_in_epoch)
-        self._replan(trainer, trainer.current_epoch + 1)
+        seconds = self._clock() - self._epoch_start - self._eval_in_epoch
+        batches = trainer.num_training_batches
+        self._epoch_seconds.append(seconds * batches / (self._batches or batches))  # a whole epoch's
+        if not trainer.should_stop:  # else training ends with this epoch
+            self._replan(trainer, trainer.current_epoch + 1)
 
     def _replan(self, trainer: Trainer, done: int) -> None:
-        """How many epochs fit after ``done``, from the measured epoch and evaluation times."""
-        epoch_seconds = sum(self._epoch_seconds[-5:]) / len(self._epoch_seconds[-5:])
-        eval_seconds = max(self._eval_seconds) if self._eval_seconds else 2 * epoch_seconds
-        left = self.seconds - (time.perf_counter() - self._start) - eval_seconds  # the final evaluation
-        reserve = eval_seconds * max(0, self.evaluations - len(self._eval_seconds) - 1)
-        more = max(0, int((left - reserve) / epoch_seconds))
-        planned = int(trainer.strategy.broadcast(done + more, src=0))  # every process stops together
-        every = max(1, planned // self.evaluations)
-        self._plan = (planned, every)
+        """How many steps fit after ``done`` epochs, from the measured epoch and evaluation times."""
+        batches = int(trainer.num_training_batches)
+        epoch = max(statistics.median(self._epoch_seconds[-3:]), 1e-9)
+        measured = bool(self._eval_seconds)
+        evaluation = max(self._reserve if measured else epoch, 1e-9)  # unmeasured: an epoch's time
+        left = self.seconds - self.elapsed() - evaluation  # the final evaluation follows the fit
+        steps, every, evaluations = self._fit(left, epoch / batches, evaluation, done, batches)
+        steps, every = trainer.strategy.broadcast((steps, every), src=0)  # every process alike
+        whole, part = divmod(int(steps), batches)
+        planned = done + whole + (1 if part else 0)
+        self._plan = (planned, int(every), part or None)
+        self._reserve = evaluation
         trainer.fit_loop.max_epochs = planned
-        trainer.check_val_every_n_epoch = every
-        steps = planned * trainer.num_training_batches
+        trainer.check_val_every_n_epoch = int(every)
         for config in trainer.lr_scheduler_configs:
             for factor in config.scheduler.lr_lambdas:  # on_fit_start refused any other kind
-                factor.replan(steps)
-        if (done == 1 or done == planned) and trainer.is_global_zero:
+                factor.replan(trainer.global_step + int(steps))  # the schedule ends with training
+        epochs = done + steps / batches
+        if trainer.is_global_zero and (
+            self._logged is None or abs(epochs - self._logged) > 0.1 * self._logged or not steps
+        ):
+            self._logged = epochs
             log.info(
-                "time budget %.1f min: %.1f s an epoch, %d epochs in all, evaluation every %d",
+                "time budget %.1f min, %.0f s left: %.1f s an epoch, %.1f s an evaluation (%s): "
+                "%.2f epochs in all%s, %d more evaluation(s) before the final one",
                 self.seconds / 60,
-                epoch_seconds,
-                planned,
-                every,
+                max(0.0, self.seconds - self.elapsed()),
+                epoch,
+                evaluation,
+                "measured" if measured else "not measured yet: taken as an epoch",
+                epochs,
+                f" (of the last, {part} of its {batches} batches)" if part else "",
+                evaluations,
             )
+
+    def _fit(
+        self, left: float, batch: float, evaluation: float, done: int, batches: int
+    ) -> tuple[int, int, int]:
+        """(training steps that fit in ``left`` seconds, evaluation cadence, evaluations it places):
+        evaluations stay within their share of the budget, and time no evaluation takes trains."""
+        allowed = self.evaluations - 1 - len(self._eval_seconds)  # the final one is the last
+        share = self.evaluation_share * self.seconds - sum(self._eval_seconds) - evaluation
+        affordable = share // evaluation
+        wanted = max(0, min(allowed, int(affordable)))
+        while True:
+            steps = max(0, int((left - wanted * evaluation) // batch))
+            every, placed = evaluation_cadence(done, done + math.ceil(steps / batches), wanted)
+            if placed == wanted:
+                return steps, every, placed
+            wanted = placed
+
+
+def evaluation_cadence(done: int, last: int, wanted: int) -> tuple[int, int]:
+    """The smallest ``check_val_every_n_epoch`` that evaluates after at most ``wanted`` of the
+    epochs ``done + 1 .. last - 1`` (the final evaluation follows epoch ``last``), and how many."""
+    if wanted > 0 and last - 1 > done:
+        for every in range(1, last):
+            placed = (last - 1) // every - done // every
+            if placed <= wanted:
+                return every, placed
+    return NO_EVALUATION, 0
+
+
+STOP_REASONS = {
+    "epochs_done": "its epochs were done",
+    "budget_spent": "the time budget was spent",
+    "signal": "it was interrupted (Ctrl-C or SIGTERM)",
+    "nan": "the loss became NaN or infinite",
+    "error": "an error",
+}
+
+
+class StopRecord(Callback):
+    """Why training ended: ``record`` once the fit ends or fails after training began, logged as
+    one line (:func:`describe_stop`); ``vtcc-train`` writes it into ``final_metrics.json``
+    (``stopped``) and the report. ``reason``: one of :data:`STOP_REASONS`; ``epochs``: the epochs
+    trained (a part of the last as a fraction); ``training_seconds``: the time in training epochs,
+    evaluations apart (a resumed run's earlier commands count: the total is in its checkpoints);
+    with a time budget, ``budget_minutes`` and ``budget_used``, the share of the budget spent when
+    training ended (the final evaluation and the report follow)."""
+
+    def __init__(self, budget: TimeBudget | None = None, clock: Callable[[], float] | None = None) -> None:
+        self.budget = budget
+        self.record: dict[str, Any] | None = None
+        self._clock = clock or time.perf_counter
+        self._seconds = 0.0
+        self._training = False
+        self._epoch_start: float | None = None
+        self._eval_start = 0.0
+        self._eval_in_epoch = 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"training_seconds": self._seconds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._seconds = float(state.get("training_seconds", 0.0))
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._training = True
+        self.record = None
+        self._epoch_start = self._clock()  # resumed in mid-epoch, Lightning skips the epoch's start
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._epoch_start = self._clock()
+        self._eval_in_epoch = 0.0
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._eval_start = self._clock()
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self._eval_in_epoch += self._clock() - self._eval_start
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._end_epoch()
+
+    def _end_epoch(self) -> None:
+        if self._epoch_start is not None:
+            self._seconds += self._clock() - self._epoch_start - self._eval_in_epoch
+            self._epoch_start = None
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._stop(trainer, "budget_spent" if self.budget is not None else "epochs_done")
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if not self._training or trainer.state.fn != "fit":
+            return  # a setup error: no training to account for
+        self._end_epoch()
+        if isinstance(exception, KeyboardInterrupt | SIGTERMException):
+            self._stop(trainer, "signal")
+        elif isinstance(exception, TrainingDivergedError):
+            self._stop(trainer, "nan")
+        else:
+            lines = str(exception).strip().splitlines()
+            self._stop(trainer, "error", f"{type(exception).__name__}: {lines[0] if lines else ''}".strip())
+
+    def _stop(self, trainer: Trainer, reason: str, error: str | None = None) -> None:
+        batches = trainer.num_training_batches
+        finite = isinstance(batches, int) and batches > 0
+        epochs = trainer.global_step / batches if finite else float(trainer.current_epoch)
+        record: dict[str, Any] = {
+            "reason": reason,
+            "epochs": round(epochs, 2),
+            "training_seconds": round(self._seconds, 1),
+        }
+        if error:
+            record["error"] = error
+        if self.budget is not None:
+            record["budget_minutes"] = self.budget.seconds / 60
+            record["budget_used"] = round(self.budget.used(), 3)
+        self.record = record
+        if trainer.is_global_zero:
+            normal = reason in ("epochs_done", "budget_spent")
+            log.log(logging.INFO if normal else logging.WARNING, describe_stop(record))
+
+
+def describe_stop(record: dict[str, Any] | None) -> str | None:
+    """One line from a :class:`StopRecord` record (the log's and the report's)."""
+    if not record:
+        return None
+    why = STOP_REASONS.get(record["reason"], record["reason"])
+    if record.get("error"):
+        why += f" ({record['error']})"
+    epochs = record["epochs"]
+    line = (
+        f"training stopped after {epochs:g} epoch{'' if epochs == 1 else 's'} because {why}; "
+        f"{record['training_seconds']:.0f} s of training"
+    )
+    if record.get("budget_minutes") is not None:
+        line += f", {record['budget_used']:.0%} of the {record['budget_minutes']:g} min budget used"
+    return line
 
 
 def refused_scheduler(name: str) -> str:

@@ -11,23 +11,41 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from vtcc.config.stored import check_stored_config, upgrade_stored_config
 from vtcc.errors import ConfigError
+from vtcc.io.reader import check_regular, open_regular, reader
+from vtcc.io.writer import Writer
+from vtcc.plugins import PLUGINS_KEY, require_plugins
 
 CONFIG_KEY = "vtcc_config"
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's archive: each tensor's bytes checked against its record
 
 
+def read_torch_file(path: str | Path) -> Any:
+    """What a ``torch.save`` file holds, read as data (``weights_only=True``): only a regular file
+    in torch.save's zip format, where torch checks every tensor's declared size against the
+    bytes the archive holds before allocating it (the legacy format would allocate what the file
+    declares). Refused in one line otherwise."""
+    with open_regular(path) as handle:
+        if handle.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
+            raise ConfigError(f"{path} is not a readable vtcc checkpoint (not an archive torch.save writes)")
+        handle.seek(0)
+        try:
+            return torch.load(handle, map_location="cpu", weights_only=True)
+        except Exception as error:  # any unpickling failure means the file is unusable as given
+            reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+            raise ConfigError(f"{path} is not a readable vtcc checkpoint ({reason})") from error
+
+
+@reader("checkpoint")
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load with ``weights_only=True`` (no code runs from the file) and check it is a vtcc checkpoint."""
+    """Load with ``weights_only=True`` (no code runs from the file; :func:`read_torch_file`) and
+    check it is a vtcc checkpoint whose stored config is plain data of the kind vtcc writes."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"checkpoint {path} does not exist: pass ckpt_path=<file>.ckpt of a vtcc run")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # any unpickling failure means the file is unusable as given
-        raise ConfigError(
-            f"{path} is not a readable vtcc checkpoint ({type(error).__name__}: {error})"
-        ) from error
+    checkpoint = read_torch_file(path)
     if not isinstance(checkpoint, dict) or CONFIG_KEY not in checkpoint or "state_dict" not in checkpoint:
         raise ConfigError(f"{path} is not a vtcc checkpoint: it has no stored training config")
+    require_plugins(checkpoint[CONFIG_KEY], checkpoint.get(PLUGINS_KEY), path)  # one line: what to install
     check_stored_config(checkpoint[CONFIG_KEY], path)  # plain data of the kind vtcc writes, or refused
     checkpoint[CONFIG_KEY] = upgrade_stored_config(checkpoint[CONFIG_KEY])  # older names, today's
     check_stored_types(checkpoint[CONFIG_KEY], path)
@@ -102,31 +120,39 @@ def restore_run(path: str | Path, cache_dir: str | None = None) -> tuple[Any, An
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes to a temporary file in the same folder, then renames it over the target; reads with
+    """Writes through :class:`vtcc.io.writer.Writer` over ``root`` (the run's folder; default: the
+    checkpoint's own folder): a new file in the same folder, flushed to the disk, renamed over the
+    target, never written through a link nor onto a file vtcc did not write; reads with
     ``weights_only=True``.
 
     A crash while saving leaves the previous checkpoint intact; a reader never sees a partial file.
     """
 
+    def __init__(self, root: str | Path | None = None) -> None:
+        super().__init__()
+        self.root = root
+
     def load_checkpoint(
         self, path: Any, map_location: Any = lambda storage, loc: storage, weights_only: bool | None = True
     ) -> Any:
-        """Resuming reads the file as data too (Lightning's default leaves it to torch's)."""
+        """Resuming reads the file as data too (Lightning's default leaves it to torch's), and only
+        a regular file (never a FIFO that would hang the read)."""
+        if os.path.lexists(path):
+            check_regular(path)
         return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+
+    def writer(self, path: Path) -> Writer:
+        return Writer(self.root if self.root is not None else path.parent)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(temporary, "wb") as handle:
-                torch.save(checkpoint, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
-            sync_directory(path.parent)  # the rename itself survives a power cut
-        finally:
-            temporary.unlink(missing_ok=True)
+        with self.writer(path).open(path, durable=True) as handle:  # the rename survives a power cut
+            torch.save(checkpoint, handle)
+
+    def remove_checkpoint(self, path: Any) -> None:
+        """A checkpoint vtcc wrote (a link as a link); anything else is refused in one line."""
+        path = Path(path)
+        self.writer(path).remove(path)
 
 
 def record_best_head(path: Path, head: int) -> None:

@@ -7,6 +7,7 @@ A README figure someone cannot reproduce usually differs in one of these. ``vtcc
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import subprocess
 import sys
@@ -15,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from vtcc.io.reader import read_bytes
+from vtcc.io.writer import Writer
 
 log = logging.getLogger("vtcc")
 
@@ -90,15 +94,31 @@ def collect_environment(argv: list[str] | None = None) -> dict[str, Any]:
         "torch_cuda_build": cuda,
         "cudnn": cudnn,
         "device": device_description(),
+        "slurm_job_id": slurm_job_id(),  # a requeued job knows its own run folder by it
     }
 
 
-def write_environment(folder: Path, environment: dict[str, Any]) -> Path:
+def slurm_job_id() -> str | None:
+    """The SLURM job this process runs in (the same when the scheduler requeues it), or None."""
+    return os.environ.get("SLURM_JOB_ID") or None
+
+
+def recorded_environment(folder: Path) -> dict[str, Any]:
+    """The environment a run recorded in ``folder`` (``{}`` without a readable record)."""
+    import yaml
+
+    try:  # a regular file of at most 1 MiB (never a FIFO that would hang the read)
+        recorded = yaml.safe_load(read_bytes(folder / ENVIRONMENT_FILE, 2**20))
+    except (OSError, ValueError, yaml.YAMLError):  # UnreadableFile is a ValueError
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def write_environment(folder: Path, environment: dict[str, Any], writer: Writer | None = None) -> Path:
     import yaml
 
     path = folder / ENVIRONMENT_FILE
-    path.write_text(yaml.safe_dump(environment, sort_keys=False))
-    return path
+    return (writer or Writer(folder)).write_text(path, yaml.safe_dump(environment, sort_keys=False))
 
 
 def environment_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:

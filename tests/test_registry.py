@@ -1,0 +1,231 @@
+"""The registry: every kind vtcc builds registers once where it is defined, and what checkpoints may
+build, where each kind may stand in a stored config and the schema's tables are generated from it."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+import yaml
+
+from vtcc import registry
+from vtcc.config import schema
+from vtcc.config.stored import check_stored_config
+from vtcc.data import InMemoryDataModule, StreamingFolderDataModule, TwinViewAugmentation, strong_view
+from vtcc.data.features import CachedFeatureDataModule
+from vtcc.data.pairings import PAIRINGS
+from vtcc.data.shards import ShardDataModule
+from vtcc.data.transforms import small_image_view
+from vtcc.errors import ConfigError
+from vtcc.losses import ConfidenceCrossEntropy
+from vtcc.models.network import vtcc_network
+from vtcc.models.pretrained import PretrainedClusteringNetwork, features_network, pretrained_network
+from vtcc.models.vit import vit_conv_stem
+from vtcc.objectives import ContrastiveClustering
+from vtcc.utils import allowlist
+from vtcc.utils.cli import CONFIG_DIR
+
+PACKAGE = Path(CONFIG_DIR).parent
+TESTS = Path(__file__).parent
+
+
+def targets_in(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["_target_"]] if isinstance(node.get("_target_"), str) else []
+        return found + [t for key, value in node.items() if key != "_target_" for t in targets_in(value)]
+    if isinstance(node, list):
+        return [t for value in node for t in targets_in(value)]
+    return []
+
+
+def config_targets() -> dict[str, list[Path]]:
+    """Every ``_target_`` of vtcc's config files, with the files that name it."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted(Path(CONFIG_DIR).rglob("*.yaml")):
+        for target in targets_in(yaml.safe_load(path.read_text())):
+            found.setdefault(target, []).append(path.relative_to(CONFIG_DIR))
+    return found
+
+
+@pytest.fixture
+def isolated_registry(monkeypatch: pytest.MonkeyPatch):
+    """What a test registers is gone after it (the generation only grows: no table is stale)."""
+    registry.entries()  # vtcc's own kinds first
+    for name in ("_entries", "_names", "_plugins"):
+        monkeypatch.setattr(registry, name, dict(getattr(registry, name)))
+    monkeypatch.setattr(registry, "_loaded_points", set(registry._loaded_points))
+    yield registry
+    monkeypatch.undo()
+    registry._generation += 1
+
+
+def own_entries() -> list[registry.Entry]:
+    return [entry for entry in registry.entries() if entry.own]
+
+
+def test_the_allowlist_is_every_vtcc_target_of_the_configs_and_nothing_else():
+    """A config naming a vtcc kind that is not registered fails here; so does a registered kind
+    no config names (unless it says why none does), and an old name that is no alias."""
+    in_configs = {target for target in config_targets() if target.split(".")[0] == "vtcc"}
+    aliases = {alias for entry in own_entries() for alias in entry.aliases}
+    configless = {entry.target for entry in own_entries() if entry.configless}
+    assert allowlist.VTCC_TARGETS - aliases - configless == in_configs
+    assert aliases == {
+        f"vtcc.module.{name}Clustering" for name in ("Contrastive", "Scan", "SelfLabel", "Temi")
+    }
+    assert configless == {"vtcc.optim.warmup_cosine"}  # objective/contrastive.yaml's comment names it
+
+
+def test_every_registered_kind_has_a_config_and_a_test():
+    """Each of vtcc's kinds: a config file under vtcc/conf names it (or it says why none does),
+    and a test names it, its target or an option that selects it."""
+    configs = config_targets()
+    tests = "\n".join(
+        path.read_text() for path in TESTS.glob("test_*.py") if path.name != Path(__file__).name
+    )
+    missing_config, untested = [], []
+    for entry in own_entries():
+        files = [file for target in entry.targets for file in configs.get(target, [])]
+        if not files and not entry.configless:
+            missing_config.append(entry.target)
+        options = [f"{file.parent.as_posix()}={file.stem}" for file in files]
+        names = [entry.obj.__name__, *entry.targets, *options]
+        if not any(re.search(rf"\b{re.escape(name)}\b", tests) for name in names):
+            untested.append(entry.target)
+    assert missing_config == [] and untested == []
+
+
+def test_each_target_names_the_object_registered_under_it():
+    """Imported here (a test may; vtcc never imports what a config names): the public target
+    and every alias are the registered object itself, and each kind's name is unique."""
+    for entry in own_entries():
+        for target in entry.targets:
+            module, _, name = target.rpartition(".")
+            assert getattr(importlib.import_module(module), name) is entry.obj, target
+    names = [(entry.kind, entry.name) for entry in registry.entries()]
+    assert len(names) == len(set(names))
+
+
+def test_every_module_that_registers_is_imported_before_the_first_lookup():
+    """In a fresh interpreter, the first lookup alone registers every kind that vtcc's sources
+    register: a module left out of registry.BUILTIN_MODULES (and imported by none of them) fails."""
+    registering = sorted(
+        ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        for path in PACKAGE.rglob("*.py")
+        if re.search(r"^@register\(", path.read_text(), re.MULTILINE) and path.name != "registry.py"
+    )
+    code = (
+        "import json, sys; from vtcc import registry; registry.entries(); "
+        f"print(json.dumps([m for m in {registering!r} if m not in sys.modules]))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(registering) > 15 and json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_schema_tables_come_from_the_kinds_traits():
+    """The tables vtcc kept by hand before the registry, pinned: the same pairs, now generated."""
+    images = (InMemoryDataModule, StreamingFolderDataModule, ShardDataModule)
+    expected_auto = {(kind, key) for kind in images for key in ("image_size", "in_chans", "mean", "std")} | {
+        (vit_conv_stem, "patch_size"),
+        (strong_view, "hflip_p"),
+        (small_image_view, "hflip_p"),
+        (strong_view, "base"),
+        (ConfidenceCrossEntropy, "threshold"),
+        (CachedFeatureDataModule, "num_views"),
+        (CachedFeatureDataModule, "store"),
+        (features_network, "num_features"),
+        (PretrainedClusteringNetwork, "num_features"),  # what features_network's **kwargs go on to
+        (ContrastiveClustering, "num_cluster_heads"),
+        (vtcc_network, "patch_size"),  # the builder itself takes it on through **backbone
+    }
+    assert schema.resolved_auto() == expected_auto
+    assert schema.forwards() == {
+        vtcc_network: vit_conv_stem,
+        pretrained_network: PretrainedClusteringNetwork,
+        features_network: PretrainedClusteringNetwork,
+    }
+    assert schema.extra_keys() == {
+        (vtcc_network, "size"): Literal["auto"],
+        (TwinViewAugmentation, "family"): Literal["auto"],
+        (CachedFeatureDataModule, "cache"): bool,
+    }
+    assert schema.overrides()[(CachedFeatureDataModule, "pairing")] == Literal[PAIRINGS]
+    assert schema.overrides()[(CachedFeatureDataModule, "device")] is schema.DEVICE
+
+
+@pytest.mark.parametrize(
+    ("key", "kind"),
+    [
+        ("model._target_", "model"),
+        ("module._target_", "objective"),
+        ("module.cluster_loss._target_", "loss"),
+        ("data._target_", "datamodule"),
+        ("data.dataset._target_", "loader"),
+        ("augment._target_", "augmentation"),
+        ("augment.view_a._target_", "view"),
+        ("features._target_", "feature_cache"),
+    ],
+)
+def test_a_stored_place_takes_every_registered_kind_of_its_kind_and_no_other(key, kind):
+    """Where a stored config may name what (vtcc.config.stored.PLACES), from the registry."""
+
+    def stored(target: str) -> dict:
+        config: dict = {}
+        node = config
+        *parents, _ = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node["_target_"] = target
+        return config
+
+    for entry in registry.entries():
+        for target in entry.targets:
+            if entry.kind == kind:
+                check_stored_config(stored(target), "x.ckpt")
+            elif not (kind == "view" and entry.kind == "augmentation"):
+                with pytest.raises(ConfigError, match=rf"at {re.escape(key)}"):
+                    check_stored_config(stored(target), "x.ckpt")
+
+
+def test_registering_a_taken_target_or_name_or_an_unknown_kind_is_refused(isolated_registry):
+    def builder() -> None: ...
+
+    with pytest.raises(ConfigError, match="already"):
+        registry.register("objective", "mine", target="vtcc.objectives.TemiClustering")(builder)
+    with pytest.raises(ConfigError, match="already registered"):
+        registry.register("objective", "temi", target="mine.Temi")(builder)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        registry.register("optimiser", "mine")
+    registry.register("objective", "mine", target="mine.Mine")(builder)
+    assert registry.entry("mine.Mine").obj is builder and registry.named("objective", "mine").plugin is None
+    assert not registry.entry("mine.Mine").own  # defined outside vtcc, registered by no plugin
+
+
+def test_no_module_but_a_kinds_own_names_its_target_or_imports_a_target_by_name():
+    """Kinds are told apart by their registered traits and class attributes: a registered target
+    written as a string appears only in the file that defines that kind (its @register), and only
+    validate.py imports by name (torch, kornia and Lightning objects the allowlist admits)."""
+    defining = {
+        entry.target: Path(sys.modules[entry.obj.__module__].__file__).resolve() for entry in own_entries()
+    }
+    for entry in own_entries():
+        for alias in entry.aliases:
+            defining[alias] = defining[entry.target]
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value in defining and defining[node.value] != path:
+                found.append(f"{path.name}:{node.lineno}: {node.value!r}")
+            name = node.attr if isinstance(node, ast.Attribute) else getattr(node, "id", None)
+            if name in ("get_method", "get_class", "get_object") and path.name != "validate.py":
+                found.append(f"{path.name}:{node.lineno}: {name}")
+    assert found == []
