@@ -960,23 +960,21 @@ def _edit_json(path: Path, change: Callable[[Any], Any]) -> None:
     path.write_text(json.dumps(document))
 
 
+def _sample_tar(meta: Any, label: bytes = b"1") -> bytes:
+    """A shard of one sample as vtcc-shards writes it: its image, ``meta`` as its JSON, its class."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for suffix, content in (("png", png_bytes(8)), ("json", json.dumps(meta).encode()), ("cls", label)):
+            info = tarfile.TarInfo(f"000000000.{suffix}")
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
 def _shard_tar_cases() -> list[Case]:
     from vtcc.data.shards import SAMPLE_RECORD
 
     tar_with = _sample_tar
-
-    def _unused(meta: Any, label: bytes = b"1") -> bytes:
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as archive:
-            for suffix, content in (
-                ("png", png_bytes(8)),
-                ("json", json.dumps(meta).encode()),
-                ("cls", label),
-            ):
-                info = tarfile.TarInfo(f"000000000.{suffix}")
-                info.size = len(content)
-                archive.addfile(info, io.BytesIO(content))
-        return buffer.getvalue()
 
     def write(workspace: Workspace, document: Any) -> tuple[Path, str]:
         (workspace.inputs / "s.tar").write_bytes(tar_with(document))

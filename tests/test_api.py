@@ -247,3 +247,49 @@ def test_the_python_page_runs_as_written(tmp_path, monkeypatch):
     page = Path(__file__).resolve().parents[1] / "docs" / "python-api.md"
     result = doctest.testfile(str(page), module_relative=False, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 10 and result.failed == 0, result
+
+
+def test_curate_and_apply_curation_from_python(array_fit, digits, tmp_path):
+    """A curation built in Python is the file vtcc-predict reads; applied, predict and labels_
+    follow its merges, predict_curated its moves, outliers and names; a wrong one is one line."""
+    import copy
+
+    clusterer, _ = array_fit
+    x, _ = digits
+    plain = vtcc.Clusterer.load(clusterer.checkpoint_)
+    plain.device = "cpu"
+    run_clusters = plain.predict(x)
+    big = int(np.bincount(run_clusters, minlength=10).argmax())
+    other = (big + 1) % 10
+    curation = clusterer.curate(
+        names={other: "together"}, merges=[[big, other]], path=tmp_path / "curation.json"
+    )
+    written = json.loads((tmp_path / "curation.json").read_text())
+    assert written["merges"] == [[big, other]] and written["num_clusters"] == 10
+    assert written["names"] == [{"cluster": other, "name": "together"}]
+    kept = min(big, other)
+    merged = np.where(np.isin(run_clusters, [big, other]), kept, run_clusters)
+    plain.apply_curation(tmp_path / "curation.json")
+    assert np.array_equal(plain.predict(x), merged) and plain.cluster_names_ == {kept: "together"}
+    fitted = copy.copy(clusterer)
+    fitted.apply_curation(curation)
+    assert np.array_equal(
+        fitted.labels_, np.where(np.isin(clusterer.labels_, [big, other]), kept, clusterer.labels_)
+    )
+    fitted.apply_curation(clusterer.curate())  # a second curation starts from the run's own labels
+    assert np.array_equal(fitted.labels_, clusterer.labels_)
+    # moves and outliers by path, on a folder of the same images
+    for index in range(6):
+        Image.fromarray(x[index]).save(tmp_path / f"{index}.png")
+    moves = {tmp_path / "0.png": 12, str(tmp_path / "1.png"): other}
+    plain.apply_curation(clusterer.curate(moves=moves, outliers=[tmp_path / "2.png"], names={12: "new"}))
+    result = plain.predict_curated(tmp_path)
+    assert result.clusters.tolist() == [12, other, *run_clusters[2:6].tolist()]
+    assert result.outlier.tolist() == [False, False, True, False, False, False]
+    assert result.name_of()[0] == "new" and result.model_clusters.tolist() == run_clusters[:6].tolist()
+    with pytest.raises(ConfigError, match="names cluster 99, which this run of 10 clusters does not have"):
+        clusterer.curate(names={99: "nowhere"})
+    (tmp_path / "other.json").write_text('{"format": "vtcc-curation", "version": 1, "num_clusters": 3}')
+    with pytest.raises(ConfigError, match="made on a run with 3 clusters and this run has 10"):
+        plain.apply_curation(tmp_path / "other.json")
+    assert [row["kind"] for row in curation.table()] == ["name", "merge", "merge"]

@@ -158,3 +158,18 @@ def test_build_curation_takes_numpy_integers_and_refuses_wrong_types():
         build_curation(4, names={0: 5})
     with pytest.raises(ConfigError, match="moves as {path: cluster}"):
         build_curation(4, moves=["a.png"])
+
+
+def test_the_file_reads_into_pandas(tmp_path):
+    pandas = pytest.importorskip("pandas")  # not a vtcc dependency: where it is installed
+    curation = read_curation(written(tmp_path, VALID))
+    table = pandas.DataFrame(curation.table())
+    assert table.groupby("kind").size().to_dict() == {
+        "merge": 2,
+        "move": 1,
+        "name": 2,
+        "outlier": 1,
+        "split": 2,
+    }
+    moves = pandas.json_normalize(json.loads((tmp_path / "curation.json").read_text()), record_path="moves")
+    assert moves.to_dict("records") == [{"path": "photos/a.png", "cluster": 5}]

@@ -37,6 +37,7 @@ import vtcc.utils.checkpoint
 from tests import hostile_inputs
 from tests.conftest import TINY, compose_train
 from tests.hostile_inputs import CLASSES, TOY_RECORD, Case, Workspace, all_cases
+from vtcc.curation import read_curation
 from vtcc.data.feature_file import FeatureDataModule, read_features
 from vtcc.data.feature_store import FeatureStore
 from vtcc.data.folder import load_image_folder
@@ -110,6 +111,8 @@ def _read(kind: str, path: Path, workspace: Workspace, setting: str | None) -> A
         return read_curves(path)
     if kind == "run_environment":
         return read_environment(path)
+    if kind == "curation":
+        return read_curation(path)
     raise AssertionError(f"no reader call for the kind {kind}: add it to _read")
 
 
@@ -431,6 +434,9 @@ COMMANDS: dict[str, list[tuple[str, Callable[[Commands, Path], tuple[int, str]],
         ("vtcc.Clusterer", lambda c, p: c.load(p), False),
     ],
     "path_list": [("vtcc-predict", lambda c, p: c.predict(c.trained["images"], p), False)],
+    "curation": [
+        ("vtcc-predict", lambda c, p: c.predict(c.trained["images"], _images(c), f"curation={p}"), False),
+    ],
     "run_log": [
         ("vtcc-eval", lambda c, p: c.evaluate(_run_folder(c, p, "logs/metrics.csv"), "report=true"), True)
     ],
@@ -444,6 +450,15 @@ def _slot(commands: Commands, run: str) -> Path:
     """The data file a trained run reads (its ``slot`` folder's one file)."""
     (slot,) = (commands.trained[run].parents[2] / "slot").iterdir()
     return slot
+
+
+def _images(commands: Commands) -> Path:
+    """Two images in the command's own folder, for a command that needs some."""
+    folder = commands.cwd / "images"
+    folder.mkdir(exist_ok=True)
+    for index in range(2):
+        (folder / f"{index}.png").write_bytes(hostile_inputs.png_bytes(8, index))
+    return folder
 
 
 def _run_folder(commands: Commands, source: Path, name: str) -> Path:
@@ -555,6 +570,16 @@ def test_a_hostile_feature_store_stops_training(tmp_path, base, monkeypatch, cap
 # Completeness
 
 
+@pytest.mark.parametrize("kind", sorted(hostile_inputs.VALID_RECORDS))
+def test_the_valid_inputs_the_cases_change_are_read(kind, tmp_path, base):
+    """Each typed record's cases change one field of a valid input: that input is read without
+    a word, so a case is refused for its own change, not for another."""
+    workspace = workspace_for(tmp_path, base)
+    path, _ = hostile_inputs.VALID_RECORDS[kind](workspace)
+    _, error = within_limit(lambda: _read(kind, path, workspace, None), workspace)
+    assert error is None, error
+
+
 def test_every_reader_kind_is_attacked():
     """Every kind of file vtcc reads has hostile cases, names the commands that read it, and every
     kind with cases is a registered reader; the typed records are attacked in every field."""
@@ -565,6 +590,7 @@ def test_every_reader_kind_is_attacked():
     for kind in attacked:
         classes = {case.klass for case in CASES if case.kind == kind}
         assert classes <= set(CLASSES) and {"fifo", "truncated"} & classes, (kind, classes)
+    from vtcc.curation import CURATION_RECORD
     from vtcc.data.feature_store import META_RECORD
     from vtcc.data.probe import PROBE_RECORD
     from vtcc.data.shards import INDEX_RECORD, SAMPLE_RECORD
@@ -575,6 +601,7 @@ def test_every_reader_kind_is_attacked():
         ("shard_tar", SAMPLE_RECORD),
         ("feature_store", META_RECORD),
         ("json", TOY_RECORD),
+        ("curation", CURATION_RECORD),
     ):
         prefix = ("sample",) if schema is PROBE_RECORD else ()
         names = {case.name for case in CASES if case.kind == kind}

@@ -140,13 +140,22 @@ def test_a_plugin_config_that_shadows_one_of_vtccs_is_refused(installed, tmp_pat
         plugins.load_plugins()
 
 
-def test_a_plugin_that_fails_to_load_is_one_line_naming_it(installed):
+def test_a_plugin_that_fails_to_load_is_one_line_naming_it_and_the_others_still_load(installed, tmp_path):
     def broken() -> None:
         raise ImportError("No module named 'faiss_gpu'")
 
-    installed(FakeEntryPoint("vtcc-broken", "vtcc_broken", broken))
-    with pytest.raises(ConfigError, match=r"plugin 'vtcc-broken' .* failed to load \(ImportError: No mod"):
-        plugins.load_plugins()
+    installed(
+        FakeEntryPoint("vtcc-broken", "vtcc_broken", broken),
+        FakeEntryPoint("vtcc-toy", "vtcc_toy", lambda: toy_module(toy_configs(tmp_path / "conf"))),
+    )
+    for _ in range(2):  # said again at every start, not only the first
+        with pytest.raises(
+            ConfigError, match=r"plugin 'vtcc-broken' .* failed to load \(ImportError: No mod"
+        ):
+            plugins.load_plugins()
+    assert registry.named("objective", "toy").plugin == "vtcc-toy" and "vtcc-broken" not in registry.plugins()
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        assert compose("train", overrides=["objective=toy"]).module._target_ == TOY
 
 
 def test_a_plugin_cannot_register_under_vtccs_own_package(installed):

@@ -58,7 +58,7 @@ def config_targets() -> dict[str, list[Path]]:
 def isolated_registry(monkeypatch: pytest.MonkeyPatch):
     """What a test registers is gone after it (the generation only grows: no table is stale)."""
     registry.entries()  # vtcc's own kinds first
-    for name in ("_entries", "_names", "_plugins"):
+    for name in ("_entries", "_names", "_plugins", "_failed"):
         monkeypatch.setattr(registry, name, dict(getattr(registry, name)))
     monkeypatch.setattr(registry, "_loaded_points", set(registry._loaded_points))
     yield registry

@@ -410,6 +410,7 @@ class Clusterer(CurationMethods):
         self.checkpoint_ = trained.output_dir / "checkpoints" / "last.ckpt"
         self.num_clusters_ = int(trained.run.network.num_clusters)
         self._assigner = None
+        self.curation_ = self.model_labels_ = None  # a new run: an earlier curation is not its own
         return self
 
     def fit_predict(self, images: Images, labels: Any = None) -> np.ndarray:

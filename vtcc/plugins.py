@@ -43,12 +43,19 @@ def load_plugins() -> dict[str, registry.Plugin]:
     """Load every installed plugin not loaded yet (idempotent) and make its config files
     selectable (``objective=iic``); returns the plugins by distribution."""
     registry.plugins()  # vtcc's own kinds first, then every plugin's
-    found = registry.load_entry_points()
+    failure = None
+    try:
+        registry.load_entry_points()
+    except ConfigError as error:  # reported after the plugins that did load are usable
+        failure = error
+    found = registry.plugins()
     for plugin in found.values():
         for loaded in plugin.modules:
             folder = config_dir(loaded)
             if folder is not None:
                 store_configs(folder, plugin.distribution)
+    if failure is not None:
+        raise failure
     return found
 
 

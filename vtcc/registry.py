@@ -202,7 +202,10 @@ def _ensure_complete() -> None:
         if _complete:
             return
         _complete = True  # a lookup while these import sees what is registered so far
-        load_entry_points()
+        try:
+            load_entry_points()
+        except ConfigError:
+            pass  # a plugin that failed to load: vtcc.plugins.load_plugins reports it at start
 
 
 def _import_builtins() -> None:

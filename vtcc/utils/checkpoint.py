@@ -166,20 +166,6 @@ def record_best_head(path: Path, head: int) -> None:
     AtomicCheckpointIO().save_checkpoint(checkpoint, path)
 
 
-def sync_directory(folder: Path) -> None:
-    """fsync a directory, so a rename into it is durable (a no-op where directories cannot be opened)."""
-    try:
-        handle = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
-    except OSError:
-        pass
-    finally:
-        os.close(handle)
-
-
 # Model settings that change no weight's shape: a run may resume or start from weights trained with others.
 NON_STRUCTURAL = {"grad_checkpointing", "drop_path_rate", "pretrained", "checkpoint", "weight_init"}
 
