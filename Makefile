@@ -33,15 +33,15 @@ test-slurm: install  ## the SLURM tests on a running cluster (.ci/slurm-up start
 	if [ $$status -eq 5 ]; then echo "no tests were collected: failing"; exit 1; fi; exit $$status
 
 lint: install  ## ruff lint and format check
-	$(BIN)/ruff check vtcc tests scripts
-	$(BIN)/ruff format --check vtcc tests scripts
+	$(BIN)/ruff check vtcc tests scripts examples
+	$(BIN)/ruff format --check vtcc tests scripts examples
 
 docs: install  ## build the documentation site into site/ (mkdocs --strict: a broken link or page fails it)
 	$(BIN)/mkdocs build --strict --site-dir site
 
 format: install  ## ruff format and autofix
-	$(BIN)/ruff format vtcc tests scripts
-	$(BIN)/ruff check --fix vtcc tests scripts
+	$(BIN)/ruff format vtcc tests scripts examples
+	$(BIN)/ruff check --fix vtcc tests scripts examples
 
 lock: install  ## write constraints.txt: the exact versions installed in .venv (after a passing suite)
 	{ sed -n '1,3p' $(CONSTRAINTS); $(BIN)/pip freeze --exclude-editable | grep -v '^vtcc'; } > $(CONSTRAINTS).new

@@ -241,6 +241,28 @@ def inflate_storage(data: bytes) -> bytes:
     return buffer.getvalue()
 
 
+def with_stored_pickle(data: bytes, config: bytes) -> bytes:
+    """The checkpoint ``data`` with its pickle replaced by ``{"vtcc_config": <config>, "state_dict":
+    {}}``, ``config`` being the pickle opcodes that build the stored config."""
+
+    def key(name: bytes) -> bytes:
+        return b"X" + struct.pack("<I", len(name)) + name
+
+    pickled = b"\x80\x02}(" + key(b"vtcc_config") + config + key(b"state_dict") + b"}u."
+    source = zipfile.ZipFile(io.BytesIO(data))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as target:
+        for name in source.namelist():
+            target.writestr(name, pickled if name.endswith("data.pkl") else source.read(name))
+    return buffer.getvalue()
+
+
+# A list nested 50,000 deep (past Python's recursion limit), and 60 levels of a list holding the
+# level below twice: a few hundred bytes that a walk of the config meets as 2**60 values.
+DEEP_CONFIG = b"]" * 50_000 + b"a" * 49_999
+SHARED_CONFIG = b"(X\x01\x00\x00\x00xq\x00" + b"]h\x00ah\x00aq\x00" * 60 + b"t"
+
+
 # ---------------------------------------------------------------------------------------------
 # Every field of a schema, attacked
 
@@ -1144,6 +1166,15 @@ def _checkpoint_cases() -> list[Case]:
             "target",
             stored(lambda w, c: with_value(c, ("data", "_target_"), "os.system")),
         ),
+        *[
+            Case(
+                "checkpoint",
+                "beyond_size",
+                name,
+                _file("run.ckpt", lambda w, b=built: with_stored_pickle(checkpoint_bytes(config), b)),
+            )
+            for name, built in (("deep_config", DEEP_CONFIG), ("shared_config", SHARED_CONFIG))
+        ],
     ]
     for path, value in leaves(config):
         where = ".".join(map(str, path))
@@ -1250,6 +1281,16 @@ def _run_log_cases() -> list[Case]:
             _file("environment.yaml", b"a: " + b"x" * (2**21) + b"\n"),
             "skipped",
         ),
+        *[  # nested past the recursion limit of YAML's reader, or of its writer (the report's)
+            Case(
+                "run_environment",
+                "beyond_size",
+                f"nested_{depth}",
+                _file("environment.yaml", b"a: " + b"[" * depth + b"]" * depth + b"\n"),
+                "skipped",
+            )
+            for depth in (400, 100_000)
+        ],
     ]
 
 

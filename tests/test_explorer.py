@@ -22,12 +22,14 @@ def page_data(section: str) -> dict:
 
 
 def test_beyond_the_limit_the_map_is_a_sample_and_says_so():
-    count = MAX_POINTS + 500
+    limit = 300  # MAX_POINTS is far larger: the same code with a smaller limit
+    count = limit + 500
     rng = np.random.default_rng(0)
     images = torch.from_numpy(rng.integers(0, 256, (count, 1, 8, 8), dtype=np.uint8))
     clusters = rng.integers(0, 4, count)
-    shown = sample_positions(count, seed=0)
-    assert len(shown) == MAX_POINTS and len(np.unique(shown)) == MAX_POINTS
+    assert np.array_equal(sample_positions(MAX_POINTS, seed=0), np.arange(MAX_POINTS))  # all, up to it
+    shown = sample_positions(count, seed=0, max_points=limit)
+    assert len(shown) == limit and len(np.unique(shown)) == limit
     section = explorer_section(
         lambda index: images[index],
         np.arange(count),
@@ -38,9 +40,9 @@ def test_beyond_the_limit_the_map_is_a_sample_and_says_so():
         "t-SNE",
         4,
     )
-    assert f"a random sample of {MAX_POINTS} of the {count} images" in section
+    assert f"a random sample of {limit} of the {count} images" in section
     data = page_data(section)
-    assert len(data["x"]) == len(data["thumb"]) == MAX_POINTS and data["total"] == count
+    assert len(data["x"]) == len(data["thumb"]) == limit and data["total"] == count
     assert data["cluster"] == clusters[shown].tolist()
     assert data["sizes"] == np.bincount(clusters, minlength=4).tolist()  # sizes count every image
     assert data["label"] is None and 'id="colour-by"' not in section  # no labels, no label view

@@ -262,3 +262,48 @@ def test_every_write_in_vtcc_goes_through_the_writer():
                 continue
             found.append(f"{name}:{number}: {line.strip()}")
     assert not found, "write through vtcc.io.writer.Writer:\n" + "\n".join(found)
+
+
+def test_a_planted_record_never_reaches_outside_its_folder(tmp_path, victim):
+    """A record (``.vtcc-files``) in a folder handed to vtcc as output (a colleague's results, a
+    downloaded archive) listing ``..`` or absolute paths: nothing outside the folder is removed or
+    replaced because of it."""
+    out = tmp_path / "out"
+    (out / "cluster_000").mkdir(parents=True)
+    (out / "outliers").mkdir()
+    escaping = [
+        "cluster_000/../../user/photo.png",
+        "outliers/../../user/photo.png",
+        str(victim),
+        "./clusters.csv",
+        "cluster_000//x.png",
+    ]
+    (out / MANIFEST).write_text("# planted\n" + "".join(f'"{entry}"\n' for entry in escaping))
+    (out / "clusters.csv").write_text("a user's table")
+    writer = Writer(out)
+    assert writer.remove_recorded("cluster_*/*", "outliers/*", "*") == 0
+    assert victim.read_bytes() == b"the user's own bytes"
+    refused(lambda: writer.write_text(out / "clusters.csv", "x"), "not written by vtcc")
+    assert (out / "clusters.csv").read_text() == "a user's table"
+
+
+def test_another_users_record_is_not_trusted(tmp_path, monkeypatch):
+    """A record another user owns (one planted in a shared, world-writable folder above the
+    output, such as /tmp) lists nothing as vtcc's."""
+    shared = tmp_path / "shared"
+    out = shared / "out"
+    out.mkdir(parents=True)
+    (out / "clusters.csv").write_text("a user's table")
+    (shared / MANIFEST).write_text('"out/clusters.csv"\n')
+    real = os.geteuid()
+    monkeypatch.setattr(os, "geteuid", lambda: real + 1)  # the record is now another user's
+    refused(lambda: Writer(out).write_text(out / "clusters.csv", "x"), "not written by vtcc")
+    assert (out / "clusters.csv").read_text() == "a user's table"
+
+
+def test_a_fifo_is_never_copied(tmp_path):
+    fifo = tmp_path / "image.png"
+    os.mkfifo(fifo)
+    out = tmp_path / "out"
+    refused(lambda: Writer(out).copy_file(fifo, out / "copy.png"), str(fifo), "not a regular file")
+    assert not (out / "copy.png").exists()

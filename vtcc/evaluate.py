@@ -96,8 +96,9 @@ def read_environment(path: Path) -> dict | None:
     report; one that is not readable is skipped and named (the report shows no environment)."""
     try:
         environment = yaml.safe_load(read_bytes(path, 2**20))
-    except (ValueError, yaml.YAMLError) as error:  # UnreadableFile is a ValueError
-        reason = " ".join(str(error).split())[:200]
+        yaml.safe_dump(environment)  # as the report shows it: nested too deep to, it is skipped here
+    except (ValueError, yaml.YAMLError, RecursionError) as error:  # UnreadableFile is a ValueError
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
         log.warning("the report shows no environment: %s is not readable (%s)", path, reason)
         return None
     return environment if isinstance(environment, dict) else None

@@ -136,7 +136,13 @@ def register(
     - ``auto``: keys a config may leave ``auto``, which vtcc fills before building it;
     - ``extra_keys``: ``{key: type}`` a config node may hold that vtcc consumes before building;
     - ``forwards``: the callable its ``**kwargs`` go on to (its keys are checked against that one's);
-    - ``types``: ``{key: type}`` tighter than the signature says (choices kept in a constant).
+    - ``types``: ``{key: type}`` tighter than the signature says (choices kept in a constant);
+    - what config code asks of a kind instead of testing its name: ``reads_features`` (a model or
+      datamodule of feature vectors, not images), ``pretrained`` (a model whose backbone brings its
+      preprocessing), ``probe`` (how a data source's images are sampled before loading: ``folder``,
+      ``npz`` or ``shards``), ``strong_view_base`` (a view self-labelling keeps under Cutout).
+
+    An objective states what it needs as class attributes instead (``ClusteringModule``).
     """
     if kind not in KINDS:
         raise ValueError(f"register({kind!r}, {name!r}): the kind must be one of {', '.join(KINDS)}")

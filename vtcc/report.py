@@ -36,6 +36,7 @@ from vtcc.io.writer import Writer
 from vtcc.metrics import clustering_metrics, contingency_table
 from vtcc.quality import Quality, label_free_quality
 from vtcc.registry import node_entry
+from vtcc.suggestions import suggest, suggestions_section
 from vtcc.utils.progress import Progress
 
 STYLE = (
@@ -278,9 +279,11 @@ def write_report(
     quality: Quality | None = None,
     stopped: str | None = None,
     writer: Writer | None = None,
+    image_paths: list[str] | None = None,
 ) -> Path:
     """Write the PNG figures and ``report.html`` (figures embedded) into ``output`` through
     ``writer`` (the command's; default one over ``output``); returns the page.
+    ``image_paths``: each dataset index's file (the explorer then curates single images too).
 
     ``run_dir``: the training run's folder (its name titles the page; its ``logs/metrics.csv`` gives
     the curves); ``settings``: the run's config; ``environment``: what it trained in; ``stopped``:
@@ -342,6 +345,7 @@ def write_report(
         f'src="data:image/png;base64,{base64.b64encode((output / name).read_bytes()).decode()}"></section>'
         for name, caption in figures.items()
     )
+    found = suggest(embeddings, clusters, num_clusters)  # merge and split candidates, label-free
     sections += explorer_section(
         images_at,
         indices,
@@ -353,7 +357,10 @@ def write_report(
         num_clusters,
         labels,
         quality.line() if quality is not None else None,
-    )
+        paths=None if image_paths is None else [str(image_paths[int(i)]) for i in indices],
+        suggestions=found,
+        sheets=(writer, output),
+    ) + suggestions_section(found)
     if quality is not None:  # after the figures: the page opens on the clusters
         sections += quality_section(quality)
     for heading, record in (("Settings", settings), ("Environment", environment)):
@@ -476,5 +483,6 @@ def report_run(
         quality=quality,
         stopped=stopped,
         writer=writer,
+        image_paths=datamodule.image_paths() if callable(getattr(datamodule, "image_paths", None)) else None,
     )
     return page, quality

@@ -42,7 +42,9 @@ def own_run_folder(folder: Path) -> bool:
     record names no job or another, is not: the overwrite guard stands there."""
     job = slurm_job_id()
     recorded = recorded_environment(folder).get("slurm_job_id")
-    return requeued_job() and job is not None and recorded is not None and str(recorded) == job
+    if type(recorded) not in (str, int):  # a job id is a string (or a number); nothing else is expanded
+        return False
+    return requeued_job() and job is not None and str(recorded) == job
 
 
 def requeued_checkpoint(cfg: DictConfig) -> Path | None:

@@ -21,6 +21,7 @@ class ImageArrays:
     labels: torch.Tensor | None
     name: str
     is_test: torch.Tensor | None = None  # bool (N,): the dataset's own test split, where it has one
+    paths: list[str] | None = None  # each image's file, where it was read from one (the explorer's curation)
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:

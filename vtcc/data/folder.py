@@ -217,7 +217,7 @@ def load_image_folder(
         raise ConfigError(f"fewer than 2 readable images in {folder}")
     images = torch.from_numpy(np.stack([arrays[i] for i in keep]))
     label_tensor = None if labels is None else torch.tensor([labels[i] for i in keep], dtype=torch.long)
-    return ImageArrays(images, label_tensor, name)
+    return ImageArrays(images, label_tensor, name, paths=[str(paths[i]) for i in keep])
 
 
 @register("loader", "npz", target="vtcc.data.load_npz", probe="npz")

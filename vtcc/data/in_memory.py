@@ -162,6 +162,10 @@ class InMemoryDataModule(ImageDataModule):
         assert self.arrays is not None
         return self.arrays.images[indices]
 
+    def image_paths(self) -> list[str] | None:
+        """Each image's file (by dataset index), where the loader read files (the report's curation)."""
+        return None if self.arrays is None else self.arrays.paths
+
     def labels_in_order(self) -> torch.Tensor:
         assert self.arrays is not None
         if self.arrays.labels is not None:

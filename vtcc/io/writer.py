@@ -84,6 +84,16 @@ def _below(path: str, base: str) -> tuple[str, ...] | None:
     return tuple(part for part in path[len(prefix) :].split(os.sep) if part)
 
 
+def _recordable(entry: Any) -> bool:
+    """Whether ``entry`` of a record is a path below its folder as vtcc records one (``a/b``): a
+    string of names, none of them ``..``, ``.`` or empty (so never absolute), without a NUL."""
+    return (
+        isinstance(entry, str)
+        and "\x00" not in entry
+        and all(part not in ("", ".", "..") for part in entry.split("/"))
+    )
+
+
 def _temporary_name(name: str) -> str:
     """A new name beside ``name`` (short enough for any file system's limit on a name's length)."""
     return f".{name[:40]}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
@@ -257,14 +267,19 @@ class Writer:
                 ) from None
             raise
         with os.fdopen(handle, "rb") as reader:
-            if not stat.S_ISREG(os.fstat(reader.fileno()).st_mode):
+            info = os.fstat(reader.fileno())
+            if not stat.S_ISREG(info.st_mode):
                 raise ConfigError(f"{path} is not vtcc's record of the files it wrote: {_MOVE_IT}")
-            lines = reader.read().decode("utf-8", errors="replace").splitlines()
+            if info.st_uid != os.geteuid():  # another user's list (a shared /tmp): nothing in it is ours
+                return set()
+            lines = reader.read(info.st_size).decode("utf-8", errors="replace").splitlines()
         entries = set()
         for line in lines:
             if line.startswith('"'):
                 with contextlib.suppress(ValueError):
-                    entries.add(str(json.loads(line)))
+                    entry = json.loads(line)
+                    if _recordable(entry):  # never '..', '/x', '' or '.': only a path below the folder
+                        entries.add(entry)
         return entries
 
     def _recorded(self, root: _Root, fresh: bool = False) -> set[str]:
@@ -477,8 +492,18 @@ class Writer:
 
     def copy_file(self, source: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
         """A copy of ``source`` (its bytes, permissions and times) as ``path``: a new file renamed
-        over whatever vtcc had there (a link it made is replaced, its target never written)."""
-        with open(source, "rb") as reader, self.open(path) as handle:
+        over whatever vtcc had there (a link it made is replaced, its target never written). Only a
+        regular file is copied: a FIFO or device is refused before a byte is read (never a hang)."""
+        descriptor = os.open(source, os.O_RDONLY | os.O_NONBLOCK | _CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                raise ConfigError(f"{source} is not a regular file: vtcc copies only files")
+            os.set_blocking(descriptor, True)
+            reader = os.fdopen(descriptor, "rb")
+        except BaseException:
+            os.close(descriptor)
+            raise
+        with reader, self.open(path) as handle:
             shutil.copyfileobj(reader, handle, 1 << 20)
             handle.flush()
             info = os.fstat(reader.fileno())

@@ -14,6 +14,7 @@ from vtcc.errors import ConfigError
 from vtcc.io.reader import check_regular, open_regular, reader
 from vtcc.io.writer import Writer
 from vtcc.plugins import PLUGINS_KEY, require_plugins
+from vtcc.utils.environment import ENVIRONMENT_KEY
 
 CONFIG_KEY = "vtcc_config"
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's archive: each tensor's bytes checked against its record
@@ -45,11 +46,42 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     checkpoint = read_torch_file(path)
     if not isinstance(checkpoint, dict) or CONFIG_KEY not in checkpoint or "state_dict" not in checkpoint:
         raise ConfigError(f"{path} is not a vtcc checkpoint: it has no stored training config")
+    for key in (CONFIG_KEY, PLUGINS_KEY, ENVIRONMENT_KEY):  # before anything walks them
+        check_stored_size(checkpoint.get(key), path, key)
     require_plugins(checkpoint[CONFIG_KEY], checkpoint.get(PLUGINS_KEY), path)  # one line: what to install
     check_stored_config(checkpoint[CONFIG_KEY], path)  # plain data of the kind vtcc writes, or refused
     checkpoint[CONFIG_KEY] = upgrade_stored_config(checkpoint[CONFIG_KEY])  # older names, today's
     check_stored_types(checkpoint[CONFIG_KEY], path)
     return checkpoint
+
+
+# What vtcc stores beside the weights (config, plugins, environment) is a few hundred values, a
+# few levels deep; the pickle's shared references could make a small file's record expand to
+# billions of values (and nest past Python's recursion limit) for whatever walks it.
+MAX_STORED_VALUES = 100_000
+MAX_STORED_DEPTH = 64
+
+
+def check_stored_size(value: Any, path: str | Path, key: str) -> None:
+    """Refuse, in one line, a stored record larger or deeper than any vtcc writes, counting every
+    value as the walks that check and use it will meet it (a shared one once per reference)."""
+    stack, seen = [(value, 0)], 1
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: tuple[Any, ...] = (*node.keys(), *node.values())
+        elif isinstance(node, list | tuple | set | frozenset):
+            children = tuple(node)
+        else:
+            continue
+        seen += len(children)
+        if seen > MAX_STORED_VALUES or depth >= MAX_STORED_DEPTH:
+            raise ConfigError(
+                f"{path} stores a {key} larger or deeper than vtcc ever writes (over "
+                f"{MAX_STORED_VALUES} values or {MAX_STORED_DEPTH} levels): this file was not written "
+                "by vtcc as it is; do not use it"
+            )
+        stack.extend((child, depth + 1) for child in children)
 
 
 def check_stored_types(config: dict[str, Any], path: str | Path) -> None:

@@ -109,7 +109,7 @@ def recorded_environment(folder: Path) -> dict[str, Any]:
 
     try:  # a regular file of at most 1 MiB (never a FIFO that would hang the read)
         recorded = yaml.safe_load(read_bytes(folder / ENVIRONMENT_FILE, 2**20))
-    except (OSError, ValueError, yaml.YAMLError):  # UnreadableFile is a ValueError
+    except (OSError, ValueError, yaml.YAMLError, RecursionError):  # UnreadableFile is a ValueError
         return {}
     return recorded if isinstance(recorded, dict) else {}
 

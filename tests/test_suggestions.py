@@ -1,0 +1,47 @@
+"""The label-free suggestions on an embedding whose groups the test knows."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vtcc.suggestions import neighbour_shares, similar_pairs, suggest, suggestions_section
+
+
+def three_groups(per_group: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Three tight, far-apart groups A, B, C in 8 dimensions, clustered wrongly on purpose:
+    cluster 0 holds A and B (mixed), clusters 1 and 2 cut C in halves (alike), cluster 3 is empty."""
+    rng = np.random.default_rng(seed)
+    centres = np.eye(8)[:3] * 10
+    embeddings = np.concatenate([centre + rng.normal(size=(per_group, 8)) for centre in centres])
+    clusters = np.zeros(3 * per_group, np.int64)
+    clusters[2 * per_group :] = 1
+    clusters[2 * per_group :: 2] = 2
+    return embeddings.astype(np.float32), clusters
+
+
+def test_shares_count_each_clusters_neighbours_in_every_cluster():
+    embeddings, clusters = three_groups()
+    shares = neighbour_shares(embeddings, clusters, 4, k=10)
+    assert np.allclose(shares[:3].sum(axis=1), 1) and shares[3].sum() == 0  # an empty cluster: no row
+    assert shares[0, 0] == 1  # A and B are far from C: their neighbours are all in cluster 0
+    assert 0.3 < shares[1, 2] < 0.7 and 0.3 < shares[2, 1] < 0.7  # C's halves are interleaved
+
+
+def test_the_halves_of_one_group_are_the_top_pair_and_the_two_groups_the_mixed_cluster():
+    embeddings, clusters = three_groups()
+    found = suggest(embeddings, clusters, 4)
+    assert found.pairs[0][:2] == (1, 2) and found.pairs[0][2] > 0.3
+    assert all(score < 0.05 for a, b, score in found.pairs if 0 in (a, b))
+    assert found.mixed[0][0] == 0 and found.mixed[0][1] > 0.7  # A + B: two separate groups
+    assert sorted(found.mixed[0][2]) == [200, 200]  # split exactly into A and B
+    assert all(score < 0.5 for cluster, score, _ in found.mixed if cluster != 0)
+    part = found.parts[2][clusters == 0]
+    assert set(part[:200].tolist()) != set(part[200:].tolist())  # the parts are A and B
+    assert found.centroids[2][0].shape == (2, 8) and found.centroids[3][1].shape == (3, 8)
+    section = suggestions_section(found)
+    assert 'data-merge="1,2"' in section and 'data-split="0"' in section
+
+
+def test_no_pair_of_clusters_that_share_no_neighbour_is_listed():
+    shares = np.eye(3)
+    assert similar_pairs(shares) == []
