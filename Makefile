@@ -32,9 +32,10 @@ test-slurm: install  ## the SLURM tests on a running cluster (.ci/slurm-up start
 	$(BIN)/python -m pytest -m slurm tests/test_slurm.py $(ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "no tests were collected: failing"; exit 1; fi; exit $$status
 
-lint: install  ## ruff lint and format check
+lint: install  ## ruff lint and format check; the import layers (lint-imports, pyproject.toml's [tool.importlinter])
 	$(BIN)/ruff check vtcc tests scripts examples
 	$(BIN)/ruff format --check vtcc tests scripts examples
+	$(BIN)/lint-imports
 
 docs: install  ## build the documentation site into site/ (mkdocs --strict: a broken link or page fails it)
 	$(BIN)/mkdocs build --strict --site-dir site
@@ -54,7 +55,7 @@ bench: install  ## throughput benchmark (prints a table, exit 1 naming a configu
 	$(BIN)/python scripts/benchmark.py $(ARGS)
 
 clean:  ## remove build outputs and caches (keeps .venv and outputs/)
-	rm -rf build site *.egg-info .pytest_cache .ruff_cache
+	rm -rf build site *.egg-info .pytest_cache .ruff_cache .import_linter_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 gpu-wheels:  ## download the wheels a lent GPU machine lacks into .whl/ (hydra-core, omegaconf, antlr4, kornia)

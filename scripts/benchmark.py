@@ -29,8 +29,7 @@ from omegaconf import DictConfig
 from torch.utils.flop_counter import FlopCounterMode
 
 from vtcc.api import compose_config
-from vtcc.build import Run, build_run, build_trainer
-from vtcc.config.resolve import resolve
+from vtcc.build import Run, build_run, build_trainer, prepare_run
 from vtcc.config.validate import validate_config
 from vtcc.data.batch import TrainingPair
 
@@ -71,8 +70,8 @@ def build(overrides: list[str], device: str, output_dir: str) -> tuple[DictConfi
         ],
     )
     validate_config(cfg)
-    resolved = resolve(cfg, overrides)
-    return cfg, build_run(cfg, resolved.source)
+    prepared = prepare_run(cfg, overrides)
+    return prepared.cfg, build_run(prepared.cfg, prepared.source)
 
 
 def timed_lightning_loop(cfg: DictConfig, run: Run, steps: int, warmup: int) -> float:

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from vtcc.api import compose_config
-from vtcc.config.resolve import resolve
+from vtcc.build import prepare_run
 from vtcc.config.validate import validate_config
 from vtcc.data import TwinViewAugmentation, load_image_folder
 
@@ -54,7 +54,7 @@ def preset(folder: Path, size: int, batch: int, name: str, output_dir: Path) -> 
     ]
     cfg = compose_config("train", overrides)
     validate_config(cfg)
-    return resolve(cfg, overrides).source.train_transform
+    return prepare_run(cfg, overrides).source.train_transform
 
 
 def time_augmentation(augment: TwinViewAugmentation, batch: torch.Tensor, repeats: int) -> float:

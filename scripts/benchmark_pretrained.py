@@ -23,17 +23,17 @@ import torch
 from omegaconf import DictConfig
 
 from vtcc.api import compose_config
-from vtcc.build import build_data, build_module, build_network
-from vtcc.config.resolve import Resolved, resolve
+from vtcc.build import Prepared, build_data, build_module, build_network, prepare_run
 from vtcc.config.validate import validate_config
 from vtcc.train import train_run
 
 
-def assemble(overrides: list[str]) -> tuple[DictConfig, Resolved]:
+def assemble(overrides: list[str]) -> tuple[DictConfig, Prepared]:
     """``vtcc-train <overrides>``'s config, checked and resolved as vtcc-train resolves it."""
     cfg = compose_config("train", overrides)
     validate_config(cfg)
-    return cfg, resolve(cfg, overrides)
+    prepared = prepare_run(cfg, overrides)
+    return prepared.cfg, prepared
 
 
 def frozen_run(backbone: Path, objective: str, epochs: int, workdir: Path, extra: list[str]) -> dict:

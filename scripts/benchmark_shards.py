@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from vtcc.api import compose_config
-from vtcc.config.resolve import resolve
+from vtcc.build import prepare_run
 from vtcc.config.validate import validate_config
 from vtcc.data.shards import write_shards
 
@@ -46,7 +46,7 @@ def reader(overrides: list[str]):
     """The image datamodule of ``vtcc-train <overrides>``, resolved and set up for training."""
     cfg = compose_config("train", overrides)
     validate_config(cfg)
-    return resolve(cfg, overrides).source
+    return prepare_run(cfg, overrides).source
 
 
 def epoch_rate(datamodule, batch: int) -> tuple[float, int]:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vtcc.build import build_data
+from vtcc.build import build_data, restore_run
 from vtcc.train import supported_head
-from vtcc.utils.checkpoint import record_best_head, restore_run
+from vtcc.utils.checkpoint import record_best_head
 
 
 def main() -> None:

@@ -1317,7 +1317,35 @@ def _curation_cases() -> list[Case]:
         *record_cases("curation", CURATION_RECORD, lambda w: CURATION, write),
         *_file_cases("curation", "curation.json", json.dumps(CURATION).encode()),
         Case("curation", "beyond_size", "large", _file("curation.json", b" " * (33 * 2**20) + b"{}")),
+        *[
+            Case("curation", "outside_root", name, _curation_naming(target), "skipped")
+            for name, target in (
+                ("dotdot", lambda w: "../outside/secret.txt"),
+                ("absolute", lambda w: str(w.outside / "secret.txt")),
+                ("fifo", lambda w: str(w.outside / "pipe")),
+            )
+        ],
     ]
+
+
+def _curation_naming(target: Callable[[Workspace], str]):
+    """A curation (of any run of K >= 2: no split, no merge) whose move and outlier name
+    ``target``, a file outside the command's images: never opened, applied to nothing, and named
+    in a warning."""
+
+    def make(workspace: Workspace) -> tuple[Path, str]:
+        document = {
+            **CURATION,
+            "num_clusters": None,
+            "splits": [],
+            "merges": [],
+            "outliers": [target(workspace)],
+        }
+        document["moves"] = [{"path": target(workspace), "cluster": 1}]
+        (workspace.inputs / "curation.json").write_text(json.dumps(document))
+        return workspace.inputs / "curation.json", target(workspace)
+
+    return make
 
 
 # The valid input each kind of typed record's cases start from: read without a word (else its

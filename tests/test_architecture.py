@@ -15,8 +15,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from tests.conftest import compose_train
-from vtcc.build import build_run, build_trainer
-from vtcc.config.resolve import resolve
+from vtcc.build import build_run, build_trainer, prepare_run
 from vtcc.errors import ConfigError
 from vtcc.objectives import objective_class, validation_metrics
 from vtcc.train import train
@@ -134,7 +133,8 @@ def test_every_model_and_objective_resolves_on_written_data_and_builds(tmp_path,
     ]
     cfg = compose_train(tmp_path, [*overrides, *model_settings(model)], tiny=False, resolve=False)
     try:
-        resolved = resolve(cfg, [])
+        resolved = prepare_run(cfg, [])
+        cfg = resolved.cfg
         run = build_run(cfg, resolved.source)
     except Exception as error:  # noqa: BLE001 - Hydra wraps the builders' errors
         cause = user_error(error)
@@ -192,12 +192,12 @@ def test_a_runs_config_yaml_builds_the_same_run_with_nothing_but_the_builder(tmp
 def test_selflabel_without_a_source_run_is_one_line(tmp_path, npz):
     cfg = compose_train(tmp_path, ["objective=selflabel", "data=npz", f"data.root={npz}"], resolve=False)
     with pytest.raises(ConfigError, match="starts from a trained run"):
-        resolve(cfg, [])
+        prepare_run(cfg, [])
 
 
 def test_a_checkpoint_that_names_its_objective_by_the_old_module_path_still_rebuilds(tmp_path, npz):
     """Checkpoints written before vtcc/objectives/ store vtcc.module.<Objective>: same classes."""
-    from vtcc.utils.checkpoint import restore_run
+    from vtcc.build import restore_run
 
     settings = ["data=npz", f"data.root={npz}", "data.batch_size=32", "trainer.max_epochs=1"]
     train(compose_train(tmp_path / "run", settings, resolve=False))
@@ -213,7 +213,7 @@ def test_a_checkpoint_that_names_its_objective_by_the_old_module_path_still_rebu
 def test_cluster_heads_and_attention_heads_have_their_own_names(tmp_path, npz):
     """module.num_cluster_heads (cluster heads) and model.num_heads (a ViT's attention heads); a
     checkpoint from before the rename (module.num_heads) still rebuilds with its heads."""
-    from vtcc.utils.checkpoint import restore_run
+    from vtcc.build import restore_run
 
     cfg = compose_train(tmp_path / "x", ["module.num_cluster_heads=3"], resolve=False)
     assert cfg.module.num_cluster_heads == 3 and cfg.model.num_heads == 2 and "num_heads" not in cfg.module
@@ -295,10 +295,13 @@ def test_every_data_and_augment_option_resolves_on_written_data_and_trains_a_ste
     cfg = compose_train(tmp_path / "run", settings, tiny=False, resolve=False)
     if augment in ("cc", "vtcc") and data in ("digits", "npz", "mnist", "fashion_mnist"):
         with pytest.raises(Exception) as raised:  # noqa: B017 - Hydra wraps it; the CLI prints its cause
-            build_run(cfg, resolve(cfg, []).source)
+            prepared = prepare_run(cfg, [])
+            build_run(prepared.cfg, prepared.source)
         assert "need colour images" in str(user_error(raised.value))  # one line, not kornia's crash
         return
-    run = build_run(cfg, resolve(cfg, []).source)
+    prepared = prepare_run(cfg, [])
+    cfg = prepared.cfg
+    run = build_run(cfg, prepared.source)
     trainer = build_trainer(cfg, [], [], fast_dev_run=1, enable_progress_bar=False, accelerator="cpu")
     trainer.fit(run.module, datamodule=run.datamodule)
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
@@ -318,7 +321,7 @@ def test_image_datamodules_are_siblings_and_every_datamodule_keeps_one_protocol(
     for kind in (InMemoryDataModule, StreamingFolderDataModule):
         assert issubclass(kind, ImageDataModule)
     cfg = compose_train(tmp_path, ["data=npz", f"data.root={npz}", "data.batch_size=16"], resolve=False)
-    resolved = resolve(cfg, [])
+    resolved = prepare_run(cfg, [])
     assert isinstance(resolved.source, ClusteringData)
     pretrained = compose_train(
         tmp_path / "p",
@@ -327,7 +330,7 @@ def test_image_datamodules_are_siblings_and_every_datamodule_keeps_one_protocol(
         tiny=False,
         resolve=False,
     )
-    frozen = resolve(pretrained, [])
+    frozen = prepare_run(pretrained, [])
     run = build_run(frozen.cfg, frozen.source)
     assert isinstance(run.datamodule, CachedFeatureDataModule | NeighborPairsDataModule)
     assert isinstance(run.datamodule, ClusteringData)
@@ -362,7 +365,7 @@ def test_a_run_whose_objective_trains_no_instance_projector_stores_none_and_old_
     """Self-labelling from a contrastive run does not carry the source's instance projector on:
     its checkpoint has no such weights and its config says model.instance_dim: null; a checkpoint
     from before (an untrained projector stored with every objective) rebuilds, the weights dropped."""
-    from vtcc.utils.checkpoint import restore_run
+    from vtcc.build import restore_run
 
     settings = ["data=npz", f"data.root={npz}", "data.batch_size=32", "trainer.max_epochs=1"]
     train(compose_train(tmp_path / "source", settings, resolve=False))
@@ -387,7 +390,7 @@ def test_a_run_whose_objective_trains_no_instance_projector_stores_none_and_old_
     run_cfg, module = restore_run(tmp_path / "old.ckpt")
     assert module.network.instance_projector is None and run_cfg.model.instance_dim is None
     with pytest.raises(ConfigError, match="cannot be resumed.*init_from="):  # its optimiser state differs
-        resolve(
+        prepare_run(
             compose_train(
                 tmp_path / "resumed",
                 [
@@ -411,9 +414,9 @@ def test_k_search_on_instance_vectors_needs_an_objective_that_trains_them(tmp_pa
     settings.append("k_search.embedding=instance")
     scan = compose_train(tmp_path, [*settings, "objective=scan"], resolve=False)
     with pytest.raises(ConfigError, match="k_search.embedding=backbone"):
-        resolve(scan, [])
+        prepare_run(scan, [])
     contrastive = compose_train(tmp_path, settings, resolve=False)
-    assert resolve(contrastive, []).cfg.model.instance_dim == 128
+    assert prepare_run(contrastive, []).cfg.model.instance_dim == 128
 
 
 @pytest.mark.parametrize("model", ["vit_tiny", "pretrained"])
@@ -422,7 +425,8 @@ def test_building_a_run_leaves_its_resolved_config_as_it_was(tmp_path, npz, mode
     of the nodes it reaches, e.g. augment's ${data.*} through data.train_transform) works on a copy."""
     overrides = [f"model={model}", "data=npz", f"data.root={npz}", "data.batch_size=32", "callbacks=none"]
     cfg = compose_train(tmp_path, [*overrides, *model_settings(model)], tiny=False, resolve=False)
-    resolved = resolve(cfg, [])
+    resolved = prepare_run(cfg, [])
+    cfg = resolved.cfg
     before = OmegaConf.to_yaml(cfg)
     assert "${data.mean}" in before  # interpolations the build must not freeze
     run = build_run(cfg, resolved.source)

@@ -19,7 +19,7 @@ import yaml
 from PIL import Image
 
 from tests.conftest import TINY, run_cli
-from vtcc.utils.checkpoint import restore_run
+from vtcc.build import restore_run
 from vtcc.utils.environment import ENVIRONMENT_KEY
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import re
 import shlex
 import sys
 import types
@@ -15,7 +16,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tests.conftest import TINY, compose_train, run_cli
 from vtcc.config.schema import RENAMED_KEYS
@@ -67,6 +68,7 @@ FREE_TEXT = {
     "init_from": "a checkpoint file",
     "input": "vtcc-predict's images",
     "output": "vtcc-predict's folder",
+    "curation": "a curation.json file (vtcc-predict)",
     "paths.log_dir": "a folder",
     "paths.output_dir": "a folder",
     "features.cache_dir": "a folder",
@@ -290,6 +292,26 @@ def test_a_value_out_of_range_names_the_range(name, overrides, key, bad, words, 
     message = refusal(cfg, key, bad)
     assert message.startswith(f"{key}={bad!r} must be ") and words in message, message
     assert refusal(cfg, key, good) is None  # the range's end is in it
+
+
+@pytest.mark.parametrize("data", ["folder", "folder_streaming", "shards", "cifar10"])
+def test_the_image_datamodules_shared_keys_are_checked_though_they_pass_through_settings(data):
+    """The image datamodules take the shared keys as **settings (vtcc.data.ImageSettings): the
+    validator still knows every key (a misspelt one is refused naming the datamodule and the right
+    one), types them, and lets the data's auto keys stay auto."""
+    cfg = composed("train", (f"data={data}",))
+    target = cfg.data._target_
+    changed = copy.deepcopy(cfg)
+    with open_dict(changed):
+        changed.data.batchsize = 8
+    refused = rf"^data.batchsize=8 is not a setting of {re.escape(target)}: "
+    with pytest.raises(ConfigError, match=refused) as raised:
+        validate_config(changed)
+    assert "batch_size, " in str(raised.value)  # the keys it takes are listed, the shared ones too
+    assert refusal(cfg, "data.batch_size", 1.5).startswith("data.batch_size=1.5 must be an integer >= 1")
+    assert refusal(cfg, "data.num_workers", -1).startswith("data.num_workers=-1 must be an integer >= 0")
+    for key in ("image_size", "in_chans", "mean", "std"):
+        assert refusal(cfg, f"data.{key}", "auto") is None
 
 
 @pytest.mark.parametrize("override", ["data.num_workers=-1", "data.eval_batch_size=-1"])

@@ -10,10 +10,11 @@ import torch
 from hydra.utils import instantiate
 
 from tests.conftest import compose_train
+from vtcc.build import build_loggers
 from vtcc.errors import ConfigError
 from vtcc.objectives import objective_class
 from vtcc.utils.cli import CONFIG_DIR
-from vtcc.utils.loggers import build_loggers, missing_extra
+from vtcc.utils.loggers import missing_extra
 
 
 def options(group: str) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,10 @@ import pytest
 from vtcc.curation import (
     CURATION_LIMIT,
     Curation,
+    Split,
     apply_curation,
     build_curation,
+    curation_from_record,
     read_curation,
 )
 from vtcc.errors import ConfigError
@@ -106,8 +109,6 @@ def test_merges_splits_moves_outliers_and_names_apply_in_order(caplog):
         {"path": "elsewhere/x.png", "cluster": 0},
     ]
     document["outliers"] = ["photos/6.png"]
-    from vtcc.curation import curation_from_record
-
     curation = curation_from_record(document, "curation.json")
     with caplog.at_level(logging.WARNING, logger="vtcc"):
         curated = apply_curation(curation, probabilities, embeddings, paths)
@@ -133,15 +134,9 @@ def test_a_curation_of_another_run_is_refused():
     probabilities, embeddings, paths = assignments(6, k=3)
     with pytest.raises(ConfigError, match="made on a run with 4 clusters and this run has 3"):
         apply_curation(build_curation(4, names={0: "a"}), probabilities, embeddings, paths)
-    split = Curation(splits=(read_split(),))
+    split = Curation(splits=(Split(0, (0, 3), np.zeros((2, 3), np.float32)),))
     with pytest.raises(ConfigError, match="centroids 3 wide and this run's embeddings are 2"):
         apply_curation(split, probabilities, embeddings, paths)
-
-
-def read_split():
-    from vtcc.curation import Split
-
-    return Split(0, (0, 3), np.zeros((2, 3), np.float32))
 
 
 def test_names_of_merged_clusters_go_to_the_kept_cluster():
@@ -173,3 +168,21 @@ def test_the_file_reads_into_pandas(tmp_path):
     }
     moves = pandas.json_normalize(json.loads((tmp_path / "curation.json").read_text()), record_path="moves")
     assert moves.to_dict("records") == [{"path": "photos/a.png", "cluster": 5}]
+
+
+def test_paths_outside_the_inputs_are_never_opened_and_are_named(tmp_path, caplog):
+    """Moves and outliers naming a FIFO, a device, a file outside and a parent path: nothing is
+    opened (a read of the FIFO would hang), nothing is written, and the first is named."""
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "secret.txt").write_text("secret")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    named = [str(tmp_path / "pipe"), "/dev/zero", str(tmp_path / "secret.txt"), "../../etc/passwd"]
+    curation = build_curation(4, moves={named[0]: 1, named[1]: 2}, outliers=named[2:])
+    probabilities, embeddings, paths = assignments(4)
+    with caplog.at_level(logging.WARNING, logger="vtcc"):
+        curated = apply_curation(curation, probabilities, embeddings, paths)
+    assert curated.clusters.tolist() == [0, 1, 2, 3] and not curated.outlier.any()
+    assert f"4 of its 4 image decisions name images not among these 4 (e.g. {named[0]})" in caplog.text
+    inputs = [*paths[:3], named[0]]  # the FIFO given as an input: matched by name, never read
+    assert apply_curation(curation, probabilities, embeddings, inputs).clusters.tolist() == [0, 1, 2, 1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

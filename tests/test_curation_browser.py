@@ -15,6 +15,7 @@ import html
 import json
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -24,7 +25,6 @@ import torch
 from PIL import Image
 
 from tests.conftest import TINY, run_cli
-from tests.test_cli import chromium_or_skip
 from vtcc.curation import read_curation
 from vtcc.data import load_digits
 from vtcc.explorer import EXPLORER_STYLE, INLINE_THUMBNAILS, explorer_section, sample_positions
@@ -35,6 +35,16 @@ from vtcc.suggestions import suggest, suggestions_section
 DRIVER = (Path(__file__).parent / "curation_driver.html").read_text()
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu"]
 PAGE_BYTES_PER_10K = 1_500_000  # the HTML of a page of 10,000 images, thumbnails in sheets beside it
+
+
+def chromium_or_skip() -> str:
+    """Headless Chromium, as tests/test_cli.py finds it (VTCC_REQUIRE_BROWSER=1: a missing one fails)."""
+    found = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+    if found is None:
+        if os.environ.get("VTCC_REQUIRE_BROWSER"):
+            pytest.fail("VTCC_REQUIRE_BROWSER is set but no chromium is installed (apt-get install chromium)")
+        pytest.skip("no chromium installed (apt-get install chromium)")
+    return found
 
 
 def rows(path: Path) -> list[dict[str, str]]:

@@ -1,3 +1,5 @@
+import re
+from dataclasses import FrozenInstanceError, replace
 from types import SimpleNamespace
 
 import kornia.augmentation as K
@@ -9,6 +11,7 @@ from torch import nn
 
 from vtcc.data import (
     EvalTransform,
+    ImageSettings,
     InMemoryDataModule,
     TwinViewAugmentation,
     load_digits,
@@ -86,6 +89,47 @@ def test_batch_size_errors_are_clear():
     datamodule = make_datamodule(batch_size=4096)
     with pytest.raises(ConfigError, match="fewer than data.batch_size"):
         datamodule.setup("fit")
+
+
+def test_the_shared_settings_are_one_record_from_flat_keys_or_given_whole():
+    """The flat keys a config sets (data.batch_size=...) become one ImageSettings; the datamodule
+    reads them from it. A ready ImageSettings serves as well, with keywords replacing its fields."""
+    flat = make_datamodule(batch_size=64, num_workers=2, augment_on="workers")
+    settings = flat.settings
+    assert isinstance(settings, ImageSettings)
+    assert (settings.batch_size, settings.num_workers, settings.eval_batch_size) == (64, 2, 512)
+    assert settings.mean == (0.3,) and settings.std == (0.4,)  # plain tuples, whatever list came in
+    read = (flat.batch_size, flat.num_workers, flat.image_size, flat.in_chans, flat.channels)
+    assert read == (64, 2, 16, 1, 1)
+    assert flat.train_transform is settings.train_transform and flat.augment_on == "workers"
+    given = InMemoryDataModule(dataset=load_digits, settings=settings, batch_size=128)
+    assert given.settings == replace(settings, batch_size=128) and given.batch_size == 128
+    assert flat.settings.batch_size == 64  # the record given is not changed (frozen)
+    with pytest.raises(FrozenInstanceError):
+        settings.batch_size = 8  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"batchsize": 64}, "data.batchsize is not a setting of InMemoryDataModule"),
+        ({"image_size": None}, "needs data.image_size"),
+        ({"std": [0.4, 0.4]}, "data.mean has 1 value"),
+        ({"mean": "auto"}, "data.mean='auto' must be a list of numbers"),
+    ],
+)
+def test_a_wrong_shared_setting_is_one_line_naming_its_key(change, words):
+    keys = {
+        "train_transform": TwinViewAugmentation(small_image_view(image_size=16, mean=[0.3], std=[0.4])),
+        "image_size": 16,
+        "mean": [0.3],
+        "std": [0.4],
+        "in_chans": 1,
+    }
+    keys.update(change)
+    keys = {key: value for key, value in keys.items() if value is not None}
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        InMemoryDataModule(dataset=load_digits, **keys)
 
 
 def crop_area_fractions(augment: TwinViewAugmentation, images: torch.Tensor, batched: bool) -> np.ndarray:

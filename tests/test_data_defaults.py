@@ -220,7 +220,7 @@ def test_the_built_in_digits_keep_their_recipe_with_no_flip_module():
 def test_resuming_a_run_under_another_flip_is_one_line(tmp_path):
     """A flip layer shifts every later random draw: a run trained without flips is not resumed
     with them (an earlier augment=auto run on data the mirror test now flips)."""
-    from vtcc.config.resolve import resolve
+    from vtcc.build import prepare_run
     from vtcc.errors import ConfigError
     from vtcc.train import train
 
@@ -231,4 +231,4 @@ def test_resuming_a_run_under_another_flip_is_one_line(tmp_path):
         tmp_path / "again", [*settings, f"ckpt_path={tmp_path / 'run/checkpoints/last.ckpt'}"], resolve=False
     )
     with pytest.raises(ConfigError, match=r"augment.view_a.hflip_p: 0.0 -> 0.5"):
-        resolve(again, [])
+        prepare_run(again, [])

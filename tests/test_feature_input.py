@@ -4,6 +4,8 @@ into the one-vector-per-image objectives, trained, evaluated, predicted, and fro
 from __future__ import annotations
 
 import csv
+import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +16,14 @@ from omegaconf import OmegaConf
 import vtcc
 from tests.conftest import compose_train, evaluate_in_process
 from tests.test_architecture import RUN_TIME_AUTO, walk
-from vtcc.build import build_run
-from vtcc.config.resolve import resolve
-from vtcc.data import ClusteringData
+from vtcc.build import build_run, prepare_run
+from vtcc.data import (
+    ClusteringData,
+    InMemoryDataModule,
+    TwinViewAugmentation,
+    load_npz,
+    small_image_view,
+)
 from vtcc.data.feature_file import FeatureDataModule, read_features, render_vectors
 from vtcc.data.features import CachedFeatureDataModule
 from vtcc.errors import ConfigError
@@ -85,6 +92,31 @@ def test_every_format_reads_as_the_arrays_written(tmp_path):
     assert shown.shape == (2, 3, 32, 32) and int(shown[0, 0, 16, 16]) == 200
 
 
+def test_one_protocol_says_which_data_is_features_already(tmp_path, feature_file, npz):
+    """Every datamodule keeps ClusteringData; its optional capability, precomputed_features, is
+    the feature file's own cache for data=features and None for images and for the datamodules
+    over a backbone (their features are extracted)."""
+    features = FeatureDataModule(str(feature_file))
+    cache = features.precomputed_features()
+    assert torch.equal(cache["eval"], read_features(feature_file).features)
+    assert torch.equal(cache["labels"], torch.from_numpy(blobs()[1]))
+    assert cache["views"].shape == (0, 240, 16)  # no augmented view
+    images = InMemoryDataModule(
+        dataset=partial(load_npz, npz),
+        train_transform=TwinViewAugmentation(small_image_view(image_size=8, mean=[0.5], std=[0.5])),
+        image_size=8,
+        mean=[0.5],
+        std=[0.5],
+        in_chans=1,
+        batch_size=4,
+    )
+    over = CachedFeatureDataModule(images, torch.nn.Identity(), key="k", cache_dir=str(tmp_path))
+    for data in (features, images, over):
+        assert isinstance(data, ClusteringData)
+    assert images.precomputed_features() is None and over.precomputed_features() is None
+    assert not hasattr(sys.modules[FeatureDataModule.__module__], "PrecomputedFeatures")  # one protocol
+
+
 def test_a_vector_without_an_image_is_drawn_as_its_values():
     """Each row scaled to its own range: its smallest value black, its largest white, in order."""
     squares = render_vectors(torch.tensor([[0.0, 1.0, 2.0, 4.0, 8.0], [5.0, 5.0, 5.0, 5.0, 6.0]]))
@@ -142,7 +174,8 @@ def test_a_bad_feature_file_is_one_line_exit_2_and_nothing_is_written(
 def test_what_features_cannot_train_is_one_line(tmp_path, feature_file, overrides, words):
     cfg = train_cfg(tmp_path, feature_file, *overrides)
     with pytest.raises(Exception) as raised:  # noqa: B017 - Hydra may wrap it; the CLI prints its cause
-        build_run(cfg, resolve(cfg, []).source)
+        prepared = prepare_run(cfg, [])
+        build_run(prepared.cfg, prepared.source)
     assert words in str(user_error(raised.value))
 
 
@@ -151,7 +184,7 @@ def test_model_features_reads_only_feature_files(tmp_path, npz):
         tmp_path, ["model=features", "data=npz", f"data.root={npz}"], tiny=False, resolve=False
     )
     with pytest.raises(ConfigError, match="add data=features"):
-        resolve(cfg, [])
+        prepare_run(cfg, [])
 
 
 def test_model_auto_becomes_features_keeping_the_objectives_model_settings(tmp_path, feature_file):
@@ -159,7 +192,9 @@ def test_model_auto_becomes_features_keeping_the_objectives_model_settings(tmp_p
     neighbours becomes the neighbour's vector; no augmentation is recorded; the heads read the
     file's rows as they are."""
     cfg = train_cfg(tmp_path, feature_file, "objective=temi", f"features.cache_dir={tmp_path / 'cache'}")
-    run = build_run(cfg, resolve(cfg, []).source)
+    prepared = prepare_run(cfg, [])
+    cfg = prepared.cfg
+    run = build_run(cfg, prepared.source)
     assert cfg.model._target_.endswith("features_network") and cfg.model.head_style == "temi"
     assert cfg.model.num_features == 16 and cfg.augment is None and cfg.features.num_views == 0
     assert isinstance(run.datamodule, CachedFeatureDataModule)
@@ -168,7 +203,7 @@ def test_model_auto_becomes_features_keeping_the_objectives_model_settings(tmp_p
     cache = Path(cfg.features.cache_dir)
     assert not cache.exists()  # the file is the cache: nothing is extracted or copied
     scan = train_cfg(tmp_path / "scan", feature_file, "objective=scan")
-    resolve(scan, [])
+    scan = prepare_run(scan, []).cfg
     assert scan.features.pairing == "eval_neighbors"
     plain = OmegaConf.to_container(scan, resolve=True)
     assert [key for key, value in walk(plain) if value == "auto" and key not in RUN_TIME_AUTO] == []
@@ -282,6 +317,7 @@ def test_selflabelling_starts_from_a_run_on_features_and_keeps_its_data(tmp_path
         resolve=False,
     )
     metrics = train(cfg)
+    cfg = OmegaConf.load(tmp_path / "sl" / "config.yaml")  # the run's resolved config
     assert cfg.data._target_.endswith("FeatureDataModule") and "train_transform" not in cfg.data
     assert cfg.features.pairing == "eval" and metrics["acc"] == pytest.approx(1.0)
 

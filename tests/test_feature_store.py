@@ -9,8 +9,8 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.conftest import TINY, compose_train, run_cli
-from vtcc.build import build_run
-from vtcc.config.resolve import MAPPED_ROWS, _feature_store, resolve
+from vtcc.build import build_run, prepare_run
+from vtcc.config.resolve import MAPPED_ROWS, _feature_store
 from vtcc.data.feature_store import FeatureStore
 from vtcc.errors import ConfigError
 
@@ -32,9 +32,9 @@ def cached_data(tmp_path, cache_dir, store: str = "mapped"):
         tiny=False,
         resolve=False,
     )
-    resolved = resolve(cfg, [])
+    resolved = prepare_run(cfg, [])
     torch.manual_seed(0)  # the same random backbone in every build, as a run's seed makes it
-    return build_run(cfg, resolved.source).datamodule
+    return build_run(resolved.cfg, resolved.source).datamodule
 
 
 def store_arrays(folder) -> dict[str, np.ndarray]:
@@ -155,18 +155,11 @@ def test_a_folder_the_store_did_not_write_is_refused(tmp_path):
 
 
 def test_auto_maps_the_store_above_two_million_feature_rows():
-    class Images:
-        def __init__(self, count):
-            self.count = count
-
-        def __len__(self):
-            return self.count
-
     for count, views, expected in (
         (1797, 4, "memory"),
         (MAPPED_ROWS // 5 + 1, 4, "mapped"),
         (MAPPED_ROWS, 0, "memory"),
     ):
         cfg = OmegaConf.create({"features": {"store": "auto", "num_views": views}})
-        _feature_store(cfg, Images(count))
+        _feature_store(cfg, count)
         assert cfg.features.store == expected, (count, views)

@@ -121,9 +121,8 @@ def test_the_head_the_embedding_supports_clusters_and_the_checkpoint_keeps_it(tm
     import json
 
     from tests.conftest import evaluate_in_process
-    from vtcc.build import build_data
+    from vtcc.build import build_data, restore_run
     from vtcc.train import supported_head
-    from vtcc.utils.checkpoint import restore_run
 
     run = tmp_path / "run"
     train(compose_train(run, ["module.num_cluster_heads=3", "trainer.max_epochs=2"]))

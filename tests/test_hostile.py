@@ -37,7 +37,7 @@ import vtcc.utils.checkpoint
 from tests import hostile_inputs
 from tests.conftest import TINY, compose_train
 from tests.hostile_inputs import CLASSES, TOY_RECORD, Case, Workspace, all_cases
-from vtcc.curation import read_curation
+from vtcc.curation import apply_curation, read_curation
 from vtcc.data.feature_file import FeatureDataModule, read_features
 from vtcc.data.feature_store import FeatureStore
 from vtcc.data.folder import load_image_folder
@@ -111,8 +111,9 @@ def _read(kind: str, path: Path, workspace: Workspace, setting: str | None) -> A
         return read_curves(path)
     if kind == "run_environment":
         return read_environment(path)
-    if kind == "curation":
-        return read_curation(path)
+    if kind == "curation":  # applied to two images named as its valid moves and outliers name them
+        probabilities, embeddings = np.eye(4, dtype=np.float32)[:2], np.zeros((2, 2), np.float32)
+        return apply_curation(read_curation(path), probabilities, embeddings, ["a.png", "b.png"])
     raise AssertionError(f"no reader call for the kind {kind}: add it to _read")
 
 
@@ -435,7 +436,14 @@ COMMANDS: dict[str, list[tuple[str, Callable[[Commands, Path], tuple[int, str]],
     ],
     "path_list": [("vtcc-predict", lambda c, p: c.predict(c.trained["images"], p), False)],
     "curation": [
-        ("vtcc-predict", lambda c, p: c.predict(c.trained["images"], _images(c), f"curation={p}"), False),
+        ("vtcc-predict", lambda c, p: c.predict(c.trained["images"], _images(c), f"curation={p}"), True),
+        (
+            "vtcc.Clusterer",
+            lambda c, p: c._exit(
+                lambda: vtcc.Clusterer.load(c.trained["images"]).apply_curation(p).predict(_images(c))
+            ),
+            True,
+        ),
     ],
     "run_log": [
         ("vtcc-eval", lambda c, p: c.evaluate(_run_folder(c, p, "logs/metrics.csv"), "report=true"), True)
@@ -517,8 +525,7 @@ def test_every_command_refuses_or_skips_and_names_it(
 def test_a_hostile_feature_store_stops_training(tmp_path, base, monkeypatch, capsys):
     """A store planted where the run's features would be stored: each class refused in one line
     by vtcc-train, before any extraction."""
-    from vtcc.build import build_run
-    from vtcc.config.resolve import resolve
+    from vtcc.build import build_run, prepare_run
 
     images = np.random.default_rng(0).integers(0, 256, size=(32, 8, 8), dtype=np.uint8)
     np.savez(tmp_path / "images.npz", x=images)
@@ -542,7 +549,8 @@ def test_a_hostile_feature_store_stops_training(tmp_path, base, monkeypatch, cap
     ]
     cfg = compose_train(tmp_path / "probe", overrides, tiny=False, resolve=False)
     torch.manual_seed(cfg.seed)  # the random backbone the run's seed makes: the store's key is its weights'
-    folder = build_run(cfg, resolve(cfg, []).source).datamodule.path.with_suffix(".mm")
+    prepared = prepare_run(cfg, [])
+    folder = build_run(prepared.cfg, prepared.source).datamodule.path.with_suffix(".mm")
     chosen = {}
     for case in CASES:
         chosen.setdefault(case.klass, case) if case.kind == "feature_store" else None
@@ -681,3 +689,46 @@ def test_vtcc_reads_files_only_through_the_reader():
     assert not unknown, (
         f"files read around vtcc.io.reader (use it, or list the read with its reason): {sorted(unknown)}"
     )
+
+
+@pytest.mark.parametrize(
+    "recorded",
+    [
+        b"slurm_job_id: [5]\n",  # a list whose text is the job id: not a job id
+        b"slurm_job_id: " + b"[" * 100_000 + b"]" * 100_000 + b"\n",  # past YAML's recursion limit
+    ],
+    ids=["list", "nested"],
+)
+def test_a_requeued_job_takes_only_a_plain_job_id_as_its_folders(recorded, tmp_path, monkeypatch):
+    """environment.yaml decides whether a requeued SLURM job may continue in a folder: only a
+    string or number names the job (a list with aliases would be expanded to print it), and a
+    file YAML cannot read is no record (never a traceback)."""
+    from vtcc.config.resume import own_run_folder
+
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    monkeypatch.setenv("SLURM_JOB_ID", "[5]")
+    (tmp_path / "environment.yaml").write_bytes(recorded)
+    assert own_run_folder(tmp_path) is False
+    (tmp_path / "environment.yaml").write_bytes(b"slurm_job_id: '[5]'\n")
+    assert own_run_folder(tmp_path) is True
+
+
+def test_a_shard_is_read_as_a_file_never_as_a_url(tmp_path, monkeypatch):
+    """``read_shard`` opens the file itself: a shard named like one of WebDataset's URLs
+    (``pipe:<command>``) is read as the file it is, and no command runs."""
+    monkeypatch.chdir(tmp_path)
+    shard = Path("pipe:touch pwned")
+    shard.write_bytes(hostile_inputs._sample_tar({"index": 0, "path": "a.png"}))
+    assert [(index, label) for index, _, label in read_shard(shard)] == [(0, 1)]
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_only_the_image_formats_vtcc_reads_are_opened(tmp_path):
+    """A file named as an image but holding another of PIL's formats (EPS, whose decoding runs
+    Ghostscript on it) is refused in one line naming it, before anything decodes it."""
+    path = tmp_path / "a.png"
+    path.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n")
+    with pytest.raises(VtccError) as error:
+        with open_image(path):
+            pass
+    assert_one_line(str(error.value), "a.png")

@@ -13,11 +13,11 @@ import torch
 import yaml
 from sklearn.datasets import load_digits
 
+from vtcc.build import restore_run
 from vtcc.errors import ConfigError
 from vtcc.k_selection import CRITERIA, choose, score_candidates, search_range
 from vtcc.report import k_selection_figure
 from vtcc.utils.callbacks import TimeBudget
-from vtcc.utils.checkpoint import restore_run
 
 
 def test_the_default_range_is_2_to_50_or_a_tenth_of_the_images():

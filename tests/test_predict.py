@@ -14,8 +14,8 @@ from hydra.utils import instantiate
 from PIL import Image
 
 from tests.conftest import TINY, changes, input_snapshot, run_cli
+from vtcc.build import restore_run
 from vtcc.data import load_digits
-from vtcc.utils.checkpoint import restore_run
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,7 @@ from PIL import Image
 from tests import fake_data
 from tests.conftest import compose_train
 from tests.test_architecture import RUN_TIME_AUTO, WRITTEN, walk, written_data
-from vtcc.build import build_run, build_trainer
-from vtcc.config.resolve import resolve
+from vtcc.build import build_run, build_trainer, prepare_run
 from vtcc.objectives import ContrastiveClustering
 from vtcc.utils.cli import CONFIG_DIR, user_error
 
@@ -123,8 +122,8 @@ def test_every_folder_preset_resolves_on_its_written_layout_and_trains_a_step(tm
     written = write_preset_folder(preset, tmp_path / "data")
     settings = [f"data={preset}", f"data.root={tmp_path / 'data'}", *SHRINK]
     settings += ["model.embed_dim=32", "model.depth=1", "model.num_heads=2"]
-    cfg = compose_train(tmp_path / "run", settings, tiny=False, resolve=False)
-    resolved = resolve(cfg, [])
+    resolved = prepare_run(compose_train(tmp_path / "run", settings, tiny=False, resolve=False), [])
+    cfg = resolved.cfg
     run = build_run(cfg, resolved.source)
     data = run.datamodule
     assert len(data) == written["images"]  # neither the other wnids nor val/ and test/
@@ -249,8 +248,8 @@ def test_every_experiment_resolves_on_written_data_keeps_its_settings_and_trains
     groups = chosen_groups(experiment)
     shrink = [*SHRINK, *(["model.depth=1"] if groups["model"] == "vit_small" else [])]
     settings = [f"experiment={experiment}", *data_settings, *shrink]
-    cfg = compose_train(tmp_path / "run", settings, tiny=False, resolve=False)
-    resolved = resolve(cfg, [])
+    resolved = prepare_run(compose_train(tmp_path / "run", settings, tiny=False, resolve=False), [])
+    cfg = resolved.cfg
     lost = lost_settings(cfg, expected_settings(experiment, shrink))
     assert lost == {}, f"experiment={experiment}'s settings lost in resolve, {{key: (set, found)}}"
     assert no_auto_left(cfg) == []
@@ -286,7 +285,7 @@ def test_a_base_experiment_on_its_own_stops_with_one_line(tmp_path, base):
     line (with data=folder it runs, above)."""
     cfg = compose_train(tmp_path / "run", [f"experiment={base}", *SHRINK], tiny=False, resolve=False)
     with pytest.raises(Exception) as raised:  # noqa: B017 - the CLI prints its cause
-        resolve(cfg, [])
+        prepare_run(cfg, [])
     assert "digits has 1 channel(s) but data.in_chans=3" in str(user_error(raised.value))
 
 
@@ -298,6 +297,6 @@ def test_a_preset_whose_class_count_the_folder_contradicts_keeps_it_and_says_so(
         tmp_path, ["data=aid", f"data.root={tmp_path / 'aid'}", *SHRINK], tiny=False, resolve=False
     )
     with caplog.at_level("WARNING", logger="vtcc"):
-        resolve(cfg, [])
+        cfg = prepare_run(cfg, []).cfg
     assert cfg.num_clusters == 30
     assert "labels show 3 classes but data.num_classes=30" in caplog.text and "num_clusters=3" in caplog.text

@@ -195,8 +195,7 @@ def test_held_out_split_with_cached_features_trains_on_train_and_scores_on_test(
     """data.eval_split=test: the heads train on the train split only, SCAN's neighbours come from
     it, and evaluation sees the test split under its global indices."""
     from tests import fake_data
-    from vtcc.build import build_run
-    from vtcc.config.resolve import resolve
+    from vtcc.build import build_run, prepare_run
 
     fake_data.write_cifar10(tmp_path / "data", per_file=8)  # 40 train + 8 test images
     settings = [
@@ -215,7 +214,8 @@ def test_held_out_split_with_cached_features_trains_on_train_and_scores_on_test(
         ],
         tiny=False,
     )
-    datamodule = build_run(cfg, resolve(cfg, []).source).datamodule
+    prepared = prepare_run(cfg, [])
+    datamodule = build_run(prepared.cfg, prepared.source).datamodule
     is_test = datamodule.source.arrays.is_test
     assert len(datamodule.cache["eval"]) == 48  # every image's features, in global order
     trained = datamodule.train_dataloader().dataset.tensors[0]
@@ -246,8 +246,8 @@ def test_a_vtcc_run_as_frozen_backbone_evaluates(tmp_path):
     """model.checkpoint=<run>.ckpt: eval rebuilds that run's backbone, not a timm model by name."""
     from hydra import compose, initialize_config_dir
 
+    from vtcc.build import restore_run
     from vtcc.evaluate import evaluate
-    from vtcc.utils.checkpoint import restore_run
     from vtcc.utils.cli import CONFIG_DIR
 
     source = compose_train(tmp_path / "source", ["trainer.max_epochs=1", "data.batch_size=256"])
@@ -303,12 +303,12 @@ def test_extraction_states_its_cost_first_and_takes_fewer_views_on_a_cpu(tmp_pat
 def test_scan_trains_the_backbone_on_fresh_views_of_mined_neighbours(tmp_path, weights):
     """model.mode=partial: neighbours mined once from the pretrained features of the evaluation
     view; each step pairs a fresh view of an image with a fresh view of one of its neighbours."""
-    from vtcc.build import build_data, build_network
-    from vtcc.config.resolve import resolve
+    from vtcc.build import build_data, build_network, prepare_run
 
     settings = overrides(weights, "objective=scan", "features.num_neighbors=5", "model.mode=partial")
     cfg = compose_train(tmp_path / "pairs", [*settings, "num_clusters=10"], tiny=False, resolve=False)
-    source = resolve(cfg, []).source  # the model's preprocessing and the data's auto settings
+    prepared = prepare_run(cfg, [])  # the model's preprocessing and the data's auto settings
+    cfg, source = prepared.cfg, prepared.source
     network = build_network(cfg)
     pairs = build_data(cfg, network, source)
     with torch.no_grad():

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 import json
 import re
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,7 +20,15 @@ import yaml
 from vtcc import registry
 from vtcc.config import schema
 from vtcc.config.stored import check_stored_config
-from vtcc.data import InMemoryDataModule, StreamingFolderDataModule, TwinViewAugmentation, strong_view
+from vtcc.config.validate import signature
+from vtcc.data import (
+    ImageDataModule,
+    ImageSettings,
+    InMemoryDataModule,
+    StreamingFolderDataModule,
+    TwinViewAugmentation,
+    strong_view,
+)
 from vtcc.data.features import CachedFeatureDataModule
 from vtcc.data.pairings import PAIRINGS
 from vtcc.data.shards import ShardDataModule
@@ -133,7 +143,8 @@ def test_every_module_that_registers_is_imported_before_the_first_lookup():
 def test_the_schema_tables_come_from_the_kinds_traits():
     """The tables vtcc kept by hand before the registry, pinned: the same pairs, now generated."""
     images = (InMemoryDataModule, StreamingFolderDataModule, ShardDataModule)
-    expected_auto = {(kind, key) for kind in images for key in ("image_size", "in_chans", "mean", "std")} | {
+    owners = (*images, ImageSettings)  # the image datamodules' shared keys are checked on ImageSettings
+    expected_auto = {(kind, key) for kind in owners for key in ("image_size", "in_chans", "mean", "std")} | {
         (vit_conv_stem, "patch_size"),
         (strong_view, "hflip_p"),
         (small_image_view, "hflip_p"),
@@ -151,6 +162,7 @@ def test_the_schema_tables_come_from_the_kinds_traits():
         vtcc_network: vit_conv_stem,
         pretrained_network: PretrainedClusteringNetwork,
         features_network: PretrainedClusteringNetwork,
+        **dict.fromkeys(images, ImageSettings),  # **settings: the keys every image datamodule shares
     }
     assert schema.extra_keys() == {
         (vtcc_network, "size"): Literal["auto"],
@@ -159,6 +171,23 @@ def test_the_schema_tables_come_from_the_kinds_traits():
     }
     assert schema.overrides()[(CachedFeatureDataModule, "pairing")] == Literal[PAIRINGS]
     assert schema.overrides()[(CachedFeatureDataModule, "device")] is schema.DEVICE
+
+
+def test_every_image_datamodule_takes_the_shared_settings_once_and_forwards_them():
+    """Each registered image datamodule names only its own keywords and hands the shared ones on
+    as **settings (ImageSettings, collected by ImageDataModule): its registration forwards them
+    there, so the validator knows every key of its config node and refuses any other."""
+    shared = {field.name for field in fields(ImageSettings)}
+    image_kinds = [e for e in registry.entries("datamodule") if issubclass(e.obj, ImageDataModule)]
+    assert {e.obj for e in image_kinds} >= {InMemoryDataModule, StreamingFolderDataModule, ShardDataModule}
+    for entry in image_kinds:
+        own = inspect.signature(entry.obj).parameters
+        assert entry.trait("forwards") is ImageSettings, entry.name
+        assert not shared & set(own), f"{entry.name} repeats {sorted(shared & set(own))}"
+        assert [p.kind for p in own.values()][-1] is inspect.Parameter.VAR_KEYWORD, entry.name
+        named = {name for name, p in own.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
+        keys, open_keywords = signature(entry.obj)  # what vtcc.config.validate checks a node against
+        assert not open_keywords and set(keys) == named | shared, entry.name
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from tests import fake_data
 from tests.conftest import TINY, changes, compose_train, input_snapshot
-from vtcc.config.resolve import resolve
+from vtcc.build import prepare_run
 from vtcc.data.folder import decode_image, list_images
 from vtcc.data.shards import (
     EpochLoader,
@@ -71,8 +71,8 @@ def shard_data(tmp_path: Path, shards: Path, *overrides: str):
         ["data=shards", f"data.root={shards}", "data.num_workers=0", "data.batch_size=16", *overrides],
         resolve=False,
     )
-    resolved = resolve(cfg, [])
-    return cfg, resolved.source
+    resolved = prepare_run(cfg, [])
+    return resolved.cfg, resolved.source
 
 
 def test_every_image_decodes_as_the_folder_loader_decodes_it(tmp_path, folder_and_shards):
@@ -198,7 +198,7 @@ def test_bad_shards_are_one_line(tmp_path, folder_and_shards, capsys, untouched_
         (partial / name).write_bytes((shards / name).read_bytes())
     cfg = compose_train(tmp_path / "run", ["data=shards", f"data.root={partial}"], tiny=False, resolve=False)
     with pytest.raises(ConfigError, match="shard-000001.tar is missing"):
-        resolve(cfg, [])
+        prepare_run(cfg, [])
     damaged = tmp_path / "damaged.tar"
     damaged.write_bytes((shards / "shard-000000.tar").read_bytes()[:700])  # cut inside a member
     with pytest.raises(ConfigError, match="damaged.tar is damaged"):

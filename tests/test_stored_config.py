@@ -184,7 +184,7 @@ def test_a_stored_value_of_the_wrong_type_is_refused_at_load(tmp_path, stored, k
 
 
 def test_a_checkpoint_naming_itself_as_its_backbone_is_refused(tmp_path, stored):
-    from vtcc.utils.checkpoint import restore_run
+    from vtcc.build import restore_run
 
     path = tmp_path / "self.ckpt"
     model = {"_target_": "vtcc.models.pretrained.pretrained_network", "name": "vit_tiny_patch16_224"}
@@ -199,8 +199,8 @@ def test_a_checkpoint_naming_itself_as_its_backbone_is_refused(tmp_path, stored)
 def test_timm_cannot_be_told_to_fetch_or_read_weights_through_model_kwargs(tmp_path, stored, key):
     """model.model_kwargs go to timm.create_model: its own weight-fetching arguments would let a
     checkpoint download into any folder or make timm load any file; vtcc's settings decide that."""
+    from vtcc.build import restore_run
     from vtcc.models.network import timm_arguments
-    from vtcc.utils.checkpoint import restore_run
 
     with pytest.raises(ConfigError, match=rf"model.model_kwargs.{key} would make timm fetch"):
         timm_arguments({key: str(tmp_path)})
@@ -234,12 +234,11 @@ def test_a_pretrained_node_that_leaves_pretrained_out_is_built_without_fetching_
 def test_features_cached_for_other_backbone_weights_are_never_served(tmp_path, weights):  # noqa: F811
     """The cache key hashes the backbone's weights: a checkpoint's altered backbone cannot plant
     features under the key an honest run with the same settings would read."""
-    from vtcc.build import build_network
-    from vtcc.config.resolve import resolve
-    from vtcc.data.features import weights_digest, wrap_for_network
+    from vtcc.build import build_network, prepare_run, wrap_for_network
+    from vtcc.data.features import weights_digest
 
-    cfg = compose_train(tmp_path, overrides(weights), tiny=False, resolve=False)
-    source = resolve(cfg, []).source
+    prepared = prepare_run(compose_train(tmp_path, overrides(weights), tiny=False, resolve=False), [])
+    cfg, source = prepared.cfg, prepared.source
     honest, altered = build_network(cfg), build_network(cfg)
     assert weights_digest(honest.backbone) == weights_digest(altered.backbone)
     with torch.no_grad():
@@ -252,7 +251,7 @@ def test_features_cached_for_other_backbone_weights_are_never_served(tmp_path, w
 def test_eval_and_predict_never_compile_what_a_checkpoint_says_to(tmp_path):
     """A stored module.compile: true would make torch write its code cache outside the command's
     folders: a network rebuilt from a checkpoint is never compiled."""
-    from vtcc.utils.checkpoint import restore_run
+    from vtcc.build import restore_run
 
     run = tmp_path / "run"
     train(compose_train(run, ["trainer.max_epochs=1"]))

@@ -156,13 +156,12 @@ def test_temi_pairs_evaluation_features_of_an_image_and_a_nearest_neighbour(tmp_
     """TEMI's precomputed mode: one evaluation-view embedding per image, no augmented views; each
     pair is an image's embedding and the embedding of one of its k nearest neighbours."""
     from tests.conftest import compose_train
-    from vtcc.build import build_data, build_network
-    from vtcc.config.resolve import resolve
+    from vtcc.build import build_data, build_network, prepare_run
     from vtcc.losses import nearest_neighbors
 
     settings = overrides(weights, "objective=temi", "features.num_neighbors=3", "num_clusters=10")
-    cfg = compose_train(tmp_path, settings, tiny=False)
-    source = resolve(cfg, []).source  # the backbone's input size and statistics, as vtcc-train sets them
+    prepared = prepare_run(compose_train(tmp_path, settings, tiny=False), [])
+    cfg, source = prepared.cfg, prepared.source  # the backbone's input size and statistics, as set in a run
     datamodule = build_data(cfg, build_network(cfg), source)
     features = datamodule.cache["eval"]
     assert datamodule.cache["views"].shape == (0, *features.shape)

@@ -240,7 +240,6 @@ ELSEWHERE = {
         "vtcc/report.py",
         ".savefig(",
     ): "a figure draws into the path write_report gives it: Writer.temporary's",
-    ("vtcc/api.py", "FileHandler("): "the logging module's log file, beside Hydra's own train.log",
 }
 
 
@@ -307,3 +306,35 @@ def test_a_fifo_is_never_copied(tmp_path):
     out = tmp_path / "out"
     refused(lambda: Writer(out).copy_file(fifo, out / "copy.png"), str(fifo), "not a regular file")
     assert not (out / "copy.png").exists()
+
+
+def test_the_librarys_log_file_is_never_written_through_a_link(tmp_path, victim):
+    """``vtcc.Clusterer``'s ``<run>/train.log``: appended to when vtcc made it, refused when a link
+    (or a file vtcc did not write) stands there, its target untouched."""
+    import logging
+
+    from vtcc.api import run_logging
+
+    run = tmp_path / "run"
+    for _ in range(2):  # a second fit into the same folder (overwrite=True) appends
+        with run_logging(run):
+            logging.getLogger("vtcc").info("a line")
+    assert (run / "train.log").read_text().count("a line") == 2
+    (run / "train.log").unlink()
+    (run / "train.log").symlink_to(victim)
+    with pytest.raises(ConfigError, match="train.log"):
+        with run_logging(run):
+            logging.getLogger("vtcc").info("a line")
+    assert victim.read_bytes() == b"the user's own bytes"
+
+
+def test_what_an_earlier_command_wrote_into_a_folder_this_one_reads_is_not_removed(tmp_path):
+    """``vtcc-predict input=out/cluster_000 output=out overwrite=true``: the earlier prediction's
+    copies in cluster_000 are this command's input now, and stay."""
+    out = tmp_path / "out"
+    Writer(out).write_bytes(out / "cluster_000" / "000000_a.png", b"an image")
+    Writer(out).write_bytes(out / "cluster_001" / "000001_b.png", b"another")
+    later = Writer(out, protect=[out / "cluster_000"])
+    assert later.remove_recorded("cluster_*/*") == 1
+    assert (out / "cluster_000" / "000000_a.png").read_bytes() == b"an image"
+    assert not (out / "cluster_001").exists()

@@ -24,10 +24,19 @@ from typing import Any
 import numpy as np
 
 from vtcc.api_curation import CurationMethods
+from vtcc.config.validate import validate_config
+from vtcc.data.feature_file import check_features, read_features
+from vtcc.data.folder import IMAGE_SUFFIXES, load_npz
 from vtcc.errors import ConfigError, VtccError
+from vtcc.inference import Assigner, array_images
 from vtcc.io.reader import npz_names, open_regular
 from vtcc.io.writer import Writer
+from vtcc.metrics import clustering_metrics
 from vtcc.plugins import load_plugins
+from vtcc.predict import existing_files, list_inputs
+from vtcc.report import collect_outputs
+from vtcc.train import check_output_dir, train_run
+from vtcc.utils.cli import CONFIG_DIR, one_line, user_error
 
 log = logging.getLogger("vtcc")
 
@@ -95,8 +104,6 @@ def composing() -> Iterator[None]:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.initialize import get_gh_backup, restore_gh_from_backup
 
-    from vtcc.utils.cli import CONFIG_DIR
-
     load_plugins()  # the installed plugins' kinds and config files (objective=iic)
     backup = get_gh_backup()  # inside a Hydra app, or after a compose of the caller's: kept
     GlobalHydra.instance().clear()
@@ -124,9 +131,10 @@ def compose_config(name: str, items: list[str]) -> Any:
 @contextmanager
 def run_logging(run_dir: Path) -> Iterator[None]:
     """vtcc's log lines into ``<run>/train.log`` (as the CLI writes it) and, when nothing else shows
-    them, to stderr; both handlers removed afterwards (the log file is the logging module's own)."""
-    Writer(run_dir).make_dirs(run_dir)
-    handlers: list[logging.Handler] = [logging.FileHandler(run_dir / "train.log")]
+    them, to stderr; both handlers removed afterwards (the log file opened by the Writer: never
+    through a link, never a file vtcc did not write)."""
+    stream = Writer(run_dir).append(run_dir / "train.log")
+    handlers: list[logging.Handler] = [logging.StreamHandler(stream)]
     if not logging.getLogger().handlers and not log.handlers:
         handlers.append(logging.StreamHandler(sys.stderr))
     formatter = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
@@ -142,14 +150,13 @@ def run_logging(run_dir: Path) -> Iterator[None]:
         for handler in handlers:
             log.removeHandler(handler)
             handler.close()
+        stream.close()
         log.setLevel(level)
 
 
 @contextmanager
 def user_errors() -> Iterator[None]:
     """A user mistake raised as its own one-line exception, not wrapped by Hydra or Lightning."""
-    from vtcc.utils.cli import one_line, user_error
-
     try:
         yield
     except VtccError as error:
@@ -187,11 +194,6 @@ def plan_inputs(images: Images, labels: Any, run_dir: Path, items: list[str]) ->
     """A folder as ``data=folder``, an ``.npz`` file as ``data=npz``, a list of image paths as a
     folder of links under ``<run>/inputs``, an array as ``<run>/inputs.npz`` (with ``labels`` as its
     ``y``, for the metrics only). Checked in full before anything is written."""
-    from vtcc.data.feature_file import check_features
-    from vtcc.data.folder import IMAGE_SUFFIXES
-    from vtcc.inference import array_images
-    from vtcc.predict import existing_files
-
     chose_data = any(re.match(r"^\+*data=", item) for item in items)
     if labels is not None and not isinstance(images, np.ndarray):
         raise ConfigError("labels= go with an array of images; a folder's labels are its class subfolders")
@@ -286,8 +288,6 @@ def link_inputs(files: Sequence[Path], folder: Path, writer: Writer | None = Non
 
 def check_run_dir(run_dir: Path, overwrite: bool) -> None:
     """Before anything is written: a folder (not a file), and not another run's unless ``overwrite``."""
-    from vtcc.train import check_output_dir
-
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"run_dir={run_dir} is a file: give a folder for the run")
     check_output_dir(run_dir, overwrite)
@@ -374,10 +374,6 @@ class Clusterer(CurationMethods):
     def fit(self, images: Images, labels: Any = None) -> Clusterer:
         """Train on ``images``; ``labels`` (an array's, optional) only score the clusters
         (``metrics_``): K is yours to give (``num_clusters``), never taken from them."""
-        from vtcc.config.validate import validate_config
-        from vtcc.report import collect_outputs
-        from vtcc.train import train_run
-
         items = self._items()
         if labels is not None and not any(re.sub(r"^\++", "", i).startswith("num_clusters=") for i in items):
             raise ConfigError(
@@ -449,8 +445,6 @@ class Clusterer(CurationMethods):
         return Path(checkpoint)
 
     def _assigner_for(self) -> Any:
-        from vtcc.inference import Assigner
-
         if self._assigner is None:
             checkpoint = self._fitted()
             with user_errors():  # assigning images reads no feature cache: nothing is written
@@ -458,16 +452,11 @@ class Clusterer(CurationMethods):
         return self._assigner
 
     def _assign(self, images: Images, batch_size: int = 256) -> Any:
-        from vtcc.data.folder import IMAGE_SUFFIXES, load_npz
-        from vtcc.predict import existing_files, list_inputs
-
         assigner = self._assigner_for()
         with user_errors():
             if isinstance(images, np.ndarray):
                 return assigner.assign_array(images, batch_size)
             if assigner.reads_features and isinstance(images, str | Path):
-                from vtcc.data.feature_file import read_features
-
                 return assigner.assign_features(read_features(images).features.numpy(), batch_size)
             if isinstance(images, str | Path):
                 path = Path(images)
@@ -500,8 +489,6 @@ class Clusterer(CurationMethods):
     def evaluate(self, images: Images, labels: Any) -> dict[str, float]:
         """ACC (Hungarian), NMI and ARI of the clusters of ``images`` against ``labels`` ``(N,)``, as
         ``vtcc-eval`` scores a run; the labels only score."""
-        from vtcc.metrics import clustering_metrics
-
         clusters = self.predict(images)
         truth = np.asarray(labels)
         if truth.shape != clusters.shape or not np.issubdtype(truth.dtype, np.integer):

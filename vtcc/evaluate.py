@@ -11,14 +11,14 @@ import lightning.pytorch as pl
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from vtcc.build import build_data
+from vtcc.build import build_data, restore_run
 from vtcc.config.validate import validate_config
 from vtcc.errors import ConfigError
 from vtcc.io.reader import read_bytes, reader
 from vtcc.io.writer import Writer
 from vtcc.objectives import validation_metrics
 from vtcc.report import report_run
-from vtcc.utils.checkpoint import own_cache_dir, restore_run
+from vtcc.utils.checkpoint import own_cache_dir
 from vtcc.utils.cli import CONFIG_DIR, checks_command_line, run_safely
 from vtcc.utils.environment import ENVIRONMENT_FILE
 

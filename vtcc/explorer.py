@@ -84,6 +84,20 @@ def thumbnail_sheets(
     return {"files": files, "side": SHEET_SIDE, "cell": THUMBNAIL}
 
 
+def thumbnails(
+    images_at: Callable[[torch.Tensor], torch.Tensor], indices: np.ndarray, sheets: tuple[Writer, Path] | None
+) -> tuple[list[str] | None, dict | None]:
+    """The thumbnails of the images ``indices``: inlined as data URIs, or (above
+    :data:`INLINE_THUMBNAILS`, where ``sheets`` names the page's writer and folder) in sheets."""
+    if sheets is not None and len(indices) > INLINE_THUMBNAILS:
+        return None, thumbnail_sheets(images_at, indices, *sheets)
+    pictures: list[str] = []
+    for start in range(0, len(indices), 256):
+        chunk = np.asarray(images_at(torch.as_tensor(indices[start : start + 256])))
+        pictures += [thumbnail(image) for image in chunk]
+    return pictures, None
+
+
 def shared_prefix(paths: list[str]) -> str:
     """The longest leading text of every path that ends at a separator (the page stores the rest)."""
     prefix = os.path.commonprefix(paths) if paths else ""
@@ -132,13 +146,7 @@ def explorer_section(
     ``coordinates`` ``(len(shown), 2)`` their map; ``paths``: every image's path (None: unknown,
     then the page curates clusters, not single images); ``sheets``: the writer and folder of the
     page, where thumbnail sheets go when more than :data:`INLINE_THUMBNAILS` images are shown."""
-    pictures: list[str] | None = []
-    on_demand = None
-    if sheets is not None and len(shown) > INLINE_THUMBNAILS:
-        pictures, on_demand = None, thumbnail_sheets(images_at, indices[shown], *sheets)
-    for start in range(0, len(shown) if pictures is not None else 0, 256):
-        chunk = shown[start : start + 256]
-        pictures += [thumbnail(image) for image in np.asarray(images_at(torch.as_tensor(indices[chunk])))]
+    pictures, on_demand = thumbnails(images_at, indices[shown], sheets)
     sizes = np.bincount(clusters, minlength=num_clusters)
     finite = np.nan_to_num(np.asarray(coordinates, dtype=float), nan=0.0, posinf=0.0, neginf=0.0)
     data = {
@@ -160,12 +168,7 @@ def explorer_section(
         if len(shown) == len(clusters)
         else f"a random sample of {len(shown)} of the {len(clusters)} images"
     )
-    colour_choice = (
-        '<label>colour by <select id="colour-by"><option value="cluster">cluster</option>'
-        '<option value="label">label</option></select></label>'
-        if labels is not None
-        else ""
-    )
+    colour_choice = COLOUR_CHOICE if labels is not None else ""
     payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
     return (
         '<section id="explorer"><h2>Explorer</h2>'
@@ -183,6 +186,10 @@ def explorer_section(
     )
 
 
+COLOUR_CHOICE = (
+    '<label>colour by <select id="colour-by"><option value="cluster">cluster</option>'
+    '<option value="label">label</option></select></label>'
+)
 # The curation's controls (curation.js binds them); the download is a link the script fills.
 CURATION_CONTROLS = (
     '<div id="curate"><div class="bar">select by <label><input type="radio" name="select-mode" '

@@ -17,11 +17,12 @@ import torch
 from tqdm.auto import tqdm
 
 from vtcc import registry
+from vtcc.build import restore_run
+from vtcc.data.feature_file import check_features
 from vtcc.data.folder import decode_image
 from vtcc.data.transforms import EvalTransform
 from vtcc.errors import ConfigError
 from vtcc.io.reader import UnreadableFile
-from vtcc.utils.checkpoint import restore_run
 
 
 @dataclass
@@ -144,8 +145,6 @@ class Assigner:
 
     def assign_features(self, features: np.ndarray, batch_size: int = 256) -> Assignments:
         """Feature vectors ``(N, D)`` of the run's kind (a ``data=features`` run's)."""
-        from vtcc.data.feature_file import check_features
-
         if not self.reads_features:
             raise ConfigError("this run clusters images, not feature vectors: give images")
         rows = check_features(features, "the features")

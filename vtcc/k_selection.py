@@ -31,6 +31,7 @@ from sklearn.metrics import (
 
 from vtcc.errors import ConfigError
 from vtcc.io.writer import Writer
+from vtcc.quality import generalization_score
 from vtcc.utils.progress import Progress
 
 log = logging.getLogger("vtcc")
@@ -77,8 +78,6 @@ def score_candidates(
 ) -> list[dict[str, float]]:
     """One row per K: every criterion for the k-means partition of ``embeddings`` (L2-normalised);
     those of :data:`ON_REQUEST` only when ``criterion`` names them (else NaN)."""
-    from vtcc.quality import generalization_score
-
     points = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True).clip(min=1e-12)
     rng = np.random.default_rng(seed)
     if len(points) > max_points:  # the criteria are quadratic in N: a fixed random sample

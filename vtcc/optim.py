@@ -83,6 +83,13 @@ def check_budget_can_move(factory: Callable[..., LRScheduler] | None) -> None:
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     scheduler = build_scheduler(factory, optimizer, total_steps=100)
     if not follows_a_replan(scheduler):
-        from vtcc.utils.callbacks import refused_scheduler
-
         raise ConfigError(refused_scheduler(type(scheduler).__name__))
+
+
+def refused_scheduler(name: str) -> str:
+    """Why a time budget cannot move the scheduler ``name``: one line."""
+    return (
+        f"time_budget_minutes re-plans the run's length, which the scheduler {name} (its length fixed "
+        "in its settings) cannot follow: use module.scheduler's vtcc.optim.warmup_cosine, or drop "
+        "time_budget_minutes"
+    )

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vtcc.config.validate import validate_config
 from vtcc.curation import Curated, Curation, apply_curation, read_curation, sorted_folders
+from vtcc.data.feature_file import FEATURE_SUFFIXES, FORMAT, read_features
 from vtcc.data.folder import IMAGE_SUFFIXES, images_under
 from vtcc.errors import ConfigError
 from vtcc.export import require_parquet, write_assignments
@@ -187,8 +188,6 @@ def predict_features(
 ) -> Path:
     """A run on precomputed features: ``input=<file>.npy`` or ``.npz`` of features of its width; the
     CSV's ``path`` is the row's image path where the file lists them, else ``<file>#<row>``."""
-    from vtcc.data.feature_file import FEATURE_SUFFIXES, FORMAT, read_features
-
     if Path(cfg.input).suffix not in FEATURE_SUFFIXES:
         raise ConfigError(f"input={cfg.input}: this run clusters feature vectors; give {FORMAT}")
     arrays = read_features(cfg.input)

@@ -15,21 +15,21 @@ import numpy as np
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from vtcc.build import Run, build_module, build_object, build_run, build_trainer
+from vtcc.build import Run, build_loggers, build_module, build_object, build_run, build_trainer, prepare_run
 from vtcc.config.init_from import command_line_overrides, load_run_weights
-from vtcc.config.resolve import Resolved, choose_k, refine_epochs, resolve
 from vtcc.config.resume import own_run_folder, requeued_job
+from vtcc.config.spec import RunSpec
 from vtcc.config.validate import validate_config
 from vtcc.errors import ConfigError
 from vtcc.io.writer import Writer
 from vtcc.k_selection import choose, embed, score_candidates, write_table
 from vtcc.objectives import validation_metrics
 from vtcc.quality import embed_and_assign_heads, head_structures
+from vtcc.report import report_run
 from vtcc.utils.callbacks import ReportOnInterrupt, StopRecord, StoreConfig, TimeBudget, describe_stop
 from vtcc.utils.checkpoint import record_best_head
 from vtcc.utils.cli import CONFIG_DIR, checks_command_line, run_safely
 from vtcc.utils.environment import collect_environment, write_environment
-from vtcc.utils.loggers import build_loggers
 
 log = logging.getLogger("vtcc")
 
@@ -75,22 +75,25 @@ def train_run(cfg: DictConfig, overrides: list[str] | None = None) -> Trained:
     output_dir = Path(cfg.paths.output_dir)
     check_output_dir(output_dir, cfg.get("overwrite", False), requeued_job())
     loggers = build_loggers(cfg.get("logger"))  # a missing optional extra stops before any work
-    resolved = resolve(cfg, command_line_overrides() if overrides is None else overrides)
-    initial = resolved.initial if not resolved.ckpt_path else None  # a resumed run has its own weights
+    prepared = prepare_run(cfg, command_line_overrides() if overrides is None else overrides)
+    spec = prepared.spec
+    cfg = spec.config  # resolved, read-only
+    initial = spec.initial if not spec.ckpt_path else None  # a resumed run has its own weights
     run = build_run(
         cfg,
-        resolved.source,
+        prepared.source,
         weights=(lambda module: load_run_weights(module, initial, str(cfg.init_from))) if initial else None,
     )
     started = time.perf_counter()  # a K search counts against the time budget too
-    if resolved.candidates:
-        run = search_k(cfg, run, resolved, output_dir, started)  # now at the chosen K
-    config = OmegaConf.to_container(cfg, resolve=True)
+    if spec.candidates:
+        spec, run = search_k(spec, run, output_dir, started)  # now at the chosen K
+        cfg = spec.config
+    config = spec.container()
     environment = collect_environment()
 
     budget = None
-    if resolved.budget is not None:
-        budget = TimeBudget(resolved.budget, started_at=started if resolved.candidates else None)
+    if spec.budget is not None:
+        budget = TimeBudget(spec.budget, started_at=started if spec.candidates else None)
     stop = StopRecord(budget)  # why training ended: the log, final_metrics.json and the report
     callbacks = [StoreConfig(config, environment), stop]
     if cfg.get("report"):
@@ -103,16 +106,16 @@ def train_run(cfg: DictConfig, overrides: list[str] | None = None) -> Trained:
         )
     if budget is not None:
         callbacks.insert(0, budget)
-    epochs = {"max_epochs": refine_epochs(cfg)} if resolved.refines else {}
+    epochs = {"max_epochs": spec.refine_epochs} if spec.refines else {}
     trainer = build_trainer(cfg, callbacks, loggers, **epochs)
     if trainer.is_global_zero:  # one writer under DDP
         writer = Writer(output_dir)  # every file of the run: inside its folder, atomically
         writer.write_text(output_dir / "config.yaml", OmegaConf.to_yaml(config))
         write_environment(output_dir, environment, writer)
-    if resolved.ckpt_path:
-        log.info("resuming from %s", resolved.ckpt_path)
+    if spec.ckpt_path:
+        log.info("resuming from %s", spec.ckpt_path)
     try:
-        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resolved.ckpt_path)
+        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=spec.ckpt_path)
     except BaseException:  # a signal, a NaN loss, an error: why training ended is still recorded
         if stop.record is not None and trainer.is_global_zero:
             Writer(output_dir).write_json(output_dir / "final_metrics.json", {"stopped": stop.record})
@@ -173,20 +176,21 @@ def keep_supported_head(trainer: pl.Trainer, run: Run, seed: int) -> None:
     network.best_head.fill_(int(trainer.strategy.broadcast(head, src=0)))
 
 
-def search_k(cfg: DictConfig, run: Run, resolved: Resolved, output_dir: Path, start: float) -> Run:
+def search_k(spec: RunSpec, run: Run, output_dir: Path, start: float) -> tuple[RunSpec, Run]:
     """num_clusters=auto, a stage of its own: train at the largest candidate K (no checkpoints: only
-    the backbone is kept), score every candidate on its embeddings, record the chosen K
-    (:func:`~vtcc.config.resolve.choose_k`) and return the run with a fresh cluster head at that
-    K. With a time budget, the search trains within its share (its epochs over all the run's
-    epochs) of the budget."""
+    the backbone is kept), score every candidate on its embeddings, and return the spec at the
+    chosen K (:meth:`~vtcc.config.spec.RunSpec.with_k`, which records the choice) with the run
+    given a fresh cluster head at that K. With a time budget, the search trains within its share
+    (its epochs over all the run's epochs) of the budget."""
     from lightning.pytorch.loggers import CSVLogger
 
-    candidates = resolved.candidates
+    cfg = spec.config
+    candidates = spec.candidates
     callbacks = []
-    if resolved.budget is not None:
+    if spec.budget is not None:
         search_epochs = int(cfg.trainer.max_epochs)
-        share = search_epochs / (search_epochs + refine_epochs(cfg))
-        callbacks.append(TimeBudget(resolved.budget * share, started_at=start))
+        share = search_epochs / (search_epochs + spec.refine_epochs)
+        callbacks.append(TimeBudget(spec.budget * share, started_at=start))
     trainer = build_object(
         cfg.trainer,
         callbacks=callbacks,
@@ -209,19 +213,19 @@ def search_k(cfg: DictConfig, run: Run, resolved: Resolved, output_dir: Path, st
     chosen = choose(rows, cfg.k_search.criterion)
     if trainer.is_global_zero:
         write_table(output_dir / "k_selection.csv", rows, chosen, cfg.k_search.criterion, Writer(output_dir))
-    choose_k(cfg, chosen)
+    spec = spec.with_k(chosen)
     log.info(
         "num_clusters=auto chose K=%d by %s (k_selection.csv); backbone trained in %.0f s; "
         "now %d epochs of a fresh cluster head at K=%d",
         chosen,
         cfg.k_search.criterion,
         time.perf_counter() - start,
-        refine_epochs(cfg),
+        spec.refine_epochs,
         chosen,
     )
     network = run.network
     network.reset_cluster_heads(chosen)
-    return Run(build_module(cfg, network), datamodule)
+    return spec, Run(build_module(spec.config, network), datamodule)
 
 
 def write_run_report(
@@ -237,8 +241,6 @@ def write_run_report(
     why training ended). A report that cannot be made (an unusual K, a figure matplotlib refuses)
     is said in one line; the trained run, its checkpoints and metrics are already written and stay
     a success."""
-    from vtcc.report import report_run  # scikit-learn and matplotlib only when a report is made
-
     try:
         page, quality = report_run(
             module,

@@ -30,7 +30,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vtcc import registry
+from vtcc.data.probe import ImageProbe, probe_folder, probe_npz
+from vtcc.data.shards import read_index
 from vtcc.errors import ConfigError
+from vtcc.plugins import VTCC_CONFIG_DIR as CONFIG_DIR
 
 log = logging.getLogger("vtcc")
 
@@ -102,8 +105,6 @@ def model_for(image_size: int, device: str) -> str:
 def auto_option_changes(cfg: DictConfig, group: str, marker: str, base: str) -> dict[str, Any]:
     """The keys of ``<group>=auto``'s node that differ from its ``base`` option (overrides, or an
     objective's settings of that group), with their values."""
-    from vtcc.utils.cli import CONFIG_DIR
-
     given = OmegaConf.to_container(cfg[group], resolve=False)
     given.pop(marker)
     own = OmegaConf.load(Path(CONFIG_DIR, group, "auto.yaml"))  # what auto sets beside its base
@@ -121,8 +122,6 @@ def resolve_auto_option(cfg: DictConfig, group: str, marker: str, base: str, pic
     """``<group>=auto`` starts as the ``base`` option plus a ``marker: auto`` key. Becomes ``pick``:
     the base as given (marker dropped), or ``pick``'s own config; overrides of the base's keys keep
     the base, and where the rule picks another option they are refused. Returns what was used."""
-    from vtcc.utils.cli import CONFIG_DIR
-
     changed = bool(auto_option_changes(cfg, group, marker, base))
     if changed and pick != base:
         raise ConfigError(
@@ -160,9 +159,6 @@ def _probeable(cfg: DictConfig) -> bool:
 
 
 def _probe(cfg: DictConfig):
-    from vtcc.data.probe import ImageProbe, probe_folder, probe_npz
-    from vtcc.data.shards import read_index
-
     data = cfg.data
     root = Path(str(data.root))
     style = _probe_style(data)

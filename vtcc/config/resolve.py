@@ -1,74 +1,69 @@
-"""Resolve: the one stage that turns a composed ``vtcc-train`` config into a concrete one.
+"""Resolve: the one stage that turns a composed ``vtcc-train`` config into a frozen run spec.
 
 Every ``auto`` is decided here (the data's channels, size and statistics, ``model=auto``,
 ``augment=auto``, the patch size, the cached views, the contrastive objective's cluster heads),
 ``init_from``'s run settings are taken, a pretrained backbone's preprocessing reaches the data,
-K comes from the data (or the ``num_clusters=auto`` range is set, and :func:`choose_k` records
-the K the search chose), and a resumed run keeps its time budget. No other module writes to a
-run's config (a test greps for it); the result, resolved, is what ``config.yaml`` records and
+K comes from the data (or the ``num_clusters=auto`` range is set; the K the search chooses is a
+new spec, :meth:`~vtcc.config.spec.RunSpec.with_k`), and a resumed run keeps its time budget.
+
+:func:`resolve` builds nothing: what it needs to know of the data it asks the assembly
+(``gather``, :func:`vtcc.build.data_facts` through :func:`vtcc.build.prepare_run`), which builds
+the data source from the data node as resolved so far and answers with typed
+:class:`~vtcc.config.spec.DataFacts`. It works on a copy: the composed config is left as it was,
+and no other module writes to a run's config (a test greps for it). The result,
+:class:`~vtcc.config.spec.RunSpec`, holds the config read-only: what ``config.yaml`` records and
 what checkpoints store. One ``auto`` is left to the run on purpose: TEMI's
 ``module.teacher_momentum``, which follows the planned steps while a time budget re-plans them.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vtcc import registry
-from vtcc.config.data_defaults import resolve_data_defaults
+from vtcc.config.data_defaults import auto_option_changes, resolve_data_defaults
 from vtcc.config.init_from import take_run_settings
 from vtcc.config.resume import requeued_checkpoint, resumed_checkpoint
+from vtcc.config.spec import DataFacts, RunSpec, frozen_config
+from vtcc.data.pairings import pairing_for
 from vtcc.errors import ConfigError
-from vtcc.utils.checkpoint import CONFIG_KEY
+from vtcc.k_selection import check_criterion, search_range
+from vtcc.knn import choose_backend
+from vtcc.models.pretrained import pretrained_data_config, resolved_backbones, spaces_data_config
+from vtcc.objectives import objective_class
+from vtcc.plugins import VTCC_CONFIG_DIR
+from vtcc.utils.checkpoint import CONFIG_KEY, load_checkpoint
 
 log = logging.getLogger("vtcc")
 
-
-@dataclass
-class Resolved:
-    """A run's concrete config and what resolving it found out."""
-
-    cfg: DictConfig
-    source: Any  # the image datamodule, set up (its errors and class count came first)
-    initial: dict[str, Any] | None = None  # init_from's checkpoint
-    candidates: list[int] | None = None  # num_clusters=auto: the Ks the search scores
-    ckpt_path: str | None = None  # the checkpoint this run resumes
-    budget: float | None = None  # time_budget_minutes
-
-    @property
-    def refines(self) -> bool:
-        """num_clusters=auto's refine phase, or a resumed one: it follows the refine plan."""
-        return bool(self.candidates) or self.cfg.k_search.get("chosen") is not None
+# What resolving asks the assembly: the facts of the data its (read-only) data node describes.
+Gather = Callable[[DictConfig], DataFacts]
 
 
-def resolve(cfg: DictConfig, overrides: list[str]) -> Resolved:
-    """Make ``cfg`` concrete (in place) and return it with the data it was resolved from.
-    ``overrides``: the command line's ``key=value`` items (what ``init_from`` keeps of this run)."""
-    from vtcc.build import build_object
-    from vtcc.objectives import objective_class
-
-    initial = _start_from(cfg, overrides, objective_class(cfg).needs_source_run)
-    if cfg.get("time_budget_minutes") is not None and cfg.module.get("scheduler"):
-        from vtcc.optim import check_budget_can_move
-
-        check_budget_can_move(build_object(cfg.module.scheduler))
+def resolve(cfg: DictConfig, overrides: list[str], gather: Gather) -> RunSpec:
+    """The frozen spec of the run ``cfg`` composes (``cfg`` itself is left as it was).
+    ``overrides``: the command line's ``key=value`` items (what ``init_from`` keeps of this run);
+    ``gather``: the facts of the data a data node describes (the assembly's, which sets the source
+    up: its errors and its class count come before the model)."""
+    cfg = copy.deepcopy(cfg)
+    objective = objective_class(cfg)
+    initial = _start_from(cfg, overrides, objective.needs_source_run)
     _feature_input(cfg)
     _pretrained_preprocessing(cfg)
-    _spaces(cfg, objective_class(cfg))
+    _spaces(cfg, objective)
     resolve_data_defaults(cfg)  # data=folder/npz: channels, size, statistics, augmentation from the images
-    _instance_projector(cfg, objective_class(cfg).trains_instance_projector)  # after model=auto's check
+    _instance_projector(cfg, objective.trains_instance_projector)  # after model=auto's check
     _requeued(cfg)  # before K: a requeued num_clusters=auto run continues at the K it chose
-    source = build_object(cfg.data)
-    source.setup("fit")  # load data first: its errors and its class count come before the model
-    _feature_width(cfg, source)
-    candidates = _from_the_data(cfg, source)
+    facts = gather(frozen_config(cfg.data))
+    _feature_width(cfg, facts)
+    candidates = _from_the_data(cfg, facts)
     if candidates and (cfg.get("ckpt_path") or cfg.get("resume")):
         raise ConfigError(
             "num_clusters=auto starts a new run: resume an auto run with num_clusters=<its K> "
@@ -78,10 +73,10 @@ def resolve(cfg: DictConfig, overrides: list[str]) -> Resolved:
     resolve_cluster_heads(cfg, stored, initial)
     _refine_plan(cfg, stored)
     _cached_views(cfg)
-    _feature_store(cfg, source)
-    _neighbor_search(cfg, source)
+    _feature_store(cfg, facts.length)
+    _neighbor_search(cfg, facts.train_length)
     budget = _budget(cfg, stored)
-    return Resolved(cfg, source, initial, candidates, ckpt_path, budget)
+    return RunSpec(cfg, initial, tuple(candidates) if candidates else None, ckpt_path, budget)
 
 
 def _start_from(cfg: DictConfig, overrides: list[str], needs_run: bool) -> dict[str, Any] | None:
@@ -114,8 +109,6 @@ def _pretrained_preprocessing(cfg: DictConfig) -> None:
     """A pretrained backbone brings its own preprocessing (timm's data config): use it for the data.
     Several backbones (``model.backbones``): the largest one's size, pixels in [0, 1]; each
     backbone then brings them to its own preprocessing."""
-    from vtcc.models.pretrained import pretrained_data_config, resolved_backbones, spaces_data_config
-
     if not _builds_pretrained(cfg):
         return
     if cfg.model.get("backbones"):
@@ -153,8 +146,6 @@ def _feature_input(cfg: DictConfig) -> None:
     no augmentation is recorded (there are no images), and a pairing of augmented views becomes
     its one-vector form (:data:`ONE_VECTOR_PAIRING`); an objective that needs two views of each
     image is refused. ``model=features`` without ``data=features`` is refused too."""
-    from vtcc.data.pairings import pairing_for
-
     if not _reads_feature_file(cfg):
         if _builds_features_model(cfg):
             raise ConfigError(
@@ -188,11 +179,8 @@ def _features_model(cfg: DictConfig) -> None:
     """``model=auto`` under ``data=features``: ``model=features``, keeping the settings given for
     the auto model that ``model=features`` has too (an objective's ``model.head_style``, a
     ``model.hidden_dim``); a setting only image models have is refused."""
-    from vtcc.config.data_defaults import auto_option_changes
-    from vtcc.utils.cli import CONFIG_DIR
-
     changed = auto_option_changes(cfg, "model", "size", "vit_tiny")
-    model = OmegaConf.load(Path(CONFIG_DIR, "model", "features.yaml"))
+    model = OmegaConf.load(VTCC_CONFIG_DIR / "model" / "features.yaml")
     foreign = sorted(key for key in changed if key not in model)
     if foreign:
         raise ConfigError(
@@ -203,11 +191,11 @@ def _features_model(cfg: DictConfig) -> None:
     cfg.model = model
 
 
-def _feature_width(cfg: DictConfig, source: Any) -> None:
+def _feature_width(cfg: DictConfig, facts: DataFacts) -> None:
     """``model.num_features: auto`` of ``model=features``: the width of the file's features."""
     if not _builds_features_model(cfg):
         return
-    width = source.feature_dim
+    width = facts.feature_width
     given = cfg.model.get("num_features")
     if given not in ("auto", width):
         raise ConfigError(
@@ -235,15 +223,13 @@ def _spaces(cfg: DictConfig, objective: Any) -> None:
         cfg.model.normalize_spaces = several and not objective.reads_raw_spaces
 
 
-def _from_the_data(cfg: DictConfig, datamodule: Any) -> list[int] | None:
+def _from_the_data(cfg: DictConfig, data: DataFacts) -> list[int] | None:
     """Take K from the data when not given; record the size the images are held at. With
     ``num_clusters=auto``: the candidate Ks (the backbone first trains at the largest)."""
-    from vtcc.k_selection import check_criterion, search_range
-
     candidates = None
     if cfg.get("num_clusters") == "auto":
         search = cfg.k_search
-        candidates = search_range(search.min, search.max, len(datamodule))
+        candidates = search_range(search.min, search.max, data.length)
         check_criterion(search.criterion)  # an unknown criterion stops now, not after training
         if search.embedding == "instance" and cfg.model.get("instance_dim") is None:
             raise ConfigError(
@@ -259,23 +245,23 @@ def _from_the_data(cfg: DictConfig, datamodule: Any) -> list[int] | None:
             search.embedding,
         )
     if cfg.get("num_clusters") is None:
-        if datamodule.num_classes is None:
+        if data.num_classes is None:
             raise ConfigError(
                 "the images have no class folders to count clusters from: set num_clusters=<K>, "
                 "or num_clusters=auto to choose K from the data"
             )
-        cfg.num_clusters = datamodule.num_classes
-    if cfg.num_clusters > len(datamodule):
+        cfg.num_clusters = data.num_classes
+    if cfg.num_clusters > data.length:
         raise ConfigError(
-            f"num_clusters={cfg.num_clusters} is more than the {len(datamodule)} images: lower num_clusters"
+            f"num_clusters={cfg.num_clusters} is more than the {data.length} images: lower num_clusters"
         )
     for node in (cfg.data, cfg.data.get("dataset")):  # folder: data.dataset; streaming: data
         if isinstance(node, DictConfig) and "stored_size" in node and node.stored_size is None:
-            node.stored_size = datamodule.stored_size
+            node.stored_size = data.stored_size
     with open_dict(cfg):  # what vtcc-predict needs to decode new images as evaluation saw the data
-        cfg.preprocessing = {"stored_size": datamodule.stored_size, "in_chans": datamodule.in_chans}
+        cfg.preprocessing = {"stored_size": data.stored_size, "in_chans": data.in_chans}
     best = (cfg.get("callbacks") or {}).get("best_by_labels")
-    if best is not None and not datamodule.labeled:
+    if best is not None and not data.labeled:
         raise ConfigError("callbacks=best_by_labels needs labelled data: use callbacks=default")
     return candidates
 
@@ -291,8 +277,6 @@ def _requeued(cfg: DictConfig) -> None:
     cfg.ckpt_path = str(own)
     cfg.resume = None
     if cfg.get("num_clusters") == "auto":
-        from vtcc.utils.checkpoint import load_checkpoint
-
         cfg.num_clusters = int(load_checkpoint(own)[CONFIG_KEY]["num_clusters"])
     log.info("SLURM requeued this job (restart %s): resuming %s", os.environ["SLURM_RESTART_COUNT"], own)
 
@@ -335,8 +319,6 @@ def _cached_views(cfg: DictConfig) -> None:
     features = cfg.get("features")
     if not features:
         return
-    from vtcc.data.pairings import pairing_for
-
     if not pairing_for(features.get("pairing", "views")).uses_views:
         features.num_views = 0
     elif features.get("num_views") == "auto":
@@ -353,26 +335,24 @@ def _cached_views(cfg: DictConfig) -> None:
 MAPPED_ROWS = 2_000_000
 
 
-def _feature_store(cfg: DictConfig, source: Any) -> None:
-    """``features.store=auto``: ``mapped`` above :data:`MAPPED_ROWS` feature rows, else ``memory``."""
+def _feature_store(cfg: DictConfig, images: int) -> None:
+    """``features.store=auto``: ``mapped`` above :data:`MAPPED_ROWS` feature rows (``images`` x
+    (views + 1)), else ``memory``."""
     features = cfg.get("features")
     if not features or features.get("store", "memory") != "auto":
         return
-    rows = len(source) * (int(features.get("num_views") or 0) + 1)
+    rows = images * (int(features.get("num_views") or 0) + 1)
     features.store = "mapped" if rows > MAPPED_ROWS else "memory"
 
 
-def _neighbor_search(cfg: DictConfig, source: Any) -> None:
+def _neighbor_search(cfg: DictConfig, training_images: int) -> None:
     """``features.neighbor_search=auto``: exact up to :data:`vtcc.knn.EXACT_LIMIT` training images,
     FAISS above when it is installed; recorded, so a resumed run mines its neighbours as it did."""
     features = cfg.get("features")
     if not features or features.get("neighbor_search", "auto") != "auto":
         return
-    from vtcc.data.pairings import pairing_for
-    from vtcc.knn import choose_backend
-
     mines = pairing_for(features.get("pairing", "views")).uses_neighbors
-    features.neighbor_search = choose_backend(len(source.train_indices), warn=mines)
+    features.neighbor_search = choose_backend(training_images, warn=mines)
 
 
 def _budget(cfg: DictConfig, stored: dict[str, Any]) -> float | None:
@@ -384,18 +364,3 @@ def _budget(cfg: DictConfig, stored: dict[str, Any]) -> float | None:
         cfg.time_budget_minutes = budget
         log.info("resuming a run with a time budget of %s min: its time spent counts", budget)
     return float(budget) if budget is not None else None
-
-
-def refine_epochs(cfg: DictConfig) -> int:
-    """Epochs of the fresh cluster head at the chosen K: ``k_search.refine_epochs``, or half the run's."""
-    epochs = cfg.k_search.get("refine_epochs")
-    return int(epochs) if epochs is not None else max(1, int(cfg.trainer.max_epochs) // 2)
-
-
-def choose_k(cfg: DictConfig, k: int) -> None:
-    """The K search's result: ``num_clusters`` becomes the chosen integer; ``k_search`` records the
-    choice and the refine plan, which a resumed refine phase follows."""
-    cfg.num_clusters = k
-    with open_dict(cfg.k_search):
-        cfg.k_search.refine_epochs = refine_epochs(cfg)
-        cfg.k_search.chosen = k

@@ -17,7 +17,7 @@ from functools import cache
 from typing import Annotated, Any, Literal
 
 from vtcc import registry
-from vtcc.config.types import Check, above, at_least, with_range, within
+from vtcc.config.types import DEVICE, Check, above, at_least, with_range, within
 from vtcc.k_selection import CRITERIA, EMBEDDINGS
 
 POSITIVE = above(0)
@@ -30,19 +30,6 @@ SEED = Check(lambda v: 0 <= v < 2**32, "between 0 and 2**32 - 1")  # numpy's and
 FREE = Check(lambda v: True)  # declared free: any number is a valid value
 
 
-def _is_device(value: str) -> bool:
-    import torch
-
-    if value == "auto":
-        return True
-    try:
-        torch.device(value)
-    except (RuntimeError, ValueError, TypeError):
-        return False
-    return True
-
-
-DEVICE = Annotated[str, Check(_is_device, name="auto or a torch device such as cpu, cuda, cuda:1 or mps")]
 # Lightning parses a devices string: "auto", "-1" (all), "2" (a count), "0,1" (these indices).
 DEVICES_TEXT = re.compile(r"auto|-1|\s*\d+\s*(,\s*\d+\s*)*,?")
 LIGHTNING_DEVICES = (
@@ -251,7 +238,7 @@ def resolved_auto() -> frozenset[tuple[Any, str]]:
     never sees it). Each registered kind says which (its ``auto`` trait), for itself and for what
     its ``**kwargs`` go on to: the data's from the images (vtcc.config.data_defaults), the strong
     view's and the self-labelling threshold from init_from's run (vtcc.config.init_from), the cached
-    views from the device (vtcc.data.features.wrap_for_network), the contrastive heads from the time
+    views from the device (vtcc.build.wrap_for_network), the contrastive heads from the time
     budget (vtcc.config.resolve)."""
     return _tables(registry.generation())["auto"]
 

@@ -219,3 +219,19 @@ def cli(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ",".join(cli(item) for item in value) + "]"
     return str(value)
+
+
+def _is_device(value: str) -> bool:
+    import torch
+
+    if value == "auto":
+        return True
+    try:
+        torch.device(value)
+    except (RuntimeError, ValueError, TypeError):
+        return False
+    return True
+
+
+# a device setting (features.device, ...): in the core layer, so the components' signatures can say it
+DEVICE = Annotated[str, Check(_is_device, name="auto or a torch device such as cpu, cuda, cuda:1 or mps")]

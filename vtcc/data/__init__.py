@@ -8,7 +8,7 @@ from vtcc.data.benchmarks import (
 )
 from vtcc.data.datasets import ImageArrays, load_digits
 from vtcc.data.folder import load_image_folder, load_npz
-from vtcc.data.images import ClusteringData, ImageDataModule
+from vtcc.data.images import ClusteringData, ImageDataModule, ImageSettings
 from vtcc.data.in_memory import InMemoryDataModule
 from vtcc.data.streaming import StreamingFolderDataModule
 from vtcc.data.transforms import (
@@ -25,6 +25,7 @@ __all__ = [
     "EvalTransform",
     "ImageArrays",
     "ImageDataModule",
+    "ImageSettings",
     "InMemoryDataModule",
     "TwinViewAugmentation",
     "load_cifar10",

@@ -23,7 +23,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from vtcc.data.benchmarks import DatasetNotFoundError
+from vtcc.data.folder import decode_image
 from vtcc.data.images import BatchedTensors, keep_batch
 from vtcc.errors import ConfigError
 from vtcc.io.reader import UnreadableFile, load_npy, load_npz, npz_names, reader, refuse_interpolation
@@ -122,18 +123,13 @@ def render_vectors(features: torch.Tensor) -> torch.Tensor:
     return squares.reshape(count, 1, side, side)
 
 
-@runtime_checkable
-class PrecomputedFeatures(Protocol):
-    """Data that is features already: the feature datamodule serves them as its cache."""
-
-    def precomputed(self) -> dict[str, torch.Tensor]: ...
-
-
 @register("datamodule", "features", reads_features=True)  # feature vectors, not images
 class FeatureDataModule(LightningDataModule):
     """``data=features``: one precomputed feature vector per image. Every image trains and is scored
     (the clustering setting); the heads train on these vectors through
-    :class:`vtcc.data.features.CachedFeatureDataModule`, which takes them as its cache."""
+    :class:`vtcc.data.features.CachedFeatureDataModule`, which takes them as its cache
+    (:meth:`precomputed_features`, the :class:`~vtcc.data.images.ClusteringData` protocol's
+    optional capability)."""
 
     def __init__(
         self,
@@ -199,9 +195,10 @@ class FeatureDataModule(LightningDataModule):
     def in_chans(self) -> None:
         return None
 
-    def precomputed(self) -> dict[str, torch.Tensor]:
-        """The cache :class:`~vtcc.data.features.CachedFeatureDataModule` would extract: no
-        augmented views, the features as the evaluation features, the labels."""
+    def precomputed_features(self) -> dict[str, torch.Tensor]:
+        """:class:`~vtcc.data.images.ClusteringData`'s optional capability, which this datamodule
+        has: the cache :class:`~vtcc.data.features.CachedFeatureDataModule` would extract (no
+        augmented views, the features as the evaluation features, the labels), served as it is."""
         arrays = self._loaded()
         features = arrays.features
         return {"views": features.new_empty((0, *features.shape)), "eval": features, "labels": arrays.labels}
@@ -218,8 +215,6 @@ class FeatureDataModule(LightningDataModule):
     @staticmethod
     def _picture(path: Path) -> np.ndarray:
         from PIL import Image
-
-        from vtcc.data.folder import decode_image
 
         try:
             return decode_image(path, THUMBNAIL_SIDE, 3, "whole")

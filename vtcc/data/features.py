@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch import LightningDataModule
 from torch import nn
 from torch.utils.data import DataLoader
 
-from vtcc.config.schema import DEVICE
+from vtcc.config.types import DEVICE
 from vtcc.data.batch import TrainingPair
-from vtcc.data.feature_file import PrecomputedFeatures
+from vtcc.data.feature_store import FeatureStore
 from vtcc.data.images import BUILD_STAGE, BackboneOverSource, BatchedTensors, ImageDataModule, keep_batch
 from vtcc.data.pairings import PAIRINGS, pairing_for
 from vtcc.data.samplers import IndependentBatches
@@ -30,6 +29,7 @@ from vtcc.io.writer import Writer
 from vtcc.knn import nearest_neighbors
 from vtcc.models.spaces import normalize_each_space
 from vtcc.registry import register
+from vtcc.utils.dist import agree, rank_and_count
 from vtcc.utils.progress import Progress
 
 log = logging.getLogger("vtcc")
@@ -174,8 +174,9 @@ class CachedFeatureDataModule(BackboneOverSource):
         if self.cache is not None:
             return
         self.source.setup(stage)
-        if isinstance(self.source, PrecomputedFeatures):  # data=features: the file is the cache
-            self._take(self.source.precomputed())
+        precomputed = self.source.precomputed_features()
+        if precomputed is not None:  # data=features: the file is the cache
+            self._take(precomputed)
             return
         if self.store == "mapped":
             if stage == BUILD_STAGE:  # built before the trainer: the processes of a distributed run
@@ -249,9 +250,6 @@ class CachedFeatureDataModule(BackboneOverSource):
         """The memory-mapped store (:mod:`vtcc.data.feature_store`): each process extracts the
         parts that are its own and not yet done, then every process opens the whole store. A
         failure in any process stops every process with its line (none waits at a barrier)."""
-        from vtcc.data.feature_store import FeatureStore
-        from vtcc.utils.dist import agree, rank_and_count
-
         rank, world = rank_and_count()
         store = FeatureStore(self.path.with_suffix(".mm"))
         dim = int(self.backbone.num_features)
@@ -425,70 +423,36 @@ class CachedFeatureDataModule(BackboneOverSource):
         )
 
 
-def wrap_for_network(cfg: Any, datamodule: ImageDataModule, network: nn.Module) -> LightningDataModule:
-    """With a frozen pretrained backbone and ``features.cache=true``, train the heads on cached
-    features (the network then reads them in place of images); SCAN with a training pretrained
-    backbone trains on pairs of fresh views of mined neighbours."""
-    from omegaconf import OmegaConf
-
-    from vtcc.build import build_object
-    from vtcc.objectives import objective_class
-
-    features = cfg.get("features")
-    if not network.frozen or not features or not features.cache:
-        if features and pairing_for(features.get("pairing", "views")).uses_neighbors:
-            if network.pretrained and not objective_class(cfg).requires_frozen_backbone:
-                from vtcc.data.neighbors import NeighborPairsDataModule
-
-                return NeighborPairsDataModule(
-                    datamodule,
-                    network.backbone,
-                    features.num_neighbors,
-                    features.get("device", "auto"),
-                    features.get("neighbor_search", "auto"),
-                )
-            raise ConfigError(
-                "objective=scan needs neighbours from a pretrained backbone (model=pretrained, any "
-                "model.mode); objective=temi trains on frozen features: use model.mode=frozen"
-            )
-        return datamodule
-    settings = {k: v for k, v in features.items() if k != "cache"}
-    spaces = network.space_dims if network.normalize_spaces else None
-    if isinstance(datamodule, PrecomputedFeatures):  # data=features: nothing to extract or cache
-        cached = build_object(
-            settings, source=datamodule, backbone=network.backbone, key="", neighbor_spaces=spaces
-        )
-        network.read_cached_features()
-        return cached
-    datamodule.setup("fit")  # the key hashes the data's contents
-    parts = OmegaConf.to_container(cfg, resolve=True)
-    views = int(features.num_views) if pairing_for(features.get("pairing", "views")).uses_views else 0
+def extraction_key(
+    features: dict[str, Any],
+    model: dict[str, Any],
+    data: dict[str, Any],
+    augment: Any,
+    seed: int | None,
+    datamodule: ImageDataModule,
+    backbone: nn.Module,
+) -> str:
+    """The cache key of a frozen backbone's features: what changes them (the backbone's model
+    settings and weights, the data's settings and contents, the views' recipe and seed) and nothing
+    else. The nodes come resolved, as plain data, from the assembly (:func:`vtcc.build.build_data`);
+    ``datamodule`` is set up (the key hashes its contents)."""
+    views = int(features["num_views"]) if pairing_for(features.get("pairing", "views")).uses_views else 0
     ignored = {"batch_size", "eval_batch_size", "num_workers", *([] if views else ["train_transform"])}
-    key = cache_key(
+    return cache_key(
         {
             "model": {
                 k: v
-                for k, v in parts["model"].items()
+                for k, v in model.items()
                 if k in ("name", "checkpoint", "pretrained", "model_kwargs", "backbones")
             },
             "data_fingerprint": datamodule.fingerprint(),
-            "backbone_weights": weights_digest(network.backbone),  # what computes the features
+            "backbone_weights": weights_digest(backbone),  # what computes the features
             "extraction": [features.get("device", "auto"), torch.cuda.is_available(), "float32"],
-            "data": {k: v for k, v in parts["data"].items() if k not in ignored},
+            "data": {k: v for k, v in data.items() if k not in ignored},
             # Augmented views depend on the recipe and the seed; the evaluation features alone do
             # not, so every objective that reads only them (TEMI, TURTLE, self-labelling) shares them.
-            "augment": parts.get("augment") if views else None,
+            "augment": augment if views else None,
             "num_views": views,
-            "seed": parts.get("seed") if views else None,
+            "seed": seed if views else None,
         }
     )
-    cached = build_object(
-        settings,
-        source=datamodule,
-        backbone=network.backbone,
-        key=key,
-        neighbor_spaces=spaces,
-        seed=parts.get("seed"),  # a mapped store's views: the run's seed, which the key holds
-    )
-    network.read_cached_features()
-    return cached

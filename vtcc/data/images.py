@@ -1,19 +1,27 @@
-"""What every image datamodule shares, and the small protocol every datamodule a run trains on keeps.
+"""What every image datamodule shares, and the one protocol every datamodule a run trains on keeps.
 
-Two image datamodules are siblings over :class:`ImageDataModule`: :class:`~vtcc.data.in_memory.
-InMemoryDataModule` (decoded once, index-sliced batches) and :class:`~vtcc.data.streaming.
-StreamingFolderDataModule` (decoded per batch by workers). Each says where its images come from
-(``setup``, ``_dataset``, ``images_at``, ``labels_in_order``, ``fingerprint``); the base holds what
-does not depend on that: the evaluation transform, the loaders, and the device-side augmentation
-that turns a batch into a :class:`~vtcc.data.batch.TrainingPair`. Datamodules over another one's
-images (cached features, neighbour pairs) keep the same :class:`ClusteringData` protocol, so
-evaluation, reports and the K search never ask which kind they hold.
+The image datamodules are siblings over :class:`ImageDataModule`: :class:`~vtcc.data.in_memory.
+InMemoryDataModule` (decoded once, index-sliced batches), :class:`~vtcc.data.streaming.
+StreamingFolderDataModule` (decoded per batch by workers) and :class:`~vtcc.data.shards.
+ShardDataModule` (tar shards). Each says where its images come from (its own keywords: ``root``,
+``dataset``, ...; ``setup``, ``_dataset``, ``images_at``, ``labels_in_order``, ``fingerprint``);
+what does not depend on that arrives as :class:`ImageSettings`, collected from the config's flat
+``data.*`` keys in one place (:meth:`ImageDataModule.__init__`), and the base holds what it
+builds: the evaluation transform, the loaders, and the device-side augmentation that turns a batch
+into a :class:`~vtcc.data.batch.TrainingPair`.
+
+Every datamodule a run trains on keeps the :class:`ClusteringData` protocol: images, feature
+vectors (``data=features``) and the datamodules over another one's images (cached features,
+neighbour pairs), so evaluation, reports and the K search never ask which kind they hold. Data that
+is feature vectors already says so through the protocol's one optional capability,
+:meth:`ClusteringData.precomputed_features` (None for everything else).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, dataclass, fields, replace
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -55,6 +63,75 @@ class ClusteringData(Protocol):
         indices)``, whatever the trainer is doing (reports, the K search)."""
         ...
 
+    def precomputed_features(self) -> dict[str, torch.Tensor] | None:
+        """The one optional capability: data that is feature vectors already (``data=features``)
+        returns the cache a frozen backbone's features would fill (``views``, ``eval``,
+        ``labels``: see :class:`~vtcc.data.features.CachedFeatureDataModule`), which is then
+        served as it is; every other datamodule returns None (its features are extracted)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """What every image datamodule takes beside where its images come from. Configs set these as
+    flat keys of the data node (``data.batch_size=128``, ``data.image_size=auto``), as before:
+    :meth:`ImageDataModule.__init__` collects them here, and each image datamodule's registration
+    (``forwards=ImageSettings``) lets :mod:`vtcc.config.validate` check them against these fields.
+
+    ``train_transform``: two augmented views of a batch (the augment node); ``image_size``,
+    ``mean``, ``std`` and ``interpolation``: what the evaluation transform resizes to and
+    normalises with (``len(mean)`` channels are what the model takes); ``in_chans``: the images'
+    own channels; ``num_classes``: the default K (None: counted from the labels found);
+    ``batch_size`` (per process), ``eval_batch_size``, ``num_workers`` and ``pin_memory`` (None: on
+    with CUDA): the loaders'.
+    """
+
+    train_transform: nn.Module
+    image_size: int
+    mean: Sequence[float]
+    std: Sequence[float]
+    in_chans: int
+    num_classes: int | None = None
+    name: str | None = None
+    interpolation: Interpolation = "bilinear"
+    batch_size: int = 256
+    eval_batch_size: int = 512
+    num_workers: int = 0
+    pin_memory: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 2:
+            raise ConfigError(
+                f"data.batch_size={self.batch_size}: contrastive training needs at least 2 images a batch"
+            )
+        for key in ("mean", "std"):
+            values = getattr(self, key)
+            if isinstance(values, str | bytes) or not isinstance(values, Sequence | torch.Tensor):
+                raise ConfigError(f"data.{key}={values!r} must be a list of numbers, one a channel")
+            object.__setattr__(self, key, tuple(float(value) for value in values))  # ListConfig: plain
+        if len(self.mean) != len(self.std):
+            raise ConfigError(
+                f"data.mean has {len(self.mean)} value(s) but data.std {len(self.std)}: give one a channel"
+            )
+
+    @classmethod
+    def collect(cls, owner: str, settings: ImageSettings | None, keys: Mapping[str, Any]) -> ImageSettings:
+        """``settings`` (or none) with ``keys`` set: a key that is no field, or a field missing, is
+        one line naming it and ``owner`` (the datamodule)."""
+        known = [f.name for f in fields(cls)]
+        unknown = [key for key in keys if key not in known]
+        if unknown:
+            raise ConfigError(
+                f"data.{unknown[0]} is not a setting of {owner}: remove it, or use its own keys or one "
+                f"of {', '.join(known)}"
+            )
+        if settings is not None:
+            return replace(settings, **keys)
+        required = [f.name for f in fields(cls) if f.name not in keys and f.default is MISSING]
+        if required:
+            raise ConfigError(f"{owner} needs data.{required[0]}: set it (or give settings=ImageSettings)")
+        return cls(**keys)
+
 
 class BatchedTensors(Dataset):
     """Tensors indexed together; ``__getitems__`` lets the DataLoader slice a whole batch at once."""
@@ -88,40 +165,57 @@ class ImageDataModule(LightningDataModule):
     Batches arrive as ``(uint8 images, labels, indices)``; after transfer a training batch becomes
     two augmented views (``train_transform``, batched on the batch's device) and an evaluation
     batch the evaluation transform of the images.
+
+    A subclass takes its own keywords and hands ``**settings`` on here: the fields of
+    :class:`ImageSettings` as keywords (what a config's flat keys give), or ``settings=`` one
+    :class:`ImageSettings` (with keywords, those fields replaced). Register it with
+    ``forwards=ImageSettings`` so that a config's keys are checked against those fields.
     """
 
-    def __init__(
-        self,
-        train_transform: nn.Module,
-        image_size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        in_chans: int,
-        num_classes: int | None = None,
-        name: str | None = None,
-        interpolation: Interpolation = "bilinear",
-        batch_size: int = 256,
-        eval_batch_size: int = 512,
-        num_workers: int = 0,
-        pin_memory: bool | None = None,
-    ) -> None:
+    def __init__(self, settings: ImageSettings | None = None, **keys: Any) -> None:
         super().__init__()
-        if batch_size < 2:
-            raise ConfigError(
-                f"data.batch_size={batch_size}: contrastive training needs at least 2 images a batch"
-            )
-        self.train_transform = train_transform
-        self.eval_transform = EvalTransform(image_size, mean, std, interpolation)
-        self.in_chans = in_chans
-        self.image_size = image_size
-        self.channels = len(mean)  # what the model takes
-        self.name = name
-        self.num_classes = num_classes
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.num_workers = num_workers
-        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.settings = ImageSettings.collect(type(self).__name__, settings, keys)
+        self.eval_transform = EvalTransform(
+            self.settings.image_size, self.settings.mean, self.settings.std, self.settings.interpolation
+        )
+        self.num_classes = self.settings.num_classes  # the preset's; else counted in setup
+        pin = self.settings.pin_memory
+        self.pin_memory = torch.cuda.is_available() if pin is None else pin
         self.train_indices = self.eval_indices = torch.zeros(0, dtype=torch.long)
+
+    # The settings as the rest of vtcc reads them (read-only: the settings are the one record).
+    @property
+    def train_transform(self) -> nn.Module:
+        return self.settings.train_transform
+
+    @property
+    def image_size(self) -> int:
+        return self.settings.image_size
+
+    @property
+    def in_chans(self) -> int:
+        return self.settings.in_chans
+
+    @property
+    def channels(self) -> int:
+        """What the model takes: the normalisation's channels."""
+        return len(self.settings.mean)
+
+    @property
+    def name(self) -> str | None:  # type: ignore[override]
+        return self.settings.name
+
+    @property
+    def batch_size(self) -> int:
+        return self.settings.batch_size
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.settings.eval_batch_size
+
+    @property
+    def num_workers(self) -> int:
+        return self.settings.num_workers
 
     # Where the images come from: each sibling's own.
     def _dataset(self, train: bool) -> Dataset:
@@ -219,6 +313,9 @@ class ImageDataModule(LightningDataModule):
             return images.expand(-1, 3, -1, -1)
         return images
 
+    def precomputed_features(self) -> None:
+        return None  # images: a backbone computes their features
+
 
 class DecodedPerBatch(ImageDataModule):
     """Image datamodules that decode their images per batch from files (a folder, tar shards) into
@@ -266,3 +363,6 @@ class BackboneOverSource(LightningDataModule):
 
     def evaluation_batch(self, batch: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.source.evaluation_batch(batch)
+
+    def precomputed_features(self) -> None:
+        return None  # it serves what the backbone made of its source, not the source's own features

@@ -8,18 +8,16 @@ transfer, so the input pipeline keeps up with the model on a laptop CPU and on a
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from vtcc.data.batch import TrainingPair
 from vtcc.data.datasets import ImageArrays
-from vtcc.data.images import BatchedTensors, ImageDataModule
+from vtcc.data.images import BatchedTensors, ImageDataModule, ImageSettings
 from vtcc.data.samplers import PoolsInSequence
-from vtcc.data.transforms import Interpolation
 from vtcc.errors import ConfigError
 from vtcc.registry import register
 
@@ -44,51 +42,28 @@ class AugmentedInWorkers(BatchedTensors):
     "in_memory",
     target="vtcc.data.InMemoryDataModule",
     auto=("image_size", "in_chans", "mean", "std"),  # from the images (vtcc.config.data_defaults)
+    forwards=ImageSettings,  # **settings: the keys every image datamodule shares
 )
 class InMemoryDataModule(ImageDataModule):
     """A dataset decoded once into memory (``dataset``: a loader returning :class:`ImageArrays`).
 
     ``root`` and ``download`` are handed to the loader when given. Beyond the shared settings
-    (:class:`ImageDataModule`): ``eval_split=test`` scores a dataset's test split only;
-    ``augment_on=workers`` augments image by image in the loader's workers;
+    (``**settings``: :class:`~vtcc.data.images.ImageSettings`): ``eval_split=test`` scores a
+    dataset's test split only; ``augment_on=workers`` augments image by image in the loader's workers;
     ``unlabeled_training=instance_phase`` is Contrastive Clustering's STL-10 protocol.
     """
 
     def __init__(
         self,
         dataset: Callable[[], ImageArrays],
-        train_transform: nn.Module,
-        image_size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        in_chans: int,
-        num_classes: int | None = None,
         root: str | None = None,
         download: bool = False,
-        name: str | None = None,
-        interpolation: Interpolation = "bilinear",
         eval_split: Literal["all", "test"] = "all",
         augment_on: Literal["device", "workers"] = "device",
         unlabeled_training: Literal["joint", "instance_phase"] = "joint",
-        batch_size: int = 256,
-        eval_batch_size: int = 512,
-        num_workers: int = 0,
-        pin_memory: bool | None = None,
+        **settings: Any,
     ) -> None:
-        super().__init__(
-            train_transform,
-            image_size,
-            mean,
-            std,
-            in_chans,
-            num_classes,
-            name,
-            interpolation,
-            batch_size,
-            eval_batch_size,
-            num_workers,
-            pin_memory,
-        )
+        super().__init__(**settings)
         self.load_arrays = dataset
         if eval_split not in ("all", "test"):
             raise ConfigError(f"data.eval_split={eval_split!r} is unknown: use all (train + test) or test")

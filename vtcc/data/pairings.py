@@ -13,6 +13,7 @@ from typing import ClassVar
 import torch
 
 from vtcc.data.batch import TrainingPair
+from vtcc.errors import ConfigError
 
 Neighbor = Callable[[torch.Tensor], torch.Tensor]
 
@@ -97,8 +98,6 @@ PAIRINGS = tuple(PAIRING_CLASSES)
 
 def pairing_for(name: str) -> Pairing:
     """The pairing ``features.pairing`` names (the type check refused any other name before)."""
-    from vtcc.errors import ConfigError
-
     if name not in PAIRING_CLASSES:
         raise ConfigError(f"features.pairing={name!r} is unknown: use one of {', '.join(PAIRINGS)}")
     return PAIRING_CLASSES[name]()

@@ -37,7 +37,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from vtcc.data.benchmarks import DatasetNotFoundError
@@ -50,10 +49,9 @@ from vtcc.data.folder import (
     list_images,
     native_side,
 )
-from vtcc.data.images import DecodedPerBatch
-from vtcc.data.probe import ImageProbe
-from vtcc.data.transforms import Interpolation
-from vtcc.errors import ConfigError
+from vtcc.data.images import DecodedPerBatch, ImageSettings
+from vtcc.data.probe import ImageProbe, probe_folder
+from vtcc.errors import ConfigError, user_error
 from vtcc.io.reader import (
     Bool,
     Int,
@@ -66,6 +64,7 @@ from vtcc.io.reader import (
     check_regular,
     load_npz,
     open_image,
+    open_regular,
     parse_json_record,
     read_bytes,
     read_json,
@@ -74,6 +73,7 @@ from vtcc.io.reader import (
 )
 from vtcc.io.writer import Writer
 from vtcc.registry import register
+from vtcc.utils.dist import rank_and_count
 
 log = logging.getLogger("vtcc")
 
@@ -112,8 +112,6 @@ def write_shards(
     into ``output`` (a new or empty folder); returns the index written as ``shards.json``."""
     require_webdataset()
     import webdataset as wds
-
-    from vtcc.data.probe import probe_folder
 
     if shard_size < 1:
         raise ConfigError(f"--shard-size {shard_size}: give at least 1 image a shard")
@@ -265,17 +263,19 @@ def read_shard(path: Path) -> Iterator[tuple[int, bytes, int]]:
     WebDataset's own tar reader (what any WebDataset pipeline sees of vtcc's shards; vtcc's loaders
     read the image bytes at their offsets instead, a few microseconds a sample against WebDataset's
     hundred and more)."""
-    from webdataset.tariterators import tarfile_samples
+    from webdataset.tariterators import group_by_keys, tar_file_expander
 
-    check_regular(path)  # WebDataset opens it: never a FIFO or a device
     samples = 0
-    try:
-        for sample in tarfile_samples([{"url": str(path)}]):
-            meta = parse_json_record(sample["json"], SAMPLE_RECORD, f"{path} ({sample['__key__']}.json)", FIX)
-            images = [value for key, value in sample.items() if key.lower().lstrip(".") in _IMAGE_KEYS]
-            label = int(sample["cls"]) if "cls" in sample else -1
-            yield meta["index"], images[0], label
-            samples += 1
+    try:  # opened here (a regular file only), never by WebDataset's URL opener ("pipe:...")
+        with open_regular(path) as handle:
+            opened = [{"url": str(path), "stream": handle}]
+            for sample in group_by_keys(tar_file_expander(opened)):
+                where = f"{path} ({sample['__key__']}.json)"
+                meta = parse_json_record(sample["json"], SAMPLE_RECORD, where, FIX)
+                images = [value for key, value in sample.items() if key.lower().lstrip(".") in _IMAGE_KEYS]
+                label = int(sample["cls"]) if "cls" in sample else -1
+                yield meta["index"], images[0], label
+                samples += 1
         if not samples:
             raise ConfigError(f"shard {path} holds no sample: {FIX}")
     except ConfigError:
@@ -391,8 +391,6 @@ class EpochLoader(DataLoader):
         return self.steps
 
     def __iter__(self) -> Iterator[Any]:
-        from vtcc.utils.dist import rank_and_count
-
         stream: ShardStream = self.dataset  # type: ignore[assignment]
         stream.epoch = self.current_epoch()
         stream.rank, stream.ranks = rank_and_count()
@@ -429,6 +427,7 @@ class ShardImages(Dataset):
     "shards",
     auto=("image_size", "in_chans", "mean", "std"),  # from the images (vtcc.config.data_defaults)
     probe="shards",  # the sample vtcc-shards took when it wrote them
+    forwards=ImageSettings,  # **settings: the keys every image datamodule shares
 )
 class ShardDataModule(DecodedPerBatch):
     """``data=shards``: images in tar shards written by ``vtcc-shards`` (see the module docstring).
@@ -438,44 +437,21 @@ class ShardDataModule(DecodedPerBatch):
     an epoch, each read at its offset: ``data=folder``'s order, for local disks). Every image
     trains and is scored (the clustering setting). ``num_workers`` loader workers per process read
     the training shards; ``stored_size`` is the side images are decoded at (null: the sampled
-    images' median longer side, capped by ``max_stored_size``), ``fit`` as ``data=folder``'s.
+    images' median longer side, capped by ``max_stored_size``), ``fit`` as ``data=folder``'s. The
+    shared settings (``**settings``) are :class:`~vtcc.data.images.ImageSettings`.
     """
 
     def __init__(
         self,
         root: str,
-        train_transform: nn.Module,
-        image_size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        in_chans: int,
         stored_size: int | None = None,
         max_stored_size: int = 512,
         fit: Fit = "whole",
-        num_classes: int | None = None,
-        name: str | None = None,
-        interpolation: Interpolation = "bilinear",
         seed: int | None = 0,
         order: Literal["stream", "global"] = "stream",
-        batch_size: int = 256,
-        eval_batch_size: int = 512,
-        num_workers: int = 0,
-        pin_memory: bool | None = None,
+        **settings: Any,
     ) -> None:
-        super().__init__(
-            train_transform,
-            image_size,
-            mean,
-            std,
-            in_chans,
-            num_classes,
-            name,
-            interpolation,
-            batch_size,
-            eval_batch_size,
-            num_workers,
-            pin_memory,
-        )
+        super().__init__(**settings)
         if fit not in FITS:
             raise ConfigError(f"data.fit={fit!r} is unknown: use one of {', '.join(FITS)}")
         if order not in ("stream", "global"):
@@ -534,8 +510,6 @@ class ShardDataModule(DecodedPerBatch):
         draws it (the same batches: a shard run is then the folder run)."""
         if self.order == "global":
             return super().train_dataloader()
-        from vtcc.utils.dist import rank_and_count
-
         _, ranks = rank_and_count()
         readers = max(1, self.num_workers)
         steps = reader_steps(self.counts, readers, ranks, self.batch_size)
@@ -566,8 +540,6 @@ class ShardDataModule(DecodedPerBatch):
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``vtcc-shards <folder> <output> --shard-size N``: a folder of images as tar shards."""
-    from vtcc.utils.cli import user_error
-
     parser = argparse.ArgumentParser(
         prog="vtcc-shards",
         description="Write a folder of images (<folder>/<class>/<image> or flat) as WebDataset tar shards "

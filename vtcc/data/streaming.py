@@ -9,16 +9,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import Dataset
 
 from vtcc.data.folder import FITS, Fit, choose_stored_size, decode_image, list_images
-from vtcc.data.images import DecodedPerBatch
-from vtcc.data.transforms import Interpolation
+from vtcc.data.images import DecodedPerBatch, ImageSettings
 from vtcc.errors import ConfigError
 from vtcc.registry import register
 
@@ -49,6 +47,7 @@ class DecodedImages(Dataset):
     target="vtcc.data.StreamingFolderDataModule",
     auto=("image_size", "in_chans", "mean", "std"),  # from the images (vtcc.config.data_defaults)
     probe="folder",  # its images are sampled before loading (vtcc.config.data_defaults)
+    forwards=ImageSettings,  # **settings: the keys every image datamodule shares
 )
 class StreamingFolderDataModule(DecodedPerBatch):
     """``data=folder_streaming``: the folder layout of ``data=folder``, read from disk every epoch.
@@ -56,45 +55,22 @@ class StreamingFolderDataModule(DecodedPerBatch):
     Use it when the decoded images would not fit in memory; ``num_workers`` processes decode.
     Unreadable files stop the first epoch that reaches them, with their path. ``eval_split`` and
     ``augment_on`` are accepted only at the values it honours (every image is scored; batches are
-    augmented on the device), so a setting meant for ``data=folder`` is refused, not ignored.
+    augmented on the device), so a setting meant for ``data=folder`` is refused, not ignored. The
+    shared settings (``**settings``) are :class:`~vtcc.data.images.ImageSettings`.
     """
 
     def __init__(
         self,
         root: str,
-        train_transform: nn.Module,
-        image_size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        in_chans: int,
         classes: Sequence[str] | None = None,
         stored_size: int | None = None,
         max_stored_size: int = 512,
         fit: Fit = "whole",
-        num_classes: int | None = None,
-        name: str | None = None,
-        interpolation: Interpolation = "bilinear",
         eval_split: Literal["all"] = "all",
         augment_on: Literal["device"] = "device",
-        batch_size: int = 256,
-        eval_batch_size: int = 512,
-        num_workers: int = 0,
-        pin_memory: bool | None = None,
+        **settings: Any,
     ) -> None:
-        super().__init__(
-            train_transform,
-            image_size,
-            mean,
-            std,
-            in_chans,
-            num_classes,
-            name,
-            interpolation,
-            batch_size,
-            eval_batch_size,
-            num_workers,
-            pin_memory,
-        )
+        super().__init__(**settings)
         if eval_split != "all":
             raise ConfigError("data=folder_streaming has no test split: use data.eval_split=all")
         if augment_on != "device":

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import io
 import json
 import math
@@ -592,6 +593,19 @@ IMAGE_ERRORS = (
 )
 
 
+# The formats of the files vtcc reads as images (.png, .jpg/.jpeg, .bmp, .webp, .tif/.tiff; a
+# camera's multi-picture JPEG opens as JPEG too): PIL would otherwise open any of its forty formats
+# by content, EPS among them, whose decoding runs Ghostscript on the file.
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "TIFF")
+
+
+@functools.cache
+def _image_formats() -> tuple[str, ...]:
+    """:data:`IMAGE_FORMATS` this PIL reads (all its plugins registered first)."""
+    Image.init()
+    return tuple(name for name in IMAGE_FORMATS if name in Image.OPEN)
+
+
 @contextmanager
 def _bombs_refused() -> Iterator[None]:
     """PIL's decompression-bomb warning as an error (warning filters are process-wide: changed
@@ -615,7 +629,7 @@ def open_image(source: str | Path | bytes, where: Any = None) -> Iterator[Image.
     handle = io.BytesIO(source) if isinstance(source, bytes | bytearray) else open_regular(source)
     try:
         with _bombs_refused():
-            image = Image.open(handle)
+            image = Image.open(handle, formats=_image_formats())
         with image:
             limit = Image.MAX_IMAGE_PIXELS
             if limit is not None and image.width * image.height > limit:

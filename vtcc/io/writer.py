@@ -465,6 +465,24 @@ class Writer:
             finally:
                 _remove_tree(folder, private)
 
+    def append(self, path: str | os.PathLike[str]) -> IO[str]:
+        """``path`` opened to append text (a log file), made when absent: only a regular file vtcc
+        recorded, opened in its checked folder without following a link; the caller closes it."""
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW | _CLOEXEC | os.O_NONBLOCK
+        with self._destination(path) as (folder, name, _):
+            try:
+                handle = os.open(name, flags, 0o666, dir_fd=folder)
+            except OSError as error:  # a link vtcc made there (ELOOP), a FIFO without a reader
+                raise ConfigError(f"{path} cannot be appended to ({error.strerror}): {_MOVE_IT}") from None
+        try:
+            if not stat.S_ISREG(os.fstat(handle).st_mode):
+                raise ConfigError(f"{path} is not a regular file: {_MOVE_IT}")
+            os.set_blocking(handle, True)
+            return os.fdopen(handle, "a", encoding="utf-8")
+        except BaseException:
+            os.close(handle)
+            raise
+
     def write_bytes(self, path: str | os.PathLike[str], data: bytes, *, durable: bool = False) -> Path:
         with self.open(path, "wb", durable=durable) as handle:
             handle.write(data)
@@ -652,13 +670,15 @@ class Writer:
 
     def remove_recorded(self, *patterns: str) -> int:
         """Remove every file vtcc recorded in its roots whose path (below its root, ``/``-separated)
-        matches one of the ``fnmatch`` ``patterns``, and the folders that leaves empty; the count."""
+        matches one of the ``fnmatch`` ``patterns``, and the folders that leaves empty; the count.
+        What lies in a folder the command reads (``protect``) stays: it is the command's input now."""
         removed = 0
         for root in self._roots:
             names = sorted(
                 name
                 for name in self._recorded(root, fresh=True)
                 if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+                and self._protecting(os.path.join(root.real, *name.split("/"))) is None
             )
             emptied: set[tuple[str, ...]] = set()
             for name in names:

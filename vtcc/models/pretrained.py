@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -12,10 +14,34 @@ from vtcc.errors import ConfigError
 from vtcc.io.reader import check_regular
 from vtcc.models.heads import HeadStyle
 from vtcc.models.network import ClusteringNetwork, timm_arguments
+from vtcc.models.spaces import PREPROCESSING, SpaceMember, SpacesBackbone, backbone_entries
 from vtcc.registry import register
 
 Mode = Literal["frozen", "partial", "full"]
 MODES = get_args(Mode)
+
+
+@dataclass
+class RunCheckpoints:
+    """How a vtcc run's ``.ckpt`` named as a backbone (``model.checkpoint=<run>.ckpt``) is read. The
+    models sit below the checkpoint I/O and the assembly and never import them: those layers fill
+    these in when they are imported (:func:`vtcc.utils.checkpoint.run_preprocessing`,
+    :func:`vtcc.build.run_backbone`)."""
+
+    preprocessing: Callable[[str | Path], dict[str, Any]] | None = None  # the run's image preprocessing
+    backbone: Callable[[str | Path], nn.Module] | None = None  # the run's trained backbone
+
+    def read(self, what: str) -> Callable[[str | Path], Any]:
+        function = getattr(self, what)
+        if function is None:
+            raise RuntimeError(
+                f"a vtcc run's .ckpt as a backbone: its {what} is read by "
+                f"{'vtcc.utils.checkpoint' if what == 'preprocessing' else 'vtcc.build'}; import it first"
+            )
+        return function
+
+
+RUN_CHECKPOINTS = RunCheckpoints()
 
 
 def is_run_checkpoint(checkpoint: str | Path | None) -> bool:
@@ -95,10 +121,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def vtcc_run_backbone(checkpoint: str | Path) -> nn.Module:
     """The backbone of a vtcc training run (``.ckpt``), e.g. an end-to-end VTCC model reused frozen."""
-    from vtcc.utils.checkpoint import restore_run
-
-    _, module = restore_run(checkpoint)
-    return module.network.backbone
+    return RUN_CHECKPOINTS.read("backbone")(checkpoint)
 
 
 def pretrained_data_config(
@@ -112,11 +135,7 @@ def pretrained_data_config(
     from timm.data import resolve_model_data_config
 
     if is_run_checkpoint(checkpoint):
-        from vtcc.utils.checkpoint import CONFIG_KEY, load_checkpoint
-
-        data = load_checkpoint(checkpoint)[CONFIG_KEY]["data"]
-        settings = {key: data[key] for key in ("image_size", "mean", "std") if key in data}
-        return {**settings, "interpolation": data.get("interpolation", "bilinear")}
+        return RUN_CHECKPOINTS.read("preprocessing")(checkpoint)
 
     model = timm.create_model(name, pretrained=False, num_classes=0, **timm_arguments(model_kwargs))
     config = resolve_model_data_config(model)
@@ -311,8 +330,6 @@ def member_preprocessing(entry: dict[str, Any]) -> dict[str, Any]:
     """One ``model.backbones`` entry's own preprocessing: image size, mean, std, interpolation;
     as the resolver stored it in the entry, else from the model (timm's data config, or the
     run's preprocessing)."""
-    from vtcc.models.spaces import PREPROCESSING
-
     if all(key in entry for key in PREPROCESSING):
         return {key: entry[key] for key in PREPROCESSING}
     return pretrained_data_config(entry["name"], entry["checkpoint"], entry["model_kwargs"])
@@ -322,15 +339,11 @@ def resolved_backbones(backbones: list[Any]) -> list[dict[str, Any]]:
     """``model.backbones`` as the resolver records them: every entry a mapping holding its own
     preprocessing, so a stored run prepares images as it trained (whatever timm's defaults or
     the source run's files become)."""
-    from vtcc.models.spaces import backbone_entries
-
     return [{**entry, **member_preprocessing(entry)} for entry in backbone_entries(backbones)]
 
 
 def spaces_backbone(backbones: list[Any], pretrained: bool = True) -> nn.Module:
     """``model.backbones`` as one :class:`~vtcc.models.spaces.SpacesBackbone`."""
-    from vtcc.models.spaces import SpaceMember, SpacesBackbone, backbone_entries
-
     members = []
     for entry in backbone_entries(backbones):
         checkpoint = entry["checkpoint"]
@@ -345,8 +358,6 @@ def spaces_backbone(backbones: list[Any], pretrained: bool = True) -> nn.Module:
 def spaces_data_config(backbones: list[Any]) -> dict[str, Any]:
     """The data's preprocessing under several backbones: the largest backbone's size, pixels left in
     [0, 1] (each backbone normalises them itself), three channels if any backbone takes three."""
-    from vtcc.models.spaces import backbone_entries
-
     configs = [member_preprocessing(entry) for entry in backbone_entries(backbones)]  # stored or derived
     channels = max(len(config["mean"]) for config in configs)
     return {

@@ -11,7 +11,7 @@ concatenation with each space L2-normalised (``model.normalize_spaces``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -127,12 +127,19 @@ def backbone_entry(entry: Any, index: int) -> dict[str, Any]:
     )
 
 
+def plain(value: Any) -> Any:
+    """A setting as plain data: mappings as dicts, sequences (not strings) as lists, whatever
+    container the config system handed over (a component never reads the config system's types)."""
+    if isinstance(value, Mapping):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [plain(item) for item in value]
+    return value
+
+
 def backbone_entries(backbones: Any) -> list[dict[str, Any]]:
     """Every ``model.backbones`` item as :func:`backbone_entry` gives it."""
-    from omegaconf import OmegaConf
-
-    if OmegaConf.is_config(backbones):
-        backbones = OmegaConf.to_container(backbones, resolve=True)
+    backbones = plain(backbones)
     if not isinstance(backbones, list | tuple):
         raise ConfigError(
             f"model.backbones={backbones!r} must be a list, e.g. model.backbones=[<a>.ckpt,<b>.ckpt]"

@@ -11,11 +11,13 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from vtcc.data.features import CachedFeatureDataModule
 from vtcc.errors import ConfigError
 from vtcc.losses import InnerClassifiers, turtle_loss
 from vtcc.models import ClusteringNetwork
 from vtcc.models.heads import TaskEncoder
 from vtcc.objectives.base import ClusteringModule
+from vtcc.quality import generalization_score
 from vtcc.registry import register
 
 log = logging.getLogger("vtcc")
@@ -94,8 +96,6 @@ class TurtleClustering(ClusteringModule):
 
     def on_fit_start(self) -> None:
         """One process, and batches of at least K images (checked before the first step)."""
-        from vtcc.data.features import CachedFeatureDataModule
-
         super().on_fit_start()
         if str(self.trainer.precision) not in ("32-true", "64-true"):
             raise ConfigError(
@@ -177,9 +177,6 @@ class TurtleClustering(ClusteringModule):
     def label_free_scores(self, datamodule: Any) -> dict[str, float]:
         """TURTLE's generalisation score of the final clustering of the training images (each
         space's raw cached features; none when ``generalization_folds`` is 0)."""
-        from vtcc.data.features import CachedFeatureDataModule
-        from vtcc.quality import generalization_score
-
         if not self.generalization_folds or not isinstance(datamodule, CachedFeatureDataModule):
             return {}
         features = datamodule.training_features().cpu()

@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from vtcc.errors import ConfigError, TrainingDivergedError
-from vtcc.optim import follows_a_replan
+from vtcc.optim import follows_a_replan, refused_scheduler
 from vtcc.plugins import PLUGINS_KEY, plugin_record
 from vtcc.registry import register
 from vtcc.utils.checkpoint import CONFIG_KEY
@@ -434,11 +434,3 @@ def describe_stop(record: dict[str, Any] | None) -> str | None:
     if record.get("budget_minutes") is not None:
         line += f", {record['budget_used']:.0%} of the {record['budget_minutes']:g} min budget used"
     return line
-
-
-def refused_scheduler(name: str) -> str:
-    return (
-        f"time_budget_minutes re-plans the run's length, which the scheduler {name} (its length fixed "
-        "in its settings) cannot follow: use module.scheduler's vtcc.optim.warmup_cosine, or drop "
-        "time_budget_minutes"
-    )

@@ -1,4 +1,5 @@
-"""Finding and safely loading vtcc checkpoints."""
+"""Finding and safely loading vtcc checkpoints (restoring a run from one is the assembly's:
+:func:`vtcc.build.restore_run`)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from omegaconf import OmegaConf
 
 from vtcc.config.stored import check_stored_config, upgrade_stored_config
+from vtcc.config.validate import validate_config
 from vtcc.errors import ConfigError
 from vtcc.io.reader import check_regular, open_regular, reader
 from vtcc.io.writer import Writer
+from vtcc.models.pretrained import RUN_CHECKPOINTS
 from vtcc.plugins import PLUGINS_KEY, require_plugins
 from vtcc.utils.environment import ENVIRONMENT_KEY
 
@@ -86,10 +90,6 @@ def check_stored_size(value: Any, path: str | Path, key: str) -> None:
 
 def check_stored_types(config: dict[str, Any], path: str | Path) -> None:
     """Every stored value has the type its constructor takes (the schema a run is checked against)."""
-    from omegaconf import OmegaConf
-
-    from vtcc.config.validate import validate_config
-
     try:
         validate_config(OmegaConf.create(config))
     except ConfigError as error:
@@ -114,41 +114,15 @@ def own_cache_dir(cfg: Any) -> str:
     return str(Path(str(cfg.paths.log_dir)) / "cache" / "features")
 
 
-_RESTORING: set[Path] = set()  # checkpoints being restored now: a run's backbone may be another run's
+def run_preprocessing(path: str | Path) -> dict[str, Any]:
+    """The preprocessing a vtcc run (its ``.ckpt``) used: image size, mean, std, interpolation
+    (for ``model.checkpoint=<run>.ckpt``: :data:`vtcc.models.pretrained.RUN_CHECKPOINTS`)."""
+    data = load_checkpoint(path)[CONFIG_KEY]["data"]
+    settings = {key: data[key] for key in ("image_size", "mean", "std") if key in data}
+    return {**settings, "interpolation": data.get("interpolation", "bilinear")}
 
 
-def restore_run(path: str | Path, cache_dir: str | None = None) -> tuple[Any, Any]:
-    """The run's config and its LightningModule with the checkpoint's weights, on the CPU.
-
-    The config is rebuilt from the checked description the checkpoint stores
-    (:func:`vtcc.config.stored.rebuild_settings`): no downloads, and a frozen backbone's
-    features are cached in ``cache_dir`` (the current command's) when given."""
-    from omegaconf import OmegaConf
-
-    from vtcc.build import build_module, build_network
-    from vtcc.config.stored import rebuild_settings
-    from vtcc.utils.environment import ENVIRONMENT_KEY, warn_if_environment_changed
-
-    resolved = Path(path).resolve()
-    if resolved in _RESTORING:
-        raise ConfigError(f"{path} names itself as its own backbone (model.checkpoint): do not use it")
-    checkpoint = load_checkpoint(path)
-    warn_if_environment_changed(checkpoint.get(ENVIRONMENT_KEY), str(path))
-    settings = checkpoint[CONFIG_KEY]
-    if cache_dir is not None:
-        settings = rebuild_settings(settings, cache_dir)
-    run_cfg = OmegaConf.create(settings)
-    _RESTORING.add(resolved)
-    try:  # the checkpoint holds the weights: no download, no weights file needed
-        network = build_network(run_cfg, weights_in_checkpoint=True)
-        module = build_module(run_cfg, network, for_training=False)
-    finally:
-        _RESTORING.discard(resolved)
-    try:
-        module.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as error:
-        raise ConfigError(f"{path} does not match the model its config describes: {error}") from error
-    return run_cfg, module
+RUN_CHECKPOINTS.preprocessing = run_preprocessing
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

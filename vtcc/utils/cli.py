@@ -8,22 +8,22 @@ import shlex
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from hydra._internal.utils import get_args_parser
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from vtcc.config.schema import RENAMED_KEYS
-from vtcc.errors import ConfigError, VtccError
-from vtcc.plugins import load_plugins
+from vtcc.errors import ConfigError, VtccError, one_line, user_error
+from vtcc.plugins import VTCC_CONFIG_DIR, load_plugins
 from vtcc.utils.app_help import register_app_help
+
+__all__ = ["CONFIG_DIR", "one_line", "run_safely", "user_error", "checks_command_line", "check_command_line"]
 
 # The configs ship inside the package (vtcc/conf), so a wheel installed anywhere finds them;
 # the checkout's top-level conf/ is a link to the same folder.
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONFIG_DIR = str(VTCC_CONFIG_DIR)
 # The installed plugins' kinds and config files (objective=iic), before any entry point composes
 # (and before the help, which lists their options too). A plugin that fails to load is named in one
 # line; vtcc's own options and the other plugins' still work.
@@ -32,18 +32,6 @@ try:
 except VtccError as error:
     print(f"vtcc: warning: {error}", file=sys.stderr)
 register_app_help(CONFIG_DIR)
-
-USER_ERRORS = (VtccError, MisconfigurationException)
-
-
-def user_error(error: BaseException) -> BaseException | None:
-    """The user-facing cause of ``error``, looking through Hydra's instantiation wrappers."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, USER_ERRORS):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
 
 
 def run_safely(task: Callable[[Any], Any], cfg: Any) -> Any:
@@ -56,16 +44,6 @@ def run_safely(task: Callable[[Any], Any], cfg: Any) -> Any:
             raise
         print(f"vtcc: error: {one_line(cause)}", file=sys.stderr)
         raise SystemExit(2) from None
-
-
-def one_line(error: BaseException) -> str:
-    """A user error's message on one line: raised in a loader worker, torch wraps it with the
-    worker's traceback, whose last line is the message."""
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    if len(lines) > 1 and "Original Traceback" in str(error):
-        last = lines[-1]
-        return last.split(": ", 1)[1] if ": " in last else last
-    return str(error)
 
 
 def checks_command_line(config_name: str) -> Callable[[Callable[[], Any]], Callable[[], Any]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from vtcc.errors import ConfigError, user_error
+
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -25,9 +27,6 @@ def agree(error: BaseException | None) -> None:
         if error is not None:
             raise error
         return
-    from vtcc.errors import ConfigError
-    from vtcc.utils.cli import user_error
-
     failures: list[str | None] = [None] * dist.get_world_size()
     cause = None if error is None else (user_error(error) or error)
     dist.all_gather_object(failures, None if cause is None else f"{type(cause).__name__}: {cause}")

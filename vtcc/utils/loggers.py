@@ -1,11 +1,9 @@
-"""Experiment loggers from the config, with one clear line when an optional extra is missing."""
+"""Which experiment loggers need an optional extra, and the ``pip install`` that brings it (the
+assembly builds them: :func:`vtcc.build.build_loggers`)."""
 
 from __future__ import annotations
 
 from importlib.util import find_spec
-from typing import Any
-
-from vtcc.errors import ConfigError
 
 # logger class -> (module it needs, the vtcc extra that installs it)
 NEEDS = {
@@ -21,16 +19,3 @@ def missing_extra(target: str) -> str | None:
     if module is None or find_spec(module) is not None:
         return None
     return f"pip install 'vtcc[{extra}]'"
-
-
-def build_loggers(nodes: Any) -> list[Any]:
-    """Every logger of ``cfg.logger``; a missing optional package stops before anything is trained."""
-    from vtcc.build import build_object
-
-    loggers = []
-    for name, node in (nodes or {}).items():
-        install = missing_extra(str(node.get("_target_", "")))
-        if install:
-            raise ConfigError(f"logger {name!r} needs a package that is not installed: {install}")
-        loggers.append(build_object(node))
-    return loggers
