@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.flop_counter import FlopCounterMode
 
-from vtcc.api import compose_config
+from vtcc.api.compose import compose_config
 from vtcc.build import Run, build_run, build_trainer, prepare_run
 from vtcc.config.validate import validate_config
 from vtcc.data.batch import TrainingPair

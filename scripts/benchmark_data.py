@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vtcc.api import compose_config
+from vtcc.api.compose import compose_config
 from vtcc.build import prepare_run
 from vtcc.config.validate import validate_config
 from vtcc.data import TwinViewAugmentation, load_image_folder

@@ -6,7 +6,7 @@ The backbone is a finished `make train` run's checkpoint (the best pretrained-li
 works offline): its frozen features train fresh heads (contrastive, then SCAN), timed; the
 end-to-end run's own metrics are read from its checkpoint's run folder. Then the head-training
 epoch time on CIFAR-10-sized cached features (60,000 x 384, synthetic) shows the CPU cost at scale.
-Every run is assembled as `vtcc-train` assembles it (vtcc.api.compose_config, then
+Every run is assembled as `vtcc-train` assembles it (vtcc.api.compose.compose_config, then
 vtcc.config.resolve and vtcc.build; the frozen runs train through vtcc.train.train_run).
 --extra adds overrides to the two frozen runs. Tiny (a test): --epochs 1 --cifar-images 512 --extra report=false
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from vtcc.api import compose_config
+from vtcc.api.compose import compose_config
 from vtcc.build import Prepared, build_data, build_module, build_network, prepare_run
 from vtcc.config.validate import validate_config
 from vtcc.train import train_run

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vtcc.api import compose_config
+from vtcc.api.compose import compose_config
 from vtcc.build import prepare_run
 from vtcc.config.validate import validate_config
-from vtcc.data.shards import write_shards
+from vtcc.data.shard_writer import write_shards
 
 
 def write_images(folder: Path, count: int, side: int) -> None:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vtcc.io.reader import Bool, Field, Float, Int, List, Maybe, Record, Str
+from vtcc.io.json_records import Bool, Field, Float, Int, List, Maybe, Record, Str
 
 CLASSES = (
     "interpolation",  # ${...} in a string field: never resolved
@@ -143,7 +143,7 @@ def image_folder(folder: Path, per_class: int = 4) -> None:
 
 
 def shard_folder(folder: Path) -> None:
-    from vtcc.data.shards import write_shards
+    from vtcc.data.shard_writer import write_shards
 
     image_folder(folder / "images", per_class=8)
     write_shards(folder / "images", folder / "shards", shard_size=8)
@@ -718,7 +718,8 @@ def _write(path: Path, data: bytes) -> Path:
 
 def _shards_cases() -> list[Case]:
     from vtcc.data.probe import PROBE_RECORD
-    from vtcc.data.shards import INDEX_RECORD, _members
+    from vtcc.data.shard_index import INDEX_RECORD
+    from vtcc.data.shard_writer import _members
 
     schema = Record(**{**INDEX_RECORD.fields, "sample": PROBE_RECORD})
 
@@ -994,7 +995,7 @@ def _sample_tar(meta: Any, label: bytes = b"1") -> bytes:
 
 
 def _shard_tar_cases() -> list[Case]:
-    from vtcc.data.shards import SAMPLE_RECORD
+    from vtcc.data.shard_index import SAMPLE_RECORD
 
     tar_with = _sample_tar
 

@@ -15,7 +15,8 @@ from PIL import Image
 
 import vtcc
 from tests.conftest import TINY, run_cli
-from vtcc.api import link_inputs, override_list, override_value
+from vtcc.api.compose import override_list, override_value
+from vtcc.api.inputs import link_inputs
 from vtcc.data import load_digits
 from vtcc.errors import ConfigError
 from vtcc.utils.checkpoint import load_checkpoint
@@ -230,7 +231,7 @@ def test_a_second_fit_into_a_used_folder_is_refused_and_the_first_kept(array_fit
 def test_the_callers_hydra_is_left_as_it_was():
     from hydra import compose, initialize_config_dir
 
-    from vtcc.api import compose_config
+    from vtcc.api.compose import compose_config
     from vtcc.utils.cli import CONFIG_DIR
 
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):

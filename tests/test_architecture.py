@@ -252,7 +252,7 @@ def written_data(name: str, root: Path) -> list[str]:
     if name in ("folder", "folder_streaming"):
         fake_data.write_image_folder(root, ["a", "b", "c"], per_class=8)
     elif name == "shards":  # the folder, written as shards by vtcc-shards
-        from vtcc.data.shards import write_shards
+        from vtcc.data.shard_writer import write_shards
 
         fake_data.write_image_folder(root / "images", ["a", "b", "c"], per_class=8)
         write_shards(root / "images", root / "shards", shard_size=4)

@@ -29,7 +29,7 @@ from vtcc.curation import read_curation
 from vtcc.data import load_digits
 from vtcc.explorer import EXPLORER_STYLE, INLINE_THUMBNAILS, explorer_section, sample_positions
 from vtcc.io.writer import Writer
-from vtcc.report import ERROR_CHECK, STYLE
+from vtcc.report.page import ERROR_CHECK, STYLE
 from vtcc.suggestions import suggest, suggestions_section
 
 DRIVER = (Path(__file__).parent / "curation_driver.html").read_text()

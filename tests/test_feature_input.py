@@ -336,7 +336,7 @@ def test_copying_images_that_moved_is_refused_before_anything_is_written(
 
 
 def test_a_file_named_npz_that_holds_one_array_is_read_by_its_loader_not_a_traceback(tmp_path):
-    from vtcc.api import data_kind
+    from vtcc.api.inputs import data_kind
 
     odd = tmp_path / "odd.npz"
     with open(odd, "wb") as handle:

@@ -16,8 +16,8 @@ from sklearn.datasets import load_digits
 from vtcc.build import restore_run
 from vtcc.errors import ConfigError
 from vtcc.k_selection import CRITERIA, choose, score_candidates, search_range
-from vtcc.report import k_selection_figure
-from vtcc.utils.callbacks import TimeBudget
+from vtcc.report.figures import k_selection_figure
+from vtcc.utils.callbacks.time_budget import TimeBudget
 
 
 def test_the_default_range_is_2_to_50_or_a_tenth_of_the_images():

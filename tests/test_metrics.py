@@ -82,7 +82,7 @@ def test_tiny_inputs_give_scikit_learns_ari_not_nan(labels, clusters):
 def test_report_confusion_puts_the_hungarian_pairs_on_the_diagonal(num_labels, num_clusters):
     from scipy.optimize import linear_sum_assignment
 
-    from vtcc.report import matched_confusion
+    from vtcc.report.figures import matched_confusion
 
     rng = np.random.default_rng(num_labels * 10 + num_clusters)
     labels = rng.integers(0, num_labels, 300)

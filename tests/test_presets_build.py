@@ -204,6 +204,7 @@ def lost_settings(cfg, expected: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     interpolation counts by the value it has in the run (resolving may write it as that value);
     one that is null (num_clusters of data=folder) is resolve's to decide from the data."""
     context = copy.deepcopy(cfg)
+    OmegaConf.set_readonly(context, False)  # a scratch copy of the run's (read-only) config
     for key, value in expected.items():
         if isinstance(value, str) and "${" in value:
             OmegaConf.update(context, key, value, force_add=True)

@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from tests.conftest import TINY, compose_train, run_cli
 from vtcc.data import load_digits
 from vtcc.errors import ConfigError, TrainingDivergedError
-from vtcc.io.writer import MANIFEST
+from vtcc.io.manifest import MANIFEST
 from vtcc.objectives import ContrastiveClustering
 from vtcc.train import train
 from vtcc.utils.checkpoint import AtomicCheckpointIO

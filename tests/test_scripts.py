@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import TINY
-from vtcc.api import compose_config
+from vtcc.api.compose import compose_config
 from vtcc.train import train_run
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"

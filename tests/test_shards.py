@@ -19,15 +19,9 @@ from tests import fake_data
 from tests.conftest import TINY, changes, compose_train, input_snapshot
 from vtcc.build import prepare_run
 from vtcc.data.folder import decode_image, list_images
-from vtcc.data.shards import (
-    EpochLoader,
-    ShardStream,
-    main,
-    read_index,
-    read_shard,
-    reader_steps,
-    write_shards,
-)
+from vtcc.data.shard_index import read_index, read_shard
+from vtcc.data.shard_writer import main, write_shards
+from vtcc.data.shards import EpochLoader, ShardStream, reader_steps
 from vtcc.errors import ConfigError
 
 IMAGES, SHARD, BATCH = 64, 8, 8  # 8 shards of 8: 2 processes x 2 workers read 2 shards each

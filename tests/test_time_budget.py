@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from vtcc.errors import ConfigError, TrainingDivergedError
 from vtcc.objectives.contrastive import ContrastiveClustering
 from vtcc.optim import check_budget_can_move, warmup_cosine
-from vtcc.utils import callbacks
-from vtcc.utils.callbacks import StopRecord, TimeBudget, describe_stop, evaluation_cadence
+from vtcc.utils.callbacks import StopRecord, describe_stop, time_budget
+from vtcc.utils.callbacks.time_budget import TimeBudget, evaluation_cadence
 
 
 class Clock:
@@ -49,7 +49,7 @@ def fake_trainer(scheduler) -> SimpleNamespace:
 
 def test_the_plan_follows_the_measured_epochs(monkeypatch):
     clock = Clock()
-    monkeypatch.setattr(callbacks.time, "perf_counter", clock)
+    monkeypatch.setattr(time_budget.time, "perf_counter", clock)
     scheduler = warmup_cosine(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), total_steps=420)
     trainer = fake_trainer(scheduler)
     budget = TimeBudget(minutes=10, evaluations=5)
@@ -119,7 +119,7 @@ def test_a_resumed_run_keeps_its_budget_time_spent_and_plan(monkeypatch):
     """Stopped after 2 epochs and resumed (with another budget on the command line, an hour later
     on the clock): the third epoch plans exactly as in the uninterrupted run."""
     clock = Clock()
-    monkeypatch.setattr(callbacks.time, "perf_counter", clock)
+    monkeypatch.setattr(time_budget.time, "perf_counter", clock)
 
     def new_run(minutes: float):
         scheduler = warmup_cosine(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), 420)
@@ -200,7 +200,7 @@ def test_a_larger_budget_given_on_resume_extends_the_run_counting_the_time_spent
     """Two epochs (10 s and 31 s) spent of a 10-minute run, resumed with 20 minutes: the plan is
     made again from the measured epochs, with the 41 s already spent counted (not the downtime)."""
     clock = Clock()
-    monkeypatch.setattr(callbacks.time, "perf_counter", clock)
+    monkeypatch.setattr(time_budget.time, "perf_counter", clock)
     scheduler = warmup_cosine(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), 420)
     first, trainer = TimeBudget(minutes=10, evaluations=5), fake_trainer(scheduler)
     first.on_fit_start(trainer, None)
@@ -487,9 +487,9 @@ def test_a_budgeted_run_records_its_budget_and_a_setup_error_records_nothing():
     [
         (1, 20, 3, (5, 3)),  # after epochs 5, 10 and 15; the final evaluation follows epoch 20
         (1, 5, 3, (1, 3)),
-        (1, 5, 0, (callbacks.NO_EVALUATION, 0)),
-        (4, 5, 2, (callbacks.NO_EVALUATION, 0)),  # one epoch left: only the final evaluation
-        (2, 2, 2, (callbacks.NO_EVALUATION, 0)),
+        (1, 5, 0, (time_budget.NO_EVALUATION, 0)),
+        (4, 5, 2, (time_budget.NO_EVALUATION, 0)),  # one epoch left: only the final evaluation
+        (2, 2, 2, (time_budget.NO_EVALUATION, 0)),
     ],
 )
 def test_the_evaluation_cadence_never_evaluates_the_last_epoch(done, last, wanted, expected):

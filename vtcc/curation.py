@@ -32,18 +32,8 @@ from typing import Any
 import numpy as np
 
 from vtcc.errors import ConfigError
-from vtcc.io.reader import (
-    Float,
-    Int,
-    List,
-    Maybe,
-    Record,
-    Str,
-    UnreadableFile,
-    check_record,
-    read_json,
-    reader,
-)
+from vtcc.io.json_records import Float, Int, List, Maybe, Record, Str, check_record, read_json
+from vtcc.io.reader import UnreadableFile, reader
 from vtcc.io.writer import Writer
 
 log = logging.getLogger("vtcc")

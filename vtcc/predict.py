@@ -26,7 +26,8 @@ from vtcc.data.folder import IMAGE_SUFFIXES, images_under
 from vtcc.errors import ConfigError
 from vtcc.export import require_parquet, write_assignments
 from vtcc.inference import Assigner
-from vtcc.io.reader import check_regular, read_bytes, reader, refuse_interpolation
+from vtcc.io.json_records import refuse_interpolation
+from vtcc.io.reader import check_regular, read_bytes, reader
 from vtcc.io.writer import Writer
 from vtcc.utils.checkpoint import own_cache_dir
 from vtcc.utils.cli import CONFIG_DIR, checks_command_line, run_safely

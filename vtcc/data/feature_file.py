@@ -34,7 +34,9 @@ from vtcc.data.benchmarks import DatasetNotFoundError
 from vtcc.data.folder import decode_image
 from vtcc.data.images import BatchedTensors, keep_batch
 from vtcc.errors import ConfigError
-from vtcc.io.reader import UnreadableFile, load_npy, load_npz, npz_names, reader, refuse_interpolation
+from vtcc.io.json_records import refuse_interpolation
+from vtcc.io.numpy_files import load_npy, load_npz, npz_names
+from vtcc.io.reader import UnreadableFile, reader
 from vtcc.registry import register
 
 log = logging.getLogger("vtcc")

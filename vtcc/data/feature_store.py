@@ -27,7 +27,9 @@ import numpy as np
 import torch
 
 from vtcc.errors import ConfigError
-from vtcc.io.reader import Int, Record, Str, UnreadableFile, check_record, load_npy, read_json, reader
+from vtcc.io.json_records import Int, Record, Str, check_record, read_json
+from vtcc.io.numpy_files import load_npy
+from vtcc.io.reader import UnreadableFile, reader
 from vtcc.io.writer import Writer
 
 STORE_FORMAT = "vtcc-feature-store/1"

@@ -24,8 +24,9 @@ from PIL import Image
 from vtcc.data.benchmarks import DatasetNotFoundError
 from vtcc.data.datasets import ImageArrays
 from vtcc.errors import ConfigError
-from vtcc.io.reader import load_npz as read_npz
-from vtcc.io.reader import open_image, reader
+from vtcc.io.image_files import open_image
+from vtcc.io.numpy_files import load_npz as read_npz
+from vtcc.io.reader import reader
 from vtcc.registry import register
 from vtcc.utils.progress import Progress
 

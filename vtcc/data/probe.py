@@ -14,7 +14,9 @@ from PIL import Image, ImageOps
 
 from vtcc.data.folder import image_arrays, list_images
 from vtcc.errors import ConfigError
-from vtcc.io.reader import Bool, Float, Int, List, Maybe, Record, check_record, load_npz, open_image
+from vtcc.io.image_files import open_image
+from vtcc.io.json_records import Bool, Float, Int, List, Maybe, Record, check_record
+from vtcc.io.numpy_files import load_npz
 
 
 @dataclass(frozen=True)

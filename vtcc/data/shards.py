@@ -21,17 +21,16 @@ epoch, each read at its offset).
 WebDataset rather than litdata: its format is the plain tar that the peers at this scale
 (OpenCLIP, DINOv2's data pipelines) and standard tools read and write; litdata's chunks are its own
 binary format behind its own index and cache, and a tar needs neither to be inspected or made.
+
+Here: streaming and reading the shards (``data=shards``). The folder's layout and its typed
+readers: :mod:`vtcc.data.shard_index`; the converter ``vtcc-shards``: :mod:`vtcc.data.shard_writer`
+(its ``main`` is imported here, where the console script and ``python -m vtcc.data.shards`` find it).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import logging
-import sys
-import tarfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,255 +38,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from vtcc.data.benchmarks import DatasetNotFoundError
-from vtcc.data.folder import (
-    FITS,
-    IMAGE_SUFFIXES,
-    Fit,
-    clamp_stored_size,
-    decode_image,
-    list_images,
-    native_side,
-)
+from vtcc.data.folder import FITS, Fit, clamp_stored_size, decode_image
 from vtcc.data.images import DecodedPerBatch, ImageSettings
-from vtcc.data.probe import ImageProbe, probe_folder
-from vtcc.errors import ConfigError, user_error
-from vtcc.io.reader import (
-    Bool,
-    Int,
-    List,
-    Maybe,
-    Record,
-    Str,
-    UnreadableFile,
-    check_record,
-    check_regular,
-    load_npz,
-    open_image,
-    open_regular,
-    parse_json_record,
-    read_bytes,
-    read_json,
-    read_range,
-    reader,
-)
-from vtcc.io.writer import Writer
+from vtcc.data.shard_index import INDEX, read_index, require_webdataset
+from vtcc.data.shard_writer import main  # the vtcc-shards console script's entry point
+from vtcc.errors import ConfigError
+from vtcc.io.reader import UnreadableFile, read_bytes, read_range
 from vtcc.registry import register
 from vtcc.utils.dist import rank_and_count
-
-log = logging.getLogger("vtcc")
-
-FORMAT = "vtcc-shards/1"
-INDEX = "shards.json"
-OFFSETS = "offsets.npz"
-PATTERN = "shard-%06d.tar"
-META = ("json", "cls")  # the members of a sample that are not its image
-FIX = "write the shards again with vtcc-shards"
-MAX_IMAGES = 2**40
-# What vtcc reads of shards.json (typed, checked; nothing of it is ever resolved as config) and of
-# a sample's <key>.json; keys not declared here are dropped.
-INDEX_RECORD = Record(
-    format=Str(choices=(FORMAT,)),
-    count=Int(0, MAX_IMAGES),
-    shards=List(Record(file=Str(255), count=Int(0, MAX_IMAGES))),
-    classes=List(Str()),
-    labeled=Bool(),
-    native_side=Maybe(Int(1, 2**20)),
-    sample=Record(),  # checked as an ImageProbe (vtcc.data.probe.PROBE_RECORD)
-)
-SAMPLE_RECORD = Record(index=Int(0, MAX_IMAGES), path=Str())
-
-
-def require_webdataset() -> None:
-    try:
-        import webdataset  # noqa: F401
-    except ImportError:
-        raise ConfigError("data=shards and vtcc-shards need webdataset: pip install 'vtcc[scale]'") from None
-
-
-def write_shards(
-    folder: str | Path, output: str | Path, shard_size: int = 1000, classes: Sequence[str] | None = None
-) -> dict[str, Any]:
-    """Write the images of ``folder`` (``data=folder``'s layout) as shards of ``shard_size`` images
-    into ``output`` (a new or empty folder); returns the index written as ``shards.json``."""
-    require_webdataset()
-    import webdataset as wds
-
-    if shard_size < 1:
-        raise ConfigError(f"--shard-size {shard_size}: give at least 1 image a shard")
-    out = Path(output)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(
-            f"{out} already exists and is not an empty folder: choose a new folder for the shards"
-        )
-    paths, labels, names = list_images(Path(folder), classes)
-    probe = probe_folder(folder, classes)  # before writing: an unreadable folder writes nothing
-    for path in paths:  # every file an image (header, size, checksums): nothing else is copied
-        with open_image(path) as image:
-            image.verify()
-    writer = Writer(out, protect=[folder])  # never inside the images' folder, never through a link
-    writer.make_dirs(out)
-
-    def samples() -> Iterator[dict[str, Any]]:
-        for index, path in enumerate(paths):
-            sample = {
-                "__key__": f"{index:09d}",
-                path.suffix.lower().lstrip("."): read_bytes(path),
-                "json": {"index": index, "path": str(path.relative_to(folder))},
-            }
-            if labels is not None:
-                sample["cls"] = int(labels[index])
-            yield sample
-
-    files = _write_tars(writer, out, samples(), shard_size, wds.TarWriter)
-    where = [_members(file, number) for number, file in enumerate(files)]
-    located = np.concatenate(where) if where else np.zeros((0, 3), dtype=np.int64)
-    writer.save_arrays(
-        out / OFFSETS,
-        shard=located[:, 0],
-        offset=located[:, 1],
-        size=located[:, 2],
-        label=np.asarray(labels if labels is not None else [-1] * len(paths), dtype=np.int64),
-    )
-    index = {
-        "format": FORMAT,
-        "count": len(paths),
-        "shards": [{"file": file.name, "count": len(rows)} for file, rows in zip(files, where, strict=True)],
-        "classes": names,
-        "labeled": labels is not None,
-        "native_side": native_side(paths),  # what data=folder's stored size starts from
-        "sample": asdict(probe),
-    }
-    writer.write_json(out / INDEX, index, indent=1)
-    log.info("%d images in %d shards written to %s", len(paths), len(files), out)
-    return index
-
-
-SHARD_BYTES = 3e9  # webdataset.ShardWriter's default: a shard ends at this many bytes too
-
-
-def _write_tars(
-    writer: Writer, out: Path, samples: Iterator[dict[str, Any]], shard_size: int, tar_writer: Any
-) -> list[Path]:
-    """``samples`` as tar shards ``PATTERN`` of at most ``shard_size`` samples (and about
-    :data:`SHARD_BYTES`, where ``webdataset.ShardWriter`` cuts them; at least one shard), each
-    written by ``tar_writer`` (``webdataset.TarWriter``) into a new file renamed into place."""
-    files: list[Path] = []
-    sample = next(samples, None)
-    while sample is not None or not files:
-        path = out / (PATTERN % len(files))
-        with writer.open(path) as handle:
-            sink = tar_writer(handle)
-            count = size = 0
-            while sample is not None and count < shard_size and size < SHARD_BYTES:
-                size += sink.write(sample)
-                count += 1
-                sample = next(samples, None)
-            sink.close()
-        files.append(path)
-    return files
-
-
-def _members(file: Path, number: int) -> np.ndarray:
-    """``(images, 3)``: shard number, byte offset and size of each image member, in key order."""
-    rows = []
-    with tarfile.open(file) as archive:
-        for member in archive:
-            key, _, suffix = member.name.partition(".")
-            if member.isfile() and suffix not in META:
-                rows.append((int(key), number, member.offset_data, member.size))
-    rows.sort()
-    return np.asarray([row[1:] for row in rows], dtype=np.int64).reshape(-1, 3)
-
-
-@reader("shards")
-def read_index(root: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """``shards.json`` and ``offsets.npz`` of a shard folder as typed, checked values (one line
-    naming the file otherwise): every field of its type and range, no ``${`` anywhere, the files
-    inside the folder and regular, every image's bytes within its shard's real size."""
-    folder = Path(root)
-    path = folder / INDEX
-    if not path.exists() and not path.is_symlink():
-        raise DatasetNotFoundError(
-            f"{path} does not exist: set data.root to a folder written by vtcc-shards <images> <folder>"
-        )
-    raw = read_json(path, FIX, inside=folder)
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise ConfigError(f"{path} is not a {FORMAT} index: write the shards with this vtcc's vtcc-shards")
-    index = check_record(raw, INDEX_RECORD, path, FIX)
-    index["sample"] = asdict(ImageProbe.from_record(raw["sample"], f"{path} (sample)", FIX))
-    arrays = load_npz(folder / OFFSETS, ("shard", "offset", "size", "label"), inside=folder)
-    count = index["count"]
-    for key in ("shard", "offset", "size", "label"):
-        array = arrays.get(key)
-        if array is None or array.shape != (count,) or array.dtype.kind not in "iu":
-            raise ConfigError(
-                f"{folder / OFFSETS}: {key} must be integers ({count},) as {INDEX} counts: {FIX}"
-            )
-    offsets = {key: arrays[key].astype(np.int64) for key in ("shard", "offset", "size", "label")}
-    files = [entry["file"] for entry in index["shards"]]
-    counts = [entry["count"] for entry in index["shards"]]
-    unsafe = [name for name in files if Path(name).name != name or name in ("", ".", "..")]
-    if unsafe or len(set(files)) != len(files):
-        raise ConfigError(f"{path} names a shard {(unsafe or files)[0]!r} twice or outside its folder: {FIX}")
-    absent = [name for name in files if not (folder / name).is_file()]
-    if absent:
-        raise ConfigError(f"shard {folder / absent[0]} is missing: copy every shard the index lists")
-    sizes = np.asarray([check_regular(folder / name, inside=folder) for name in files], dtype=np.int64)
-    if count < 2:
-        raise ConfigError(f"{folder} holds {count} image(s): clustering needs at least 2")
-    named, start, size = offsets["shard"], offsets["offset"], offsets["size"]
-    if (
-        sum(counts) != count
-        or named.min() < 0
-        or named.max() >= len(files)
-        or np.bincount(named, minlength=len(files)).tolist() != counts
-        or offsets["label"].min() < -1
-    ):
-        raise ConfigError(
-            f"{folder / OFFSETS} disagrees with the counts of {INDEX} (or names a shard it lacks): {FIX}"
-        )
-    beyond = np.flatnonzero((start < 0) | (size < 0) | (start > sizes[named] - size))
-    if len(beyond):
-        image = int(beyond[0])
-        raise ConfigError(
-            f"{folder / files[named[image]]}: image {image} lies at bytes {start[image]} to "
-            f"{start[image] + size[image]}, beyond the shard's {sizes[named[image]]}: {FIX}"
-        )
-    return index, offsets
-
-
-@reader("shard_tar")
-def read_shard(path: Path) -> Iterator[tuple[int, bytes, int]]:
-    """``(image index, image bytes, label)`` of each sample of one shard, in order, read by
-    WebDataset's own tar reader (what any WebDataset pipeline sees of vtcc's shards; vtcc's loaders
-    read the image bytes at their offsets instead, a few microseconds a sample against WebDataset's
-    hundred and more)."""
-    from webdataset.tariterators import group_by_keys, tar_file_expander
-
-    samples = 0
-    try:  # opened here (a regular file only), never by WebDataset's URL opener ("pipe:...")
-        with open_regular(path) as handle:
-            opened = [{"url": str(path), "stream": handle}]
-            for sample in group_by_keys(tar_file_expander(opened)):
-                where = f"{path} ({sample['__key__']}.json)"
-                meta = parse_json_record(sample["json"], SAMPLE_RECORD, where, FIX)
-                images = [value for key, value in sample.items() if key.lower().lstrip(".") in _IMAGE_KEYS]
-                label = int(sample["cls"]) if "cls" in sample else -1
-                yield meta["index"], images[0], label
-                samples += 1
-        if not samples:
-            raise ConfigError(f"shard {path} holds no sample: {FIX}")
-    except ConfigError:
-        raise
-    except (OSError, tarfile.TarError, KeyError, IndexError, ValueError, TypeError) as error:
-        raise ConfigError(
-            f"shard {path} is damaged or not vtcc-shards' ({type(error).__name__}: {error}): "
-            "write the shards again"
-        ) from None
-
-
-_IMAGE_KEYS = {suffix.lstrip(".") for suffix in IMAGE_SUFFIXES}
 
 
 def decode_bytes(data: bytes, stored_size: int, in_chans: int, fit: str, where: str) -> np.ndarray:
@@ -536,29 +294,6 @@ class ShardDataModule(DecodedPerBatch):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
         )
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``vtcc-shards <folder> <output> --shard-size N``: a folder of images as tar shards."""
-    parser = argparse.ArgumentParser(
-        prog="vtcc-shards",
-        description="Write a folder of images (<folder>/<class>/<image> or flat) as WebDataset tar shards "
-        "for data=shards.",
-    )
-    parser.add_argument("folder", help="the images, in data=folder's layout")
-    parser.add_argument("output", help="a new (or empty) folder for the shards")
-    parser.add_argument("--shard-size", type=int, default=1000, help="images a shard (default 1000)")
-    parser.add_argument("--classes", nargs="*", default=None, help="only these class folders, in this order")
-    arguments = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        write_shards(arguments.folder, arguments.output, arguments.shard_size, arguments.classes)
-    except Exception as error:  # noqa: BLE001 - a user's mistake is one line, anything else a traceback
-        cause = user_error(error)
-        if cause is None:
-            raise
-        print(f"vtcc-shards: error: {cause}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
