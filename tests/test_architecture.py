@@ -313,7 +313,7 @@ def test_image_datamodules_are_siblings_and_every_datamodule_keeps_one_protocol(
     """In memory and streaming share a base, neither is the other's parent (no dataset=None
     subclass); they and the datamodules over a backbone's features answer the same protocol."""
     from vtcc.data import ClusteringData, ImageDataModule, InMemoryDataModule, StreamingFolderDataModule
-    from vtcc.data.features import CachedFeatureDataModule
+    from vtcc.data.feature_cache import CachedFeatureDataModule
     from vtcc.data.neighbors import NeighborPairsDataModule
 
     assert not issubclass(StreamingFolderDataModule, InMemoryDataModule)

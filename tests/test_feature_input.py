@@ -24,8 +24,8 @@ from vtcc.data import (
     load_npz,
     small_image_view,
 )
+from vtcc.data.feature_cache import CachedFeatureDataModule
 from vtcc.data.feature_file import FeatureDataModule, read_features, render_vectors
-from vtcc.data.features import CachedFeatureDataModule
 from vtcc.errors import ConfigError
 from vtcc.metrics import clustering_metrics
 from vtcc.utils.cli import user_error

@@ -633,7 +633,7 @@ RAW_READS_ALLOWED = {
         "load",
     ): "torch.load of a weights file: a regular file (check_regular), weights_only",
     (
-        "vtcc/data/features.py",
+        "vtcc/data/cache_files.py",
         "load",
     ): "torch.load of vtcc's feature cache: a regular file (check_regular), weights_only",
     ("vtcc/data/shard_writer.py", "open"): "tarfile.open of the shards vtcc-shards has just written",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import inspect
 import json
 import re
@@ -29,7 +30,7 @@ from vtcc.data import (
     TwinViewAugmentation,
     strong_view,
 )
-from vtcc.data.features import CachedFeatureDataModule
+from vtcc.data.feature_cache import CachedFeatureDataModule
 from vtcc.data.pairings import PAIRINGS
 from vtcc.data.shards import ShardDataModule
 from vtcc.data.transforms import small_image_view
@@ -44,6 +45,9 @@ from vtcc.utils.cli import CONFIG_DIR
 
 PACKAGE = Path(CONFIG_DIR).parent
 TESTS = Path(__file__).parent
+# Modules that are gone whose names old checkpoints still store (registered aliases, which
+# vtcc.config.stored rewrites to today's target on load): module -> where its kinds are now.
+RETIRED_MODULES = {"vtcc.data.features": "vtcc.data.feature_cache"}
 
 
 def targets_in(node: Any) -> list[str]:
@@ -89,7 +93,7 @@ def test_the_allowlist_is_every_vtcc_target_of_the_configs_and_nothing_else():
     assert allowlist.VTCC_TARGETS - aliases - configless == in_configs
     assert aliases == {
         f"vtcc.module.{name}Clustering" for name in ("Contrastive", "Scan", "SelfLabel", "Temi")
-    }
+    } | {"vtcc.data.features.CachedFeatureDataModule"}  # vtcc/data/features.py, now feature_cache.py
     assert configless == {"vtcc.optim.warmup_cosine"}  # objective/contrastive.yaml's comment names it
 
 
@@ -118,6 +122,9 @@ def test_each_target_names_the_object_registered_under_it():
     for entry in own_entries():
         for target in entry.targets:
             module, _, name = target.rpartition(".")
+            if module in RETIRED_MODULES:  # gone: a stored config naming it loads under today's target
+                assert target in entry.aliases and importlib.util.find_spec(module) is None, target
+                continue
             assert getattr(importlib.import_module(module), name) is entry.obj, target
     names = [(entry.kind, entry.name) for entry in registry.entries()]
     assert len(names) == len(set(names))

@@ -21,7 +21,8 @@ from tests import fake_data
 from tests.conftest import compose_train
 from vtcc.data import load_digits
 from vtcc.data.benchmarks import load_cifar10, load_cifar100_20
-from vtcc.data.features import CACHE_FORMAT, CachedFeatureDataModule, cache_key
+from vtcc.data.cache_files import CACHE_FORMAT, cache_key
+from vtcc.data.feature_cache import CachedFeatureDataModule
 from vtcc.errors import ConfigError
 from vtcc.models.pretrained import create_pretrained_backbone
 

@@ -18,7 +18,7 @@ from tests.test_pretrained import run, weights  # noqa: F401  (the fixture)
 from tests.test_reliability import assert_same_training_state, last_checkpoint
 from vtcc.config.init_from import load_run_weights, take_run_settings
 from vtcc.data import strong_view
-from vtcc.data.features import CachedFeatureDataModule
+from vtcc.data.feature_cache import CachedFeatureDataModule
 from vtcc.data.pairings import pairing_for
 from vtcc.errors import ConfigError
 from vtcc.evaluate import evaluate

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from tests.conftest import compose_train
 from tests.test_pretrained import overrides, weights  # noqa: F401  (a module-scoped fixture)
-from vtcc.config.stored import check_stored_config, rebuild_settings
+from vtcc.config.stored import check_stored_config, rebuild_settings, upgrade_stored_config
 from vtcc.errors import ConfigError
 from vtcc.train import train
 from vtcc.utils.checkpoint import load_checkpoint
@@ -79,7 +79,8 @@ def test_an_interpolated_key_is_refused(stored):
 @pytest.mark.parametrize(
     ("key", "target"),
     [
-        ("data._target_", "vtcc.data.features.CachedFeatureDataModule"),  # allowlisted, but writes files
+        ("data._target_", "vtcc.data.feature_cache.CachedFeatureDataModule"),  # allowlisted, but writes files
+        ("data._target_", "vtcc.data.features.CachedFeatureDataModule"),  # its older name: the same
         ("data._target_", "vtcc.data.load_digits"),
         ("model._target_", "vtcc.data.InMemoryDataModule"),
         ("module._target_", "vtcc.models.vtcc_network"),
@@ -92,6 +93,18 @@ def test_an_interpolated_key_is_refused(stored):
 def test_a_target_where_vtcc_builds_no_such_object_is_refused(stored, key, target):
     with pytest.raises(ConfigError, match=rf"at {key}"):
         check_stored_config(with_value(stored, key, target), "x.ckpt")
+
+
+def test_the_feature_caches_older_target_still_loads(tmp_path, stored):
+    """Checkpoints written before vtcc/data/feature_cache.py name the features node
+    ``vtcc.data.features.CachedFeatureDataModule`` (a registered alias; that module is gone):
+    accepted, and loaded under today's target, which is what builds."""
+    old = with_value(stored, "features._target_", "vtcc.data.features.CachedFeatureDataModule")
+    check_stored_config(old, "x.ckpt")
+    today = "vtcc.data.feature_cache.CachedFeatureDataModule"
+    assert stored["features"]["_target_"] == today
+    assert upgrade_stored_config(old)["features"]["_target_"] == today
+    assert load_checkpoint(crafted(tmp_path, old))["vtcc_config"]["features"]["_target_"] == today
 
 
 @pytest.mark.parametrize("key", ["module.optimizer._args_", "data._recursive_", "model._convert_"])
@@ -235,7 +248,7 @@ def test_features_cached_for_other_backbone_weights_are_never_served(tmp_path, w
     """The cache key hashes the backbone's weights: a checkpoint's altered backbone cannot plant
     features under the key an honest run with the same settings would read."""
     from vtcc.build import build_network, prepare_run, wrap_for_network
-    from vtcc.data.features import weights_digest
+    from vtcc.data.cache_files import weights_digest
 
     prepared = prepare_run(compose_train(tmp_path, overrides(weights), tiny=False, resolve=False), [])
     cfg, source = prepared.cfg, prepared.source

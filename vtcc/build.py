@@ -26,7 +26,7 @@ from vtcc import registry
 from vtcc.config.resolve import resolve
 from vtcc.config.spec import DataFacts, RunSpec
 from vtcc.config.stored import rebuild_settings
-from vtcc.data.features import extraction_key
+from vtcc.data.cache_files import extraction_key
 from vtcc.data.images import BUILD_STAGE
 from vtcc.data.neighbors import NeighborPairsDataModule
 from vtcc.data.pairings import pairing_for

@@ -56,7 +56,7 @@ BUILTIN_MODULES = (
     "vtcc.models",
     "vtcc.models.pretrained",
     "vtcc.data",
-    "vtcc.data.features",
+    "vtcc.data.feature_cache",
     "vtcc.data.feature_file",
     "vtcc.data.shards",
     "vtcc.optim",

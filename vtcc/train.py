@@ -15,7 +15,16 @@ import numpy as np
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from vtcc.build import Run, build_loggers, build_module, build_object, build_run, build_trainer, prepare_run
+from vtcc.build import (
+    Prepared,
+    Run,
+    build_loggers,
+    build_module,
+    build_object,
+    build_run,
+    build_trainer,
+    prepare_run,
+)
 from vtcc.config.init_from import command_line_overrides, load_run_weights
 from vtcc.config.resume import own_run_folder, requeued_job
 from vtcc.config.spec import RunSpec
@@ -76,6 +85,30 @@ def train_run(cfg: DictConfig, overrides: list[str] | None = None) -> Trained:
     check_output_dir(output_dir, cfg.get("overwrite", False), requeued_job())
     loggers = build_loggers(cfg.get("logger"))  # a missing optional extra stops before any work
     prepared = prepare_run(cfg, command_line_overrides() if overrides is None else overrides)
+    spec, run, started = _build_at_k(prepared, output_dir)
+    cfg = spec.config  # resolved, read-only
+    config = spec.container()
+    environment = collect_environment()
+
+    stop, callbacks = _callbacks(spec, started, output_dir, config, environment)
+    epochs = {"max_epochs": spec.refine_epochs} if spec.refines else {}
+    trainer = build_trainer(cfg, callbacks, loggers, **epochs)
+    if trainer.is_global_zero:  # one writer under DDP
+        writer = Writer(output_dir)  # every file of the run: inside its folder, atomically
+        writer.write_text(output_dir / "config.yaml", OmegaConf.to_yaml(config))
+        write_environment(output_dir, environment, writer)
+    _fit(trainer, run, spec.ckpt_path, stop, output_dir)
+    keep_supported_head(trainer, run, cfg.get("seed") or 0)
+    metrics = validation_metrics(trainer, run.module, run.datamodule)
+    if trainer.is_global_zero:
+        _write_results(trainer, run, metrics, stop, output_dir, config, environment, cfg.get("report"))
+    return Trained(metrics, run, output_dir)
+
+
+def _build_at_k(prepared: Prepared, output_dir: Path) -> tuple[RunSpec, Run, float]:
+    """The run built from the prepared spec (with ``init_from``'s weights, unless it resumes, which
+    has its own) and, for num_clusters=auto, the K search (:func:`search_k`): the spec and run at
+    the K it trains, and when the search began (it counts against the time budget too)."""
     spec = prepared.spec
     cfg = spec.config  # resolved, read-only
     initial = spec.initial if not spec.ckpt_path else None  # a resumed run has its own weights
@@ -87,16 +120,21 @@ def train_run(cfg: DictConfig, overrides: list[str] | None = None) -> Trained:
     started = time.perf_counter()  # a K search counts against the time budget too
     if spec.candidates:
         spec, run = search_k(spec, run, output_dir, started)  # now at the chosen K
-        cfg = spec.config
-    config = spec.container()
-    environment = collect_environment()
+    return spec, run, started
 
+
+def _callbacks(
+    spec: RunSpec, started: float, output_dir: Path, config: dict[str, Any], environment: dict[str, Any]
+) -> tuple[StopRecord, list[pl.Callback]]:
+    """The training's callbacks: the time budget (first, when there is one; it began with the K
+    search if there was one), the stored config, why training ended, and the report on an
+    interruption (``report=true``); the record of why it ended is also returned."""
     budget = None
     if spec.budget is not None:
         budget = TimeBudget(spec.budget, started_at=started if spec.candidates else None)
     stop = StopRecord(budget)  # why training ended: the log, final_metrics.json and the report
-    callbacks = [StoreConfig(config, environment), stop]
-    if cfg.get("report"):
+    callbacks: list[pl.Callback] = [StoreConfig(config, environment), stop]
+    if spec.config.get("report"):
         callbacks.append(
             ReportOnInterrupt(
                 lambda module, data: write_run_report(
@@ -106,34 +144,43 @@ def train_run(cfg: DictConfig, overrides: list[str] | None = None) -> Trained:
         )
     if budget is not None:
         callbacks.insert(0, budget)
-    epochs = {"max_epochs": spec.refine_epochs} if spec.refines else {}
-    trainer = build_trainer(cfg, callbacks, loggers, **epochs)
-    if trainer.is_global_zero:  # one writer under DDP
-        writer = Writer(output_dir)  # every file of the run: inside its folder, atomically
-        writer.write_text(output_dir / "config.yaml", OmegaConf.to_yaml(config))
-        write_environment(output_dir, environment, writer)
-    if spec.ckpt_path:
-        log.info("resuming from %s", spec.ckpt_path)
+    return stop, callbacks
+
+
+def _fit(trainer: pl.Trainer, run: Run, ckpt_path: str | None, stop: StopRecord, output_dir: Path) -> None:
+    """Train (resuming ``ckpt_path`` when given); however it ends, why training ended is recorded
+    in ``final_metrics.json`` (by the first process)."""
+    if ckpt_path:
+        log.info("resuming from %s", ckpt_path)
     try:
-        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=spec.ckpt_path)
+        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path)
     except BaseException:  # a signal, a NaN loss, an error: why training ended is still recorded
         if stop.record is not None and trainer.is_global_zero:
             Writer(output_dir).write_json(output_dir / "final_metrics.json", {"stopped": stop.record})
         raise
-    keep_supported_head(trainer, run, cfg.get("seed") or 0)
-    metrics = validation_metrics(trainer, run.module, run.datamodule)
-    if not trainer.is_global_zero:
-        return Trained(metrics, run, output_dir)
+
+
+def _write_results(
+    trainer: pl.Trainer,
+    run: Run,
+    metrics: dict[str, float],
+    stop: StopRecord,
+    output_dir: Path,
+    config: dict[str, Any],
+    environment: dict[str, Any],
+    report: bool,
+) -> None:
+    """The first process's end of a run: ``metrics`` gain the label-free scores, then go to
+    ``final_metrics.json`` (with why training ended), the log and the report (``report=true``)."""
     metrics.update(run.module.label_free_scores(run.datamodule))  # e.g. TURTLE's generalisation score
     Writer(output_dir).write_json(output_dir / "final_metrics.json", {**metrics, "stopped": stop.record})
     log.info("final metrics: %s", _format(metrics))
-    if cfg.get("report"):
+    if report:
         run.module.to(trainer.strategy.root_device)  # Lightning's teardown moved it to the CPU
         write_run_report(
             run.module, run.datamodule, output_dir, config, environment, metrics, describe_stop(stop.record)
         )
     log.info("outputs in %s", output_dir)
-    return Trained(metrics, run, output_dir)
 
 
 def supported_head(network: Any, datamodule: Any, device: Any, seed: int) -> tuple[int, list[float]]:

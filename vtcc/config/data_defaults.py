@@ -180,45 +180,12 @@ def resolve_data_defaults(cfg: DictConfig, probe: bool = True) -> dict[str, Any]
     keys = ("in_chans", "image_size", "mean", "std")
     unset = [key for key in keys if probe and data.get(key) == AUTO]
     choices: dict[str, Any] = {}
-    reasons = []
-    if unset:
-        sample = _probe(cfg)
-        device = device_kind(cfg)
-        with open_dict(data):
-            if data.get("in_chans") == AUTO:
-                data.in_chans = 1 if sample.gray else 3
-                reasons.append(f"in_chans={data.in_chans} ({'all gray' if sample.gray else 'colour'})")
-            if data.get("image_size") == AUTO:
-                data.image_size = image_size_for(sample.median_side, device)
-                reasons.append(
-                    f"image_size={data.image_size} (median side {sample.median_side} px, {device})"
-                )
-            for key in ("mean", "std"):
-                if data.get(key) == AUTO:
-                    values = getattr(sample, key)
-                    if data.in_chans == 3 and len(values) == 1:
-                        values = values * 3
-                    if data.in_chans == 1 and len(values) == 3:
-                        values = [round(sum(values) / 3, 3)]
-                    data[key] = values
-            if "mean" in unset:
-                reasons.append(f"mean/std={list(data.mean)}/{list(data.std)} (of the sample)")
-        choices.update({key: list(data[key]) if key in ("mean", "std") else data[key] for key in unset})
-        choices["sampled_images"] = f"{sample.sampled} of {sample.images}"
+    reasons: list[str] = []
+    sample = _choose_from_sample(cfg, unset, choices, reasons) if unset else None
     if cfg.model.get("size") == AUTO and isinstance(data.get("image_size"), int):
-        pick = model_for(data.image_size, device_kind(cfg))
-        why = f"for {data.image_size} px images on a GPU"
-        choices["model"] = resolve_auto_option(cfg, "model", "size", "vit_tiny", pick, why)
-        reasons.append(f"model={choices['model']}")
+        _choose_model(cfg, choices, reasons)
     if cfg.model.get("patch_size") == AUTO and isinstance(data.get("image_size"), int):
-        fixed = "image_size" not in unset  # a size given (or a dataset's own) cannot move to the grid
-        cfg.model.patch_size = patch_size_for(data.image_size, device_kind(cfg), fixed)
-        if "image_size" in unset:  # a size the data chose may move to the patch grid
-            data.image_size = fit_to_patch(data.image_size, cfg.model.patch_size)
-        choices["patch_size"] = cfg.model.patch_size
-        if unset:  # only worth a word when the size itself came from the data
-            tokens = (data.image_size // cfg.model.patch_size) ** 2
-            reasons.append(f"model.patch_size={cfg.model.patch_size} ({tokens} tokens)")
+        _choose_patch_size(cfg, unset, choices, reasons)
     augment = cfg.get("augment") or {}  # none: data=features, no images to augment
     if augment.get("family") == AUTO:
         if not isinstance(data.get("in_chans"), int) or not isinstance(data.get("image_size"), int):
@@ -227,23 +194,99 @@ def resolve_data_defaults(cfg: DictConfig, probe: bool = True) -> dict[str, Any]
             raise ConfigError(
                 "augment=auto needs data.in_chans and data.image_size: set them, or pick an augment="
             )
-        channels = len(data.mean) if OmegaConf.is_list(data.get("mean")) else None  # what the model sees
-        family = augment_for(data.in_chans, data.image_size, channels)
-        why = "small gray images" if family == "small" else "colour or large images"
-        choices["augment"] = resolve_auto_option(cfg, "augment", "family", "small", family, f"for {why}")
-        reasons.append(f"augment={choices['augment']} ({why})")
+        _choose_augment(cfg, choices, reasons)
     view = (cfg.get("augment") or {}).get("view_a") or {}
     if view.get("hflip_p") == AUTO:  # augment=auto's small recipe: flips if the data is mirror-symmetric
-        if not unset and probe and _probeable(cfg):
-            sample = _probe(cfg)
-        ratio = sample.mirror_ratio if unset or (probe and _probeable(cfg)) else None
-        reason = _resolve_flip(view, ratio)
-        choices["hflip_p"] = view.hflip_p
-        if reason:
-            reasons.append(reason)
+        _choose_flip(cfg, view, unset, probe, sample, choices, reasons)
     if choices:
         with open_dict(cfg):
             cfg.data_defaults = choices
     if reasons:
         log.info("settings from the data (override any of them): %s", "; ".join(reasons))
     return choices
+
+
+def _choose_from_sample(
+    cfg: DictConfig, unset: list[str], choices: dict[str, Any], reasons: list[str]
+) -> ImageProbe:
+    """The data's ``unset`` values from a sample of its images: ``in_chans`` (gray or colour),
+    ``image_size`` (for the device) and ``mean``/``std`` (as many as the channels); the sample."""
+    data = cfg.data
+    sample = _probe(cfg)
+    device = device_kind(cfg)
+    with open_dict(data):
+        if data.get("in_chans") == AUTO:
+            data.in_chans = 1 if sample.gray else 3
+            reasons.append(f"in_chans={data.in_chans} ({'all gray' if sample.gray else 'colour'})")
+        if data.get("image_size") == AUTO:
+            data.image_size = image_size_for(sample.median_side, device)
+            reasons.append(f"image_size={data.image_size} (median side {sample.median_side} px, {device})")
+        for key in ("mean", "std"):
+            if data.get(key) == AUTO:
+                values = getattr(sample, key)
+                if data.in_chans == 3 and len(values) == 1:
+                    values = values * 3
+                if data.in_chans == 1 and len(values) == 3:
+                    values = [round(sum(values) / 3, 3)]
+                data[key] = values
+        if "mean" in unset:
+            reasons.append(f"mean/std={list(data.mean)}/{list(data.std)} (of the sample)")
+    choices.update({key: list(data[key]) if key in ("mean", "std") else data[key] for key in unset})
+    choices["sampled_images"] = f"{sample.sampled} of {sample.images}"
+    return sample
+
+
+def _choose_model(cfg: DictConfig, choices: dict[str, Any], reasons: list[str]) -> None:
+    """``model=auto``: the model for the data's image size on the device (:func:`model_for`)."""
+    data = cfg.data
+    pick = model_for(data.image_size, device_kind(cfg))
+    why = f"for {data.image_size} px images on a GPU"
+    choices["model"] = resolve_auto_option(cfg, "model", "size", "vit_tiny", pick, why)
+    reasons.append(f"model={choices['model']}")
+
+
+def _choose_patch_size(
+    cfg: DictConfig, unset: list[str], choices: dict[str, Any], reasons: list[str]
+) -> None:
+    """``model.patch_size=auto`` (:func:`patch_size_for`); an image size the data chose moves to
+    the patch grid, one given (or a dataset's own) stays and the patch divides it."""
+    data = cfg.data
+    fixed = "image_size" not in unset  # a size given (or a dataset's own) cannot move to the grid
+    cfg.model.patch_size = patch_size_for(data.image_size, device_kind(cfg), fixed)
+    if "image_size" in unset:  # a size the data chose may move to the patch grid
+        data.image_size = fit_to_patch(data.image_size, cfg.model.patch_size)
+    choices["patch_size"] = cfg.model.patch_size
+    if unset:  # only worth a word when the size itself came from the data
+        tokens = (data.image_size // cfg.model.patch_size) ** 2
+        reasons.append(f"model.patch_size={cfg.model.patch_size} ({tokens} tokens)")
+
+
+def _choose_augment(cfg: DictConfig, choices: dict[str, Any], reasons: list[str]) -> None:
+    """``augment=auto``: ``small`` or ``cc`` for the data's channels and size, and the channels the
+    model sees (:func:`augment_for`)."""
+    data = cfg.data
+    channels = len(data.mean) if OmegaConf.is_list(data.get("mean")) else None  # what the model sees
+    family = augment_for(data.in_chans, data.image_size, channels)
+    why = "small gray images" if family == "small" else "colour or large images"
+    choices["augment"] = resolve_auto_option(cfg, "augment", "family", "small", family, f"for {why}")
+    reasons.append(f"augment={choices['augment']} ({why})")
+
+
+def _choose_flip(
+    cfg: DictConfig,
+    view: DictConfig,
+    unset: list[str],
+    probe: bool,
+    sample: ImageProbe | None,
+    choices: dict[str, Any],
+    reasons: list[str],
+) -> None:
+    """``augment.view_a.hflip_p=auto``: flips when the sampled images are mirror-symmetric (the
+    sample already taken, else one taken now where the data can be sampled; none: no flips)."""
+    if not unset and probe and _probeable(cfg):
+        sample = _probe(cfg)
+    ratio = sample.mirror_ratio if unset or (probe and _probeable(cfg)) else None
+    reason = _resolve_flip(view, ratio)
+    choices["hflip_p"] = view.hflip_p
+    if reason:
+        reasons.append(reason)

@@ -74,17 +74,28 @@ def resumed_checkpoint(cfg: DictConfig) -> tuple[str | None, dict[str, Any]]:
         raise ConfigError(f"resume={cfg.resume!r} is unknown: use resume=latest or ckpt_path=<file>")
     current = OmegaConf.to_container(cfg, resolve=True)
     if cfg.get("ckpt_path"):
-        path = Path(cfg.ckpt_path)
-        stored = _resumable(path)
-        differences = resume_differences(stored, current)
-        if differences:
-            raise ConfigError(
-                f"{path} was trained with other settings: {'; '.join(differences)}. "
-                "Resume with the checkpoint's settings (its config.yaml), or start a new run"
-            )
-        return str(path), stored
+        return _given_checkpoint(Path(cfg.ckpt_path), current)
     if cfg.get("resume") != "latest":
         return None, {}
+    return _latest_checkpoint(cfg, current)
+
+
+def _given_checkpoint(path: Path, current: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``ckpt_path=<file>``: that checkpoint and its stored config, refused when it cannot be
+    resumed or was trained with other settings than this run's."""
+    stored = _resumable(path)
+    differences = resume_differences(stored, current)
+    if differences:
+        raise ConfigError(
+            f"{path} was trained with other settings: {'; '.join(differences)}. "
+            "Resume with the checkpoint's settings (its config.yaml), or start a new run"
+        )
+    return str(path), stored
+
+
+def _latest_checkpoint(cfg: DictConfig, current: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``resume=latest``: the newest checkpoint under the task's log folder whose settings match
+    this run's, unless a newer one that cannot be resumed stands before it; raises when none does."""
     candidates = find_checkpoints(cfg.paths.log_dir, cfg.task_name)
     where = Path(cfg.paths.log_dir, cfg.task_name)
     readable = []  # other runs' checkpoints, newest first
@@ -107,28 +118,45 @@ def resumed_checkpoint(cfg: DictConfig) -> tuple[str | None, dict[str, Any]]:
         except ConfigError as error:
             refused.append((path, error))
             continue
-        if refused:  # never the older one by itself: the user chooses
-            newest, why = refused[0]
-            raise ConfigError(
-                f"resume=latest stops at {newest}, the newest candidate under {where}, which cannot "
-                f"be resumed ({why}); the older {path} matches this run: resume it with "
-                f"ckpt_path={path}, or start a new run"
-            )
+        _stop_before_older_match(refused, path, where)
         log.info(
             "resume=latest: %s, the newest of %d run(s) with this model, data and objective",
             path,
             len(candidates),
         )
         return str(path), stored
+    raise _no_latest_match(where, refused, readable, current)
+
+
+def _stop_before_older_match(refused: list[tuple[Path, ConfigError]], path: Path, where: Path) -> None:
+    """``path`` matches this run, but a newer checkpoint that cannot be resumed came first: never
+    the older one by itself, the user chooses."""
     if refused:
         newest, why = refused[0]
         raise ConfigError(
+            f"resume=latest stops at {newest}, the newest candidate under {where}, which cannot "
+            f"be resumed ({why}); the older {path} matches this run: resume it with "
+            f"ckpt_path={path}, or start a new run"
+        )
+
+
+def _no_latest_match(
+    where: Path,
+    refused: list[tuple[Path, ConfigError]],
+    readable: list[tuple[Path, dict[str, Any]]],
+    current: dict[str, Any],
+) -> ConfigError:
+    """Why ``resume=latest`` found nothing to resume: the newest candidate cannot be resumed, or
+    else the newest readable one differs from this run (its first differences)."""
+    if refused:
+        newest, why = refused[0]
+        return ConfigError(
             f"resume=latest found no checkpoint vtcc can resume under {where}: the newest candidate, "
             f"{newest}, cannot be resumed ({why}); pass ckpt_path=<file>, or start a new run"
         )
     newest_path, newest_stored = readable[0]
     newest = resume_differences(newest_stored, current)
-    raise ConfigError(
+    return ConfigError(
         f"resume=latest found no run with this model, data and objective under "
         f"{where} (the newest, {newest_path}, differs: "
         f"{'; '.join(newest[:3])}): pass ckpt_path=<file>, or start a new run"

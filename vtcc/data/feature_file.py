@@ -129,7 +129,7 @@ def render_vectors(features: torch.Tensor) -> torch.Tensor:
 class FeatureDataModule(LightningDataModule):
     """``data=features``: one precomputed feature vector per image. Every image trains and is scored
     (the clustering setting); the heads train on these vectors through
-    :class:`vtcc.data.features.CachedFeatureDataModule`, which takes them as its cache
+    :class:`vtcc.data.feature_cache.CachedFeatureDataModule`, which takes them as its cache
     (:meth:`precomputed_features`, the :class:`~vtcc.data.images.ClusteringData` protocol's
     optional capability)."""
 
@@ -199,7 +199,7 @@ class FeatureDataModule(LightningDataModule):
 
     def precomputed_features(self) -> dict[str, torch.Tensor]:
         """:class:`~vtcc.data.images.ClusteringData`'s optional capability, which this datamodule
-        has: the cache :class:`~vtcc.data.features.CachedFeatureDataModule` would extract (no
+        has: the cache :class:`~vtcc.data.feature_cache.CachedFeatureDataModule` would extract (no
         augmented views, the features as the evaluation features, the labels), served as it is."""
         arrays = self._loaded()
         features = arrays.features

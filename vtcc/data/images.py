@@ -66,7 +66,7 @@ class ClusteringData(Protocol):
     def precomputed_features(self) -> dict[str, torch.Tensor] | None:
         """The one optional capability: data that is feature vectors already (``data=features``)
         returns the cache a frozen backbone's features would fill (``views``, ``eval``,
-        ``labels``: see :class:`~vtcc.data.features.CachedFeatureDataModule`), which is then
+        ``labels``: see :class:`~vtcc.data.feature_cache.CachedFeatureDataModule`), which is then
         served as it is; every other datamodule returns None (its features are extracted)."""
         ...
 

@@ -11,7 +11,7 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from vtcc.data.features import CachedFeatureDataModule
+from vtcc.data.feature_cache import CachedFeatureDataModule
 from vtcc.errors import ConfigError
 from vtcc.losses import InnerClassifiers, turtle_loss
 from vtcc.models import ClusteringNetwork

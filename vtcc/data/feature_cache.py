@@ -1,13 +1,12 @@
 """Frozen-backbone mode: backbone features of several augmented views, computed once and cached.
 
 The heads then train on pairs of cached views (or, for SCAN, a view and a neighbour's view),
-which takes seconds an epoch on a CPU instead of a backbone pass per step.
+which takes seconds an epoch on a CPU instead of a backbone pass per step. The cache's key and
+the reading of its file: :mod:`vtcc.data.cache_files`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -19,12 +18,12 @@ from torch.utils.data import DataLoader
 
 from vtcc.config.types import DEVICE
 from vtcc.data.batch import TrainingPair
+from vtcc.data.cache_files import CACHE_FORMAT, read_vtcc_cache
 from vtcc.data.feature_store import FeatureStore
 from vtcc.data.images import BUILD_STAGE, BackboneOverSource, BatchedTensors, ImageDataModule, keep_batch
 from vtcc.data.pairings import PAIRINGS, pairing_for
 from vtcc.data.samplers import IndependentBatches
 from vtcc.errors import ConfigError
-from vtcc.io.reader import check_regular
 from vtcc.io.writer import Writer
 from vtcc.knn import nearest_neighbors
 from vtcc.models.spaces import normalize_each_space
@@ -35,65 +34,10 @@ from vtcc.utils.progress import Progress
 log = logging.getLogger("vtcc")
 
 
-CACHE_FORMAT = "vtcc-feature-cache/1"  # stored in every cache: a file without it is not ours to replace
-
-
-def cache_key(parts: dict[str, Any]) -> str:
-    """A short hash of everything the cached features depend on (model, weights file, data, transform,
-    and the torch and timm versions that computed them: another release may compute other numbers)."""
-    import timm
-
-    checkpoint = (parts.get("model") or {}).get("checkpoint")
-    if checkpoint and Path(checkpoint).is_file():
-        stat = Path(checkpoint).stat()
-        parts = {
-            **parts,
-            "checkpoint_file": [str(Path(checkpoint).resolve()), stat.st_size, stat.st_mtime_ns],
-        }
-    parts = {**parts, "versions": {"torch": str(torch.__version__), "timm": str(timm.__version__)}}
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
-def _not_a_vtcc_cache(path: Path, reason: str) -> ConfigError:
-    return ConfigError(
-        f"feature cache {path} exists and was not written by this vtcc's feature cache ({reason}): "
-        "move it away or set features.cache_dir to another folder"
-    )
-
-
-def _read_vtcc_cache(path: Path, mmap: bool = False) -> dict[str, torch.Tensor] | None:
-    """The cache at ``path`` without its marker; None when there is none. Anything else there (a
-    user's weights, a text file, another format's cache) is refused, never replaced."""
-    if not path.exists() and not path.is_symlink():
-        return None
-    try:
-        check_regular(path)  # never a FIFO or device (the read would hang) nor a folder
-        cache = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as error:  # any failure: the file is not a cache we wrote
-        raise _not_a_vtcc_cache(path, f"not a readable torch file: {type(error).__name__}") from error
-    marker = cache.get("format") if isinstance(cache, dict) else None
-    if marker != CACHE_FORMAT:
-        reason = f"format {marker!r}, this vtcc writes {CACHE_FORMAT!r}" if marker else "no vtcc marker"
-        raise _not_a_vtcc_cache(path, reason)
-    return {k: v for k, v in cache.items() if k != "format"}
-
-
-def weights_digest(module: nn.Module) -> str:
-    """A hash of every tensor of ``module``'s state dict (names, shapes, dtypes and bytes): features
-    cached for one set of weights are never served to another (a checkpoint's altered backbone
-    cannot plant features under the key of an honest run)."""
-    digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        value = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tuple(value.shape)}:{value.dtype}".encode())
-        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
-    return digest.hexdigest()
-
-
 @register(
     "feature_cache",
     "cached",
+    aliases=("vtcc.data.features.CachedFeatureDataModule",),  # its module before feature_cache.py
     auto=("num_views", "store"),  # from the device and the data (vtcc.config.resolve)
     extra_keys={"cache": bool},  # whether the features node is used at all
     types={"pairing": Literal[PAIRINGS], "device": DEVICE},
@@ -183,7 +127,7 @@ class CachedFeatureDataModule(BackboneOverSource):
                 return  # are not up yet; Lightning's setup extracts (each process its own parts)
             self._take(self._mapped())
             return
-        cache = _read_vtcc_cache(self.path)  # refuses a file vtcc did not write, before any work
+        cache = read_vtcc_cache(self.path)  # refuses a file vtcc did not write, before any work
         if cache is not None and not self._matches_source(cache):
             log.warning("cached features in %s do not match the data: extracting them again", self.path)
             cache = None
@@ -223,7 +167,7 @@ class CachedFeatureDataModule(BackboneOverSource):
         a partial file). Replaces only a cache vtcc wrote: a file that appeared at the path meanwhile
         is refused, a link there is replaced, never written through."""
         writer = Writer(self.path.parent)
-        if _read_vtcc_cache(self.path, mmap=True) is not None:  # mmap: the marker, not the tensors
+        if read_vtcc_cache(self.path, mmap=True) is not None:  # mmap: the marker, not the tensors
             writer.adopt(self.path)  # a cache of a vtcc that kept no record of its files
         with writer.open(self.path) as handle:
             torch.save({**cache, "format": CACHE_FORMAT}, handle)
@@ -421,38 +365,3 @@ class CachedFeatureDataModule(BackboneOverSource):
             shuffle=False,
             collate_fn=keep_batch,
         )
-
-
-def extraction_key(
-    features: dict[str, Any],
-    model: dict[str, Any],
-    data: dict[str, Any],
-    augment: Any,
-    seed: int | None,
-    datamodule: ImageDataModule,
-    backbone: nn.Module,
-) -> str:
-    """The cache key of a frozen backbone's features: what changes them (the backbone's model
-    settings and weights, the data's settings and contents, the views' recipe and seed) and nothing
-    else. The nodes come resolved, as plain data, from the assembly (:func:`vtcc.build.build_data`);
-    ``datamodule`` is set up (the key hashes its contents)."""
-    views = int(features["num_views"]) if pairing_for(features.get("pairing", "views")).uses_views else 0
-    ignored = {"batch_size", "eval_batch_size", "num_workers", *([] if views else ["train_transform"])}
-    return cache_key(
-        {
-            "model": {
-                k: v
-                for k, v in model.items()
-                if k in ("name", "checkpoint", "pretrained", "model_kwargs", "backbones")
-            },
-            "data_fingerprint": datamodule.fingerprint(),
-            "backbone_weights": weights_digest(backbone),  # what computes the features
-            "extraction": [features.get("device", "auto"), torch.cuda.is_available(), "float32"],
-            "data": {k: v for k, v in data.items() if k not in ignored},
-            # Augmented views depend on the recipe and the seed; the evaluation features alone do
-            # not, so every objective that reads only them (TEMI, TURTLE, self-labelling) shares them.
-            "augment": augment if views else None,
-            "num_views": views,
-            "seed": seed if views else None,
-        }
-    )
