@@ -8,7 +8,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 CONSTRAINTS := constraints.txt
 TEST_WORKERS ?= 2
 
-.PHONY: help install train test test-slurm lint format bench clean gpu-wheels gpu-check lock wheel-check docs
+.PHONY: help install train test test-unit test-slurm lint format bench clean gpu-wheels gpu-check lock wheel-check docs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -24,12 +24,16 @@ install: $(STAMP)  ## create .venv with pinned torch and vtcc (a no-op when up t
 train: install  ## train the default job (VTCC on the embedded digits); ARGS="key=value ..." adds overrides
 	$(BIN)/vtcc-train $(ARGS)
 
-test: install  ## run the test suite on 2 single-threaded processes (exit 5, no tests collected, is a failure)
+test: install  ## run the test suite (tests/unit, integration, e2e; not the SLURM tests) on 2 single-threaded processes (exit 5, no tests collected, is a failure)
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slurm" $(ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "no tests were collected: failing"; exit 1; fi; exit $$status
 
+test-unit: install  ## the unit tests alone (tests/unit: no training run, no subprocess), a quick pass
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests/unit $(ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "no tests were collected: failing"; exit 1; fi; exit $$status
+
 test-slurm: install  ## the SLURM tests on a running cluster (.ci/slurm-up starts a one-host one; CI runs both)
-	$(BIN)/python -m pytest -m slurm tests/test_slurm.py $(ARGS); status=$$?; \
+	$(BIN)/python -m pytest -m slurm tests/e2e/test_slurm.py $(ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "no tests were collected: failing"; exit 1; fi; exit $$status
 
 lint: install  ## ruff lint and format check; the import layers (lint-imports, pyproject.toml's [tool.importlinter])

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,8 +21,6 @@ from vtcc.utils.cli import CONFIG_DIR
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """``gpu`` tests run only where CUDA exists; everywhere else they are reported as skipped."""
-    import torch
-
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
@@ -140,6 +139,23 @@ def predict_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFi
         return code, capsys.readouterr().err
 
     return run
+
+
+# Checkpoints of in-process runs, compared bit for bit (resume tests at every level).
+def last_checkpoint(run: Path) -> dict:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+
+
+def assert_same_training_state(a: dict, b: dict) -> None:
+    assert a["global_step"] == b["global_step"] and a["epoch"] == b["epoch"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    for state_a, state_b in zip(
+        a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values(), strict=True
+    ):
+        for key in state_a:
+            assert torch.equal(state_a[key], state_b[key]), key
 
 
 def input_snapshot(*paths: Path) -> dict[str, tuple]:

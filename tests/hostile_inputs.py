@@ -6,7 +6,7 @@ documents for it: ``refused`` (one line naming the file) or ``skipped`` (read wi
 item, which a warning names). Cases of the typed records (a shard index, a sample's JSON, a feature
 store's metadata, a toy record for the JSON reader) are generated from the schemas vtcc reads them
 with: an interpolation string and wrong types in every field, so a field added to a schema is
-attacked without a line here. ``tests/test_hostile.py`` runs every case through its reader and a
+attacked without a line here. ``tests/e2e/test_hostile.py`` runs every case through its reader and a
 representative case of each class through every command that reads that kind of file.
 """
 

@@ -9,7 +9,7 @@ digits, see the README): ``davies_bouldin`` (lower is better), ``silhouette`` (c
 80 % subsamples, on the images they share; higher), ``generalization`` (TURTLE's score: 10-fold
 cross-validated accuracy of a logistic regression predicting the partition, higher; computed only
 when chosen). Its bias, measured: merging true clusters keeps them linearly separable, so every K
-up to the true one scores about as high and the smallest such K wins (tests/test_k_selection.py;
+up to the true one scores about as high and the smallest such K wins (tests/integration/test_k_selection.py;
 digits in docs/selflabel-temi-k.md).
 """
 

@@ -14,7 +14,7 @@ each kind may stand (:mod:`vtcc.config.stored`) and the config schema's tables
 Lookups never import what a config or a checkpoint names: a target is looked up among what is
 registered. Before the first lookup the registry completes itself: it imports vtcc's own modules
 that register kinds (:data:`BUILTIN_MODULES`, a fixed list checked against the sources by
-``tests/test_registry.py``) and loads the installed plugins, the entry points of the group
+``tests/e2e/test_imports.py``) and loads the installed plugins, the entry points of the group
 ``vtcc.plugins`` (:func:`load_entry_points`; see :mod:`vtcc.plugins` and ``docs/extending.md``).
 """
 
@@ -49,7 +49,7 @@ KINDS: dict[str, str] = {
 # The entry-point group a plugin declares (pyproject.toml: [project.entry-points."vtcc.plugins"]).
 GROUP = "vtcc.plugins"
 # vtcc's own modules that register kinds: imported before the first lookup, so every table is
-# complete whatever was imported first (tests/test_registry.py checks it against the sources).
+# complete whatever was imported first (tests/e2e/test_imports.py checks it against the sources).
 BUILTIN_MODULES = (
     "vtcc.objectives",
     "vtcc.losses",

@@ -52,7 +52,7 @@ COLOR_JITTER = Annotated[
 # builder's parameter, and come first). A Check applies to each number a parameter's type admits
 # (``int | None``, ``Sequence[float]``, ...); a type replaces the parameter's; FREE declares any number
 # valid. A range already in a type (RunSettings', :func:`overrides`') comes first. Every numeric key of
-# every shipped config has one (tests/test_config_types.py): a new key without one fails there.
+# every shipped config has one (tests/unit/test_config_types.py): a new key without one fails there.
 RANGES: tuple[tuple[str, Any], ...] = (
     # one class's or builder's meaning of a common name
     ("TemiLoss.beta", FRACTION),  # the weight of the marginal entropy (TEMI's 0.6)

@@ -23,7 +23,7 @@ store metadata, a sample's statistics, stored configs) enters through the reader
   :class:`~vtcc.errors.ConfigError` whose one line names the file.
 
 :data:`READERS` lists every kind of file vtcc reads (:func:`reader` registers one, in the module
-that reads that kind): the hostile input suite (``tests/test_hostile.py``) holds cases for each,
+that reads that kind): the hostile input suite (``tests/e2e/test_hostile.py``) holds cases for each,
 and fails for a kind it lacks.
 
 Core layer: the standard library and :mod:`vtcc.errors` only.

@@ -1,5 +1,5 @@
 """`make gpu-check`: every step that fails is named and makes it exit 1; without CUDA the
-measurements run as a CPU smoke check (the real run of that path: tests/test_scripts.py)."""
+measurements run as a CPU smoke check (the real run of that path: tests/e2e/test_scripts.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.py"
 
 
 def load_gpu_check():

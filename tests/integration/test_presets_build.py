@@ -20,7 +20,8 @@ from PIL import Image
 
 from tests import fake_data
 from tests.conftest import compose_train
-from tests.test_architecture import RUN_TIME_AUTO, WRITTEN, walk, written_data
+from tests.integration.test_architecture import RUN_TIME_AUTO, WRITTEN, walk, written_data
+from tests.matrices import EXPERIMENT_BASES, EXPERIMENTS, options
 from vtcc.build import build_run, build_trainer, prepare_run
 from vtcc.objectives import ContrastiveClustering
 from vtcc.utils.cli import CONFIG_DIR, user_error
@@ -28,14 +29,8 @@ from vtcc.utils.cli import CONFIG_DIR, user_error
 CONF = Path(CONFIG_DIR)
 
 
-def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
-
-
-# data=features reads vectors, not images: tests/test_feature_input.py writes and trains on it
+# data=features reads vectors, not images: tests/e2e/test_feature_input.py writes and trains on it
 FOLDER_PRESETS = sorted(set(options("data")) - set(WRITTEN) - {"features"})
-EXPERIMENTS = options("experiment")
-BASES = [name for name in EXPERIMENTS if name.endswith("_base")]
 
 # How each dataset is published, where it differs from <root>/<class>/<image>.png: the suffix of
 # its files, the folder inside a class folder that holds them (Tiny-ImageNet's train/<wnid>/images/),
@@ -280,7 +275,7 @@ def test_every_experiment_resolves_on_written_data_keeps_its_settings_and_trains
     assert torch.isfinite(metrics["train/loss"])
 
 
-@pytest.mark.parametrize("base", BASES)
+@pytest.mark.parametrize("base", EXPERIMENT_BASES)
 def test_a_base_experiment_on_its_own_stops_with_one_line(tmp_path, base):
     """A base names no dataset: on the default gray digits its colour settings are refused in one
     line (with data=folder it runs, above)."""

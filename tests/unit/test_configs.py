@@ -3,22 +3,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from hydra.utils import instantiate
 
 from tests.conftest import compose_train
+from tests.matrices import EXPERIMENTS, MODELS, OBJECTIVES, options
 from vtcc.build import build_loggers
 from vtcc.errors import ConfigError
 from vtcc.objectives import objective_class
-from vtcc.utils.cli import CONFIG_DIR
 from vtcc.utils.loggers import missing_extra
-
-
-def options(group: str) -> list[str]:
-    return sorted(p.stem for p in Path(CONFIG_DIR, group).glob("*.yaml"))
 
 
 @pytest.mark.parametrize("augment", options("augment"))
@@ -32,8 +26,8 @@ def test_every_augmentation_builds_and_makes_two_views(augment):
     assert not torch.equal(view_a, view_b)
 
 
-@pytest.mark.parametrize("model", options("model"))
-@pytest.mark.parametrize("objective", options("objective"))
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("objective", OBJECTIVES)
 def test_every_model_builds_under_every_objective(model, objective):
     overrides = [f"model={model}", f"objective={objective}", "num_clusters=3", "data.image_size=32"]
     if model == "pretrained":  # the architecture only: no download
@@ -83,7 +77,7 @@ def test_every_trainer_setup_builds(tmp_path, callbacks, logger, strategy):
         assert not any(getattr(c, "monitor", None) == "val/acc" for c in built)
 
 
-@pytest.mark.parametrize("experiment", options("experiment"))
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_builds_its_augmentation_and_module(experiment):
     overrides = [f"experiment={experiment}", "data.image_size=32"]
     if not experiment.endswith("_base"):

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 import vtcc
 from tests.conftest import compose_train, evaluate_in_process
-from tests.test_architecture import RUN_TIME_AUTO, walk
+from tests.integration.test_architecture import RUN_TIME_AUTO, walk
 from vtcc.build import build_run, prepare_run
 from vtcc.data import (
     ClusteringData,

@@ -8,10 +8,6 @@ config and the data's facts, a new spec for the K search's choice."""
 from __future__ import annotations
 
 import ast
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +21,7 @@ from vtcc.config.spec import DataFacts, RunSpec
 
 tomllib = pytest.importorskip("tomllib")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "vtcc"
 SOURCES = sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
 
@@ -132,45 +128,6 @@ def test_every_module_has_its_layer():
         and not any(name == layer or name.startswith(f"{layer}.") for layer in placed)
     ]
     assert unplaced == []
-
-
-def lint_imports(folder: Path) -> subprocess.CompletedProcess:
-    """``lint-imports`` over the package ``vtcc`` in ``folder`` with its pyproject.toml."""
-    command = "import sys; from importlinter.cli import lint_imports_command as lint; sys.exit(lint())"
-    return subprocess.run(
-        [sys.executable, "-c", command, "--no-cache", "--no-logo"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "400"},  # one line a contract
-        timeout=120,
-    )
-
-
-def test_the_import_contracts_hold():
-    result = lint_imports(ROOT)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"{len(contracts())} kept, 0 broken" in result.stdout
-
-
-@pytest.mark.parametrize(
-    ("module", "line", "broken"),
-    [
-        ("errors.py", "from vtcc.build import build_object", "layers: apps > assembly"),  # core -> assembly
-        ("models/heads.py", "from vtcc.data.batch import TrainingPair", "components: data"),  # models -> data
-        ("losses/nt_xent.py", "from omegaconf import OmegaConf", "never the config system"),
-    ],
-)
-def test_an_import_against_the_layers_breaks_a_contract(tmp_path, module, line, broken):
-    """The contracts are not vacuous: one upward import (in a copy of the package) breaks them."""
-    shutil.copytree(PACKAGE, tmp_path / "vtcc", ignore=shutil.ignore_patterns("__pycache__", "*.js", "conf"))
-    shutil.copy(ROOT / "pyproject.toml", tmp_path)
-    with (tmp_path / "vtcc" / module).open("a") as handle:
-        handle.write(f"\n{line}  # noqa\n")
-    result = lint_imports(tmp_path)
-    assert result.returncode == 1, result.stdout + result.stderr
-    name = next(contract["name"] for contract in contracts() if broken in contract["name"])
-    assert f"{name} BROKEN" in result.stdout.splitlines()
 
 
 @pytest.fixture

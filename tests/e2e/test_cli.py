@@ -137,6 +137,25 @@ def test_unknown_config_choices_through_the_cli_are_one_clear_line(tmp_path):
     assert "Could not find 'model/no_such_model'" in result.stderr and "Traceback" not in result.stderr
 
 
+# Every key of every config, in process: tests/unit/test_config_types.py; here one through the real CLI.
+@pytest.mark.parametrize("override", ["time_budget_minutes=ten"])
+def test_a_wrong_type_on_the_command_line_is_one_line_before_any_work(tmp_path, override):
+    key = override.split("=")[0]
+    result = run_cli("train", *TINY, override, "hydra.run.dir=outputs/run", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.startswith(f"vtcc: error: {key}='ten' must be ")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    # Only what Hydra records before vtcc starts: no config.yaml, checkpoints, logs or caches.
+    written = {p.relative_to(tmp_path / "outputs/run").as_posix() for p in tmp_path.rglob("*") if p.is_file()}
+    assert {p for p in written if not p.startswith(".hydra/")} <= {"train.log"}
+
+
+def test_missing_data_through_the_cli_is_one_clear_line(tmp_path):
+    result = run_cli("train", *TINY, "data=cifar10", f"data.root={tmp_path / 'nowhere'}", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "CIFAR-10 not found in" in result.stderr and "data.download=true" in result.stderr
+
+
 def test_eval_of_a_file_that_is_no_checkpoint(tmp_path):
     (tmp_path / "notes.ckpt").write_text("not a checkpoint")
     result = run_cli("evaluate", "ckpt_path=notes.ckpt", cwd=tmp_path)
@@ -209,7 +228,7 @@ def chromium_or_skip() -> str:
 
 
 # A person's hover and click on the first mapped image, and what the page then shows.
-EXPLORER_DRIVER = (Path(__file__).parent / "explorer_driver.html").read_text()
+EXPLORER_DRIVER = (Path(__file__).parents[1] / "explorer_driver.html").read_text()
 
 
 def test_the_explorer_hovers_and_opens_a_cluster_in_a_real_browser(report, tmp_path):

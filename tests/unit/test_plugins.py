@@ -21,7 +21,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from tests.conftest import compose_train
-from tests.test_registry import isolated_registry  # noqa: F401  (a fixture)
+from tests.unit.test_registry import isolated_registry  # noqa: F401  (a fixture)
 from vtcc import plugins, registry
 from vtcc.config.validate import validate_config
 from vtcc.errors import ConfigError

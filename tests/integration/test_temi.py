@@ -11,7 +11,7 @@ import pytest
 import torch
 from lightning.pytorch import Callback
 
-from tests.test_pretrained import overrides, run, weights  # noqa: F401  (the fixture)
+from tests.integration.test_pretrained import overrides, run, weights  # noqa: F401  (the fixture)
 from vtcc.errors import ConfigError
 from vtcc.losses import TemiLoss
 
@@ -133,7 +133,7 @@ def test_temi_resume_is_exact_and_eval_reproduces_its_metrics(tmp_path, weights)
     """ "whole" extracts the features, "first" finds them cached: the same run either way."""
     from hydra import compose, initialize_config_dir
 
-    from tests.test_reliability import assert_same_training_state, last_checkpoint
+    from tests.conftest import assert_same_training_state, last_checkpoint
     from vtcc.evaluate import evaluate
     from vtcc.utils.cli import CONFIG_DIR
 
@@ -249,7 +249,7 @@ def test_auto_teacher_momentum_follows_a_replanned_run(tmp_path, weights, caplog
     """256 images at batch 64 are 4 steps an epoch: 100 epochs plan 400 steps (m = 1 - 4800 /
     (400 * 250) = 0.952); re-planned to 2 epochs after the first, 8 steps (a horizon under one
     step: m = 0)."""
-    replan = "+callbacks.replan={_target_:tests.test_temi.ReplanAfterFirstEpoch,epochs:2}"
+    replan = "+callbacks.replan={_target_:tests.integration.test_temi.ReplanAfterFirstEpoch,epochs:2}"
     with caplog.at_level(logging.INFO, logger="vtcc"):
         run(tmp_path, weights, "objective=temi", "features.num_neighbors=5", "trainer.max_epochs=100", replan)
     lines = [r.getMessage() for r in caplog.records if "teacher_momentum=auto" in r.getMessage()]

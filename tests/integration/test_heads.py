@@ -9,9 +9,8 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from tests.conftest import compose_train
-from tests.test_pretrained import run, weights  # noqa: F401  (the fixture)
-from tests.test_reliability import last_checkpoint
+from tests.conftest import compose_train, last_checkpoint
+from tests.integration.test_pretrained import run, weights  # noqa: F401  (the fixture)
 from vtcc.data import load_digits
 from vtcc.models.network import ClusteringNetwork
 from vtcc.train import train

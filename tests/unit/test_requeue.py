@@ -1,4 +1,4 @@
-"""A SLURM job the scheduler starts again continues its own run (tests/test_slurm.py runs it on a
+"""A SLURM job the scheduler starts again continues its own run (tests/e2e/test_slurm.py runs it on a
 real cluster; these pin the rules without one)."""
 
 from __future__ import annotations

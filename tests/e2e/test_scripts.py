@@ -22,7 +22,7 @@ from tests.conftest import TINY
 from vtcc.api.compose import compose_config
 from vtcc.train import train_run
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 # The tiny model of the runs the scripts train (vtcc-train overrides: conftest.TINY's model).
 TINY_MODEL = [item for item in TINY if item.startswith("model.")]
 # Modules of the scripts with no command of their own: each is imported by a script run here.
@@ -107,7 +107,7 @@ def test_every_script_has_a_tiny_mode():
     """Each scripts/*.py is run below, or is a helper of those, or says where it runs instead."""
     scripts = {path.name for path in SCRIPTS.glob("*.py")}
     unaccounted = scripts - set(COVERED) - set(HELPERS) - set(ELSEWHERE)
-    assert not unaccounted, f"add a tiny-mode test to tests/test_scripts.py for {sorted(unaccounted)}"
+    assert not unaccounted, f"add a tiny-mode test to tests/e2e/test_scripts.py for {sorted(unaccounted)}"
     assert not (set(COVERED) | set(HELPERS) | set(ELSEWHERE)) - scripts, "a listed script is gone"
     sources = {name: (SCRIPTS / name).read_text() for name in scripts}
     for helper in HELPERS:

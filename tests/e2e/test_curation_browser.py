@@ -32,13 +32,13 @@ from vtcc.io.writer import Writer
 from vtcc.report.page import ERROR_CHECK, STYLE
 from vtcc.suggestions import suggest, suggestions_section
 
-DRIVER = (Path(__file__).parent / "curation_driver.html").read_text()
+DRIVER = (Path(__file__).parents[1] / "curation_driver.html").read_text()
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu"]
 PAGE_BYTES_PER_10K = 1_500_000  # the HTML of a page of 10,000 images, thumbnails in sheets beside it
 
 
 def chromium_or_skip() -> str:
-    """Headless Chromium, as tests/test_cli.py finds it (VTCC_REQUIRE_BROWSER=1: a missing one fails)."""
+    """Headless Chromium, as tests/e2e/test_cli.py finds it (VTCC_REQUIRE_BROWSER=1: a missing one fails)."""
     found = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
     if found is None:
         if os.environ.get("VTCC_REQUIRE_BROWSER"):

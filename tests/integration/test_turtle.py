@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from tests.conftest import compose_train
-from tests.test_head_ranking import Identity  # a backbone whose inputs are its features
+from tests.integration.test_head_ranking import Identity  # a backbone whose inputs are its features
 from vtcc.data.samplers import IndependentBatches
 from vtcc.errors import ConfigError
 from vtcc.losses import InnerClassifiers, marginal_entropy, soft_cross_entropy

@@ -15,6 +15,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from tests.conftest import compose_train
+from tests.matrices import MODELS, OBJECTIVES
 from vtcc.build import build_run, build_trainer, prepare_run
 from vtcc.errors import ConfigError
 from vtcc.objectives import objective_class, validation_metrics
@@ -114,12 +115,8 @@ def model_settings(model: str) -> list[str]:
     return {"vit_small": ["model.depth=1"], "resnet34": ["data.image_size=32"]}.get(model, [])
 
 
-def options(group: str) -> list[str]:
-    return sorted(p.stem for p in Path(CONFIG_DIR, group).glob("*.yaml"))
-
-
-@pytest.mark.parametrize("model", options("model"))
-@pytest.mark.parametrize("objective", options("objective"))
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("objective", OBJECTIVES)
 def test_every_model_and_objective_resolves_on_written_data_and_builds(tmp_path, npz, model, objective):
     """Resolved on real (written) data, then built: the network, the objective and the data it
     trains on; a combination vtcc cannot train is one clear line."""
@@ -140,9 +137,9 @@ def test_every_model_and_objective_resolves_on_written_data_and_builds(tmp_path,
         cause = user_error(error)
         assert cause is not None, error  # never a crash
         needs_frozen = objective_class(cfg).requires_frozen_backbone and model != "pretrained"
-        assert needs_frozen or (objective, model) in {("selflabel", m) for m in options("model")} | {
-            ("scan", m) for m in options("model") if m != "pretrained"
-        } | {(o, "features") for o in options("objective")}, cause  # features: data=features only
+        assert needs_frozen or (objective, model) in {("selflabel", m) for m in MODELS} | {
+            ("scan", m) for m in MODELS if m != "pretrained"
+        } | {(o, "features") for o in OBJECTIVES}, cause  # features: data=features only
         if model == "features" and objective != "selflabel":  # selflabel: init_from is said first
             assert "add data=features" in str(cause)
         return
@@ -227,7 +224,7 @@ def test_cluster_heads_and_attention_heads_have_their_own_names(tmp_path, npz):
     assert restored.network.num_cluster_heads == 2
 
 
-@pytest.mark.parametrize("objective", options("objective"))
+@pytest.mark.parametrize("objective", OBJECTIVES)
 def test_every_objective_group_is_packaged_alike_and_names_its_pairing(objective):
     """Each objective option is a global package with a module node (its LightningModule) and the
     way its training pairs are drawn from cached features (features.pairing)."""

@@ -245,7 +245,7 @@ def test_the_python_page_runs_as_written(tmp_path, monkeypatch):
     import doctest
 
     monkeypatch.chdir(tmp_path)
-    page = Path(__file__).resolve().parents[1] / "docs" / "python-api.md"
+    page = Path(__file__).resolve().parents[2] / "docs" / "python-api.md"
     result = doctest.testfile(str(page), module_relative=False, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 10 and result.failed == 0, result
 

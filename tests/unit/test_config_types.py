@@ -18,7 +18,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from tests.conftest import TINY, compose_train, run_cli
+from tests.conftest import compose_train
+from tests.matrices import options
 from vtcc.config.schema import RENAMED_KEYS
 from vtcc.config.stored import RENAMED as STORED_RENAMES
 from vtcc.config.types import MAPPINGS, SEQUENCES, _is_number, describe, matches, unranged_numbers
@@ -28,10 +29,6 @@ from vtcc.utils.cli import CONFIG_DIR, check_command_line, hydra_quoted
 
 RUN = Path("/nonexistent/vtcc-run")  # composed, never built: nothing is written
 GROUPS = ("data", "model", "objective", "augment", "trainer", "strategy", "callbacks", "logger", "experiment")
-
-
-def options(group: str) -> list[str]:
-    return sorted(p.stem for p in Path(CONFIG_DIR, group).glob("*.yaml"))
 
 
 CONFIGS = [
@@ -157,18 +154,6 @@ def test_a_wrong_type_at_every_key_is_refused_with_that_key():
     walked = {key for key, _ in seen}
     assert set(FREE_TEXT) | set(ANY_VALUE) <= walked  # the lists name keys that exist
     assert len(walked) > 150  # every group was walked
-
-
-@pytest.mark.parametrize("override", ["time_budget_minutes=ten"])  # every key: in process, above
-def test_a_wrong_type_on_the_command_line_is_one_line_before_any_work(tmp_path, override):
-    key = override.split("=")[0]
-    result = run_cli("train", *TINY, override, "hydra.run.dir=outputs/run", cwd=tmp_path)
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert result.stderr.startswith(f"vtcc: error: {key}='ten' must be ")
-    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-    # Only what Hydra records before vtcc starts: no config.yaml, checkpoints, logs or caches.
-    written = {p.relative_to(tmp_path / "outputs/run").as_posix() for p in tmp_path.rglob("*") if p.is_file()}
-    assert {p for p in written if not p.startswith(".hydra/")} <= {"train.log"}
 
 
 # ---- Ranges: every number's, from one table (vtcc.config.schema.RANGES), checked before any work.

@@ -18,7 +18,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from tests.conftest import TINY, compose_train, run_cli
+from tests.conftest import TINY, assert_same_training_state, compose_train, last_checkpoint, run_cli
 from vtcc.data import load_digits
 from vtcc.errors import ConfigError, TrainingDivergedError
 from vtcc.io.manifest import MANIFEST
@@ -31,25 +31,9 @@ def train_run(output_dir: Path, *overrides: str) -> dict[str, float]:
     return train(compose_train(output_dir, list(overrides)))
 
 
-def last_checkpoint(run: Path) -> dict:
-    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-
-
 def logged_losses(run: Path) -> dict[str, str]:
     with open(run / "logs" / "metrics.csv") as handle:
         return {row["epoch"]: row["train/loss"] for row in csv.DictReader(handle) if row["train/loss"]}
-
-
-def assert_same_training_state(a: dict, b: dict) -> None:
-    assert a["global_step"] == b["global_step"] and a["epoch"] == b["epoch"]
-    assert a["state_dict"].keys() == b["state_dict"].keys()
-    for key in a["state_dict"]:
-        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
-    for state_a, state_b in zip(
-        a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values(), strict=True
-    ):
-        for key in state_a:
-            assert torch.equal(state_a[key], state_b[key]), key
 
 
 def test_stopped_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path):

@@ -55,7 +55,7 @@ from vtcc.report.figures import read_curves
 from vtcc.utils.checkpoint import load_checkpoint
 from vtcc.utils.cli import CONFIG_DIR, run_safely
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LIMIT = 60.0  # seconds: a safety net against a hang, far above any case's time
 CASES = all_cases()
 

@@ -13,9 +13,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from tests.conftest import compose_train
-from tests.test_pretrained import run, weights  # noqa: F401  (the fixture)
-from tests.test_reliability import assert_same_training_state, last_checkpoint
+from tests.conftest import assert_same_training_state, compose_train, last_checkpoint
+from tests.integration.test_pretrained import run, weights  # noqa: F401  (the fixture)
 from vtcc.config.init_from import load_run_weights, take_run_settings
 from vtcc.data import strong_view
 from vtcc.data.feature_cache import CachedFeatureDataModule

@@ -12,7 +12,8 @@ from hydra.utils import instantiate
 from PIL import Image
 
 from tests import fake_data
-from tests.conftest import TINY, compose_train, run_cli
+from tests.conftest import TINY, compose_train
+from tests.matrices import EXPERIMENTS
 from vtcc.data import load_digits
 from vtcc.train import train
 from vtcc.utils.cli import CONFIG_DIR
@@ -91,12 +92,6 @@ def test_too_many_clusters_for_the_images(tmp_path):
         )
 
 
-def test_missing_data_through_the_cli_is_one_clear_line(tmp_path):
-    result = run_cli("train", *TINY, "data=cifar10", f"data.root={tmp_path / 'nowhere'}", cwd=tmp_path)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "CIFAR-10 not found in" in result.stderr and "data.download=true" in result.stderr
-
-
 @pytest.mark.slow
 def test_folder_of_digit_pngs_trains_as_well_as_the_built_in_data(tmp_path):
     """The folder path, on the digits written as PNG class folders, learns real clusters."""
@@ -129,7 +124,7 @@ def test_folder_of_digit_pngs_trains_as_well_as_the_built_in_data(tmp_path):
 
 
 def test_every_experiment_preset_composes_with_the_papers_values():
-    presets = sorted(p.stem for p in Path(CONFIG_DIR, "experiment").glob("*.yaml"))
+    presets = EXPERIMENTS
     assert len(presets) == 21  # two method bases + 13 VTCC and 6 CC dataset presets
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         for name in presets:

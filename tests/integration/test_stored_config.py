@@ -13,7 +13,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from tests.conftest import compose_train
-from tests.test_pretrained import overrides, weights  # noqa: F401  (a module-scoped fixture)
+from tests.integration.test_pretrained import overrides, weights  # noqa: F401  (a module-scoped fixture)
+from tests.matrices import PAPER_EXPERIMENTS, options
 from vtcc.config.stored import check_stored_config, rebuild_settings, upgrade_stored_config
 from vtcc.errors import ConfigError
 from vtcc.train import train
@@ -119,14 +120,10 @@ def test_only_plain_values_are_accepted(tmp_path, stored):
         load_checkpoint(path)
 
 
-def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
-
-
 @pytest.mark.parametrize(
     "choice",
     [f"{g}={o}" for g in ("model", "objective", "augment", "callbacks", "logger") for o in options(g)]
-    + [f"experiment={o}" for o in options("experiment") if not o.endswith("_base")],
+    + [f"experiment={o}" for o in PAPER_EXPERIMENTS],
 )
 def test_what_vtcc_stores_for_every_option_passes(tmp_path, choice):
     """The check refuses nothing vtcc-train writes: every group option's resolved config passes."""

@@ -142,7 +142,7 @@ def auto_run_settings(npz: Path, output: Path, *extra: str) -> list[str]:
 def test_a_resumed_refine_phase_continues_the_same_plan_bit_for_bit(train_in_process, tmp_path):
     """Stopped after the first of 3 refine epochs and resumed with the integer K (as the message
     says): the same refine epochs and schedule, so the same weights as the uninterrupted run."""
-    from tests.test_reliability import assert_same_training_state
+    from tests.conftest import assert_same_training_state
 
     npz = write_digits_npz(tmp_path / "digits.npz", permute_labels=False)
     schedule = "module.scheduler={_target_:vtcc.optim.warmup_cosine,_partial_:true,warmup_steps:2}"

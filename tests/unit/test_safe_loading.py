@@ -26,7 +26,7 @@ from vtcc.data.feature_cache import CachedFeatureDataModule
 from vtcc.errors import ConfigError
 from vtcc.models.pretrained import create_pretrained_backbone
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 
 
