@@ -79,6 +79,11 @@ def train_run(cfg: DictConfig, overrides: list[str] | None = None) -> Trained:
     ``key=value`` items the config was composed with (default: the command line's); ``init_from``
     keeps what they set."""
     validate_config(cfg)  # every value's type, before any work
+    if cfg.get("curation") is not None:  # predict's key: training with a curation is not built yet
+        raise ConfigError(
+            f"curation={cfg.curation}: vtcc-train does not use a curation file yet; apply it to new "
+            "images with vtcc-predict ckpt_path=<run>/checkpoints/last.ckpt curation=<file>"
+        )
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)

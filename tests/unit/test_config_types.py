@@ -412,3 +412,10 @@ def test_each_entry_point_checks_its_command_line_before_hydra(module, argv, lin
         importlib.import_module(module).main()
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and err.startswith(f"vtcc: error: {line}") and err.count("\n") == 1
+
+
+def test_a_curation_given_to_training_is_refused_not_ignored(train_in_process, tmp_path):
+    code, stderr = train_in_process("+curation=curation.json")
+    lines = [line for line in stderr.splitlines() if line.startswith("vtcc: error:")]
+    assert code == 2 and len(lines) == 1 and "vtcc-predict" in lines[0] and "Traceback" not in stderr
+    assert not (tmp_path / "run").exists()

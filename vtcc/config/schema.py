@@ -219,7 +219,7 @@ class RunSettings:
     parquet: bool = setting("write clusters.parquet (path, cluster, confidence, 2-D map)", False)
     copy_images: Literal["none", "copy", "link"] = setting("one folder per cluster", "none")
     curation: str | None = setting(
-        "a curation.json: predict applies it; train with init_from fine-tunes on it", "curation.json"
+        "a curation.json that vtcc-predict applies (vtcc-train refuses it for now)", "curation.json"
     )
 
 
