@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vtcc.data import load_digits
+
 
 def random_images(n: int, channels: int, size: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(n, channels, size, size), dtype=np.uint8)
@@ -84,3 +86,14 @@ def write_image_folder(
             Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode).save(
                 folder / f"{i}.{suffix}"
             )
+
+
+def write_digit_folder(root: Path, count: int) -> Path:
+    """The first ``count`` embedded digits as ``root/<label>/<index>.png`` (8x8 gray), a real
+    class-folder layout for end-to-end runs on a folder."""
+    arrays = load_digits()
+    for index in range(count):
+        folder = root / str(int(arrays.labels[index]))
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arrays.images[index, 0].numpy()).save(folder / f"{index:04d}.png")
+    return root

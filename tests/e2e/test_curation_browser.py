@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from tests.conftest import TINY, run_cli
+from tests.fake_data import write_digit_folder
 from vtcc.curation import read_curation
-from vtcc.data import load_digits
 from vtcc.explorer import EXPLORER_STYLE, INLINE_THUMBNAILS, explorer_section, sample_positions
 from vtcc.io.writer import Writer
 from vtcc.report.page import ERROR_CHECK, STYLE
@@ -56,11 +55,7 @@ def rows(path: Path) -> list[dict[str, str]]:
 def folder_report(tmp_path_factory) -> Path:
     """A 3-epoch run with K=6 on 400 digits written as PNG class folders, and its report."""
     cwd = tmp_path_factory.mktemp("curation")
-    arrays = load_digits()
-    for index in range(400):
-        folder = cwd / "images" / str(int(arrays.labels[index]))
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(arrays.images[index, 0].numpy()).save(folder / f"{index:04d}.png")
+    write_digit_folder(cwd / "images", 400)
     settings = [item for item in TINY if not item.startswith(("report=", "trainer.max_epochs="))]
     result = run_cli(
         "train",

@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from PIL import Image
 
 from tests.conftest import TINY, changes, input_snapshot, run_cli
+from tests.fake_data import write_digit_folder
 from vtcc.build import restore_run
 from vtcc.data import load_digits
 
@@ -22,11 +23,7 @@ from vtcc.data import load_digits
 def folder_run(tmp_path_factory) -> Path:
     """A 1-epoch run on 300 digits written as PNG class folders."""
     cwd = tmp_path_factory.mktemp("predict")
-    arrays = load_digits()
-    for index in range(300):
-        folder = cwd / "images" / str(int(arrays.labels[index]))
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(arrays.images[index, 0].numpy()).save(folder / f"{index:04d}.png")
+    write_digit_folder(cwd / "images", 300)
     before = input_snapshot(cwd / "images")
     result = run_cli(
         "train",

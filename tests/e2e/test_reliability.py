@@ -21,10 +21,8 @@ from hydra.utils import instantiate
 from tests.conftest import TINY, assert_same_training_state, compose_train, last_checkpoint, run_cli
 from vtcc.data import load_digits
 from vtcc.errors import ConfigError, TrainingDivergedError
-from vtcc.io.manifest import MANIFEST
 from vtcc.objectives import ContrastiveClustering
 from vtcc.train import train
-from vtcc.utils.checkpoint import AtomicCheckpointIO
 
 
 def train_run(output_dir: Path, *overrides: str) -> dict[str, float]:
@@ -68,23 +66,6 @@ def test_twenty_resume_cycles_equal_one_run(tmp_path):
         train_run(tmp_path / f"cycle{cycle}", *small, f"trainer.max_epochs={cycle}", *resume)
         previous = tmp_path / f"cycle{cycle}" / "checkpoints" / "last.ckpt"
     assert_same_training_state(last_checkpoint(tmp_path / "whole"), last_checkpoint(tmp_path / "cycle20"))
-
-
-def test_atomic_save_keeps_the_previous_checkpoint_when_saving_crashes(tmp_path, monkeypatch):
-    io = AtomicCheckpointIO()
-    target = tmp_path / "last.ckpt"
-    io.save_checkpoint({"step": torch.tensor(1)}, target)
-
-    def crash_midway(obj, handle, *args, **kwargs):
-        handle.write(b"partial bytes")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(torch, "save", crash_midway)
-    with pytest.raises(OSError, match="disk full"):
-        io.save_checkpoint({"step": torch.tensor(2)}, target)
-    monkeypatch.undo()
-    assert torch.load(target, weights_only=True)["step"] == 1
-    assert [p.name for p in tmp_path.iterdir() if p.name != MANIFEST] == ["last.ckpt"]  # no temporary
 
 
 def start_training(cwd: Path, *overrides: str) -> subprocess.Popen:
