@@ -14,6 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from tests.warm_interpreter import WarmInterpreter
 from vtcc.config.data_defaults import resolve_data_defaults
 from vtcc.config.resolve import resolve_cluster_heads
 from vtcc.utils.cli import CONFIG_DIR
@@ -90,14 +91,17 @@ def tiny_cfg(tmp_path: Path) -> DictConfig:
 def run_cli(module: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run ``python -m vtcc.<module>`` like a user would, with outputs under ``cwd``."""
     env = {**os.environ, "VTCC_LOG_DIR": str(cwd / "outputs"), "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(
-        [sys.executable, "-m", f"vtcc.{module}", *overrides],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return WARM.run([sys.executable, "-m", f"vtcc.{module}", *overrides], cwd=cwd, env=env, timeout=600)
+
+
+# One per test process: commands fork from an interpreter that has imported vtcc already.
+WARM = WarmInterpreter()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_warm_interpreter():
+    yield
+    WARM.close()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import TINY
+from tests.conftest import TINY, WARM
 from vtcc.api.compose import compose_config
 from vtcc.train import train_run
 
@@ -56,7 +56,7 @@ def run_script(script: str, *args: str, cwd: Path, check: bool = True) -> subpro
         "PYTHONWARNINGS": "ignore",
     }
     command = [sys.executable, str(SCRIPTS / script), *args]
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    result = WARM.run(command, cwd=cwd, env=env, timeout=600)
     if check:
         assert result.returncode == 0, (
             f"{script} exited {result.returncode}\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"

@@ -225,16 +225,18 @@ def test_cluster_heads_and_attention_heads_have_their_own_names(tmp_path, npz):
 
 
 @pytest.mark.parametrize("objective", OBJECTIVES)
-def test_every_objective_group_is_packaged_alike_and_names_its_pairing(objective):
-    """Each objective option is a global package with a module node (its LightningModule) and the
-    way its training pairs are drawn from cached features (features.pairing)."""
+def test_every_objective_group_is_packaged_alike_and_its_class_names_its_pairing(objective):
+    """Each objective option is the module node (its LightningModule) alone; the way its training
+    pairs are drawn from cached features (features.pairing) is its class's recipe."""
+    from vtcc import registry
     from vtcc.data.pairings import PAIRINGS
+    from vtcc.objectives import feature_recipe
 
     text = (Path(CONFIG_DIR) / "objective" / f"{objective}.yaml").read_text()
-    assert text.splitlines()[0] == "# @package _global_"
+    assert text.splitlines()[0] == "# @package module"
     node = yaml.safe_load(text)
-    assert node["module"]["_target_"].startswith("vtcc.objectives.")
-    assert node["features"]["pairing"] in PAIRINGS
+    assert node["_target_"].startswith("vtcc.objectives.")
+    assert feature_recipe(registry.entry(node["_target_"]).obj)["pairing"] in PAIRINGS
 
 
 def written_data(name: str, root: Path) -> list[str]:

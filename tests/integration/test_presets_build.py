@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -169,11 +170,14 @@ def flat(node: Any, where: str = "") -> dict[str, Any]:
 
 
 def group_settings(group: str, option: str) -> dict[str, Any]:
-    """A group option's own values (its yaml, flattened), under the package it is placed at."""
+    """A group option's own values (its yaml, flattened), under the package it is placed at (its
+    ``# @package`` header, else the group: objective options are ``# @package module``)."""
     text = (CONF / group / f"{option}.yaml").read_text()
     node = yaml.safe_load(text) or {}
     node.pop("defaults", None)
-    return flat(node) if text.startswith("# @package _global_") else flat(node, group)
+    header = re.match(r"# @package (\S+)", text)
+    package = header.group(1) if header else group
+    return flat(node) if package == "_global_" else flat(node, package)
 
 
 def expected_settings(name: str, overridden: list[str]) -> dict[str, Any]:

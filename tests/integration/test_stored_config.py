@@ -15,8 +15,10 @@ from omegaconf import OmegaConf
 from tests.conftest import compose_train
 from tests.integration.test_pretrained import overrides, weights  # noqa: F401  (a module-scoped fixture)
 from tests.matrices import PAPER_EXPERIMENTS, options
+from vtcc.config.recipe import RECIPE_KEYS, take_recipe
 from vtcc.config.stored import check_stored_config, rebuild_settings, upgrade_stored_config
 from vtcc.errors import ConfigError
+from vtcc.objectives import TemiClustering, objective_class
 from vtcc.train import train
 from vtcc.utils.checkpoint import load_checkpoint
 from vtcc.utils.cli import CONFIG_DIR, run_safely, user_error
@@ -26,6 +28,7 @@ from vtcc.utils.cli import CONFIG_DIR, run_safely, user_error
 def stored(tmp_path_factory) -> dict:
     """What vtcc-train stores for the default run: its resolved config."""
     cfg = compose_train(tmp_path_factory.mktemp("stored") / "run")
+    take_recipe(cfg, objective_class(cfg))  # the features node's auto settings: the objective's
     return OmegaConf.to_container(cfg, resolve=True)
 
 
@@ -108,6 +111,21 @@ def test_the_feature_caches_older_target_still_loads(tmp_path, stored):
     assert load_checkpoint(crafted(tmp_path, old))["vtcc_config"]["features"]["_target_"] == today
 
 
+def test_an_older_runs_concrete_recipe_loads_unchanged(tmp_path, stored):
+    """Runs store their resolved config: the features node's recipe settings as values (written
+    when the objective files set them, or filled from the objective's class since). A checkpoint
+    loads them as they are, and no ``auto`` is left there for anything to fill."""
+    old = copy.deepcopy(stored)
+    recipe = {"pairing": "eval_neighbors", "num_neighbors": 50, "sampling": "epoch", "batch_size": 256}
+    old["features"].update({**recipe, "steps_per_epoch": None})
+    assert all(old["features"][key] != "auto" for key in RECIPE_KEYS)
+    loaded = load_checkpoint(crafted(tmp_path, old))["vtcc_config"]
+    assert loaded == old
+    config = OmegaConf.create(loaded)
+    take_recipe(config, TemiClustering)
+    assert OmegaConf.to_container(config) == old  # nothing auto: nothing changes
+
+
 @pytest.mark.parametrize("key", ["module.optimizer._args_", "data._recursive_", "model._convert_"])
 def test_hydras_other_special_keys_are_refused(stored, key):
     with pytest.raises(ConfigError, match="special key"):
@@ -128,6 +146,7 @@ def test_only_plain_values_are_accepted(tmp_path, stored):
 def test_what_vtcc_stores_for_every_option_passes(tmp_path, choice):
     """The check refuses nothing vtcc-train writes: every group option's resolved config passes."""
     cfg = compose_train(tmp_path / "run", [choice], tiny=False, resolve=False)
+    take_recipe(cfg, objective_class(cfg))  # the objective's recipe where the config says auto
     OmegaConf.update(cfg, "data.image_size", 32 if "pretrained" not in choice else 224)
     for key in ("augment.view_b.base", "augment.view_b.hflip_p", "module.selflabel_loss.threshold"):
         if OmegaConf.select(cfg, key) == "auto":  # resolved from init_from's run

@@ -114,9 +114,12 @@ def test_teacher_moves_towards_the_student_by_the_momentum(weights, tmp_path):  
     from hydra.utils import instantiate
 
     from tests.conftest import compose_train
+    from vtcc.config.recipe import take_recipe
+    from vtcc.objectives import TemiClustering
 
     settings = overrides(weights, "objective=temi", "module.teacher_momentum=0.25", "num_clusters=10")
     cfg = compose_train(tmp_path, settings, tiny=False, resolve=False)
+    take_recipe(cfg, TemiClustering)  # TEMI's heads, as the resolver takes them
     module = instantiate(cfg.module, network=instantiate(cfg.model))
     teacher = [p.clone() for p in module.network.cluster_heads.parameters()]
     with torch.no_grad():
@@ -191,9 +194,12 @@ def test_a_teacher_momentum_outside_zero_one_is_refused(weights, tmp_path, momen
     from hydra.utils import instantiate
 
     from tests.conftest import compose_train
+    from vtcc.config.recipe import take_recipe
+    from vtcc.objectives import TemiClustering
 
     settings = overrides(weights, "objective=temi", f"module.teacher_momentum={momentum}", "num_clusters=10")
     cfg = compose_train(tmp_path, settings, tiny=False, resolve=False)
+    take_recipe(cfg, TemiClustering)  # TEMI's heads, as the resolver takes them
     with pytest.raises((ConfigError, InstantiationException), match="must be in \\[0, 1\\] .* or auto"):
         instantiate(cfg.module, network=instantiate(cfg.model))
 
@@ -201,9 +207,12 @@ def test_a_teacher_momentum_outside_zero_one_is_refused(weights, tmp_path, momen
 def test_temi_presets_carry_the_official_settings(tmp_path):
     """TEMI's README command and main_args.py; SCAN's and self-labelling's configs (docs/fidelity.md)."""
     from tests.conftest import compose_train
+    from vtcc.config.recipe import take_recipe
     from vtcc.models.heads import temi_head
+    from vtcc.objectives import ScanClustering, TemiClustering
 
     temi = compose_train(tmp_path, ["model=pretrained", "objective=temi"], tiny=False, resolve=False)
+    take_recipe(temi, TemiClustering)  # the class's recipe, as the resolver takes it
     assert temi.module.optimizer._target_ == "torch.optim.AdamW"
     assert (temi.module.optimizer.lr, temi.module.optimizer.weight_decay) == (1e-4, 1e-4)
     loss = temi.module.temi_loss
@@ -231,6 +240,7 @@ def test_temi_presets_carry_the_official_settings(tmp_path):
         assert cfg.module.optimizer._target_ == "torch.optim.Adam"
         assert (cfg.module.optimizer.lr, cfg.module.optimizer.weight_decay) == (1e-4, 1e-4)
     scan = compose_train(tmp_path, ["model=pretrained", "objective=scan"], tiny=False, resolve=False)
+    take_recipe(scan, ScanClustering)
     assert (scan.module.scan_loss.entropy_weight, scan.features.num_neighbors) == (5.0, 20)
 
 

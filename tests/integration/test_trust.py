@@ -13,8 +13,10 @@ from omegaconf import OmegaConf
 
 from tests import fake_data
 from tests.conftest import compose_train
+from vtcc.config.recipe import take_recipe
 from vtcc.config.resume import resolve_ckpt_path
 from vtcc.errors import ConfigError
+from vtcc.objectives import objective_class
 from vtcc.train import train
 
 
@@ -86,6 +88,8 @@ def test_streaming_refuses_settings_it_cannot_honour(tmp_path, override, hint):
 
 def test_cached_feature_heads_train_with_the_data_batch_size():
     cfg = compose_train("x", ["data.batch_size=64"])
+    assert cfg.features.batch_size == "auto"  # the objective's recipe: contrastive names none
+    take_recipe(cfg, objective_class(cfg))
     assert cfg.features.batch_size == 64
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import open_dict
 
 from tests.conftest import compose_train
 from tests.matrices import EXPERIMENTS, MODELS, OBJECTIVES, options
 from vtcc.build import build_loggers
+from vtcc.config.recipe import take_recipe
 from vtcc.errors import ConfigError
 from vtcc.objectives import objective_class
 from vtcc.utils.loggers import missing_extra
@@ -43,7 +45,14 @@ def test_every_model_builds_under_every_objective(model, objective):
     if objective == "selflabel":  # auto: decided from init_from's run
         overrides += ["module.selflabel_loss.threshold=0.99"]
     cfg = compose_train("x", overrides, tiny=False)
-    if not objective_class(cfg).trains_instance_projector:  # as the resolver sets it
+    objective_type = objective_class(cfg)
+    take_recipe(cfg, objective_type)  # the objective's head style, as the resolver takes it
+    if objective_type.head_style and cfg.model.get("head_style") != objective_type.head_style:
+        # a model whose config names no head style (or its own): vtcc refuses it for an objective
+        # on cached features (TEMI, TURTLE); its network is built with that objective's heads here
+        with open_dict(cfg.model):
+            cfg.model.head_style = objective_type.head_style
+    if not objective_type.trains_instance_projector:  # as the resolver sets it
         cfg.model.instance_dim = None
     network = instantiate(cfg.model)
     module = instantiate(cfg.module, network=network)

@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 from tests.conftest import compose_train
 from tests.unit.test_registry import isolated_registry  # noqa: F401  (a fixture)
 from vtcc import plugins, registry
+from vtcc.config.recipe import take_recipe
 from vtcc.config.validate import validate_config
 from vtcc.errors import ConfigError
 from vtcc.objectives import ContrastiveClustering
@@ -124,9 +125,12 @@ def test_a_plugins_config_file_is_an_option_of_its_group_and_validates(installed
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=["objective=toy"])
         wrong = compose("train", overrides=["objective=toy", "+module.cluster_weigth=2"])
-    assert cfg.module._target_ == TOY and cfg.features.pairing == "views"  # its @package _global_ header
+    assert cfg.module._target_ == TOY  # its @package module header: the objective's own node only
     assert re.search(r"^  toy +Contrastive", help_text(Path(CONFIG_DIR), "train", "vtcc-train"), re.MULTILINE)
     validate_config(cfg)  # the toy's keys checked against its registered class's signature
+    assert cfg.features.pairing == "auto"  # the toy's recipe (ContrastiveClustering's) fills it
+    take_recipe(cfg, registry.named("objective", "toy").obj)
+    assert cfg.features.pairing == "views"
     with pytest.raises(ConfigError, match=rf"module.cluster_weigth=2 is not a setting of {TOY}"):
         validate_config(wrong)
 
@@ -134,7 +138,7 @@ def test_a_plugins_config_file_is_an_option_of_its_group_and_validates(installed
 def test_a_plugin_config_that_shadows_one_of_vtccs_is_refused(installed, tmp_path):
     folder = tmp_path / "conf" / "objective"
     folder.mkdir(parents=True)
-    (folder / "contrastive.yaml").write_text("module: {}\n")
+    (folder / "contrastive.yaml").write_text("# @package module\n_target_: vtcc_toy.ToyClustering\n")
     installed(FakeEntryPoint("vtcc-toy", "vtcc_toy", lambda: toy_module(tmp_path / "conf")))
     with pytest.raises(ConfigError, match=r"'vtcc-toy' ships objective/contrastive.yaml, which vtcc has"):
         plugins.load_plugins()

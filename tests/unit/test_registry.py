@@ -18,6 +18,7 @@ import yaml
 
 from vtcc import registry
 from vtcc.config import schema
+from vtcc.config.recipe import RECIPE_KEYS
 from vtcc.config.stored import check_stored_config
 from vtcc.config.validate import signature
 from vtcc.data import (
@@ -140,6 +141,11 @@ def test_the_schema_tables_come_from_the_kinds_traits():
         (ConfidenceCrossEntropy, "threshold"),
         (CachedFeatureDataModule, "num_views"),
         (CachedFeatureDataModule, "store"),
+        # the objective's recipe (vtcc.config.recipe): its class's feature_recipe and head_style
+        *((CachedFeatureDataModule, key) for key in RECIPE_KEYS),
+        (features_network, "head_style"),
+        (pretrained_network, "head_style"),
+        (PretrainedClusteringNetwork, "head_style"),  # what both builders' **kwargs go on to
         (features_network, "num_features"),
         (PretrainedClusteringNetwork, "num_features"),  # what features_network's **kwargs go on to
         (ContrastiveClustering, "num_cluster_heads"),

@@ -1,6 +1,7 @@
 """Resolve: the one stage that turns a composed ``vtcc-train`` config into a frozen run spec.
 
-Every ``auto`` is decided here (the data's channels, size and statistics, ``model=auto``,
+Every ``auto`` is decided here (the objective's recipe in the features node and the head style,
+:mod:`vtcc.config.recipe`; the data's channels, size and statistics, ``model=auto``,
 ``augment=auto``, the patch size, the cached views, the contrastive objective's cluster heads),
 ``init_from``'s run settings are taken, a pretrained backbone's preprocessing reaches the data,
 K comes from the data (or the ``num_clusters=auto`` range is set; the K the search chooses is a
@@ -30,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from vtcc import registry
 from vtcc.config.data_defaults import auto_option_changes, resolve_data_defaults
 from vtcc.config.init_from import take_run_settings
+from vtcc.config.recipe import take_recipe
 from vtcc.config.resume import requeued_checkpoint, resumed_checkpoint
 from vtcc.config.spec import DataFacts, RunSpec, frozen_config
 from vtcc.data.pairings import pairing_for
@@ -54,8 +56,10 @@ def resolve(cfg: DictConfig, overrides: list[str], gather: Gather) -> RunSpec:
     up: its errors and its class count come before the model)."""
     cfg = copy.deepcopy(cfg)
     objective = objective_class(cfg)
+    take_recipe(cfg, objective)  # first: the features node and the model's heads are read from here on
     initial = _start_from(cfg, overrides, objective.needs_source_run)
     _feature_input(cfg)
+    take_recipe(cfg, objective)  # model=auto under data=features became model=features: its heads
     _pretrained_preprocessing(cfg)
     _spaces(cfg, objective)
     resolve_data_defaults(cfg)  # data=folder/npz: channels, size, statistics, augmentation from the images
@@ -177,8 +181,8 @@ def _feature_input(cfg: DictConfig) -> None:
 
 def _features_model(cfg: DictConfig) -> None:
     """``model=auto`` under ``data=features``: ``model=features``, keeping the settings given for
-    the auto model that ``model=features`` has too (an objective's ``model.head_style``, a
-    ``model.hidden_dim``); a setting only image models have is refused."""
+    the auto model that ``model=features`` has too (a ``model.head_style``, a ``model.hidden_dim``;
+    its ``head_style: auto`` is then the objective's); a setting only image models have is refused."""
     changed = auto_option_changes(cfg, "model", "size", "vit_tiny")
     model = OmegaConf.load(VTCC_CONFIG_DIR / "model" / "features.yaml")
     foreign = sorted(key for key in changed if key not in model)

@@ -239,7 +239,8 @@ def resolved_auto() -> frozenset[tuple[Any, str]]:
     its ``**kwargs`` go on to: the data's from the images (vtcc.config.data_defaults), the strong
     view's and the self-labelling threshold from init_from's run (vtcc.config.init_from), the cached
     views from the device (vtcc.build.wrap_for_network), the contrastive heads from the time
-    budget (vtcc.config.resolve)."""
+    budget (vtcc.config.resolve), the cached features' pairing, neighbours, sampling, batch and
+    steps and the head style from the objective's class (vtcc.config.recipe)."""
     return _tables(registry.generation())["auto"]
 
 

@@ -38,7 +38,9 @@ log = logging.getLogger("vtcc")
     "feature_cache",
     "cached",
     aliases=("vtcc.data.features.CachedFeatureDataModule",),  # its module before feature_cache.py
-    auto=("num_views", "store"),  # from the device and the data (vtcc.config.resolve)
+    # num_views, store: from the device and the data (vtcc.config.resolve); the others from the
+    # objective's recipe (its class's feature_recipe, vtcc.config.recipe)
+    auto=("num_views", "store", "pairing", "num_neighbors", "sampling", "batch_size", "steps_per_epoch"),
     extra_keys={"cache": bool},  # whether the features node is used at all
     types={"pairing": Literal[PAIRINGS], "device": DEVICE},
 )

@@ -1,5 +1,5 @@
 """How a training pair is drawn from a frozen backbone's cached features: one small class per way
-(``features.pairing``; each objective's config names the one it trains on).
+(``features.pairing``; ``auto``: the one its objective trains on, its class's ``feature_recipe``).
 
 The cache holds ``views`` ``(V, N, D)`` (augmented views of every image) and ``eval`` ``(N, D)``
 (the evaluation view); ``neighbor(index)`` draws one of each image's nearest training images.

@@ -236,7 +236,13 @@ class PretrainedClusteringNetwork(ClusteringNetwork):
 
 
 # pretrained: its backbone brings its own preprocessing (the data takes it), model.mode=frozen caches features
-@register("model", "pretrained", forwards=PretrainedClusteringNetwork, pretrained=True)
+@register(
+    "model",
+    "pretrained",
+    forwards=PretrainedClusteringNetwork,
+    auto=("head_style",),  # the objective's (its class's head_style, vtcc.config.recipe)
+    pretrained=True,
+)
 def pretrained_network(
     name: str,
     num_clusters: int,
@@ -291,7 +297,8 @@ class FeatureInput(nn.Module):
     "model",
     "features",
     forwards=PretrainedClusteringNetwork,
-    auto=("num_features",),  # the feature file's width (vtcc.config.resolve)
+    # num_features: the feature file's width (vtcc.config.resolve); head_style: the objective's
+    auto=("num_features", "head_style"),
     reads_features=True,  # its inputs are feature vectors (data=features), not images
 )
 def features_network(

@@ -1,6 +1,12 @@
 """The objectives: one LightningModule per method over a shared base (``base.py``)."""
 
-from vtcc.objectives.base import ClusteringModule, objective_class, per_head, validation_metrics
+from vtcc.objectives.base import (
+    ClusteringModule,
+    feature_recipe,
+    objective_class,
+    per_head,
+    validation_metrics,
+)
 from vtcc.objectives.contrastive import ContrastiveClustering
 from vtcc.objectives.scan import ScanClustering
 from vtcc.objectives.selflabel import SelfLabelClustering
@@ -15,6 +21,7 @@ __all__ = [
     "TemiClustering",
     "TurtleClustering",
     "auto_teacher_momentum",
+    "feature_recipe",
     "objective_class",
     "per_head",
     "validation_metrics",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -25,6 +25,8 @@ from vtcc.utils.rng import capture_rng_states, restore_rng_states
 
 log = logging.getLogger("vtcc")
 
+DATA_BATCH_SIZE = "${data.batch_size}"  # a feature recipe's batch size that is the data's
+
 
 def objective_class(config: Any) -> type[ClusteringModule]:
     """The objective a (composed or stored) config's ``module`` node builds: its registered class
@@ -39,6 +41,15 @@ def objective_class(config: Any) -> type[ClusteringModule]:
             "or register your own (docs/extending.md)"
         )
     return found.obj
+
+
+def feature_recipe(objective: type[ClusteringModule]) -> dict[str, Any]:
+    """The cached-features settings of ``objective``'s recipe: each class's ``feature_recipe`` over
+    its bases' (a plugin's subclass of TEMI that changes ``num_neighbors`` keeps TEMI's pairing)."""
+    recipe: dict[str, Any] = {}
+    for klass in reversed(objective.__mro__):
+        recipe.update(vars(klass).get("feature_recipe", {}))
+    return recipe
 
 
 def validation_metrics(trainer: Any, module: LightningModule, datamodule: Any) -> dict[str, float]:
@@ -75,6 +86,18 @@ class ClusteringModule(LightningModule):
     reads_raw_spaces: ClassVar[bool] = False  # clusters each representation space's raw features apart
     # at the end of training, of several heads the one its embedding supports best clusters (vtcc.train)
     final_head_by_structure: ClassVar[bool] = False
+    # What its recipe sets in other nodes, each filled where the composed config says auto
+    # (vtcc.config.recipe; a value the user gives is kept). feature_recipe: the cached-features
+    # settings (features.*); a class names what differs from its bases', :func:`feature_recipe`
+    # merges them. head_style: model.head_style (None: the model's own, its builder's default).
+    feature_recipe: ClassVar[Mapping[str, Any]] = {
+        "pairing": "views",  # two augmented views of each image
+        "num_neighbors": 20,  # mined for the pairings of neighbours
+        "sampling": "epoch",  # each image once an epoch
+        "batch_size": DATA_BATCH_SIZE,  # the heads train with the data's batch size
+        "steps_per_epoch": None,  # independent sampling: as many as an epoch of disjoint batches
+    }
+    head_style: ClassVar[str | None] = None
 
     def __init__(
         self,

@@ -38,6 +38,8 @@ class ContrastiveClustering(ClusteringModule):
 
     trains_instance_projector = True
     final_head_by_structure = True
+    # cached features of a frozen backbone: two augmented views of each image (the papers' pairs)
+    feature_recipe = {"pairing": "views"}
 
     def __init__(
         self,

@@ -31,6 +31,9 @@ class ScanClustering(ClusteringModule):
     the loss's own minimum, in training as in the ranking)."""
 
     sharp_heads = True
+    # SCAN's configs/scan/*.yml: a view of an image and of one of its 20 nearest neighbours, mined
+    # once in the frozen backbone's feature space
+    feature_recipe = {"pairing": "neighbors", "num_neighbors": 20}
 
     def __init__(
         self,

@@ -73,6 +73,10 @@ class TemiClustering(ClusteringModule):
 
     sharp_heads = True
     requires_frozen_backbone = True
+    # TEMI's README: its precomputed embeddings (one evaluation-view feature per image, pairs with
+    # one of its 50 nearest neighbours: --embed_aug none, --knn 50)
+    feature_recipe = {"pairing": "eval_neighbors", "num_neighbors": 50}
+    head_style = "temi"  # TEMI's head: MLP to 256, L2 normalisation, weight-normalised last layer
 
     def __init__(
         self,

@@ -46,6 +46,16 @@ class TurtleClustering(ClusteringModule):
 
     requires_frozen_backbone = True
     reads_raw_spaces = True
+    # TURTLE's run_turtle.py: the evaluation features (its precomputed representations), batches of
+    # min(10,000, N) drawn afresh each step without replacement, T = 6,000 steps: 60 epochs (the
+    # trainer's default max_epochs, conf/trainer/default.yaml) x 100 steps
+    feature_recipe = {
+        "pairing": "eval",
+        "sampling": "independent",
+        "batch_size": 10000,  # the whole training split when smaller
+        "steps_per_epoch": 100,
+    }
+    head_style = "turtle"  # one weight-normalised Linear(d, K) per space, on the raw features
 
     def __init__(
         self,

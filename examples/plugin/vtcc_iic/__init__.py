@@ -63,6 +63,10 @@ class IICClustering(ClusteringModule):
     auxiliary head with more clusters than K (e.g. 5 K), trained beside on the same features; its
     loss is added to the main heads' (the paper alternates the two heads by epoch)."""
 
+    # What the recipe needs of other nodes (vtcc fills each that the config leaves auto): on a
+    # frozen backbone's cached features, two augmented views of each image, as the paper pairs them
+    feature_recipe = {"pairing": "views"}
+
     def __init__(
         self,
         network: ClusteringNetwork,
