@@ -16,14 +16,16 @@ holds one thread when it forks, and has built nothing: no CUDA, no Hydra, no reg
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import select
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,66 +34,113 @@ PRELOAD = ("vtcc.train", "vtcc.evaluate", "vtcc.predict", "vtcc.data.shards", "v
 
 
 class WarmInterpreter:
-    """One server interpreter; :meth:`run` runs a command as a forked child of it."""
+    """One server interpreter; :meth:`start` forks a command from it, :meth:`run` runs one."""
 
     def __init__(self) -> None:
         self._server: subprocess.Popen | None = None
         self._lock = threading.Lock()
 
-    def _start(self) -> subprocess.Popen:
-        if self._server is None or self._server.poll() is not None:
-            env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-            self._server = subprocess.Popen(
-                [sys.executable, "-m", "tests.warm_interpreter"],
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
+    def _ask(self, request: dict) -> dict:
+        with self._lock:
+            if self._server is None or self._server.poll() is not None:
+                env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+                self._server = subprocess.Popen(
+                    [sys.executable, "-m", "tests.warm_interpreter"],
+                    cwd=ROOT,
+                    env=env,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                ready = self._server.stdout.readline()
+                if ready.strip() != "ready":
+                    raise RuntimeError(f"the warm interpreter did not start: {ready!r}")
+            self._server.stdin.write(json.dumps(request) + "\n")
+            self._server.stdin.flush()
+            return json.loads(self._server.stdout.readline())
+
+    def start(self, command: list[str], cwd: Path, env: dict[str, str]) -> WarmProcess:
+        """``command`` (``[sys.executable, "-m", module, *args]`` or ``[sys.executable, script,
+        *args]``) started; a handle with ``subprocess.Popen``'s ``pid``, ``poll``, ``wait``,
+        ``send_signal``, ``kill``, ``communicate`` and ``stdout`` / ``stderr`` (read from files)."""
+        if os.environ.get("VTCC_TEST_COLD") == "1" or not hasattr(os, "fork"):
+            return subprocess.Popen(
+                command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )
-            ready = self._server.stdout.readline()
-            if ready.strip() != "ready":
-                raise RuntimeError(f"the warm interpreter did not start: {ready!r}")
-        return self._server
+        folder = Path(tempfile.mkdtemp(prefix="vtcc-cmd-"))
+        request = {
+            "op": "start",
+            "argv": command[1:],
+            "cwd": str(cwd),
+            "env": env,
+            "stdout": str(folder / "stdout"),
+            "stderr": str(folder / "stderr"),
+        }
+        return WarmProcess(self, command, int(self._ask(request)["pid"]), folder)
 
     def run(
-        self,
-        command: list[str],
-        cwd: Path,
-        env: dict[str, str],
-        timeout: float,
+        self, command: list[str], cwd: Path, env: dict[str, str], timeout: float
     ) -> subprocess.CompletedProcess:
-        """``command`` as ``[sys.executable, "-m", module, *args]`` or ``[sys.executable, script,
-        *args]``; a :class:`subprocess.CompletedProcess` with text output, like ``subprocess.run``."""
-        if os.environ.get("VTCC_TEST_COLD") == "1" or not hasattr(os, "fork"):
-            return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-        with self._lock, tempfile.TemporaryDirectory(prefix="vtcc-cmd-") as folder:
-            out, err = Path(folder, "stdout"), Path(folder, "stderr")
-            server = self._start()
-            request = {
-                "argv": command[1:],
-                "cwd": str(cwd),
-                "env": env,
-                "stdout": str(out),
-                "stderr": str(err),
-            }
-            server.stdin.write(json.dumps(request) + "\n")
-            server.stdin.flush()
-            pid = int(json.loads(server.stdout.readline())["pid"])
-            ready, _, _ = select.select([server.stdout], [], [], timeout)
-            if not ready:
-                os.kill(pid, signal.SIGKILL)
-                server.stdout.readline()
-                raise subprocess.TimeoutExpired(command, timeout)
-            code = int(json.loads(server.stdout.readline())["code"])
-            return subprocess.CompletedProcess(
-                command, code, out.read_text(errors="replace"), err.read_text(errors="replace")
-            )
+        """``command`` run to its end, like ``subprocess.run(..., capture_output=True, text=True)``."""
+        process = self.start(command, cwd, env)
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise
+        return subprocess.CompletedProcess(command, process.returncode, out, err)
 
     def close(self) -> None:
         if self._server is not None and self._server.poll() is None:
-            self._server.kill()  # between commands: it holds no child
+            self._server.kill()  # its children have been waited for, or are the tests' to end
             self._server.wait()
+
+
+class WarmProcess:
+    """A command forked from the warm interpreter, handled like a ``subprocess.Popen``."""
+
+    def __init__(self, interpreter: WarmInterpreter, args: list[str], pid: int, folder: Path) -> None:
+        self._interpreter, self.args, self.pid, self._folder = interpreter, args, pid, folder
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self._interpreter._ask({"op": "wait", "pid": self.pid, "timeout": 0})["code"]
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            request = {"op": "wait", "pid": self.pid, "timeout": timeout}
+            self.returncode = self._interpreter._ask(request)["code"]
+            if self.returncode is None:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+        return self.returncode
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        self.wait(timeout)
+        out, err = self.stdout.read(), self.stderr.read()
+        shutil.rmtree(self._folder, ignore_errors=True)
+        return out, err
+
+    def send_signal(self, sent: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sent)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def _output(self, name: str) -> io.StringIO:
+        path = self._folder / name
+        return io.StringIO(path.read_text(errors="replace") if path.exists() else "")
+
+    @property
+    def stdout(self) -> io.StringIO:
+        return self._output("stdout")
+
+    @property
+    def stderr(self) -> io.StringIO:
+        return self._output("stderr")
 
 
 def _child(request: dict) -> None:
@@ -153,13 +202,26 @@ def serve() -> None:
     print("ready", file=reply, flush=True)
     for line in sys.stdin:
         request = json.loads(line)
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            _child(request)
-        print(json.dumps({"pid": pid}), file=reply, flush=True)
-        _, status = os.waitpid(pid, 0)
-        print(json.dumps({"code": os.waitstatus_to_exitcode(status)}), file=reply, flush=True)
+        if request["op"] == "start":
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                _child(request)
+            answer = {"pid": pid}
+        else:  # wait: the child's exit code, or None when it runs past the timeout (None: no limit)
+            answer = {"code": _wait(request["pid"], request["timeout"])}
+        print(json.dumps(answer), file=reply, flush=True)
+
+
+def _wait(pid: int, timeout: float | None) -> int | None:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG if deadline is not None else 0)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.02)
 
 
 if __name__ == "__main__":

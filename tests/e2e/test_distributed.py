@@ -7,65 +7,18 @@ import json
 import math
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
-import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-from tests.conftest import TINY, compose_train, evaluate_in_process, run_cli
-from vtcc.losses import ClusterLoss, InstanceLoss
+from tests.conftest import TINY, WARM, compose_train, evaluate_in_process, run_cli
+from tests.dist_workers import BATCH, failing_worker, losses_and_grads, make_problem, worker
 from vtcc.train import train
 from vtcc.utils.cli import CONFIG_DIR
-
-BATCH, FEATURES, CLUSTERS = 6, 5, 4
-
-
-def make_problem() -> tuple[torch.Tensor, torch.Tensor, torch.nn.Linear, torch.nn.Linear]:
-    """Two views of 2 x BATCH samples and two linear heads, identical in every process."""
-    generator = torch.Generator().manual_seed(0)
-    x_a = torch.randn(2 * BATCH, FEATURES, generator=generator, dtype=torch.float64)
-    x_b = x_a + 0.3 * torch.randn(2 * BATCH, FEATURES, generator=generator, dtype=torch.float64)
-    torch.manual_seed(1)
-    return x_a, x_b, torch.nn.Linear(FEATURES, 8).double(), torch.nn.Linear(FEATURES, CLUSTERS).double()
-
-
-def losses_and_grads(x_a, x_b, instance_head, cluster_head, gather: bool) -> dict[str, torch.Tensor]:
-    instance, cluster = InstanceLoss(gather_distributed=gather), ClusterLoss(gather_distributed=gather)
-    z_a, z_b = F.normalize(instance_head(x_a), dim=1), F.normalize(instance_head(x_b), dim=1)
-    p_a, p_b = torch.softmax(cluster_head(x_a), dim=1), torch.softmax(cluster_head(x_b), dim=1)
-    loss_instance = instance(z_a, z_b)
-    loss_cluster, loss_entropy = cluster(p_a, p_b)
-    (loss_instance + loss_cluster + loss_entropy).backward()
-    grads = {
-        f"grad_{head}_{name}": p.grad
-        for head, module in (("instance", instance_head), ("cluster", cluster_head))
-        for name, p in module.named_parameters()
-    }
-    values = {
-        "instance": loss_instance.detach(),
-        "cluster": loss_cluster.detach(),
-        "entropy": loss_entropy.detach(),
-    }
-    return {**values, **grads}
-
-
-def worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
-    x_a, x_b, instance_head, cluster_head = make_problem()
-    local = slice(rank * BATCH, (rank + 1) * BATCH)
-    result = losses_and_grads(x_a[local], x_b[local], instance_head, cluster_head, gather=True)
-    for key, value in result.items():
-        if key.startswith("grad_"):  # what DDP does: average the gradients over processes
-            dist.all_reduce(value)
-            value /= world_size
-    torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
-    dist.destroy_process_group()
 
 
 def test_two_processes_equal_one_process_on_the_global_batch(tmp_path):
@@ -83,21 +36,6 @@ def test_two_processes_equal_one_process_on_the_global_batch(tmp_path):
     # Without the gather, each process would see only its slice: a different loss.
     halves = losses_and_grads(x_a[:BATCH], x_b[:BATCH], *make_problem()[2:], gather=False)
     assert abs(halves["instance"] - single["instance"]) > 1e-3
-
-
-def failing_worker(rank: int, init_file: str, out_dir: str) -> None:
-    """Process 1 fails with a user's one line before a step both must pass; process 0 does not."""
-    from vtcc.errors import ConfigError
-    from vtcc.utils.dist import agree
-
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    try:
-        agree(ConfigError("data.root=x does not exist: set it") if rank == 1 else None)
-        outcome = "passed"
-    except ConfigError as error:
-        outcome = str(error)
-    Path(out_dir, f"rank{rank}.txt").write_text(outcome)
-    dist.destroy_process_group()
 
 
 def test_a_failure_in_one_process_stops_every_process_with_its_line(tmp_path):
@@ -205,15 +143,7 @@ def test_two_nodes_of_one_process_equal_one_node_of_two(tmp_path, monkeypatch):
         "LOCAL_RANK": "0",
     }
     nodes = [
-        subprocess.Popen(
-            command,
-            cwd=tmp_path,
-            env={**environment, "NODE_RANK": str(rank)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for rank in (0, 1)
+        WARM.start(command, cwd=tmp_path, env={**environment, "NODE_RANK": str(rank)}) for rank in (0, 1)
     ]
     errors = [node.communicate(timeout=600)[1] for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], errors[0][-1500:] + errors[1][-1500:]

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,7 +17,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from tests.conftest import TINY, assert_same_training_state, compose_train, last_checkpoint, run_cli
+from tests.conftest import TINY, WARM, assert_same_training_state, compose_train, last_checkpoint, run_cli
+from tests.warm_interpreter import WarmProcess
 from vtcc.data import load_digits
 from vtcc.errors import ConfigError, TrainingDivergedError
 from vtcc.objectives import ContrastiveClustering
@@ -68,15 +68,13 @@ def test_twenty_resume_cycles_equal_one_run(tmp_path):
     assert_same_training_state(last_checkpoint(tmp_path / "whole"), last_checkpoint(tmp_path / "cycle20"))
 
 
-def start_training(cwd: Path, *overrides: str) -> subprocess.Popen:
+def start_training(cwd: Path, *overrides: str) -> WarmProcess:
+    """``vtcc-train`` started as a process of its own (forked from the warm interpreter), to signal."""
     env = {**os.environ, "VTCC_LOG_DIR": str(cwd / "outputs"), "PYTHONWARNINGS": "ignore"}
-    command = [sys.executable, "-m", "vtcc.train", *TINY, *overrides]
-    return subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    return WARM.start([sys.executable, "-m", "vtcc.train", *TINY, *overrides], cwd=cwd, env=env)
 
 
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+def wait_for(path: Path, process: WarmProcess, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
         assert process.poll() is None, process.stderr.read()[-2000:]

@@ -6,14 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import open_dict
 
 from tests.conftest import compose_train
-from tests.matrices import EXPERIMENTS, MODELS, OBJECTIVES, options
+from tests.matrices import EXPERIMENTS, options
 from vtcc.build import build_loggers
-from vtcc.config.recipe import take_recipe
 from vtcc.errors import ConfigError
-from vtcc.objectives import objective_class
 from vtcc.utils.loggers import missing_extra
 
 
@@ -26,40 +23,6 @@ def test_every_augmentation_builds_and_makes_two_views(augment):
     view_a, view_b = instantiate(cfg.augment)(torch.randint(0, 256, (4, cfg.data.in_chans, 32, 32)).byte())
     assert view_a.shape == view_b.shape == (4, cfg.data.in_chans, 32, 32)
     assert not torch.equal(view_a, view_b)
-
-
-@pytest.mark.parametrize("model", MODELS)
-@pytest.mark.parametrize("objective", OBJECTIVES)
-def test_every_model_builds_under_every_objective(model, objective):
-    overrides = [f"model={model}", f"objective={objective}", "num_clusters=3", "data.image_size=32"]
-    if model == "pretrained":  # the architecture only: no download
-        overrides += [
-            "model.pretrained=false",
-            "model.name=vit_tiny_patch16_224",
-            "model.model_kwargs={img_size:32,patch_size:8,depth:1}",
-        ]
-    if model == "vit_small":
-        overrides += ["model.depth=1"]
-    if model == "features":  # as the resolver reads it from data=features
-        overrides += ["model.num_features=16"]
-    if objective == "selflabel":  # auto: decided from init_from's run
-        overrides += ["module.selflabel_loss.threshold=0.99"]
-    cfg = compose_train("x", overrides, tiny=False)
-    objective_type = objective_class(cfg)
-    take_recipe(cfg, objective_type)  # the objective's head style, as the resolver takes it
-    if objective_type.head_style and cfg.model.get("head_style") != objective_type.head_style:
-        # a model whose config names no head style (or its own): vtcc refuses it for an objective
-        # on cached features (TEMI, TURTLE); its network is built with that objective's heads here
-        with open_dict(cfg.model):
-            cfg.model.head_style = objective_type.head_style
-    if not objective_type.trains_instance_projector:  # as the resolver sets it
-        cfg.model.instance_dim = None
-    network = instantiate(cfg.model)
-    module = instantiate(cfg.module, network=network)
-    channels = 3 if model == "pretrained" else cfg.data.in_chans
-    images = torch.randn(4, 16) if model == "features" else torch.randn(4, channels, 32, 32)
-    losses = module.losses(images, images + 0.1 * torch.randn_like(images))
-    assert torch.isfinite(losses["loss"]) and network.num_clusters == 3
 
 
 @pytest.mark.parametrize("callbacks", options("callbacks"))
