@@ -1,10 +1,12 @@
 """The lists the suite's matrices run over, read from vtcc's config groups (vtcc/conf) in one
-place: a new option file joins every matrix of its group. Each matrix test parametrizes over
-these; what it does with a combination (the settings that make it small) stays in its own file:
-model x objective in unit/test_configs.py (built, one loss) and integration/test_architecture.py
-(resolved on written data, built, one step); the experiments in unit/test_configs.py,
-unit/test_config_types.py, integration/test_presets_build.py, integration/test_stored_config.py
-and integration/test_data_configs.py."""
+place: a new option file joins every matrix of its group. Each matrix lives in one file, which
+also holds what it does with a combination (the settings that make it small): model x objective
+in integration/test_architecture.py (resolved on written data, built, one step; where vtcc refuses
+the run, one line, and the parts built with one loss), the experiments in
+integration/test_presets_build.py (the papers' values composed; resolved on written data with
+their settings kept, stored as a checkpoint keeps them, built, one step). Every option of every
+group also passes the type check (unit/test_config_types.py) and the stored-config check
+(integration/test_stored_config.py)."""
 
 from __future__ import annotations
 

@@ -7,16 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
 
 from tests import fake_data
 from tests.conftest import TINY, compose_train
-from tests.matrices import EXPERIMENTS
 from vtcc.data import load_digits
 from vtcc.train import train
-from vtcc.utils.cli import CONFIG_DIR
 
 FEW_STEPS = [*TINY, "trainer.max_epochs=1", "data.batch_size=8", "data.eval_batch_size=16", "callbacks=none"]
 
@@ -121,32 +118,6 @@ def test_folder_of_digit_pngs_trains_as_well_as_the_built_in_data(tmp_path):
     # This small model reached 0.59 here in 15 epochs (0.71 on the built-in digits, whose order
     # differs); chance level is about 0.2 and a broken decode stays near it.
     assert metrics["acc"] > 0.45
-
-
-def test_every_experiment_preset_composes_with_the_papers_values():
-    presets = EXPERIMENTS
-    assert len(presets) == 21  # two method bases + 13 VTCC and 6 CC dataset presets
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        for name in presets:
-            root = [] if name.endswith("_base") else ["data.root=somewhere"]  # bases keep data=digits
-            cfg = compose("train", overrides=[f"experiment={name}", *root, "paths.output_dir=x"])
-            assert cfg.trainer.max_epochs == 1000 and cfg.seed == 42
-            assert cfg.module.optimizer.lr == 3e-4 and cfg.module.optimizer.weight_decay == 0
-            assert cfg.module.instance_loss.temperature == 0.5 and cfg.module.cluster_loss.temperature == 1.0
-            assert cfg.data.image_size == 224
-            if name.startswith("vtcc_"):
-                assert cfg.data.batch_size == 128 and cfg.augment.view_b.solarize_p == 0.2
-                assert cfg.augment.view_a.blur_p == cfg.augment.view_b.blur_p == 1.0
-                assert (cfg.model.embed_dim, cfg.model.depth, cfg.model.num_heads, cfg.model.patch_size) == (
-                    384,
-                    8,
-                    12,
-                    16,
-                )
-            else:
-                assert cfg.data.batch_size == 256 and cfg.model.name == "resnet34"
-        network = instantiate(cfg.model)  # the last preset, a ResNet-34 one
-        assert network.num_clusters == cfg.data.num_classes
 
 
 def test_streaming_folder_serves_the_images_the_in_memory_path_loads(tmp_path):

@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -24,6 +26,7 @@ from tests.conftest import compose_train
 from tests.integration.test_architecture import RUN_TIME_AUTO, WRITTEN, walk, written_data
 from tests.matrices import EXPERIMENT_BASES, EXPERIMENTS, options
 from vtcc.build import build_run, build_trainer, prepare_run
+from vtcc.config.stored import check_stored_config
 from vtcc.objectives import ContrastiveClustering
 from vtcc.utils.cli import CONFIG_DIR, user_error
 
@@ -253,6 +256,7 @@ def test_every_experiment_resolves_on_written_data_keeps_its_settings_and_trains
     lost = lost_settings(cfg, expected_settings(experiment, shrink))
     assert lost == {}, f"experiment={experiment}'s settings lost in resolve, {{key: (set, found)}}"
     assert no_auto_left(cfg) == []
+    check_stored_config(OmegaConf.to_container(cfg, resolve=True), "x.ckpt")  # what a checkpoint keeps
     run = build_run(cfg, resolved.source)
     num_classes = preset_node(data)["num_classes"] or 3  # data=folder: its 3 class folders
     assert cfg.num_clusters == run.network.num_clusters == run.datamodule.num_classes == num_classes
@@ -277,6 +281,32 @@ def test_every_experiment_resolves_on_written_data_keeps_its_settings_and_trains
         assert [len(pool) for pool in run.datamodule.pools] == [BATCH, 40]
     metrics = train_one_step(cfg, run, steps)
     assert torch.isfinite(metrics["train/loss"])
+
+
+def test_every_experiment_preset_composes_with_the_papers_values():
+    presets = EXPERIMENTS
+    assert len(presets) == 21  # two method bases + 13 VTCC and 6 CC dataset presets
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        for name in presets:
+            root = [] if name.endswith("_base") else ["data.root=somewhere"]  # bases keep data=digits
+            cfg = compose("train", overrides=[f"experiment={name}", *root, "paths.output_dir=x"])
+            assert cfg.trainer.max_epochs == 1000 and cfg.seed == 42
+            assert cfg.module.optimizer.lr == 3e-4 and cfg.module.optimizer.weight_decay == 0
+            assert cfg.module.instance_loss.temperature == 0.5 and cfg.module.cluster_loss.temperature == 1.0
+            assert cfg.data.image_size == 224
+            if name.startswith("vtcc_"):
+                assert cfg.data.batch_size == 128 and cfg.augment.view_b.solarize_p == 0.2
+                assert cfg.augment.view_a.blur_p == cfg.augment.view_b.blur_p == 1.0
+                assert (cfg.model.embed_dim, cfg.model.depth, cfg.model.num_heads, cfg.model.patch_size) == (
+                    384,
+                    8,
+                    12,
+                    16,
+                )
+            else:
+                assert cfg.data.batch_size == 256 and cfg.model.name == "resnet34"
+        network = instantiate(cfg.model)  # the last preset, a ResNet-34 one
+        assert network.num_clusters == cfg.data.num_classes
 
 
 @pytest.mark.parametrize("base", EXPERIMENT_BASES)

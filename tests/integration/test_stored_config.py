@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from tests.conftest import compose_train
 from tests.integration.test_pretrained import overrides, weights  # noqa: F401  (a module-scoped fixture)
-from tests.matrices import PAPER_EXPERIMENTS, options
+from tests.matrices import options
 from vtcc.config.recipe import RECIPE_KEYS, take_recipe
 from vtcc.config.stored import check_stored_config, rebuild_settings, upgrade_stored_config
 from vtcc.errors import ConfigError
@@ -140,9 +140,8 @@ def test_only_plain_values_are_accepted(tmp_path, stored):
 
 @pytest.mark.parametrize(
     "choice",
-    [f"{g}={o}" for g in ("model", "objective", "augment", "callbacks", "logger") for o in options(g)]
-    + [f"experiment={o}" for o in PAPER_EXPERIMENTS],
-)
+    [f"{g}={o}" for g in ("model", "objective", "augment", "callbacks", "logger") for o in options(g)],
+)  # the experiments: resolved on written data, in integration/test_presets_build.py
 def test_what_vtcc_stores_for_every_option_passes(tmp_path, choice):
     """The check refuses nothing vtcc-train writes: every group option's resolved config passes."""
     cfg = compose_train(tmp_path / "run", [choice], tiny=False, resolve=False)

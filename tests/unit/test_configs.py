@@ -8,7 +8,7 @@ import torch
 from hydra.utils import instantiate
 
 from tests.conftest import compose_train
-from tests.matrices import EXPERIMENTS, options
+from tests.matrices import options
 from vtcc.build import build_loggers
 from vtcc.errors import ConfigError
 from vtcc.utils.loggers import missing_extra
@@ -47,15 +47,3 @@ def test_every_trainer_setup_builds(tmp_path, callbacks, logger, strategy):
         assert any(getattr(c, "monitor", None) == "val/acc" for c in built)
     else:
         assert not any(getattr(c, "monitor", None) == "val/acc" for c in built)
-
-
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_builds_its_augmentation_and_module(experiment):
-    overrides = [f"experiment={experiment}", "data.image_size=32"]
-    if not experiment.endswith("_base"):
-        overrides.append("data.root=somewhere")
-    cfg = compose_train("x", overrides, tiny=False)
-    augment = instantiate(cfg.augment)
-    view_a, _ = augment(torch.randint(0, 256, (2, 3, 48, 48)).byte())
-    assert view_a.shape == (2, 3, 32, 32)
-    assert cfg.module._target_ == "vtcc.objectives.ContrastiveClustering"
