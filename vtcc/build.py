@@ -12,7 +12,7 @@ this layer computes from the resolved nodes the features depend on).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +23,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from vtcc import registry
+from vtcc.config.init_from import load_run_weights
 from vtcc.config.resolve import resolve
 from vtcc.config.spec import DataFacts, RunSpec
 from vtcc.config.stored import rebuild_settings
+from vtcc.curation import read_curation
 from vtcc.data.cache_files import extraction_key
 from vtcc.data.images import BUILD_STAGE
 from vtcc.data.neighbors import NeighborPairsDataModule
@@ -189,6 +191,28 @@ def build_data(cfg: DictConfig, network: ClusteringNetwork, source: Any | None =
     # Lightning sets the data up, once every process of a distributed run is there to share it)
     datamodule.setup(BUILD_STAGE)
     return datamodule
+
+
+def start_from_run(
+    cfg: DictConfig, initial: Mapping[str, Any] | None, source: Any
+) -> Callable[[ClusteringModule], None] | None:
+    """What a new run's objective takes from ``init_from``'s checkpoint ``initial`` (None: nothing,
+    e.g. for a resumed run, which has its own weights): its network's weights; or, for an objective
+    that trains with a person's curation (``takes_curation``), what its ``start_from`` makes of the
+    whole source run on the training images of ``source`` (the data, set up) and the file."""
+    if not initial:
+        return None
+    path = str(cfg.init_from)
+    if not objective_class(cfg).takes_curation:
+        return lambda module: load_run_weights(module, initial, path)
+
+    def start(module: ClusteringModule) -> None:
+        curation = read_curation(str(cfg.curation))
+        if curation.sha256 != cfg.curated.sha256:  # resolving read it a moment ago
+            raise ConfigError(f"{cfg.curation} changed while the run started: start it again")
+        module.start_from(restore_run(path)[1].network, source, curation)
+
+    return start
 
 
 def build_run(

@@ -22,18 +22,19 @@ type, a value out of range or a file over :data:`CURATION_LIMIT` bytes is refuse
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vtcc.errors import ConfigError
-from vtcc.io.json_records import Float, Int, List, Maybe, Record, Str, check_record, read_json
-from vtcc.io.reader import UnreadableFile, reader
+from vtcc.io.json_records import Float, Int, List, Maybe, Record, Str, check_record, parse_json
+from vtcc.io.reader import UnreadableFile, read_bytes, reader
 from vtcc.io.writer import Writer
 
 log = logging.getLogger("vtcc")
@@ -87,10 +88,25 @@ class Curation:
     outliers: tuple[str, ...] = ()
     num_clusters: int | None = None
     where: str = "the curation"  # what one-line errors name
+    sha256: str | None = field(default=None, compare=False)  # of the file read (None: made in Python)
 
     def canonical(self) -> dict[int, int]:
         """Merged id -> the id it becomes (a group's smallest)."""
         return {member: min(group) for group in self.merges for member in group}
+
+    def owners(self, num_clusters: int) -> dict[int, list[int]]:
+        """Final id -> the run's clusters it is made of (a split part: its parent; a merge: all)."""
+        canonical, parts, owners = self.canonical(), {s.cluster: s.into for s in self.splits}, {}
+        for k in range(num_clusters):
+            for part in parts.get(k, (k,)):
+                owners.setdefault(canonical.get(part, part), []).append(k)
+        return owners
+
+    def final_clusters(self, num_clusters: int) -> list[int]:
+        """Every final id this curation gives a run of ``num_clusters`` clusters, in increasing
+        order: the run's clusters after the splits and merges, and the clusters moves make."""
+        canonical = self.canonical()
+        return sorted(set(self.owners(num_clusters)) | {canonical.get(k, k) for k in self.moves.values()})
 
     def created(self) -> set[int]:
         """The ids the file makes (a split's parts, a move's new cluster) beside the run's."""
@@ -228,7 +244,9 @@ def curation_from_record(record: Any, where: Any) -> Curation:
 def read_curation(path: str | Path) -> Curation:
     """``curation.json`` (a regular file of at most :data:`CURATION_LIMIT` bytes) as a
     :class:`Curation`; anything else is refused in one line naming the file and the field."""
-    return curation_from_record(read_json(path, FIX, limit=CURATION_LIMIT), path)
+    data = read_bytes(path, CURATION_LIMIT)
+    curation = curation_from_record(parse_json(data, path, FIX), path)
+    return replace(curation, sha256=hashlib.sha256(data).hexdigest())
 
 
 def build_curation(
@@ -281,6 +299,7 @@ class Curated:
     names: dict[int, str]
     probabilities: np.ndarray
     embeddings: np.ndarray
+    moved: np.ndarray | None = None  # bool: moved by the person (None: not recorded)
 
     def name_of(self) -> list[str]:
         return [self.names.get(k, "") for k in self.clusters.tolist()]
@@ -338,10 +357,11 @@ def apply_curation(
             missing.append(path)
         return row
 
+    moved = np.zeros(count, dtype=bool)
     for path, cluster in curation.moves.items():
         row = rows_of(path)
         if row is not None:
-            clusters[row] = canonical.get(cluster, cluster)
+            clusters[row], moved[row] = canonical.get(cluster, cluster), True
     outlier = np.zeros(count, dtype=bool)
     for path in curation.outliers:
         row = rows_of(path)
@@ -356,16 +376,12 @@ def apply_curation(
             count,
             missing[0],
         )
-    owners: dict[int, list[int]] = {}  # final id -> the run's clusters whose probability it sums
-    parts = {split.cluster: split.into for split in curation.splits}
-    for k in range(num_clusters):
-        for part in parts.get(k, (k,)):
-            owners.setdefault(canonical.get(part, part), []).append(k)
+    owners = curation.owners(num_clusters)  # final id -> the run's clusters whose probability it sums
     mass = np.zeros(count, dtype=np.float32)
     for k in np.unique(clusters).tolist():
         rows = clusters == k
         mass[rows] = probabilities[rows][:, owners.get(k, [])].sum(axis=1)
-    return Curated(clusters, mass, model, outlier, final_names(curation), probabilities, embeddings)
+    return Curated(clusters, mass, model, outlier, final_names(curation), probabilities, embeddings, moved)
 
 
 def folder_name(cluster: int, name: str, width: int) -> str:

@@ -91,6 +91,12 @@ class Assigner:
     def num_clusters(self) -> int:
         return int(self.network.num_clusters)
 
+    @property
+    def cluster_names(self) -> dict[int, str]:
+        """The clusters' names of a run trained with a curation (``curated.names``; none otherwise)."""
+        names = (self.run_cfg.get("curated") or {}).get("names") or []
+        return {k: str(name) for k, name in enumerate(names) if name}
+
     def _images_only(self) -> None:
         if self.reads_features:
             raise ConfigError(

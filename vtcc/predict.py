@@ -6,7 +6,9 @@ same order); with ``parquet=true`` ``clusters.parquet`` (path, cluster, confiden
 coordinates); with ``copy_images`` one folder per cluster with copies or links of the images.
 With ``curation=<curation.json>`` (:mod:`vtcc.curation`) the person's merges, splits, moves and
 names apply: the tables gain ``name``, ``outlier`` and ``model_cluster``, the folders are named
-``cluster_XXX_<name>`` and the outliers go to ``outliers/``.
+``cluster_XXX_<name>`` and the outliers go to ``outliers/``. A run trained with a curation
+(``vtcc-train init_from=... curation=...``) has the curated clusters itself, and its names: without
+a file, its tables have those columns too and its folders the names.
 Images are preprocessed as the checkpoint's run loaded them (:class:`vtcc.inference.Assigner`).
 """
 
@@ -125,10 +127,24 @@ def write_outputs(
         sort_into_folders(images, clusters, output, cfg.copy_images, writer, folders)
 
 
-def curated(assigned, curation: Curation | None, names: list[str]):
-    """``assigned`` with the person's ``curation`` applied (:mod:`vtcc.curation`), or as it is."""
+def curated(
+    assigned, curation: Curation | None, names: list[str], cluster_names: dict[int, str] | None = None
+):
+    """``assigned`` with the person's ``curation`` applied (:mod:`vtcc.curation`); without one, with
+    the names of a run trained with a curation (``cluster_names``), or as it is."""
     if curation is None:
-        return assigned
+        if not cluster_names:
+            return assigned
+        clusters = assigned.clusters
+        return Curated(
+            clusters,
+            assigned.confidence,
+            clusters,
+            np.zeros(len(clusters), dtype=bool),
+            cluster_names,
+            assigned.probabilities,
+            assigned.embeddings,
+        )
     result = apply_curation(curation, assigned.probabilities, assigned.embeddings, names)
     changed = int((result.clusters != result.model_clusters).sum())
     log.info(
@@ -171,7 +187,7 @@ def predict(cfg: DictConfig) -> Path:
     output = Path(cfg.output)
     writer = prepare_output(output, cfg.overwrite, read_folders(cfg.input, paths))
     names = [str(path) for path in paths]
-    assigned = curated(assigner.assign_paths(paths, cfg.batch_size), curation, names)
+    assigned = curated(assigner.assign_paths(paths, cfg.batch_size), curation, names, assigner.cluster_names)
     write_outputs(writer, output, names, paths, assigned, cfg, seed)
     sizes = np.bincount(assigned.clusters, minlength=assigner.num_clusters)
     log.info(
@@ -204,7 +220,7 @@ def predict_features(
     )
     images = existing_files(arrays.paths) if cfg.copy_images != "none" else []  # before writing
     assigned = assigner.assign_features(arrays.features.numpy(), cfg.batch_size)  # checked before writing
-    assigned = curated(assigned, curation, names)
+    assigned = curated(assigned, curation, names, assigner.cluster_names)
     output = Path(cfg.output)
     writer = prepare_output(output, cfg.overwrite, read_folders(cfg.input, images))
     write_outputs(writer, output, names, images, assigned, cfg, seed)

@@ -24,8 +24,9 @@ from vtcc.build import (
     build_run,
     build_trainer,
     prepare_run,
+    start_from_run,
 )
-from vtcc.config.init_from import command_line_overrides, load_run_weights
+from vtcc.config.init_from import command_line_overrides
 from vtcc.config.resume import own_run_folder, requeued_job
 from vtcc.config.spec import RunSpec
 from vtcc.config.validate import validate_config
@@ -79,11 +80,6 @@ def train_run(cfg: DictConfig, overrides: list[str] | None = None) -> Trained:
     ``key=value`` items the config was composed with (default: the command line's); ``init_from``
     keeps what they set."""
     validate_config(cfg)  # every value's type, before any work
-    if cfg.get("curation") is not None:  # predict's key: training with a curation is not built yet
-        raise ConfigError(
-            f"curation={cfg.curation}: vtcc-train does not use a curation file yet; apply it to new "
-            "images with vtcc-predict ckpt_path=<run>/checkpoints/last.ckpt curation=<file>"
-        )
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
@@ -117,11 +113,7 @@ def _build_at_k(prepared: Prepared, output_dir: Path) -> tuple[RunSpec, Run, flo
     spec = prepared.spec
     cfg = spec.config  # resolved, read-only
     initial = spec.initial if not spec.ckpt_path else None  # a resumed run has its own weights
-    run = build_run(
-        cfg,
-        prepared.source,
-        weights=(lambda module: load_run_weights(module, initial, str(cfg.init_from))) if initial else None,
-    )
+    run = build_run(cfg, prepared.source, weights=start_from_run(cfg, initial, prepared.source))
     started = time.perf_counter()  # a K search counts against the time budget too
     if spec.candidates:
         spec, run = search_k(spec, run, output_dir, started)  # now at the chosen K

@@ -628,6 +628,7 @@ RAW_READS_ALLOWED = {
     ("vtcc/plugins.py", "load"): "OmegaConf.load of an installed plugin's own config files",
     ("vtcc/config/resolve.py", "load"): "OmegaConf.load of vtcc's own config files",
     ("vtcc/config/data_defaults.py", "load"): "OmegaConf.load of vtcc's own config files",
+    ("vtcc/config/curation_run.py", "load"): "OmegaConf.load of vtcc's own config files",
     (
         "vtcc/models/pretrained.py",
         "load",

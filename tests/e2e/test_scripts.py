@@ -245,6 +245,13 @@ def test_benchmark_selflabel(tmp_path):
         printed(rf"^{re.escape(run)}\s+42\s+\d\.\d{{3}}\s+\d\.\d{{3}}", result)
 
 
+@covers("benchmark_curation.py")
+def test_benchmark_curation(tmp_path):
+    result = run_script("benchmark_curation.py", "--out", str(tmp_path / "cur"), "--tiny", cwd=tmp_path)
+    for run in ("over", "curated", "fine"):
+        printed(rf"^\| {run} \| \d+ \| \d\.\d{{3}} \| \d\.\d{{3}} \|$", result)
+
+
 @covers("benchmark_shards.py")
 def test_benchmark_shards(tmp_path):
     args = ["--images", "20", "--side", "8", "--shard-size", "10", "--workers", "0", "--batch", "4"]

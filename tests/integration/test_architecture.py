@@ -140,9 +140,12 @@ def test_every_model_and_objective_resolves_on_written_data_and_builds(tmp_path,
         assert cause is not None, error  # never a crash
         kind = objective_class(cfg)
         needs_frozen = kind.requires_frozen_backbone and model != "pretrained"
-        assert needs_frozen or kind.needs_source_run or (objective, model) in {
-            ("scan", m) for m in MODELS if m != "pretrained"
-        } | {(o, "features") for o in OBJECTIVES}, cause  # features: data=features only
+        assert (
+            needs_frozen
+            or kind.needs_source_run
+            or (objective, model)
+            in {("scan", m) for m in MODELS if m != "pretrained"} | {(o, "features") for o in OBJECTIVES}
+        ), cause  # features: data=features only
         if model == "features" and not kind.needs_source_run:  # init_from is said first
             assert "add data=features" in str(cause)
         assert_network_and_objective_build(model, objective)  # the parts, where a run is refused

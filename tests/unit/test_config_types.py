@@ -65,7 +65,7 @@ FREE_TEXT = {
     "init_from": "a checkpoint file",
     "input": "vtcc-predict's images",
     "output": "vtcc-predict's folder",
-    "curation": "a curation.json file (vtcc-predict)",
+    "curation": "a curation.json file",
     "paths.log_dir": "a folder",
     "paths.output_dir": "a folder",
     "features.cache_dir": "a folder",
@@ -414,8 +414,9 @@ def test_each_entry_point_checks_its_command_line_before_hydra(module, argv, lin
     assert stopped.value.code == 2 and err.startswith(f"vtcc: error: {line}") and err.count("\n") == 1
 
 
-def test_a_curation_given_to_training_is_refused_not_ignored(train_in_process, tmp_path):
-    code, stderr = train_in_process("+curation=curation.json")
+def test_a_curation_given_to_training_without_its_run_is_refused_not_ignored(train_in_process, tmp_path):
+    code, stderr = train_in_process("curation=curation.json")
     lines = [line for line in stderr.splitlines() if line.startswith("vtcc: error:")]
-    assert code == 2 and len(lines) == 1 and "vtcc-predict" in lines[0] and "Traceback" not in stderr
+    assert code == 2 and len(lines) == 1 and "Traceback" not in stderr
+    assert "add init_from=" in lines[0] and "vtcc-predict" in lines[0]  # training with it, or sorting
     assert not (tmp_path / "run").exists()

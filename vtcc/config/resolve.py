@@ -29,6 +29,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vtcc import registry
+from vtcc.config.curation_run import take_curated_clusters, take_curation
 from vtcc.config.data_defaults import auto_option_changes, resolve_data_defaults
 from vtcc.config.init_from import take_run_settings
 from vtcc.config.recipe import take_recipe
@@ -55,9 +56,11 @@ def resolve(cfg: DictConfig, overrides: list[str], gather: Gather) -> RunSpec:
     ``gather``: the facts of the data a data node describes (the assembly's, which sets the source
     up: its errors and its class count come before the model)."""
     cfg = copy.deepcopy(cfg)
+    take_curation(cfg, overrides)  # curation=: objective=curated, before anything reads the objective
     objective = objective_class(cfg)
     take_recipe(cfg, objective)  # first: the features node and the model's heads are read from here on
     initial = _start_from(cfg, overrides, objective.needs_source_run)
+    take_curated_clusters(cfg)  # curation=: K' from the file and init_from's K
     _feature_input(cfg)
     take_recipe(cfg, objective)  # model=auto under data=features became model=features: its heads
     _pretrained_preprocessing(cfg)

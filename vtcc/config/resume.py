@@ -202,8 +202,8 @@ def _check_resumable(path: Path, checkpoint: dict[str, Any]) -> None:
 
 def resume_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """``key: stored -> current`` for each setting that must match to resume: the model and K, the
-    data (its identity, not its loader settings) and the objective (the module's class and its
-    number of cluster heads, whose weights the checkpoint holds)."""
+    data (its identity, not its loader settings), the objective (the module's class and its
+    number of cluster heads, whose weights the checkpoint holds) and a curated run's file."""
     views = []
     stored_heads = (stored.get("module") or {}).get("num_cluster_heads", 1)
     for config in (stored, current):
@@ -224,6 +224,7 @@ def resume_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[
                 "data": data,
                 "module": objective,
                 "augment": augment,
+                "curation": {"sha256": (config.get("curated") or {}).get("sha256")},  # its targets' file
             }
         )
-    return config_differences(*views, ("model", "num_clusters", "data", "module", "augment"))
+    return config_differences(*views, ("model", "num_clusters", "data", "module", "augment", "curation"))

@@ -58,6 +58,7 @@ RANGES: tuple[tuple[str, Any], ...] = (
     ("TemiLoss.beta", FRACTION),  # the weight of the marginal entropy (TEMI's 0.6)
     ("TemiLoss.prior_momentum", within(0, 1, open_high=True)),  # 1 would freeze the prior
     ("ConfidenceCrossEntropy.threshold", FRACTION),  # a confidence
+    ("CuratedClustering.threshold", FRACTION),  # a source probability
     ("TurtleClustering.generalization_folds", Check(lambda v: v == 0 or v >= 2, "0 (no score) or >= 2")),
     ("rgb_view.color_jitter", COLOR_JITTER),
     # data loading
@@ -219,7 +220,10 @@ class RunSettings:
     parquet: bool = setting("write clusters.parquet (path, cluster, confidence, 2-D map)", False)
     copy_images: Literal["none", "copy", "link"] = setting("one folder per cluster", "none")
     curation: str | None = setting(
-        "a curation.json that vtcc-predict applies (vtcc-train refuses it for now)", "curation.json"
+        "a curation.json: vtcc-predict applies it; vtcc-train with init_from trains with it", "curation.json"
+    )
+    curated: dict[str, Any] | None = setting(
+        "what a run trained with curation= took from the file (vtcc writes it): sha256, K, clusters, names"
     )
 
 

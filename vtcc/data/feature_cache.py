@@ -334,7 +334,8 @@ class CachedFeatureDataModule(BackboneOverSource):
         """The pair ``features.pairing`` draws for a batch of image indices (:mod:`vtcc.data.pairings`)."""
         (index,) = batch
         pair = self.pairing.pair(self.cache, index, self._random_neighbor)
-        return TrainingPair(pair.first.float(), pair.second.float(), pair.cluster)  # a mapped store: float16
+        first, second = pair.first.float(), pair.second.float()  # a mapped store holds float16
+        return TrainingPair(first, second, pair.cluster, index=index)
 
     def _random_neighbor(self, index: torch.Tensor) -> torch.Tensor:
         """One of each image's ``num_neighbors`` nearest training images, drawn uniformly."""

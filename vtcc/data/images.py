@@ -305,7 +305,8 @@ class ImageDataModule(LightningDataModule):
         return self.eval_transform(self.model_channels(images)), labels, indices
 
     def _training_pair(self, batch: tuple) -> TrainingPair:
-        return TrainingPair(*self.train_transform(self.model_channels(batch[0])))
+        """Two views of ``(images, labels, indices)``, with the images' indices."""
+        return TrainingPair(*self.train_transform(self.model_channels(batch[0])), index=batch[2])
 
     def model_channels(self, images: torch.Tensor) -> torch.Tensor:
         """Gray images repeated to RGB when the normalisation (a pretrained model's) has three channels."""

@@ -204,12 +204,12 @@ class InMemoryDataModule(ImageDataModule):
         return batch
 
     def _training_pair(self, batch: tuple) -> TrainingPair:
-        """Two views (augmented in the workers already under ``augment_on=workers``), with the
-        cluster flag under ``instance_phase``."""
-        if self.augment_on == "workers":
-            view_a, view_b = batch[0], batch[1]
-        else:
-            view_a, view_b = self.train_transform(self.model_channels(batch[0]))
+        """Two views (augmented in the workers already under ``augment_on=workers``) and the
+        images' indices, with the cluster flag under ``instance_phase``."""
+        if self.augment_on == "workers":  # (view_a, view_b, labels, indices[, cluster])
+            (view_a, view_b), index = batch[:2], batch[3]
+        else:  # (images, labels, indices[, cluster])
+            (view_a, view_b), index = self.train_transform(self.model_channels(batch[0])), batch[2]
         if self.unlabeled_training == "instance_phase":
-            return TrainingPair(view_a, view_b, cluster=batch[-1])
-        return TrainingPair(view_a, view_b)
+            return TrainingPair(view_a, view_b, cluster=batch[-1], index=index)
+        return TrainingPair(view_a, view_b, index=index)

@@ -112,6 +112,10 @@ class StreamingFolderDataModule(DecodedPerBatch):
     def labels_in_order(self) -> torch.Tensor:
         return self.label_tensor
 
+    def image_paths(self) -> list[str]:
+        """Each image's file (by dataset index), as ``data=folder`` records them (a curation's moves)."""
+        return [str(path) for path in self.paths]
+
     def fingerprint(self) -> str:
         """A hash of the file list with sizes and modification times (no decoding)."""
         digest = hashlib.sha256()

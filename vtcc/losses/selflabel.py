@@ -43,13 +43,20 @@ class ConfidenceCrossEntropy(nn.Module):
         confident = confidence >= self.threshold
         if not bool(confident.any()):
             return logits_strong.sum() * 0.0, confident
-        target = target[confident]
-        weight = None
-        if self.balance:
-            counts = torch.bincount(target, minlength=logits_strong.shape[1]).float()
-            weight = torch.where(counts > 0, len(target) / counts.clamp_min(1), torch.ones_like(counts))
-        loss = F.cross_entropy(logits_strong[confident].float(), target, weight=weight)
-        return loss, confident
+        return balanced_cross_entropy(logits_strong[confident], target[confident], self.balance), confident
+
+
+def balanced_cross_entropy(logits: torch.Tensor, target: torch.Tensor, balance: bool = True) -> torch.Tensor:
+    """The cross-entropy of ``logits`` ``(n, K)`` against ``target`` ``(n,)``; with ``balance``, each
+    image weighted by ``n / n_c`` (``n_c`` of the ``n`` in its cluster) and the mean weighted, as
+    SCAN's code does. Zero (and no gradient) when ``n`` is 0."""
+    if len(target) == 0:
+        return logits.sum() * 0.0
+    weight = None
+    if balance:
+        counts = torch.bincount(target, minlength=logits.shape[1]).float()
+        weight = torch.where(counts > 0, len(target) / counts.clamp_min(1), torch.ones_like(counts))
+    return F.cross_entropy(logits.float(), target, weight=weight)
 
 
 @torch.no_grad()

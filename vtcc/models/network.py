@@ -108,6 +108,11 @@ class ClusteringNetwork(nn.Module):
         self.cluster_heads = self._new_heads(num_clusters, heads).to(device)
         self.best_head.zero_()
 
+    def per_cluster_keys(self) -> set[str]:
+        """The entries of a cluster head's state that hold one row per cluster (their shape follows K)."""
+        other = self._new_heads(self.num_clusters + 1, 1)[0].state_dict()
+        return {k for k, v in self.cluster_heads[0].state_dict().items() if other[k].shape != v.shape}
+
     @property
     def num_cluster_heads(self) -> int:
         return len(self.cluster_heads)

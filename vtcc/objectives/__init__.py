@@ -8,6 +8,7 @@ from vtcc.objectives.base import (
     validation_metrics,
 )
 from vtcc.objectives.contrastive import ContrastiveClustering
+from vtcc.objectives.curated import CuratedClustering
 from vtcc.objectives.scan import ScanClustering
 from vtcc.objectives.selflabel import SelfLabelClustering
 from vtcc.objectives.temi import TemiClustering, auto_teacher_momentum
@@ -16,6 +17,7 @@ from vtcc.objectives.turtle import TurtleClustering
 __all__ = [
     "ClusteringModule",
     "ContrastiveClustering",
+    "CuratedClustering",
     "ScanClustering",
     "SelfLabelClustering",
     "TemiClustering",

@@ -80,6 +80,7 @@ class ClusteringModule(LightningModule):
 
     # What an objective needs, read from its class (never from its name):
     needs_source_run: ClassVar[bool] = False  # starts from a finished run (init_from=<its .ckpt>)
+    takes_curation: ClassVar[bool] = False  # trains with a person's curation.json (curation=<file>)
     sharp_heads: ClassVar[bool] = False  # its heads end sharp: self-labelling after it takes SCAN's 0.99
     requires_frozen_backbone: ClassVar[bool] = False  # trains on a frozen backbone's cached features only
     trains_instance_projector: ClassVar[bool] = False  # the network carries an instance projector for it
@@ -142,8 +143,13 @@ class ClusteringModule(LightningModule):
         (TURTLE's generalisation score); none by default."""
         return {}
 
+    def batch_losses(self, batch: TrainingPair) -> dict[str, torch.Tensor]:
+        """:meth:`losses` of a training batch's two inputs; an objective that reads more of the
+        batch (its images' indices: ``objective=curated``) overrides this instead."""
+        return self.losses(batch.first, batch.second, batch.cluster)
+
     def training_step(self, batch: TrainingPair, batch_idx: int) -> torch.Tensor:
-        terms = self.losses(batch.first, batch.second, batch.cluster)
+        terms = self.batch_losses(batch)
         loss = terms.pop("loss")
         head_losses = terms.pop("head_losses", None)
         head_scores = terms.pop("head_scores", head_losses)
