@@ -54,7 +54,8 @@ def predicted(out: Path, name: str, ckpt: Path, images: Path, *extra: str) -> li
     """``vtcc-predict ckpt_path=<ckpt> input=<images> output=<out>/<name>``: the rows of clusters.csv."""
     items = [f"ckpt_path={ckpt}", f"input={images}", f"output={out / name}", "overwrite=true", *extra]
     predict(compose_config("predict", [*items, f"paths.output_dir={out / 'predict_logs'}"]))
-    return list(csv.DictReader(open(out / name / "clusters.csv")))
+    with open(out / name / "clusters.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def label_of(path: str) -> int:

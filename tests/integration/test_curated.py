@@ -185,6 +185,14 @@ def test_eval_reproduces_the_curated_runs_metrics_and_a_resume_its_training(over
             "objective=selflabel: with curation= the run trains objective=cur",
         ),
         (["init_from", "module.optimizer.lr=0.1"], "module.optimizer.lr=0.1: with curation= the run trains"),
+        (  # its views are taken after Hydra composed: a change of them would be lost, not applied
+            ["init_from", "augment.view_a.hflip_p=0.5"],
+            "augment.view_a.hflip_p=0.5: with curation= alone the run takes objective=curated's views",
+        ),
+        (  # a pool the person never saw would be trained toward targets
+            ["init_from", "+data.unlabeled_training=instance_phase"],
+            "never saw .data.unlabeled_training=instance_phase.: add data.unlabeled_training=joint",
+        ),
     ],
 )
 def test_a_curation_without_its_run_or_with_another_objective_is_refused(over, tmp_path, extra, message):

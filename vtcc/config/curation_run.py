@@ -53,6 +53,12 @@ def take_curation(cfg: DictConfig, overrides: list[str]) -> None:
             "curated cluster): drop it, or add objective=curated to set its settings (module.threshold, "
             "module.optimizer.lr)"
         )
+    views = [o for o in overrides if override_key(o).startswith("augment.")]
+    if views:  # its views are chosen here, after Hydra composed the ones these keys would change
+        raise ConfigError(
+            f"{views[0]}: with curation= alone the run takes objective=curated's views: add "
+            "objective=curated to change them"
+        )
     node = OmegaConf.load(VTCC_CONFIG_DIR / "objective" / "curated.yaml")
     node.pop("defaults", None)  # its choice of views, taken here
     with open_dict(cfg):
@@ -74,6 +80,11 @@ def take_curated_clusters(cfg: DictConfig) -> None:
         raise ConfigError(
             f"{curation.where} leaves {len(final)} cluster and a run clusters into at least 2: "
             "keep two clusters apart"
+        )
+    if (cfg.get("data") or {}).get("unlabeled_training") == "instance_phase":
+        raise ConfigError(
+            f"curation={cfg.curation}: init_from's run trained on an unlabelled pool the person never "
+            "saw (data.unlabeled_training=instance_phase): add data.unlabeled_training=joint"
         )
     names = final_names(curation)
     with open_dict(cfg):

@@ -23,6 +23,7 @@ need neither the file nor the source run. Labels are never read.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -130,8 +131,9 @@ class CuratedClustering(ClusteringModule):
         """The targets and the network from the run the person curated: ``source`` (its network,
         with its weights) on the training images of ``data`` (set up), with ``curation``."""
         rows = torch.as_tensor(data.train_indices, dtype=torch.long)
+        paths = training_paths(data, rows, curation)  # data without paths is refused before the pass
         probabilities, embeddings = source_outputs(source, data, rows)
-        curated = apply_curation(curation, probabilities, embeddings, training_paths(data, rows, curation))
+        curated = apply_curation(curation, probabilities, embeddings, paths)
         final = curation.final_clusters(source.num_clusters)
         if len(final) != self.network.num_clusters:  # resolve set K' from the same file
             raise ConfigError(f"{curation.where} changed while the run started: start it again")
@@ -161,7 +163,9 @@ def source_outputs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The source network's probabilities (its best head) and embeddings, as ``vtcc-predict``
     gives them, of the evaluation view of ``data``'s images at ``rows``."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # each process of a multi-GPU run on its own device (the trainer has not set it yet)
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else None
+    device = device or torch.device("cpu")
     network.to(device).eval()
     probabilities, embeddings = [], []
     for inputs in evaluation_inputs(data, rows):
