@@ -39,6 +39,7 @@ class WarmInterpreter:
     def __init__(self) -> None:
         self._server: subprocess.Popen | None = None
         self._lock = threading.Lock()
+        self._folders: list[Path] = []  # the started commands' output folders, removed at close
 
     def _ask(self, request: dict) -> dict:
         with self._lock:
@@ -68,6 +69,7 @@ class WarmInterpreter:
                 command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )
         folder = Path(tempfile.mkdtemp(prefix="vtcc-cmd-"))
+        self._folders.append(folder)
         request = {
             "op": "start",
             "argv": command[1:],
@@ -95,6 +97,9 @@ class WarmInterpreter:
         if self._server is not None and self._server.poll() is None:
             self._server.kill()  # its children have been waited for, or are the tests' to end
             self._server.wait()
+        for folder in self._folders:  # a started command's output stays readable until here
+            shutil.rmtree(folder, ignore_errors=True)
+        self._folders.clear()
 
 
 class WarmProcess:
@@ -119,9 +124,7 @@ class WarmProcess:
 
     def communicate(self, timeout: float | None = None) -> tuple[str, str]:
         self.wait(timeout)
-        out, err = self.stdout.read(), self.stderr.read()
-        shutil.rmtree(self._folder, ignore_errors=True)
-        return out, err
+        return self.stdout.read(), self.stderr.read()
 
     def send_signal(self, sent: int) -> None:
         if self.returncode is None:
