@@ -25,11 +25,11 @@ train: install  ## train the default job (VTCC on the embedded digits); ARGS="ke
 	$(BIN)/vtcc-train $(ARGS)
 
 test: install  ## run the test suite (tests/unit, integration, e2e; not the SLURM tests) on 2 single-threaded processes (exit 5, no tests collected, is a failure)
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slurm" $(ARGS); status=$$?; \
+	env -u PYTHONDONTWRITEBYTECODE OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slurm" $(ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "no tests were collected: failing"; exit 1; fi; exit $$status
 
 test-unit: install  ## the unit tests alone (tests/unit: no training run, no subprocess), a quick pass
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests/unit $(ARGS); status=$$?; \
+	env -u PYTHONDONTWRITEBYTECODE OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests/unit $(ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "no tests were collected: failing"; exit 1; fi; exit $$status
 
 test-slurm: install  ## the SLURM tests on a running cluster (.ci/slurm-up starts a one-host one; CI runs both)

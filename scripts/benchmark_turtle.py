@@ -3,7 +3,7 @@ frozen vtcc backbones trained on the embedded digits, in one space and in two.
 
 Usage: .venv/bin/python scripts/benchmark_turtle.py [--out turtle_bench] [--seeds 42 1 2]
            [--backbones <a>.ckpt <b>.ckpt] [--methods kmeans contrastive scan temi turtle]
-           [--spaces A B A+B] [--turtle-epochs 30] [--k-bias]
+           [--spaces A B A+B] [--turtle-epochs 30] [--turtle-lrs 1e-3 1e-2] [--k-bias]
 Without --backbones, two backbones are trained first: `vtcc-train seed=0` and `vtcc-train seed=1`
 (make train's job with two seeds: two different representation spaces of the same images).
 Every method runs as `vtcc-train model=pretrained model.checkpoint=<a>.ckpt objective=<method>`
@@ -17,7 +17,8 @@ k-means (10 restarts) runs on the cached evaluation features themselves (each sp
 L2-normalised, as TURTLE's k-means baseline does with several spaces). Prints ACC / NMI / ARI per
 seed, their means, the seconds of each run (process start to exit, extraction included where it
 happened) and TURTLE's label-free generalisation score. --spaces picks the backbone sets (A: the
-first backbone, B: the second, A+B: both).
+first backbone, B: the second, A+B: both). --turtle-lrs runs TURTLE once per rate, inner and outer
+alike (`module.inner_lr=<r> module.optimizer.lr=<r>`; without it, the config's rates).
 Tiny (a test): --backbones <a>.ckpt <a>.ckpt --spaces A --methods kmeans turtle --seeds 42 --turtle-epochs 1
 """
 
@@ -94,6 +95,13 @@ def main() -> None:
         "--turtle-epochs", type=int, default=30, help="TURTLE's T / 100 (official: 60; 30 on 1,797 images)"
     )
     parser.add_argument(
+        "--turtle-lrs",
+        nargs="+",
+        type=float,
+        default=[None],
+        help="TURTLE's inner and outer rate, one run each",
+    )
+    parser.add_argument(
         "--k-bias", action="store_true", help="also score K = 2..30 by every criterion on space A (minutes)"
     )
     args = parser.parse_args()
@@ -101,21 +109,28 @@ def main() -> None:
     checkpoints = [c.resolve() for c in args.backbones] if args.backbones else backbone_runs(out)
     sets = {"A": checkpoints[:1], "B": checkpoints[1:], "A+B": checkpoints}
     sets = {label: members for label, members in sets.items() if label in args.spaces}
-    rows = []
+    rows, variants = [], {}  # the runs; each TURTLE variant's label and its overrides
+    for rate in args.turtle_lrs:
+        rates = [] if rate is None else [f"module.inner_lr={rate}", f"module.optimizer.lr={rate}"]
+        variants["turtle" if rate is None else f"turtle@{rate:g}"] = rates
     for label, members in sets.items():
         methods = [m for m in args.methods if label != "B" or m in ("kmeans", "turtle")]
         for seed in args.seeds:
-            for method in methods:
+            for method, extra in [
+                (v, r) for m in methods for v, r in (variants.items() if m == "turtle" else [(m, [])])
+            ]:
                 if method == "kmeans":
                     continue
+                objective = method.partition("@")[0]
                 run_dir = out / "runs" / f"{label}_{method}_s{seed}"
                 overrides = [
                     "model=pretrained",
                     *space_overrides(members),
-                    f"objective={method}",
+                    f"objective={objective}",
                     f"seed={seed}",
+                    *extra,
                 ]
-                if method == "turtle":
+                if objective == "turtle":
                     overrides.append(f"trainer.max_epochs={args.turtle_epochs}")
                 seconds = run_vtcc_train(f"{label} {method}", [*overrides, f"paths.log_dir={out}"], run_dir)
                 metrics = json.loads((run_dir / "final_metrics.json").read_text())
@@ -132,7 +147,7 @@ def main() -> None:
         f"\n{'spaces':6s} {'method':12s} {'ACC per seed':24s} {'mean ACC':>8s} {'NMI':>6s} {'ARI':>6s} {'s/run':>6s} {'gen.':>6s}"
     )
     for label in sets:
-        for method in METHODS:
+        for method in [v for m in METHODS for v in (variants if m == "turtle" else [m])]:
             mine = [r for r in rows if r["spaces"] == label and r["method"] == method]
             if not mine:
                 continue
