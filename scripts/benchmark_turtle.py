@@ -18,7 +18,8 @@ L2-normalised, as TURTLE's k-means baseline does with several spaces). Prints AC
 seed, their means, the seconds of each run (process start to exit, extraction included where it
 happened) and TURTLE's label-free generalisation score. --spaces picks the backbone sets (A: the
 first backbone, B: the second, A+B: both). --turtle-lrs runs TURTLE once per rate, inner and outer
-alike (`module.inner_lr=<r> module.optimizer.lr=<r>`; without it, the config's rates).
+alike and not scaled by the spaces' width (`module.inner_lr=<r> module.optimizer.lr=<r>
+module.rate_width=null`; without it, the config's rates, scaled by width).
 Tiny (a test): --backbones <a>.ckpt <a>.ckpt --spaces A --methods kmeans turtle --seeds 42 --turtle-epochs 1
 """
 
@@ -111,7 +112,8 @@ def main() -> None:
     sets = {label: members for label, members in sets.items() if label in args.spaces}
     rows, variants = [], {}  # the runs; each TURTLE variant's label and its overrides
     for rate in args.turtle_lrs:
-        rates = [] if rate is None else [f"module.inner_lr={rate}", f"module.optimizer.lr={rate}"]
+        given = [f"module.inner_lr={rate}", f"module.optimizer.lr={rate}", "module.rate_width=null"]
+        rates = [] if rate is None else given  # as given: not scaled by the spaces' width
         variants["turtle" if rate is None else f"turtle@{rate:g}"] = rates
     for label, members in sets.items():
         methods = [m for m in args.methods if label != "B" or m in ("kmeans", "turtle")]

@@ -3,6 +3,7 @@ closed forms; several representation spaces; runs on frozen features of small vt
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -21,6 +22,7 @@ from vtcc.models import ClusteringNetwork
 from vtcc.models.heads import TaskEncoder
 from vtcc.models.spaces import SpaceMember, SpacesBackbone, backbone_entry
 from vtcc.objectives import TurtleClustering
+from vtcc.objectives.turtle import rate_scale
 from vtcc.quality import generalization_score
 from vtcc.train import train
 
@@ -67,10 +69,34 @@ def turtle_step_by_hand(spaces, task, inner, steps, lr, gamma, betas=(0.9, 0.999
 
 
 def turtle_module(space_dims, k, **options) -> TurtleClustering:
+    """The rates as given (``rate_width=None``) unless ``options`` say otherwise: the tests of the
+    official loop compare it with run_turtle.py at the rates they name."""
     network = ClusteringNetwork(
         Identity(sum(space_dims)), k, instance_dim=None, head_style="turtle", space_dims=space_dims
     )
+    options = {"rate_width": None, **options}
     return TurtleClustering(network, optimizer=lambda params: torch.optim.Adam(params, lr=1e-3), **options)
+
+
+@pytest.mark.parametrize(
+    ("space_dims", "scale"),
+    [([768], 1.0), ([1536], 1.0), ([96], 8.0), ([384, 96], 8.0), ([16], 10.0), ([76], 10.0)],
+)
+def test_the_rates_are_the_official_ones_at_768_wide_and_scale_up_on_narrower_spaces(space_dims, scale):
+    """run_turtle.py's 1e-3 (inner and outer) on spaces 768 wide or more; below that both are
+    multiplied by 768 / the narrowest width, at most 10x; rate_width=None keeps them as given."""
+    network = ClusteringNetwork(
+        Identity(sum(space_dims)), 3, instance_dim=None, head_style="turtle", space_dims=space_dims
+    )
+    adam = functools.partial(torch.optim.Adam, lr=1e-3)
+    module = TurtleClustering(network, optimizer=adam)
+    assert module.inner_lr == pytest.approx(1e-3 * scale)
+    assert module.optimizer_factory.keywords["lr"] == pytest.approx(1e-3 * scale)  # the outer Adam's
+    kept = TurtleClustering(network, optimizer=adam, rate_width=None)
+    assert kept.inner_lr == pytest.approx(1e-3)
+    assert rate_scale(None, space_dims) == 1.0
+    with pytest.raises(ConfigError, match="module.rate_width=0"):
+        TurtleClustering(network, optimizer=adam, rate_width=0)
 
 
 def task_parameters(head: TaskEncoder) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:

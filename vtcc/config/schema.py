@@ -107,6 +107,7 @@ RANGES: tuple[tuple[str, Any], ...] = (
     # learning rates, temperatures, weights
     ("lr", POSITIVE),
     ("*_lr", POSITIVE),  # inner_lr
+    ("rate_width", POSITIVE),  # TURTLE's: the space width its rates are set for (null: as given)
     ("backbone_lr_scale", POSITIVE),
     ("temperature", POSITIVE),
     ("*_temperature", POSITIVE),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,41 @@ from vtcc.registry import register
 log = logging.getLogger("vtcc")
 
 
+MAX_RATE_SCALE = 10.0  # the most rate_width / width multiplies TURTLE's rates by
+
+
+def rate_scale(rate_width: float | None, space_dims: list[int]) -> float:
+    """What TURTLE's rates are multiplied by on spaces ``space_dims`` wide: ``rate_width`` over the
+    narrowest, between 1 and :data:`MAX_RATE_SCALE` (1 for ``rate_width=None``)."""
+    if rate_width is None:
+        return 1.0
+    return min(MAX_RATE_SCALE, max(1.0, float(rate_width) / min(space_dims)))
+
+
+def _scale_rates(
+    rate_width: float | None, network: ClusteringNetwork, optimizer: Callable[..., Optimizer], inner_lr: float
+) -> tuple[float, Callable[..., Optimizer]]:
+    """The scale of the rates on the network's spaces, and the outer optimiser at its scaled rate."""
+    if rate_width is not None and not rate_width > 0:
+        raise ConfigError(f"module.rate_width={rate_width} must be a width > 0 (768) or null")
+    encoders = [head for head in network.cluster_heads if isinstance(head, TaskEncoder)]
+    widths = [d for head in encoders for d in head.space_dims]
+    scale = rate_scale(rate_width, widths) if widths else 1.0
+    if scale == 1.0:
+        return scale, optimizer
+    if isinstance(optimizer, functools.partial) and "lr" in optimizer.keywords:
+        optimizer = functools.partial(optimizer, lr=optimizer.keywords["lr"] * scale)
+    log.info(
+        "TURTLE's rates are set for spaces %g wide; these are %d wide at the narrowest: inner and "
+        "outer rates x%.3g (inner %.3g; module.rate_width=null keeps them as given)",
+        rate_width,
+        min(widths),
+        scale,
+        inner_lr * scale,
+    )
+    return scale, optimizer
+
+
 @register("objective", "turtle", target="vtcc.objectives.TurtleClustering")
 class TurtleClustering(ClusteringModule):
     """TURTLE (Gadetsky, Jiang & Brbic, ICML 2024), as its ``run_turtle.py`` does it.
@@ -37,6 +73,13 @@ class TurtleClustering(ClusteringModule):
     times the summed entropies of each space's batch-mean prediction. The optimiser (Adam, 1e-3)
     trains the task encoders; the inner classifiers are discarded. Clusters are the argmax of
     the labelling.
+
+    The official rates (inner and outer Adam at 1e-3) are set for spaces ``rate_width`` (768) wide.
+    On narrower spaces both are scaled by ``rate_width / width`` of the narrowest space, from 1x
+    up to at most :data:`MAX_RATE_SCALE` (so 1e-2 on spaces up to 77 wide; ``rate_width=null``
+    keeps the rates as given): ten inner Adam steps at 1e-3 move a narrow space's inner classifiers
+    less than their random starts differ, and the outer gradient is then mostly noise
+    (docs/pretrained.md, "TURTLE's rates on narrow spaces").
 
     After training, :meth:`label_free_scores` gives TURTLE's generalisation score
     (:func:`vtcc.quality.generalization_score`, ``generalization_folds`` folds; 0 skips it).
@@ -70,8 +113,11 @@ class TurtleClustering(ClusteringModule):
         warm_start: bool = False,
         generalization_folds: int = 10,
         generalization_max_iter: int = 1000,
+        rate_width: float | None = 768.0,
     ) -> None:
+        scale, optimizer = _scale_rates(rate_width, network, optimizer, inner_lr)
         super().__init__(network, optimizer, scheduler, compile, num_cluster_heads)
+        self.rate_scale = scale
         if not all(isinstance(head, TaskEncoder) for head in network.cluster_heads):
             raise ConfigError("objective=turtle trains TURTLE's task encoder: keep model.head_style=turtle")
         if network.normalize_spaces:
@@ -98,7 +144,7 @@ class TurtleClustering(ClusteringModule):
                 raise ConfigError(f"{key}={value} must be {expected}")
         self.gamma = float(gamma)
         self.inner_steps = int(inner_steps)
-        self.inner_lr = float(inner_lr)
+        self.inner_lr = float(inner_lr) * self.rate_scale
         self.warm_start = bool(warm_start)
         self.generalization_folds = int(generalization_folds)
         self.generalization_max_iter = int(generalization_max_iter)
