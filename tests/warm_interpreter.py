@@ -104,8 +104,12 @@ class WarmInterpreter:
 
     def close(self) -> None:
         if self._server is not None and self._server.poll() is None:
-            self._server.kill()  # its children have been waited for, or are the tests' to end
-            self._server.wait()
+            self._server.stdin.close()  # its children have been waited for, or are the tests' to end
+            try:  # the server ends at the end of its input, removing its socket's folder
+                self._server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._server.kill()
+                self._server.wait()
         for folder in self._folders:  # a started command's output stays readable until here
             shutil.rmtree(folder, ignore_errors=True)
         self._folders.clear()
