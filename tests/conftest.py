@@ -84,6 +84,17 @@ def evaluate_in_process(checkpoint: Path, output_dir: Path, *overrides: str) -> 
 
 
 @pytest.fixture
+def no_extras(monkeypatch: pytest.MonkeyPatch):
+    """As if no optional extra (umap-learn, faiss, pyarrow) were installed."""
+    from vtcc.utils import extras
+
+    extras.optional_module.cache_clear()
+    monkeypatch.setattr(extras.importlib.util, "find_spec", lambda name: None)
+    yield
+    extras.optional_module.cache_clear()
+
+
+@pytest.fixture
 def tiny_cfg(tmp_path: Path) -> DictConfig:
     return compose_train(tmp_path / "run")
 

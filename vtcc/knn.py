@@ -11,7 +11,6 @@ and the figures behind it: ``scripts/benchmark_neighbors.py``, docs/performance.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from vtcc.errors import ConfigError
+from vtcc.utils.extras import optional_module
 
 log = logging.getLogger("vtcc")
 
@@ -40,7 +40,7 @@ def _check(features: torch.Tensor, k: int, backend: str) -> None:
 def choose_backend(count: int, backend: str = "auto", warn: bool = True) -> str:
     """``exact`` or ``faiss`` for ``count`` images (``warn``: say when FAISS would be used but is
     not installed)."""
-    installed = importlib.util.find_spec("faiss") is not None
+    installed = optional_module("faiss", "pip install 'vtcc[scale]'") is not None
     if backend == "faiss" and not installed:
         raise ConfigError("the FAISS neighbour search needs faiss-cpu: pip install 'vtcc[scale]'")
     if backend != "auto":

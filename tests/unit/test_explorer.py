@@ -5,15 +5,19 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import re
+import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from vtcc import export
+from vtcc import export, knn
+from vtcc.errors import ConfigError
 from vtcc.explorer import MAX_POINTS, explorer_section, sample_positions, thumbnail
+from vtcc.utils import extras
 
 
 def page_data(section: str) -> dict:
@@ -59,8 +63,7 @@ def test_thumbnails_are_small_and_colour_ones_are_jpeg():
     assert thumbnail(colour[:1, :10, :10]).startswith("data:image/png;base64,")
 
 
-def test_the_map_method_follows_what_is_installed(monkeypatch):
-    monkeypatch.setattr(export.importlib.util, "find_spec", lambda name: None)  # no umap-learn
+def test_the_map_method_follows_what_is_installed(no_extras):
     assert export.map_method(export.TSNE_LIMIT) == "t-SNE"
     assert export.map_method(export.TSNE_LIMIT + 1) == "PCA"
     points = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
@@ -68,9 +71,43 @@ def test_the_map_method_follows_what_is_installed(monkeypatch):
     assert method == "t-SNE" and coordinates.shape == (40, 2) and coordinates.dtype == np.float32
 
 
-def test_parquet_needs_pyarrow_and_says_how(monkeypatch):
-    from vtcc.errors import ConfigError
+@pytest.fixture
+def fresh_extras():
+    """The extras looked up afresh, and the modules a test imports from its own folders dropped."""
+    extras.optional_module.cache_clear()
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        del sys.modules[name]
+    extras.optional_module.cache_clear()
 
-    monkeypatch.setattr(export.importlib.util, "find_spec", lambda name: None)
+
+def test_a_folder_left_by_an_uninstall_is_not_an_install(tmp_path, monkeypatch, caplog, fresh_extras):
+    """``pip uninstall umap-learn`` can leave ``umap/`` behind (a namespace package with nothing in
+    it): the map falls back to t-SNE, saying why, instead of failing every report."""
+    (tmp_path / "umap" / "__pycache__").mkdir(parents=True)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "umap", raising=False)  # a real one, imported before: back after
+    with caplog.at_level(logging.WARNING, logger="vtcc"):
+        assert export.map_method(100) == "t-SNE"
+        coordinates, method = export.map_2d(np.random.default_rng(0).normal(size=(30, 4)))
+    assert method == "t-SNE" and coordinates.shape == (30, 2)
+    assert caplog.text.count("umap at") == 1 and "no package in it" in caplog.text  # said once
+    assert "pip install umap-learn" in caplog.text
+
+
+def test_an_extra_whose_own_imports_fail_is_missing(tmp_path, monkeypatch, caplog, fresh_extras):
+    (tmp_path / "faiss").mkdir()
+    (tmp_path / "faiss" / "__init__.py").write_text("import a_library_that_is_not_there\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "faiss", raising=False)
+    with caplog.at_level(logging.WARNING, logger="vtcc"):
+        assert knn.choose_backend(10**6, warn=False) == "exact"
+    assert "faiss is installed but does not import" in caplog.text and "vtcc[scale]" in caplog.text
+    with pytest.raises(ConfigError, match=r"needs faiss-cpu"):
+        knn.choose_backend(10, "faiss")
+
+
+def test_parquet_needs_pyarrow_and_says_how(no_extras):
     with pytest.raises(ConfigError, match=r"pip install 'vtcc\[export\]'"):
         export.require_parquet()

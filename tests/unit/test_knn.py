@@ -65,11 +65,11 @@ def test_faiss_finds_the_exact_neighbours_on_small_data():
     assert all(same), f"{same.count(False)} of 600 rows differ"
 
 
-def test_auto_is_exact_up_to_the_limit_then_faiss(monkeypatch, caplog):
+def test_auto_is_exact_up_to_the_limit_then_faiss(monkeypatch, caplog, request):
     pytest.importorskip("faiss")
     monkeypatch.setattr(knn, "EXACT_LIMIT", 100)
     assert knn.choose_backend(100) == "exact" and knn.choose_backend(101) == "faiss"
-    monkeypatch.setattr(knn.importlib.util, "find_spec", lambda name: None)  # faiss not installed
+    request.getfixturevalue("no_extras")  # faiss not installed
     with caplog.at_level(logging.WARNING, logger="vtcc"):
         assert knn.choose_backend(101) == "exact"
     assert "pip install 'vtcc[scale]'" in caplog.text

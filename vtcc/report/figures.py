@@ -129,6 +129,42 @@ def matched_confusion(labels: np.ndarray, clusters: np.ndarray) -> tuple[np.ndar
     )
 
 
+GRID_GAP = 2  # white pixels between the images of the cluster grid
+
+
+def grid_mosaic(
+    images_at: Callable[[torch.Tensor], torch.Tensor],
+    indices: np.ndarray,
+    clusters: np.ndarray,
+    confidence: np.ndarray,
+    per_cluster: int = 8,
+) -> tuple[np.ndarray, list[str]]:
+    """One uint8 RGB image, ``(rows * (H + gap) - gap, per_cluster * (W + gap) - gap, 3)``: row ``r``
+    holds the ``per_cluster`` most confident images of the ``r``-th non-empty cluster (ascending),
+    most confident first, white where a cluster has fewer; and each row's label.
+
+    ``images_at(dataset_indices)`` returns uint8 ``(n, C, H, W)`` (C 1 or 3); only the images shown
+    are read."""
+    used = np.unique(clusters)
+    cells, labels = [], []
+    for cluster in used:
+        members = np.flatnonzero(clusters == cluster)
+        best = members[np.argsort(-confidence[members], kind="stable")][:per_cluster]
+        cells.append(np.asarray(images_at(torch.as_tensor(indices[best]))))
+        labels.append(f"cluster {cluster} ({len(members)})")
+    height, width = cells[0].shape[2:]
+    mosaic = np.full(
+        (len(used) * (height + GRID_GAP) - GRID_GAP, per_cluster * (width + GRID_GAP) - GRID_GAP, 3),
+        255,
+        np.uint8,
+    )
+    for row, shown in enumerate(cells):
+        for column, image in enumerate(shown):
+            top, left = row * (height + GRID_GAP), column * (width + GRID_GAP)
+            mosaic[top : top + height, left : left + width] = image.transpose(1, 2, 0)  # gray: broadcast
+    return mosaic, labels
+
+
 def cluster_grid(
     images_at: Callable[[torch.Tensor], torch.Tensor],
     indices: np.ndarray,
@@ -137,28 +173,19 @@ def cluster_grid(
     path: Path,
     per_cluster: int = 8,
 ) -> None:
-    """One row per non-empty cluster: its ``per_cluster`` most confident images, left to right.
-
-    ``images_at(dataset_indices)`` returns uint8 ``(n, C, H, W)``; only the images shown are read.
-    """
+    """:func:`grid_mosaic` drawn as one picture, each row named by its cluster and size (one
+    picture, not an axis per image: thousands of images draw in about a second)."""
     plt = _pyplot()
-    used = np.unique(clusters)
-    figure, axes = plt.subplots(
-        len(used), per_cluster, figsize=(per_cluster * 1.1, len(used) * 1.2), squeeze=False
-    )
-    for row, cluster in enumerate(used):
-        members = np.flatnonzero(clusters == cluster)
-        best = members[np.argsort(-confidence[members])][:per_cluster]
-        shown = np.asarray(images_at(torch.as_tensor(indices[best])))
-        for column in range(per_cluster):
-            axis = axes[row, column]
-            axis.axis("off")
-            if column < len(best):
-                image = shown[column].transpose(1, 2, 0)
-                axis.imshow(
-                    image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255
-                )
-        axes[row, 0].set_title(f"cluster {cluster} ({len(members)})", fontsize=7, loc="left")
+    mosaic, labels = grid_mosaic(images_at, indices, clusters, confidence, per_cluster)
+    rows = len(labels)
+    figure, axis = plt.subplots(figsize=(per_cluster * 1.1 + 1.4, rows * 1.1 + 0.2))
+    axis.imshow(mosaic, interpolation="nearest")
+    step = mosaic.shape[0] / rows
+    axis.set_yticks([(row + 0.5) * step - GRID_GAP / 2 for row in range(rows)], labels, fontsize=7)
+    axis.set_xticks([])
+    axis.tick_params(length=0)
+    for side in axis.spines.values():
+        side.set_visible(False)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
