@@ -226,9 +226,14 @@ def test_a_larger_budget_given_on_resume_extends_the_run_counting_the_time_spent
         (["time_budget_minutes=10"], 5),  # a budgeted run: five, the lowest-loss one clusters
         (["time_budget_minutes=10", "module.num_cluster_heads=2"], 2),  # a value set wins
         (["time_budget_minutes=10", "experiment=vtcc_cifar10"], 1),  # a paper preset keeps one
+        # heads on a frozen backbone's cached features: five, as SCAN's code trains several there
+        (["model=pretrained"], 5),
+        (["model=pretrained", "model.mode=partial"], 1),  # the backbone trains: end to end, one
+        (["model=pretrained", "features.cache=false"], 1),  # nothing cached: the views go through it
+        (["model=pretrained", "module.num_cluster_heads=1"], 1),
     ],
 )
-def test_the_contrastive_heads_follow_the_time_budget(overrides, heads):
+def test_the_contrastive_heads_follow_the_time_budget_and_the_frozen_backbone(overrides, heads):
     from tests.conftest import compose_train
 
     cfg = compose_train("x", ["objective=contrastive", *overrides], tiny=False)

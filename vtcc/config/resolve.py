@@ -211,14 +211,20 @@ def _feature_width(cfg: DictConfig, facts: DataFacts) -> None:
     cfg.model.num_features = width
 
 
+def _on_cached_features(cfg: DictConfig) -> bool:
+    """Whether the run trains on features computed once: a frozen pretrained backbone's cache, or
+    precomputed features (``data=features``)."""
+    frozen = (_builds_pretrained(cfg) and cfg.model.get("mode") == "frozen") or _builds_features_model(cfg)
+    return bool(frozen and (cfg.get("features") or {}).get("cache"))
+
+
 def _spaces(cfg: DictConfig, objective: Any) -> None:
     """An objective on cached features needs a frozen pretrained backbone (or precomputed
     features); ``model.normalize_spaces: auto`` becomes whether each space is L2-normalised: with
     several backbones (or ``model.space_dims``), unless the objective reads each space's raw
     features (TURTLE)."""
     on_features = _builds_features_model(cfg)
-    frozen = (_builds_pretrained(cfg) and cfg.model.get("mode") == "frozen") or on_features
-    if objective.requires_frozen_backbone and not (frozen and (cfg.get("features") or {}).get("cache")):
+    if objective.requires_frozen_backbone and not _on_cached_features(cfg):
         raise ConfigError(
             f"{objective.__name__} trains on a frozen backbone's cached features: use model=pretrained "
             "model.mode=frozen (with features.cache=true), or data=features"
@@ -295,16 +301,19 @@ BUDGETED_HEADS = 5
 def resolve_cluster_heads(
     cfg: DictConfig, stored: dict[str, Any], initial: dict[str, Any] | None = None
 ) -> None:
-    """``module.num_cluster_heads=auto`` (contrastive): five heads when a time budget plans the run,
-    one on a fixed number of epochs; a resumed run keeps its checkpoint's heads, a run started from
-    another (``init_from``) that run's."""
+    """``module.num_cluster_heads=auto`` (contrastive): five heads when a time budget plans the run
+    or when the heads train on cached features (a frozen backbone: SCAN's official code trains ten
+    heads there and keeps one), one on a fixed number of epochs end to end, as the papers; a
+    resumed run keeps its checkpoint's heads, a run started from another (``init_from``) that
+    run's."""
     if cfg.module.get("num_cluster_heads") != "auto":
         return
     source = stored or (initial or {}).get(CONFIG_KEY)
     if source:
         heads = int((source.get("module") or {}).get("num_cluster_heads", 1))
     else:
-        heads = BUDGETED_HEADS if cfg.get("time_budget_minutes") is not None else 1
+        several = cfg.get("time_budget_minutes") is not None or _on_cached_features(cfg)
+        heads = BUDGETED_HEADS if several else 1
     cfg.module.num_cluster_heads = heads
 
 
