@@ -89,7 +89,7 @@ def no_extras(monkeypatch: pytest.MonkeyPatch):
     from vtcc.utils import extras
 
     extras.optional_module.cache_clear()
-    monkeypatch.setattr(extras.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(extras, "_find_spec", lambda name: None)
     yield
     extras.optional_module.cache_clear()
 

@@ -37,17 +37,20 @@ def _check(features: torch.Tensor, k: int, backend: str) -> None:
         raise ConfigError(f"neighbour search {backend!r} is unknown: use one of {', '.join(BACKENDS)}")
 
 
+def _faiss_installed() -> bool:
+    return optional_module("faiss", "pip install 'vtcc[scale]'") is not None
+
+
 def choose_backend(count: int, backend: str = "auto", warn: bool = True) -> str:
     """``exact`` or ``faiss`` for ``count`` images (``warn``: say when FAISS would be used but is
     not installed)."""
-    installed = optional_module("faiss", "pip install 'vtcc[scale]'") is not None
-    if backend == "faiss" and not installed:
+    if backend == "faiss" and not _faiss_installed():
         raise ConfigError("the FAISS neighbour search needs faiss-cpu: pip install 'vtcc[scale]'")
     if backend != "auto":
         return backend
-    if count <= EXACT_LIMIT:
+    if count <= EXACT_LIMIT:  # faiss is looked up only where it would be used
         return "exact"
-    if not installed:
+    if not _faiss_installed():
         if not warn:
             return "exact"
         log.warning(

@@ -66,6 +66,7 @@ def backbone_state(checkpoint: dict) -> dict[str, torch.Tensor]:
 
 def test_frozen_mode_keeps_the_backbone_and_uses_its_preprocessing(tmp_path, weights):
     metrics, checkpoint = run(tmp_path / "frozen", weights)
+    assert checkpoint["vtcc_config"]["module"]["num_cluster_heads"] == 5  # only the heads train
     original = load_file(weights / "vit.safetensors")
     trained = backbone_state(checkpoint)
     assert trained.keys() == original.keys()

@@ -229,7 +229,7 @@ def test_a_larger_budget_given_on_resume_extends_the_run_counting_the_time_spent
         # heads on a frozen backbone's cached features: five, as SCAN's code trains several there
         (["model=pretrained"], 5),
         (["model=pretrained", "model.mode=partial"], 1),  # the backbone trains: end to end, one
-        (["model=pretrained", "features.cache=false"], 1),  # nothing cached: the views go through it
+        (["model=pretrained", "features.cache=false"], 5),  # the views go through it: still frozen
         (["model=pretrained", "module.num_cluster_heads=1"], 1),
     ],
 )
@@ -238,6 +238,20 @@ def test_the_contrastive_heads_follow_the_time_budget_and_the_frozen_backbone(ov
 
     cfg = compose_train("x", ["objective=contrastive", *overrides], tiny=False)
     assert cfg.module.num_cluster_heads == heads
+
+
+def test_a_frozen_run_of_one_head_from_before_keeps_one_when_resumed_or_started_from():
+    """Frozen-backbone runs trained one head before five became their default: resuming one, or
+    starting a run from it (init_from), keeps its one head."""
+    from tests.conftest import compose_train
+    from vtcc.config.resolve import resolve_cluster_heads
+    from vtcc.utils.checkpoint import CONFIG_KEY
+
+    old = {"module": {"num_cluster_heads": 1}}
+    for stored, initial in ((old, None), ({}, {CONFIG_KEY: old})):
+        cfg = compose_train("x", ["model=pretrained"], tiny=False, resolve=False)
+        resolve_cluster_heads(cfg, stored, initial)
+        assert cfg.module.num_cluster_heads == 1
 
 
 def test_a_resumed_run_keeps_the_heads_of_its_checkpoint():

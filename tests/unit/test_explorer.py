@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import json
 import logging
@@ -73,18 +74,21 @@ def test_the_map_method_follows_what_is_installed(no_extras):
 
 @pytest.fixture
 def fresh_extras():
-    """The extras looked up afresh, and the modules a test imports from its own folders dropped."""
+    """The extras looked up afresh, and the fake ones a test imports from its own folders dropped."""
     extras.optional_module.cache_clear()
     before = set(sys.modules)
     yield
     for name in set(sys.modules) - before:
-        del sys.modules[name]
+        if name.partition(".")[0] in ("umap", "faiss"):
+            del sys.modules[name]
     extras.optional_module.cache_clear()
 
 
 def test_a_folder_left_by_an_uninstall_is_not_an_install(tmp_path, monkeypatch, caplog, fresh_extras):
     """``pip uninstall umap-learn`` can leave ``umap/`` behind (a namespace package with nothing in
     it): the map falls back to t-SNE, saying why, instead of failing every report."""
+    if importlib.util.find_spec("umap") is not None and importlib.util.find_spec("umap").origin:
+        pytest.skip("umap-learn is installed: a package later on the path wins over an empty folder")
     (tmp_path / "umap" / "__pycache__").mkdir(parents=True)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "umap", raising=False)  # a real one, imported before: back after

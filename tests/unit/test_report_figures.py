@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vtcc.report.figures import GRID_GAP, cluster_grid, grid_mosaic
+from vtcc.report.figures import GRID_CELL, GRID_GAP, cluster_grid, grid_mosaic
 
 
 def numbered_images(count: int, channels: int) -> torch.Tensor:
@@ -56,3 +56,28 @@ def test_colour_images_keep_their_channels_and_the_figure_is_a_png(tmp_path):
     )
     with Image.open(tmp_path / "grid.png") as figure:
         assert figure.format == "PNG" and min(figure.size) > 50
+
+
+def test_large_images_are_scaled_to_the_cell_and_other_sizes_to_the_first():
+    """A thousand clusters of 224 px images must not make a gigabyte mosaic: the first images set
+    the cell (at most GRID_CELL px a side, aspect kept); images of another size are resized to it."""
+    large = torch.full((2, 3, 2 * GRID_CELL + 8, GRID_CELL + 4), 90, dtype=torch.uint8)  # 200 x 100
+    other = torch.full((1, 3, 30, 30), 200, dtype=torch.uint8)
+
+    def images_at(positions: torch.Tensor) -> torch.Tensor:
+        return large if len(positions) == 2 else other
+
+    clusters, confidence = np.array([0, 0, 1]), np.array([0.9, 0.8, 0.7])
+    mosaic, labels = grid_mosaic(images_at, np.arange(3), clusters, confidence, per_cluster=2)
+    height, width = GRID_CELL, round((GRID_CELL + 4) * GRID_CELL / (2 * GRID_CELL + 8))
+    assert mosaic.shape == (2 * height + GRID_GAP, 2 * width + GRID_GAP, 3)
+    assert (mosaic[:height, :width] == 90).all()  # a constant image stays that constant
+    assert (mosaic[height + GRID_GAP :, :width] == 200).all()  # the 30 px image, resized to the cell
+    assert labels == ["cluster 0 (2)", "cluster 1 (1)"]
+
+
+def test_no_images_draw_an_empty_grid(tmp_path):
+    mosaic, labels = grid_mosaic(lambda p: None, np.arange(0), np.array([], int), np.array([]))
+    assert labels == [] and mosaic.shape == (1, 1, 3)
+    cluster_grid(lambda p: None, np.arange(0), np.array([], int), np.array([]), tmp_path / "empty.png")
+    assert (tmp_path / "empty.png").stat().st_size > 0

@@ -189,5 +189,5 @@ def _keep_heads(state: dict[str, torch.Tensor], wanted: int, path: str) -> dict[
     prefix = f"cluster_heads.{best}."
     kept.update({"cluster_heads.0." + k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
     kept["best_head"] = torch.zeros((), dtype=torch.long)
-    log.info("init_from: head %d of %d (the lowest training loss) continues", best, len(heads))
+    log.info("init_from: head %d of %d (the one the run kept) continues", best, len(heads))
     return kept

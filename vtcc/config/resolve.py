@@ -211,11 +211,15 @@ def _feature_width(cfg: DictConfig, facts: DataFacts) -> None:
     cfg.model.num_features = width
 
 
+def _frozen_backbone(cfg: DictConfig) -> bool:
+    """Whether only the heads train: a frozen pretrained backbone, or precomputed features
+    (``data=features``)."""
+    return (_builds_pretrained(cfg) and cfg.model.get("mode") == "frozen") or _builds_features_model(cfg)
+
+
 def _on_cached_features(cfg: DictConfig) -> bool:
-    """Whether the run trains on features computed once: a frozen pretrained backbone's cache, or
-    precomputed features (``data=features``)."""
-    frozen = (_builds_pretrained(cfg) and cfg.model.get("mode") == "frozen") or _builds_features_model(cfg)
-    return bool(frozen and (cfg.get("features") or {}).get("cache"))
+    """Whether the run trains on features computed once: a frozen backbone's cache."""
+    return bool(_frozen_backbone(cfg) and (cfg.get("features") or {}).get("cache"))
 
 
 def _spaces(cfg: DictConfig, objective: Any) -> None:
@@ -295,15 +299,15 @@ def _requeued(cfg: DictConfig) -> None:
 
 
 # measured in docs/own-folder.md#five-cluster-heads-the-one-the-embedding-supports-clusters
-BUDGETED_HEADS = 5
+SEVERAL_HEADS = 5
 
 
 def resolve_cluster_heads(
     cfg: DictConfig, stored: dict[str, Any], initial: dict[str, Any] | None = None
 ) -> None:
     """``module.num_cluster_heads=auto`` (contrastive): five heads when a time budget plans the run
-    or when the heads train on cached features (a frozen backbone: SCAN's official code trains ten
-    heads there and keeps one), one on a fixed number of epochs end to end, as the papers; a
+    or when only the heads train (a frozen backbone: SCAN's official code trains ten heads there
+    and keeps one), one on a fixed number of epochs end to end, as the papers; a
     resumed run keeps its checkpoint's heads, a run started from another (``init_from``) that
     run's."""
     if cfg.module.get("num_cluster_heads") != "auto":
@@ -312,8 +316,8 @@ def resolve_cluster_heads(
     if source:
         heads = int((source.get("module") or {}).get("num_cluster_heads", 1))
     else:
-        several = cfg.get("time_budget_minutes") is not None or _on_cached_features(cfg)
-        heads = BUDGETED_HEADS if several else 1
+        several = cfg.get("time_budget_minutes") is not None or _frozen_backbone(cfg)
+        heads = SEVERAL_HEADS if several else 1
     cfg.module.num_cluster_heads = heads
 
 

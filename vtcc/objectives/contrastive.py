@@ -19,7 +19,7 @@ from vtcc.registry import register
     "contrastive",
     target="vtcc.objectives.ContrastiveClustering",
     aliases=("vtcc.module.ContrastiveClustering",),  # checkpoints from before vtcc/objectives/
-    auto=("num_cluster_heads",),  # 5 with a time budget, else 1 (vtcc.config.resolve)
+    auto=("num_cluster_heads",),  # 5 with a time budget or a frozen backbone, else 1 (vtcc.config.resolve)
 )
 class ContrastiveClustering(ClusteringModule):
     """Contrastive Clustering (Li et al., AAAI 2021): instance NT-Xent + cluster NT-Xent + entropy.

@@ -130,6 +130,7 @@ def matched_confusion(labels: np.ndarray, clusters: np.ndarray) -> tuple[np.ndar
 
 
 GRID_GAP = 2  # white pixels between the images of the cluster grid
+GRID_CELL = 96  # the grid's images at most this many pixels a side (the figure shows each ~120 px)
 
 
 def grid_mosaic(
@@ -141,18 +142,29 @@ def grid_mosaic(
 ) -> tuple[np.ndarray, list[str]]:
     """One uint8 RGB image, ``(rows * (H + gap) - gap, per_cluster * (W + gap) - gap, 3)``: row ``r``
     holds the ``per_cluster`` most confident images of the ``r``-th non-empty cluster (ascending),
-    most confident first, white where a cluster has fewer; and each row's label.
+    most confident first, white where a cluster has fewer; and each row's label. ``H x W`` is the
+    first images' size, scaled down to :data:`GRID_CELL` px a side where larger (so a thousand
+    clusters of 224 px images stay small); images of another size are resized to it.
 
     ``images_at(dataset_indices)`` returns uint8 ``(n, C, H, W)`` (C 1 or 3); only the images shown
     are read."""
     used = np.unique(clusters)
-    cells, labels = [], []
+    if not len(used):
+        return np.full((1, 1, 3), 255, np.uint8), []
+    cells, labels, size = [], [], None
     for cluster in used:
         members = np.flatnonzero(clusters == cluster)
         best = members[np.argsort(-confidence[members], kind="stable")][:per_cluster]
-        cells.append(np.asarray(images_at(torch.as_tensor(indices[best]))))
+        shown = torch.as_tensor(images_at(torch.as_tensor(indices[best])))
+        if size is None:
+            scale = min(1.0, GRID_CELL / max(shown.shape[2:]))
+            size = (max(1, round(shown.shape[2] * scale)), max(1, round(shown.shape[3] * scale)))
+        if tuple(shown.shape[2:]) != size:
+            resized = torch.nn.functional.interpolate(shown.float(), size, mode="bilinear", antialias=True)
+            shown = resized.round().clamp(0, 255).to(torch.uint8)
+        cells.append(shown.numpy())
         labels.append(f"cluster {cluster} ({len(members)})")
-    height, width = cells[0].shape[2:]
+    height, width = size
     mosaic = np.full(
         (len(used) * (height + GRID_GAP) - GRID_GAP, per_cluster * (width + GRID_GAP) - GRID_GAP, 3),
         255,
@@ -178,9 +190,9 @@ def cluster_grid(
     plt = _pyplot()
     mosaic, labels = grid_mosaic(images_at, indices, clusters, confidence, per_cluster)
     rows = len(labels)
-    figure, axis = plt.subplots(figsize=(per_cluster * 1.1 + 1.4, rows * 1.1 + 0.2))
-    axis.imshow(mosaic, interpolation="nearest")
-    step = mosaic.shape[0] / rows
+    figure, axis = plt.subplots(figsize=(per_cluster * 1.1 + 1.4, max(1, rows) * 1.1 + 0.2))
+    axis.imshow(mosaic)
+    step = mosaic.shape[0] / max(1, rows)
     axis.set_yticks([(row + 0.5) * step - GRID_GAP / 2 for row in range(rows)], labels, fontsize=7)
     axis.set_xticks([])
     axis.tick_params(length=0)

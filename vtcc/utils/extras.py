@@ -12,13 +12,14 @@ import logging
 from types import ModuleType
 
 log = logging.getLogger("vtcc")
+_find_spec = importlib.util.find_spec  # the tests' "nothing installed" replaces this one
 
 
 @functools.cache
 def optional_module(name: str, install: str) -> ModuleType | None:
     """The module ``name`` when it is a package that imports, else None, said once with
     ``install``, the command that mends it."""
-    spec = importlib.util.find_spec(name)
+    spec = _find_spec(name)
     if spec is None:
         return None
     if spec.origin is None:  # a folder without __init__.py: what an uninstall can leave behind
@@ -29,6 +30,6 @@ def optional_module(name: str, install: str) -> ModuleType | None:
         return None
     try:
         return importlib.import_module(name)
-    except ImportError as error:
+    except Exception as error:  # a broken install raises what its own imports raise, not only ImportError
         log.warning("%s is installed but does not import (%s): treated as missing; %s", name, error, install)
         return None
