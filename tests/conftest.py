@@ -84,14 +84,26 @@ def evaluate_in_process(checkpoint: Path, output_dir: Path, *overrides: str) -> 
 
 
 @pytest.fixture
-def no_extras(monkeypatch: pytest.MonkeyPatch):
-    """As if no optional extra (umap-learn, faiss, pyarrow) were installed."""
+def fresh_extras():
+    """The optional extras looked up afresh, and the fake ones a test imports from its own folders
+    dropped after it."""
     from vtcc.utils import extras
 
     extras.optional_module.cache_clear()
-    monkeypatch.setattr(extras, "_find_spec", lambda name: None)
+    before = set(sys.modules)
     yield
+    for name in set(sys.modules) - before:
+        if name.partition(".")[0] in ("umap", "faiss"):  # the fake packages those tests write
+            del sys.modules[name]
     extras.optional_module.cache_clear()
+
+
+@pytest.fixture
+def no_extras(fresh_extras, monkeypatch: pytest.MonkeyPatch):
+    """As if no optional extra (umap-learn, faiss, pyarrow) were installed."""
+    from vtcc.utils import extras
+
+    monkeypatch.setattr(extras, "_find_spec", lambda name: None)
 
 
 @pytest.fixture

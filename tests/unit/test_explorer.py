@@ -18,7 +18,6 @@ from PIL import Image
 from vtcc import export, knn
 from vtcc.errors import ConfigError
 from vtcc.explorer import MAX_POINTS, explorer_section, sample_positions, thumbnail
-from vtcc.utils import extras
 
 
 def page_data(section: str) -> dict:
@@ -70,18 +69,6 @@ def test_the_map_method_follows_what_is_installed(no_extras):
     points = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
     coordinates, method = export.map_2d(points)
     assert method == "t-SNE" and coordinates.shape == (40, 2) and coordinates.dtype == np.float32
-
-
-@pytest.fixture
-def fresh_extras():
-    """The extras looked up afresh, and the fake ones a test imports from its own folders dropped."""
-    extras.optional_module.cache_clear()
-    before = set(sys.modules)
-    yield
-    for name in set(sys.modules) - before:
-        if name.partition(".")[0] in ("umap", "faiss"):
-            del sys.modules[name]
-    extras.optional_module.cache_clear()
 
 
 def test_a_folder_left_by_an_uninstall_is_not_an_install(tmp_path, monkeypatch, caplog, fresh_extras):
