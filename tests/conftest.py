@@ -16,7 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from tests.warm_interpreter import WarmInterpreter
 from vtcc.config.data_defaults import resolve_data_defaults
+from vtcc.config.recipe import resolve_learning_rate
 from vtcc.config.resolve import resolve_cluster_heads
+from vtcc.objectives import objective_class
 from vtcc.utils.cli import CONFIG_DIR
 
 
@@ -58,6 +60,7 @@ def compose_train(
         return cfg
     if not (cfg.get("resume") or cfg.get("ckpt_path") or cfg.get("init_from")):
         resolve_cluster_heads(cfg, {})  # a new run's (resolve reads a resumed or source run's)
+        resolve_learning_rate(cfg, objective_class(cfg), {})
     root = cfg.data.get("root")
     resolve_data_defaults(
         cfg,

@@ -240,6 +240,41 @@ def test_the_contrastive_heads_follow_the_time_budget_and_the_frozen_backbone(ov
     assert cfg.module.num_cluster_heads == heads
 
 
+@pytest.mark.parametrize(
+    ("overrides", "rate"),
+    [
+        ([], 3e-4),  # a fixed number of epochs: the papers' (CC's and VTCC's config.yaml)
+        (["time_budget_minutes=10"], 6e-4),  # a budgeted run: measured in docs/own-folder.md
+        (["time_budget_minutes=10", "module.optimizer.lr=1e-3"], 1e-3),  # a value set wins
+        (["time_budget_minutes=10", "experiment=vtcc_cifar10"], 3e-4),  # a paper preset keeps its own
+        (["time_budget_minutes=10", "experiment=cc_cifar10"], 3e-4),
+    ],
+)
+def test_the_contrastive_rate_follows_the_time_budget(overrides, rate):
+    from tests.conftest import compose_train
+
+    cfg = compose_train("x", ["objective=contrastive", *overrides], tiny=False)
+    assert cfg.module.optimizer.lr == rate
+
+
+def test_a_resumed_run_keeps_its_rate_and_an_objective_without_rates_refuses_auto():
+    """Resuming a budgeted run trains at its checkpoint's rate, also one from before the budget's
+    rate (3e-4); ``lr=auto`` for an objective that names no rates is one clear error."""
+    from tests.conftest import compose_train
+    from vtcc.config.recipe import resolve_learning_rate
+    from vtcc.objectives import ContrastiveClustering, ScanClustering
+
+    for kept in (3e-4, 6e-4):
+        current = compose_train("x", ["resume=latest"], resolve=False)
+        assert current.module.optimizer.lr == "auto"
+        resolve_learning_rate(current, ContrastiveClustering, {"module": {"optimizer": {"lr": kept}}})
+        assert current.module.optimizer.lr == kept
+    overrides = ["model=pretrained", "objective=scan", "module.optimizer.lr=auto"]
+    scan = compose_train("x", overrides, tiny=False, resolve=False)
+    with pytest.raises(ConfigError, match=r"module.optimizer.lr=auto: objective ScanClustering has no rule"):
+        resolve_learning_rate(scan, ScanClustering, {})
+
+
 def test_a_frozen_run_of_one_head_from_before_keeps_one_when_resumed_or_started_from():
     """Frozen-backbone runs trained one head before five became their default: resuming one, or
     starting a run from it (init_from), keeps its one head."""

@@ -8,13 +8,16 @@ needs of other nodes is declared on its class, beside its other traits
 group's config (train.yaml's ``features`` node, ``model=pretrained``, ``model=features``);
 :func:`take_recipe` fills each ``auto`` from the objective's class, before anything reads them. A
 value the user gave (the command line, an experiment file) is kept as it is, and a stored config
-(a checkpoint's: every value concrete) is never changed.
+(a checkpoint's: every value concrete) is never changed. Its own node's one ``auto``,
+``module.optimizer.lr``, takes the class's ``auto_rates`` (:func:`resolve_learning_rate`, once the
+time budget is known).
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -61,3 +64,25 @@ def _own_head_style(model: DictConfig) -> str:
             "its own and the objective names none: set model.head_style (vtcc, cc, linear, temi, turtle)"
         )
     return default
+
+
+def resolve_learning_rate(cfg: DictConfig, objective: type[ClusteringModule], stored: dict[str, Any]) -> None:
+    """``module.optimizer.lr=auto``: the objective's rate for a run a time budget plans, or for a
+    fixed number of epochs (its ``auto_rates``); a resumed run keeps its checkpoint's rate."""
+    optimizer = cfg.module.get("optimizer")
+    if not optimizer or optimizer.get("lr") != "auto":
+        return
+    kept = ((stored.get("module") or {}).get("optimizer") or {}).get("lr")
+    rates = objective.auto_rates
+    if isinstance(kept, (int, float)):
+        optimizer.lr = kept
+    elif rates is None:
+        raise ConfigError(
+            f"module.optimizer.lr=auto: objective {objective.__name__} has no rule for its rate: "
+            "set a number, e.g. module.optimizer.lr=1e-4"
+        )
+    else:
+        budgeted = cfg.get("time_budget_minutes") is not None
+        optimizer.lr = rates.budget if budgeted else rates.epochs
+        if budgeted:
+            log.info("module.optimizer.lr=%g for a run a time budget plans (set it to change)", optimizer.lr)

@@ -32,7 +32,7 @@ from vtcc import registry
 from vtcc.config.curation_run import take_curated_clusters, take_curation
 from vtcc.config.data_defaults import auto_option_changes, resolve_data_defaults
 from vtcc.config.init_from import take_run_settings
-from vtcc.config.recipe import take_recipe
+from vtcc.config.recipe import resolve_learning_rate, take_recipe
 from vtcc.config.resume import requeued_checkpoint, resumed_checkpoint
 from vtcc.config.spec import DataFacts, RunSpec, frozen_config
 from vtcc.data.pairings import pairing_for
@@ -83,6 +83,7 @@ def resolve(cfg: DictConfig, overrides: list[str], gather: Gather) -> RunSpec:
     _feature_store(cfg, facts.length)
     _neighbor_search(cfg, facts.train_length)
     budget = _budget(cfg, stored)
+    resolve_learning_rate(cfg, objective, stored)
     return RunSpec(cfg, initial, tuple(candidates) if candidates else None, ckpt_path, budget)
 
 

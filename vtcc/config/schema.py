@@ -249,6 +249,15 @@ def resolved_auto() -> frozenset[tuple[Any, str]]:
     return _tables(registry.generation())["auto"]
 
 
+def auto_rate(owner: Any, name: str) -> bool:
+    """An optimiser's ``lr`` may be ``auto``: the objective's rates (its ``auto_rates`` trait, for a
+    fixed number of epochs and for a time budget) replace it before building
+    (vtcc.config.resolve); an objective without them refuses it there, in one line."""
+    from torch.optim import Optimizer
+
+    return name == "lr" and isinstance(owner, type) and issubclass(owner, Optimizer)
+
+
 def extra_keys() -> dict[tuple[Any, str], Any]:
     """Keys of a node that vtcc consumes before building it (each kind's ``extra_keys`` trait):
     ``model=auto`` and ``augment=auto``'s markers (vtcc.config.data_defaults), and

@@ -230,10 +230,10 @@ def signature(builder: Any) -> tuple[dict[str, Parameter], bool]:
 def _config_type(owner: Any, name: str, annotation: Any) -> Any:
     """The parameter's annotation as a config gives it: tightened (:func:`schema.overrides`), its
     numbers' range (:func:`schema.ranged`), and ``| "auto"`` where vtcc resolves an ``auto`` before
-    building (:func:`schema.resolved_auto`)."""
+    building (:func:`schema.resolved_auto`, and an optimiser's rate: :func:`schema.auto_rate`)."""
     if annotation is inspect.Parameter.empty:
         annotation = Any
     annotation = schema.ranged(owner, name, schema.overrides().get((owner, name), annotation))
-    if (owner, name) in schema.resolved_auto():
+    if (owner, name) in schema.resolved_auto() or schema.auto_rate(owner, name):
         annotation = Union[annotation, Literal["auto"]]  # noqa: UP007 - annotations of any kind
     return annotation

@@ -1,6 +1,7 @@
 """The objectives: one LightningModule per method over a shared base (``base.py``)."""
 
 from vtcc.objectives.base import (
+    AutoRates,
     ClusteringModule,
     feature_recipe,
     objective_class,
@@ -15,6 +16,7 @@ from vtcc.objectives.temi import TemiClustering, auto_teacher_momentum
 from vtcc.objectives.turtle import TurtleClustering
 
 __all__ = [
+    "AutoRates",
     "ClusteringModule",
     "ContrastiveClustering",
     "CuratedClustering",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -26,6 +26,14 @@ from vtcc.utils.rng import capture_rng_states, restore_rng_states
 log = logging.getLogger("vtcc")
 
 DATA_BATCH_SIZE = "${data.batch_size}"  # a feature recipe's batch size that is the data's
+
+
+class AutoRates(NamedTuple):
+    """``module.optimizer.lr=auto``: an objective's learning rate for a run of a fixed number of
+    epochs, and for a run that ``time_budget_minutes`` plans (vtcc.config.resolve)."""
+
+    epochs: float
+    budget: float
 
 
 def objective_class(config: Any) -> type[ClusteringModule]:
@@ -99,6 +107,9 @@ class ClusteringModule(LightningModule):
         "steps_per_epoch": None,  # independent sampling: as many as an epoch of disjoint batches
     }
     head_style: ClassVar[str | None] = None
+    # module.optimizer.lr=auto (vtcc.config.resolve): the rates it takes; None: its config file
+    # gives a number, and auto is refused
+    auto_rates: ClassVar[AutoRates | None] = None
 
     def __init__(
         self,
