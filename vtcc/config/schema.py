@@ -252,7 +252,7 @@ def resolved_auto() -> frozenset[tuple[Any, str]]:
 def auto_rate(owner: Any, name: str) -> bool:
     """An optimiser's ``lr`` may be ``auto``: the objective's rates (its ``auto_rates`` trait, for a
     fixed number of epochs and for a time budget) replace it before building
-    (vtcc.config.resolve); an objective without them refuses it there, in one line."""
+    (vtcc.config.recipe.resolve_learning_rate); an objective without them refuses it there, in one line."""
     from torch.optim import Optimizer
 
     return name == "lr" and isinstance(owner, type) and issubclass(owner, Optimizer)

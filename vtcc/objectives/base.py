@@ -30,7 +30,7 @@ DATA_BATCH_SIZE = "${data.batch_size}"  # a feature recipe's batch size that is 
 
 class AutoRates(NamedTuple):
     """``module.optimizer.lr=auto``: an objective's learning rate for a run of a fixed number of
-    epochs, and for a run that ``time_budget_minutes`` plans (vtcc.config.resolve)."""
+    epochs, and for a run that ``time_budget_minutes`` plans (vtcc.config.recipe.resolve_learning_rate)."""
 
     epochs: float
     budget: float
@@ -107,7 +107,7 @@ class ClusteringModule(LightningModule):
         "steps_per_epoch": None,  # independent sampling: as many as an epoch of disjoint batches
     }
     head_style: ClassVar[str | None] = None
-    # module.optimizer.lr=auto (vtcc.config.resolve): the rates it takes; None: its config file
+    # module.optimizer.lr=auto (vtcc.config.recipe): the rates it takes; None: its config file
     # gives a number, and auto is refused
     auto_rates: ClassVar[AutoRates | None] = None
 
