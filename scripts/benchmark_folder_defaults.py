@@ -117,6 +117,7 @@ def run(name: str, folder: Path, extra: list[str], out: Path) -> dict:
         "patch_size": config["model"]["patch_size"],
         "augment": config["augment"]["view_a"]["_target_"].rpartition(".")[2],
         "hflip_p": config["augment"]["view_a"].get("hflip_p"),
+        "invert_p": config["augment"]["view_a"].get("invert_p"),
         "epochs": len(rates),  # one throughput row per training epoch
         "images_per_s": round(float(np.median(rates))) if rates else None,
         **{k: round(metrics[k], 3) for k in ("acc", "nmi", "ari")},

@@ -206,6 +206,70 @@ def test_augment_auto_flips_small_gray_images_only_when_their_mirror_images_look
     assert explicit.augment.view_a.hflip_p == 0.0  # the named recipe keeps its documented no-flip default
 
 
+def _polarities(count: int, inverted_half: bool) -> np.ndarray:
+    """The wedges, none mirrored, with every other image's gray levels inverted (light ground, dark
+    wedge) or all of one polarity."""
+    images = _wedges(count, mirrored_half=False)
+    if inverted_half:
+        images[1::2] = 255 - images[1::2]
+    return images
+
+
+def test_the_invert_ratio_is_about_one_for_data_of_both_polarities_and_above_otherwise():
+    """Where every other image is inverted, the data looks the same inverted (its distribution is
+    symmetric under inversion), so the inverted images sit as close to the others as the images do:
+    ratio about 1. Where all images are bright wedges on a dark ground, an inverted one is far from
+    every image; so are inverted digits."""
+    from sklearn.datasets import load_digits
+
+    from vtcc.data.probe import invert_ratio
+
+    assert invert_ratio(list(_polarities(200, inverted_half=True))) < 1.1
+    assert invert_ratio(list(_polarities(200, inverted_half=False))) > 1.5
+    digits = (load_digits().images[:300] * 16).clip(0, 255).astype(np.uint8)
+    assert invert_ratio(list(digits)) > 1.5
+    assert invert_ratio(list(_polarities(10, inverted_half=True))) is None  # too few to tell
+
+
+@pytest.mark.parametrize(("inverted", "invert"), [(True, 0.5), (False, 0.0)])
+def test_augment_auto_inverts_gray_levels_only_when_the_data_holds_both_polarities(
+    tmp_path, inverted, invert
+):
+    from hydra.utils import instantiate
+
+    root = _write_gray(tmp_path / "images", _polarities(200, inverted_half=inverted))
+    cfg = compose_train(tmp_path, ["data=folder", f"data.root={root}"], tiny=False)
+    assert cfg.augment.view_a.invert_p == invert and cfg.data_defaults.invert_p == invert
+    assert cfg.augment.view_a.hflip_p == 0.0  # no wedge is another's mirror image
+    layers = [type(layer).__name__ for layer in instantiate(cfg.augment).view_a]
+    assert ("RandomInvert" in layers) == inverted
+    explicit = compose_train(tmp_path, ["data=folder", f"data.root={root}", "augment=small"], tiny=False)
+    assert explicit.augment.view_a.invert_p == 0.0  # the named recipe keeps its documented default
+
+
+def test_an_inverted_view_is_one_minus_the_image_before_normalisation():
+    """Every other op made the identity (whole-image crop, no affine, brightness, contrast or
+    noise; mean 0, std 1): the view of ``x`` with ``invert_p=1`` is exactly ``1 - x``."""
+    import torch
+
+    from vtcc.data import small_image_view
+
+    view = small_image_view(
+        image_size=8,
+        mean=[0.0],
+        std=[1.0],
+        crop_scale=(1.0, 1.0),
+        crop_ratio=(1.0, 1.0),
+        affine_p=0.0,
+        brightness=0.0,
+        contrast=0.0,
+        noise_p=0.0,
+        invert_p=1.0,
+    )
+    images = torch.rand(4, 1, 8, 8)
+    assert torch.allclose(view(images), 1 - images, atol=1e-6)
+
+
 def test_the_built_in_digits_keep_their_recipe_with_no_flip_module():
     """No flip module at all (not one of probability 0): its random draws would shift every other
     augmentation's, and make train's figures with them."""
@@ -214,21 +278,23 @@ def test_the_built_in_digits_keep_their_recipe_with_no_flip_module():
     cfg = compose_train(Path("x"), [], tiny=False)
     assert cfg.augment.view_a.hflip_p == 0.0
     view = instantiate(cfg.augment).view_a
-    assert not any("Flip" in type(layer).__name__ for layer in view)
+    assert not any("Flip" in type(layer).__name__ or "Invert" in type(layer).__name__ for layer in view)
 
 
-def test_resuming_a_run_under_another_flip_is_one_line(tmp_path):
-    """A flip layer shifts every later random draw: a run trained without flips is not resumed
-    with them (an earlier augment=auto run on data the mirror test now flips)."""
+@pytest.mark.parametrize("key", ["hflip_p", "invert_p"])
+def test_resuming_a_run_under_another_flip_or_inversion_is_one_line(tmp_path, key):
+    """A flip or an inversion layer shifts every later random draw: a run trained without one is
+    not resumed with it (an earlier augment=auto run on data the tests now flip or invert)."""
     from vtcc.build import prepare_run
     from vtcc.errors import ConfigError
     from vtcc.train import train
 
-    root = _write_gray(tmp_path / "images", _wedges(200, mirrored_half=True))
+    images = _wedges(200, mirrored_half=True) if key == "hflip_p" else _polarities(200, inverted_half=True)
+    root = _write_gray(tmp_path / "images", images)
     settings = ["data=folder", f"data.root={root}", "data.batch_size=64", "trainer.max_epochs=1"]
     train(compose_train(tmp_path / "run", [*settings, "augment=small"], resolve=False))
     again = compose_train(
         tmp_path / "again", [*settings, f"ckpt_path={tmp_path / 'run/checkpoints/last.ckpt'}"], resolve=False
     )
-    with pytest.raises(ConfigError, match=r"augment.view_a.hflip_p: 0.0 -> 0.5"):
+    with pytest.raises(ConfigError, match=rf"augment.view_a.{key}: 0.0 -> 0.5"):
         prepare_run(again, [])

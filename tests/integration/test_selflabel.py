@@ -22,6 +22,7 @@ from vtcc.data.pairings import pairing_for
 from vtcc.errors import ConfigError
 from vtcc.evaluate import evaluate
 from vtcc.losses import ConfidenceCrossEntropy
+from vtcc.objectives.selflabel import lower_threshold
 from vtcc.train import train
 from vtcc.utils.cli import CONFIG_DIR, run_safely
 
@@ -157,9 +158,15 @@ def test_no_confident_image_stops_with_the_fix(base_run, tmp_path, capsys):
     assert stopped.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert (
-        "no image reached the confidence threshold 1.0" in err
-        and "Lower module.selflabel_loss.threshold" in err
+        "no image reached the confidence threshold 1 in epoch 0" in err
+        and "Lower module.selflabel_loss.threshold (e.g. 0.9)" in err
     )
+
+
+@pytest.mark.parametrize(("failed", "suggested"), [(1.0, 0.9), (0.99, 0.9), (0.9, 0.81), (0.5, 0.45)])
+def test_the_fix_names_a_threshold_below_the_one_that_failed(failed, suggested):
+    """The message once told a run that failed at 0.9 to lower the threshold to 0.9."""
+    assert lower_threshold(failed) == suggested < failed
 
 
 def test_a_flat_head_neither_clusters_nor_stops_a_run_whose_other_head_trains(tmp_path, weights):  # noqa: F811

@@ -1,5 +1,5 @@
 """The benchmark folders that only check the own-folder rules (scripts/folders.py): written in the
-layout a user has, one folder a class, and the mirror test reading them as their kind is."""
+layout a user has, one folder a class, and the mirror and inversion tests reading them as their kind is."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vtcc.config.data_defaults import MIRROR_TOLERATED
+from vtcc.config.data_defaults import INVERT_TOLERATED, MIRROR_TOLERATED
 from vtcc.data.probe import probe_folder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,3 +46,12 @@ def test_solids_in_random_poses_hold_their_mirror_images_so_flips_are_on(folders
     folders.write_objects28(tmp_path, per_class=20)
     ratio = probe_folder(tmp_path).mirror_ratio
     assert ratio is not None and ratio <= MIRROR_TOLERATED
+
+
+def test_pictograms_drawn_either_way_round_hold_their_inverted_images_so_inversion_is_on(folders, tmp_path):
+    """Each icon is drawn dark on light or light on dark with probability one half each, so the
+    folder's distribution is unchanged by inverting gray levels: inverted images are as much at home
+    in it as the images (ratio near 1), and augment=auto inverts. Flips do not enter this test."""
+    folders.write_icons28(tmp_path, per_class=20)
+    ratio = probe_folder(tmp_path).invert_ratio
+    assert ratio is not None and ratio <= INVERT_TOLERATED

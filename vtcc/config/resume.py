@@ -216,7 +216,8 @@ def resume_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[
             "num_cluster_heads": stored_heads if heads == "auto" else heads,  # auto: the checkpoint's
         }
         view_a = (config.get("augment") or {}).get("view_a") or {}
-        augment = {"view_a.hflip_p": view_a.get("hflip_p", 0.0)}  # a flip layer shifts every later draw
+        # a flip or an inversion layer shifts every later draw
+        augment = {f"view_a.{key}": view_a.get(key, 0.0) for key in ("hflip_p", "invert_p")}
         views.append(
             {
                 "model": model,

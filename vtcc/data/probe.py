@@ -28,6 +28,7 @@ class ImageProbe:
     mean: list[float]  # per channel of the model's input, in [0, 1]
     std: list[float]
     mirror_ratio: float | None = None  # see mirror_ratio(); None: too few images to tell
+    invert_ratio: float | None = None  # see invert_ratio(); None: too few images, or not measured
 
     @classmethod
     def from_record(cls, record: object, where: object, fix: str = "") -> ImageProbe:
@@ -45,6 +46,7 @@ PROBE_RECORD = Record(
     mean=List(Float(0.0, 1.0), lengths=(1, 3)),
     std=List(Float(1e-6, 1.0), lengths=(1, 3)),
     mirror_ratio=Maybe(Float(0.0, 1e6)),
+    invert_ratio=Maybe(Float(0.0, 1e6)),  # absent from indexes written before it: null
 )
 
 
@@ -60,13 +62,12 @@ def _as_square(pixels: np.ndarray) -> np.ndarray:
     return np.asarray(square, dtype=np.float64)
 
 
-def mirror_ratio(arrays: list[np.ndarray]) -> float | None:
-    """Whether mirror images look like the others: the median distance from each image's
-    left-right mirror image to its nearest other image of the sample, over the median distance
-    from each image to its nearest other image (16 x 16 gray, each image centred and scaled to
-    unit norm). Near 1 when the mirror images are as much at home in the data as the images
-    themselves (silhouettes and shapes facing either way); well above 1 when mirroring makes
-    something the data does not hold (digits, letters). No label is read."""
+def _look_alike_ratio(arrays: list[np.ndarray], change) -> float | None:
+    """The median distance from each changed image to its nearest other image of the sample, over
+    the median distance from each image to its nearest other image (16 x 16 gray, each image
+    centred and scaled to unit norm; ``change`` maps the stack of squares). Near 1 when the changed
+    images are as much at home in the data as the images themselves; well above 1 when the change
+    makes something the data does not hold. No label is read."""
     if len(arrays) < MIRROR_MIN_IMAGES:  # few images are all far apart: the ratio drifts to 1
         return None
     squares = np.stack([_as_square(a) for a in arrays])
@@ -76,14 +77,29 @@ def mirror_ratio(arrays: list[np.ndarray]) -> float | None:
         flat = flat - flat.mean(axis=1, keepdims=True)
         return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-8)
 
-    images, mirrored = unit(squares), unit(squares[:, :, ::-1])
+    images, changed = unit(squares), unit(change(squares))
 
     def nearest(queries: np.ndarray) -> float:
         distances = np.sqrt(np.maximum(2 - 2 * queries @ images.T, 0))
         np.fill_diagonal(distances, np.inf)  # not an image itself, nor its own original
         return float(np.median(distances.min(axis=1)))
 
-    return round(nearest(mirrored) / max(nearest(images), 1e-8), 3)
+    return round(nearest(changed) / max(nearest(images), 1e-8), 3)
+
+
+def mirror_ratio(arrays: list[np.ndarray]) -> float | None:
+    """Whether mirror images look like the others (:func:`_look_alike_ratio` of the left-right
+    mirror): near 1 for silhouettes and shapes facing either way; well above 1 where mirroring
+    makes something the data does not hold (digits, letters)."""
+    return _look_alike_ratio(arrays, lambda squares: squares[:, :, ::-1])
+
+
+def invert_ratio(arrays: list[np.ndarray]) -> float | None:
+    """Whether images with their gray levels inverted (dark ink on light made light on dark) look
+    like the others (:func:`_look_alike_ratio` of ``255 - x``): near 1 when the data holds both
+    polarities (pictograms either way round, textures); well above 1 when every image has one
+    (digits and letters on a dark ground, objects lit from one side)."""
+    return _look_alike_ratio(arrays, lambda squares: 255.0 - squares)
 
 
 def _is_gray(pixels: np.ndarray) -> bool:
@@ -119,6 +135,7 @@ def summarise(arrays: list[np.ndarray], images: int, colour: bool = False) -> Im
         mean=[round(float(v), 3) for v in pooled.mean(axis=0)],
         std=[round(max(float(v), 1e-3), 3) for v in pooled.std(axis=0)],
         mirror_ratio=mirror_ratio(arrays),
+        invert_ratio=invert_ratio(arrays),
     )
 
 

@@ -24,13 +24,14 @@ def _to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
 
 
-# hflip_p: auto: flips when the data's mirror images look like its images (vtcc.config.data_defaults)
+# hflip_p / invert_p: auto: flips when the data's mirror images look like its images, inversion
+# when its inverted images do (vtcc.config.data_defaults)
 # strong_view_base: self-labelling after a run of this view keeps it under Cutout as its strong view
 @register(
     "view",
     "small_image",
     target="vtcc.data.small_image_view",
-    auto=("hflip_p",),
+    auto=("hflip_p", "invert_p"),
     strong_view_base=True,
 )
 def small_image_view(
@@ -48,18 +49,24 @@ def small_image_view(
     noise_std: float = 0.05,
     noise_p: float = 0.5,
     hflip_p: float = 0.0,
+    invert_p: float = 0.0,
 ) -> nn.Sequential:
     """A view for small grayscale images such as digits: no flips by default, which would change
     their meaning; ``hflip_p`` for images whose mirror image is one of their kind (silhouettes,
-    shapes). A flip of probability 0 is left out, so its random draws never shift the others'."""
-    if not isinstance(hflip_p, int | float):
-        raise ConfigError(
-            f"augment.view_a.hflip_p={hflip_p!r}: a probability (auto is decided only under augment=auto)"
-        )
+    shapes). ``invert_p``: gray levels inverted (``1 - x``, before the affine step, whose border
+    stays black), for data that holds both polarities (pictograms dark on light and light on dark).
+    An op of probability 0 is left out, so its random draws never shift the others'."""
+    for key, value in (("hflip_p", hflip_p), ("invert_p", invert_p)):
+        if not isinstance(value, int | float):
+            raise ConfigError(
+                f"augment.view_a.{key}={value!r}: a probability (auto is decided only under augment=auto)"
+            )
     flip = [K.RandomHorizontalFlip(p=hflip_p)] if hflip_p > 0 else []
+    invert = [K.RandomInvert(max_val=torch.tensor(1.0), p=invert_p)] if invert_p > 0 else []
     return nn.Sequential(
         K.RandomResizedCrop((image_size, image_size), scale=tuple(crop_scale), ratio=tuple(crop_ratio)),
         *flip,
+        *invert,
         K.RandomAffine(degrees=rotation, translate=(translate, translate), shear=shear, p=affine_p),
         K.RandomBrightness((1 - brightness, 1 + brightness)),
         K.RandomContrast((1 - contrast, 1 + contrast)),

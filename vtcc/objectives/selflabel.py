@@ -16,6 +16,12 @@ from vtcc.objectives.base import ClusteringModule
 from vtcc.registry import register
 
 
+def lower_threshold(threshold: float) -> float:
+    """The threshold the stop message suggests: SCAN's 0.99 and higher ones go to 0.9, others down a
+    tenth of themselves, always below the one that failed."""
+    return 0.9 if threshold > 0.9 else round(0.9 * threshold, 2)
+
+
 @register(
     "objective",
     "selflabel",
@@ -87,8 +93,10 @@ class SelfLabelClustering(ClusteringModule):
         super().on_train_epoch_end()
         confident = self.trainer.strategy.reduce(self._confident.float(), reduce_op="sum")
         if not bool((confident > 0).any()):
+            threshold = float(self.selflabel_loss.threshold)
             raise ConfigError(
                 f"self-labelling: no image reached the confidence threshold "
-                f"{self.selflabel_loss.threshold} in epoch {self.current_epoch}, so nothing trains. "
-                "Lower module.selflabel_loss.threshold (e.g. 0.9), or start from a longer-trained run"
+                f"{threshold:g} in epoch {self.current_epoch}, so nothing trains. "
+                f"Lower module.selflabel_loss.threshold (e.g. {lower_threshold(threshold):g}), "
+                "or start from a longer-trained run"
             )
