@@ -174,18 +174,18 @@ def main() -> None:
                 baseline_rows.append(row)
                 print(json.dumps(row), flush=True)
     print(
-        f"\n{'run':22s} {'chans':>5s} {'px':>4s} {'patch':>5s} {'augment':>16s} {'flip':>4s} {'img/s':>6s} "
+        f"\n{'run':22s} {'chans':>5s} {'px':>4s} {'patch':>5s} {'augment':>16s} {'flip':>4s} {'inv':>4s} {'img/s':>6s} "
         f"{'epochs':>6s} {'time':>6s} {'ACC':>6s} {'NMI':>6s} {'ARI':>6s} {'struct':>6s} {'stab':>6s} {'pixels':>6s}"
     )
     for r in rows:
         print(
             f"{r['run']:22s} {r['in_chans']:5d} {r['image_size']:4d} {r['patch_size']:5d} {r['augment']:>16s} "
-            f"{r['hflip_p'] or 0:4.1f} {r['images_per_s'] or 0:6d} {r['epochs'] or 0:6d} {r['seconds']:5d}s "
+            f"{r['hflip_p'] or 0:4.1f} {r['invert_p'] or 0:4.1f} {r['images_per_s'] or 0:6d} {r['epochs'] or 0:6d} {r['seconds']:5d}s "
             f"{r['acc']:6.3f} {r['nmi']:6.3f} {r['ari']:6.3f} {r['structure'] or 0:6.3f} {r['stability'] or 0:6.3f} {r['pixel_stability'] or 0:6.3f}"
         )
     for r in baseline_rows:
         print(
-            f"{r['folder'] + ' ' + r['method'] + ' s' + str(r['seed']):22s} {'':>55s} {r['seconds']:5.0f}s "
+            f"{r['folder'] + ' ' + r['method'] + ' s' + str(r['seed']):22s} {'':>60s} {r['seconds']:5.0f}s "
             f"{r['acc']:6.3f} {r['nmi']:6.3f} {r['ari']:6.3f}"
         )
 

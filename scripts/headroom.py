@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
+from vtcc.data.folder import list_images
 from vtcc.inference import Assigner
 from vtcc.metrics import clustering_metrics
 
@@ -53,9 +54,10 @@ def main() -> None:
     if len(args.pairs) % 2:
         sys.exit("headroom: give pairs of <run folder> <labelled image folder>")
     for run, folder in zip(args.pairs[::2], args.pairs[1::2], strict=True):
-        paths = sorted(p for p in folder.rglob("*") if p.is_file())
-        classes = sorted({p.parent.name for p in paths})
-        labels = np.array([classes.index(p.parent.name) for p in paths])
+        paths, classes, _ = list_images(folder)  # the images as training lists them
+        if classes is None:
+            sys.exit(f"headroom: {folder} is a flat folder: give one subfolder per class (labels only score)")
+        labels = np.asarray(classes)
         assigner = Assigner(run / "checkpoints" / "last.ckpt", device="cpu")
         features, embeddings, clusters = representations(assigner, paths)
         k = assigner.num_clusters

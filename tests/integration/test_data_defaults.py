@@ -268,6 +268,25 @@ def test_an_inverted_view_is_one_minus_the_image_before_normalisation():
     )
     images = torch.rand(4, 1, 8, 8)
     assert torch.allclose(view(images), 1 - images, atol=1e-6)
+    # inverted before the affine step: what a shift leaves uncovered stays 0 (black), not 1
+    shifted = small_image_view(
+        image_size=8,
+        mean=[0.0],
+        std=[1.0],
+        crop_scale=(1.0, 1.0),
+        crop_ratio=(1.0, 1.0),
+        rotation=0.0,
+        translate=0.5,
+        shear=0.0,
+        affine_p=1.0,
+        brightness=0.0,
+        contrast=0.0,
+        noise_p=0.0,
+        invert_p=1.0,
+    )
+    torch.manual_seed(0)
+    out = shifted(torch.ones(64, 1, 8, 8))  # inverted: all 0, so only what the shift uncovers could differ
+    assert out.abs().max() < 1e-6
 
 
 def test_the_built_in_digits_keep_their_recipe_with_no_flip_module():
@@ -298,3 +317,46 @@ def test_resuming_a_run_under_another_flip_or_inversion_is_one_line(tmp_path, ke
     )
     with pytest.raises(ConfigError, match=rf"augment.view_a.{key}: 0.0 -> 0.5"):
         prepare_run(again, [])
+
+
+def test_a_run_trained_before_the_inversion_rule_resumes_without_it(tmp_path, caplog):
+    """A checkpoint whose stored recipe has no ``invert_p`` was trained without inversion (the
+    rule did not exist): resumed with the same command on data the rule now inverts, it keeps its
+    recipe and says so, instead of being refused as trained with other settings. A stored value
+    is still compared (the test above)."""
+    from vtcc.build import prepare_run
+    from vtcc.train import train
+
+    root = _write_gray(tmp_path / "images", _polarities(200, inverted_half=True))
+    settings = ["data=folder", f"data.root={root}", "data.batch_size=64", "trainer.max_epochs=1"]
+    train(compose_train(tmp_path / "run", [*settings, "~augment.view_a.invert_p"], resolve=False))
+    stored = (tmp_path / "run" / "config.yaml").read_text()
+    assert "invert_p" not in stored  # as a run of the vtcc before the rule stored it
+    new = prepare_run(compose_train(tmp_path / "new", settings, resolve=False), [])
+    assert new.cfg.augment.view_a.invert_p == 0.5  # a new run on these images inverts
+    again = compose_train(
+        tmp_path / "again", [*settings, f"ckpt_path={tmp_path / 'run/checkpoints/last.ckpt'}"], resolve=False
+    )
+    with caplog.at_level("INFO", logger="vtcc"):
+        resumed = prepare_run(again, [])
+    assert resumed.cfg.augment.view_a.invert_p == 0.0 and resumed.cfg.data_defaults.invert_p == 0.0
+    assert "augment.view_a.invert_p=0.0: the run resumed was trained before" in caplog.text
+
+
+def test_a_shard_index_written_before_the_inversion_test_reads_and_says_it_cannot_tell():
+    """An index's stored sample from before ``invert_ratio`` existed lacks the key: it reads as
+    no verdict, the recipe keeps no inversion, and the log line says why instead of nothing."""
+    from omegaconf import OmegaConf
+
+    from vtcc.config.data_defaults import _resolve_look_alike
+    from vtcc.data.probe import ImageProbe
+
+    record = {"images": 900, "sampled": 256, "gray": True, "median_side": 28, "mean": [0.5], "std": [0.2]}
+    probe = ImageProbe.from_record({**record, "mirror_ratio": 1.5}, "shards.json")
+    assert probe.invert_ratio is None
+    view = OmegaConf.create({"hflip_p": "auto", "invert_p": "auto"})
+    assert _resolve_look_alike(view, probe) == [
+        "hflip_p=0.0 (mirror images do not look like the others: ratio 1.5)",
+        "invert_p=0.0 (the sample cannot tell whether inverted images look like the others)",
+    ]
+    assert view.hflip_p == 0.0 and view.invert_p == 0.0

@@ -163,10 +163,13 @@ def test_no_confident_image_stops_with_the_fix(base_run, tmp_path, capsys):
     )
 
 
-@pytest.mark.parametrize(("failed", "suggested"), [(1.0, 0.9), (0.99, 0.9), (0.9, 0.81), (0.5, 0.45)])
+@pytest.mark.parametrize(
+    ("failed", "suggested"),
+    [(1.0, 0.9), (0.99, 0.9), (0.9, 0.81), (0.5, 0.45), (0.03, 0.027), (0.001, 0.0009)],
+)
 def test_the_fix_names_a_threshold_below_the_one_that_failed(failed, suggested):
     """The message once told a run that failed at 0.9 to lower the threshold to 0.9."""
-    assert lower_threshold(failed) == suggested < failed
+    assert lower_threshold(failed) == suggested < failed and suggested > 0
 
 
 def test_a_flat_head_neither_clusters_nor_stops_a_run_whose_other_head_trains(tmp_path, weights):  # noqa: F811

@@ -137,6 +137,7 @@ def test_the_schema_tables_come_from_the_kinds_traits():
         (vit_conv_stem, "patch_size"),
         (strong_view, "hflip_p"),
         (small_image_view, "hflip_p"),
+        (small_image_view, "invert_p"),
         (strong_view, "base"),
         (ConfidenceCrossEntropy, "threshold"),
         (CachedFeatureDataModule, "num_views"),

@@ -169,6 +169,8 @@ def _resolve_look_alike(view: DictConfig, sample: ImageProbe | None) -> list[str
         if ratio is not None:
             alike = "look like" if view[key] else "do not look like"
             reasons.append(f"{key}={view[key]} ({what} {alike} the others: ratio {ratio})")
+        elif sample is not None:  # fewer than 128 images sampled, or a shard index from before the test
+            reasons.append(f"{key}={view[key]} (the sample cannot tell whether {what} look like the others)")
     return reasons
 
 
@@ -318,3 +320,22 @@ def _choose_look_alike(
     auto = [key for key, *_ in LOOK_ALIKE if view.get(key) == AUTO]
     reasons.extend(_resolve_look_alike(view, sample))
     choices.update({key: view[key] for key in auto})
+
+
+def keep_resumed_recipe(cfg: DictConfig, stored: dict[str, Any]) -> None:
+    """A resumed run whose stored recipe predates an op the data now decides (its config has no
+    ``invert_p``: it trained without inversion) keeps training without it, and says so; a value
+    the checkpoint records is compared as ever (:func:`vtcc.config.resume.resume_differences`)."""
+    stored_view = (stored.get("augment") or {}).get("view_a") or {}
+    view = (cfg.get("augment") or {}).get("view_a") or {}
+    decided = cfg.get("data_defaults") or {}
+    if not stored_view:
+        return
+    for key, *_ in LOOK_ALIKE:
+        if key in decided and key not in stored_view and view.get(key):
+            view[key] = decided[key] = 0.0
+            log.info(
+                "augment.view_a.%s=0.0: the run resumed was trained before vtcc decided it from the data, "
+                "and keeps its recipe",
+                key,
+            )

@@ -123,9 +123,9 @@ def _structural(model: dict[str, Any]) -> dict[str, Any]:
 def resolve_strong_view(cfg: DictConfig, stored: dict[str, Any]) -> None:
     """``augment=selflabel``'s ``auto`` settings from the run it starts from: a run trained with the
     small-image recipe (gray digits-like images) keeps that recipe under Cutout as its strong view
-    (``base``; SCAN's ops measured worse there, README), with that recipe's own flips (its
-    ``hflip_p``) and no second one; others get SCAN's ops, with flips unless the run trained
-    without them."""
+    (``base``; SCAN's ops measured worse there, README), with that recipe's own flips and
+    inversion (its ``hflip_p``, ``invert_p``) and no second flip; others get SCAN's ops, with flips
+    unless the run trained without them."""
     view = (cfg.get("augment") or {}).get("view_b") or {}
     source = (stored.get("augment") or {}).get("view_a") or {}
     small = registry.builds(source, "view", strong_view_base=True)

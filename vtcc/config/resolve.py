@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vtcc import registry
 from vtcc.config.curation_run import take_curated_clusters, take_curation
-from vtcc.config.data_defaults import auto_option_changes, resolve_data_defaults
+from vtcc.config.data_defaults import auto_option_changes, keep_resumed_recipe, resolve_data_defaults
 from vtcc.config.init_from import take_run_settings
 from vtcc.config.recipe import resolve_learning_rate, take_recipe
 from vtcc.config.resume import requeued_checkpoint, resumed_checkpoint
@@ -77,6 +77,7 @@ def resolve(cfg: DictConfig, overrides: list[str], gather: Gather) -> RunSpec:
             "(the integer in its config.yaml)"
         )
     ckpt_path, stored = resumed_checkpoint(cfg)
+    keep_resumed_recipe(cfg, stored)
     resolve_cluster_heads(cfg, stored, initial)
     _refine_plan(cfg, stored)
     _cached_views(cfg)

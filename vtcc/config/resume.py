@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from vtcc.config.data_defaults import LOOK_ALIKE
 from vtcc.errors import ConfigError
 from vtcc.utils.checkpoint import (
     CONFIG_KEY,
@@ -25,6 +26,10 @@ log = logging.getLogger("vtcc")
 
 # What identifies the data a run trains on (loader settings such as batch size may change).
 DATA_IDENTITY = ("_target_", "root", "name", "dataset", "image_size", "in_chans", "eval_split")
+
+
+# the augmentation ops the data decides: whether a layer is there shifts every later random draw
+OPS = tuple(key for key, *_ in LOOK_ALIKE)
 
 
 def requeued_job() -> bool:
@@ -206,6 +211,10 @@ def resume_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[
     number of cluster heads, whose weights the checkpoint holds) and a curated run's file."""
     views = []
     stored_heads = (stored.get("module") or {}).get("num_cluster_heads", 1)
+    stored_view = (stored.get("augment") or {}).get("view_a") or {}
+    # an op the data decides that the stored recipe predates: the run keeps training without it
+    # (vtcc.config.data_defaults.keep_resumed_recipe), so it is no difference
+    predates = {key for key in (current.get("data_defaults") or {}) if key in OPS and key not in stored_view}
     for config in (stored, current):
         model = {k: v for k, v in (config.get("model") or {}).items() if k not in NON_STRUCTURAL}
         data = {k: v for k, v in (config.get("data") or {}).items() if k in DATA_IDENTITY}
@@ -217,7 +226,7 @@ def resume_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[
         }
         view_a = (config.get("augment") or {}).get("view_a") or {}
         # a flip or an inversion layer shifts every later draw
-        augment = {f"view_a.{key}": view_a.get(key, 0.0) for key in ("hflip_p", "invert_p")}
+        augment = {f"view_a.{key}": 0.0 if key in predates else view_a.get(key, 0.0) for key in OPS}
         views.append(
             {
                 "model": model,

@@ -62,7 +62,7 @@ def small_image_view(
                 f"augment.view_a.{key}={value!r}: a probability (auto is decided only under augment=auto)"
             )
     flip = [K.RandomHorizontalFlip(p=hflip_p)] if hflip_p > 0 else []
-    invert = [K.RandomInvert(max_val=torch.tensor(1.0), p=invert_p)] if invert_p > 0 else []
+    invert = [K.RandomInvert(max_val=1.0, p=invert_p)] if invert_p > 0 else []
     return nn.Sequential(
         K.RandomResizedCrop((image_size, image_size), scale=tuple(crop_scale), ratio=tuple(crop_ratio)),
         *flip,

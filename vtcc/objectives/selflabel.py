@@ -18,8 +18,8 @@ from vtcc.registry import register
 
 def lower_threshold(threshold: float) -> float:
     """The threshold the stop message suggests: SCAN's 0.99 and higher ones go to 0.9, others down a
-    tenth of themselves, always below the one that failed."""
-    return 0.9 if threshold > 0.9 else round(0.9 * threshold, 2)
+    tenth of themselves (three significant digits), always below the one that failed and above 0."""
+    return 0.9 if threshold > 0.9 else float(f"{0.9 * threshold:.3g}")
 
 
 @register(
