@@ -192,8 +192,21 @@ def test_benchmark_folder_defaults(tmp_path):
     extra = ["trainer.max_epochs=1", "module.num_cluster_heads=2", *TINY_MODEL, "data.batch_size=16"]
     args = ["--out", str(tmp_path / "bench"), "--cases", "digits8:auto", "--extra", *extra]
     result = run_script("benchmark_folder_defaults.py", *args, cwd=tmp_path)
-    printed(r"^digits8:auto\s+1\s+\d+\s+\d+\s+\w+\s+\d\.\d\s+\d+\s+1\s+\d+s\s+\d\.\d{3}", result)
+    printed(r"^digits8:auto\s+1\s+\d+\s+\d+\s+\w+\s+\d\.\d\s+\d\.\d\s+\d+\s+1\s+\d+s\s+\d\.\d{3}", result)
     assert '"head_acc": [' in result.stdout  # each of the two heads scored
+
+
+@covers("headroom.py")
+def test_headroom(tmp_path):
+    """Each head of a run on a labelled folder, then k-means on its two representations."""
+    folder = write_pngs(tmp_path / "bars")
+    run = train_tiny(tmp_path / "run", "data=folder", f"data.root={folder}", "data.batch_size=16")
+    result = run_script("headroom.py", str(run), str(folder), cwd=tmp_path)
+    printed(r"^  head 0( \(kept\))?: \d\.\d{3} / \d\.\d{3}$", result)
+    for space in ("backbone features", "instance embedding"):
+        printed(rf"^  k-means on the {space} \(\d+ dims, L2-normalised\): \d\.\d{{3}} / \d\.\d{{3}}$", result)
+    flat = run_script("headroom.py", str(run), str(folder / "0"), cwd=tmp_path, check=False)
+    assert flat.returncode != 0 and "flat folder" in flat.stderr  # says so, and fails
 
 
 @covers("benchmark_k_selection.py")
