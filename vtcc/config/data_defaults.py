@@ -313,10 +313,8 @@ def _choose_look_alike(
     """``augment.view_a.hflip_p`` / ``invert_p`` = ``auto``: flips when the sampled images are
     mirror-symmetric, inversion when they hold both polarities (the sample already taken, else
     one taken now where the data can be sampled; none: neither)."""
-    if not unset and probe and _probeable(cfg):
+    if not unset and probe and _probeable(cfg):  # no sample taken yet (one is, when a setting was unset)
         sample = _probe(cfg)
-    elif not (unset or (probe and _probeable(cfg))):
-        sample = None
     auto = [key for key, *_ in LOOK_ALIKE if view.get(key) == AUTO]
     reasons.extend(_resolve_look_alike(view, sample))
     choices.update({key: view[key] for key in auto})
