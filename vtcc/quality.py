@@ -107,7 +107,7 @@ def head_structures(
 ) -> list[float]:
     """``structure`` of each head's clusters over one embedding (the k-means fits shared); computed on
     the fixed sample of at most 4,000 images that :func:`label_free_quality` uses."""
-    index = _sample(len(points), seed)
+    index = sample_index(len(points), seed)
     fits = resampled_fits(np.asarray(points, dtype=np.float32)[index], k, seed)
     return [
         float(np.mean([adjusted_rand_score(np.asarray(c)[index], fit) for fit in fits]))
@@ -145,7 +145,8 @@ def balance(clusters: np.ndarray, k: int) -> float:
     return float(-(shares * np.log(shares)).sum() / math.log(k)) if k > 1 else 1.0
 
 
-def _sample(n: int, seed: int, size: int = SAMPLE) -> np.ndarray:
+def sample_index(n: int, seed: int, size: int = SAMPLE) -> np.ndarray:
+    """The images the scores are computed on: all of ``n``, or a fixed random ``size`` of them."""
     if n <= size:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
@@ -188,7 +189,7 @@ def label_free_quality(
     ``pixels_at(positions)``: the raw images at those positions, for the baseline. Structure and
     stability use a fixed random sample of at most 4,000 images; with fewer than four images a
     cluster they are None."""
-    index = _sample(len(clusters), seed)
+    index = sample_index(len(clusters), seed)
     structure = stability = pixel = None
     if resamplable(len(index), num_clusters):
         points = np.asarray(embeddings, dtype=np.float32)[index]

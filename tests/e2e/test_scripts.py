@@ -209,6 +209,27 @@ def test_headroom(tmp_path):
     assert flat.returncode != 0 and "flat folder" in flat.stderr  # says so, and fails
 
 
+@covers("head_choice.py")
+def test_head_choice(tmp_path):
+    """Three heads of a run on a labelled folder: each head's ACC, and the ACC of the head each
+    label-free rule keeps (the loss rule's from the run's metrics.csv)."""
+    folder = write_pngs(tmp_path / "bars")
+    train_tiny(
+        tmp_path / "runs" / "three",
+        "data=folder",
+        f"data.root={folder}",
+        "data.batch_size=16",
+        "module.num_cluster_heads=3",
+    )
+    result = run_script("head_choice.py", str(tmp_path / "runs"), "--json", "rows.jsonl", cwd=tmp_path)
+    printed(r"^three\s+(\d\.\d{3} ){2}\d\.\d{3}(\s+\d\.\d{3}){4}$", result)
+    printed(r"^  bars \(1 runs\)", result)
+    row = json.loads((tmp_path / "rows.jsonl").read_text())
+    assert set(row["picks"]) == {"structure", "consensus", "both", "loss"} and len(row["head_acc"]) == 3
+    none = run_script("head_choice.py", str(folder), cwd=tmp_path, check=False)
+    assert none.returncode != 0 and "no finished run" in none.stderr  # says so, and fails
+
+
 @covers("benchmark_k_selection.py")
 def test_benchmark_k_selection(tmp_path):
     args = [

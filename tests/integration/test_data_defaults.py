@@ -194,18 +194,6 @@ def test_the_mirror_ratio_is_about_one_for_data_that_holds_its_mirror_images_and
     assert mirror_ratio(list(_wedges(10, mirrored_half=True))) is None  # too few to tell
 
 
-@pytest.mark.parametrize(("mirrored", "flip"), [(True, 0.5), (False, 0.0)])
-def test_augment_auto_flips_small_gray_images_only_when_their_mirror_images_look_like_them(
-    tmp_path, mirrored, flip
-):
-    root = _write_gray(tmp_path / "images", _wedges(200, mirrored_half=mirrored))
-    cfg = compose_train(tmp_path, ["data=folder", f"data.root={root}"], tiny=False)
-    assert cfg.augment.view_a._target_ == "vtcc.data.small_image_view"
-    assert cfg.augment.view_a.hflip_p == flip and cfg.data_defaults.hflip_p == flip
-    explicit = compose_train(tmp_path, ["data=folder", f"data.root={root}", "augment=small"], tiny=False)
-    assert explicit.augment.view_a.hflip_p == 0.0  # the named recipe keeps its documented no-flip default
-
-
 def _polarities(count: int, inverted_half: bool) -> np.ndarray:
     """The wedges, none mirrored, with every other image's gray levels inverted (light ground, dark
     wedge) or all of one polarity."""
@@ -231,20 +219,45 @@ def test_the_invert_ratio_is_about_one_for_data_of_both_polarities_and_above_oth
     assert invert_ratio(list(_polarities(10, inverted_half=True))) is None  # too few to tell
 
 
-@pytest.mark.parametrize(("inverted", "invert"), [(True, 0.5), (False, 0.0)])
-def test_augment_auto_inverts_gray_levels_only_when_the_data_holds_both_polarities(
-    tmp_path, inverted, invert
+LOOK_ALIKE_DATA = {  # images -> (hflip_p, invert_p) that augment=auto must choose
+    "mirrored wedges": (lambda: _wedges(200, mirrored_half=True), 0.5, 0.0),
+    "wedges facing one way": (lambda: _wedges(200, mirrored_half=False), 0.0, 0.0),
+    "wedges of both polarities": (lambda: _polarities(200, inverted_half=True), 0.0, 0.5),
+}
+
+
+@pytest.mark.parametrize("data", sorted(LOOK_ALIKE_DATA))
+def test_augment_auto_flips_or_inverts_small_gray_images_only_when_the_changed_images_look_like_them(
+    tmp_path, data
 ):
+    """Each op of the small recipe is on exactly when its changed images look like the data, and its
+    kornia layer exists only then; the named recipe keeps its documented defaults (neither)."""
     from hydra.utils import instantiate
 
-    root = _write_gray(tmp_path / "images", _polarities(200, inverted_half=inverted))
+    images, flip, invert = LOOK_ALIKE_DATA[data]
+    root = _write_gray(tmp_path / "images", images())
     cfg = compose_train(tmp_path, ["data=folder", f"data.root={root}"], tiny=False)
-    assert cfg.augment.view_a.invert_p == invert and cfg.data_defaults.invert_p == invert
-    assert cfg.augment.view_a.hflip_p == 0.0  # no wedge is another's mirror image
+    assert cfg.augment.view_a._target_ == "vtcc.data.small_image_view"
+    assert (cfg.augment.view_a.hflip_p, cfg.augment.view_a.invert_p) == (flip, invert)
+    assert (cfg.data_defaults.hflip_p, cfg.data_defaults.invert_p) == (flip, invert)
     layers = [type(layer).__name__ for layer in instantiate(cfg.augment).view_a]
-    assert ("RandomInvert" in layers) == inverted
+    assert ("RandomHorizontalFlip" in layers, "RandomInvert" in layers) == (flip > 0, invert > 0)
     explicit = compose_train(tmp_path, ["data=folder", f"data.root={root}", "augment=small"], tiny=False)
-    assert explicit.augment.view_a.invert_p == 0.0  # the named recipe keeps its documented default
+    assert (explicit.augment.view_a.hflip_p, explicit.augment.view_a.invert_p) == (0.0, 0.0)
+
+
+def test_the_look_alike_ratios_of_one_pass_are_each_ops_own():
+    """The probe computes both ratios in one pass over the sample; each equals its op's own test."""
+    from vtcc.data.probe import invert_ratio, look_alike_ratios, mirror_ratio
+
+    for images in (_wedges(200, mirrored_half=True), _polarities(200, inverted_half=True)):
+        arrays = list(images)
+        both = look_alike_ratios(arrays)
+        assert both == {"mirror_ratio": mirror_ratio(arrays), "invert_ratio": invert_ratio(arrays)}
+    assert look_alike_ratios(list(_wedges(10, mirrored_half=True))) == {
+        "mirror_ratio": None,
+        "invert_ratio": None,
+    }
 
 
 def test_an_inverted_view_is_one_minus_the_image_before_normalisation():

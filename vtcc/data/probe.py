@@ -62,14 +62,28 @@ def _as_square(pixels: np.ndarray) -> np.ndarray:
     return np.asarray(square, dtype=np.float64)
 
 
-def _look_alike_ratio(arrays: list[np.ndarray], change) -> float | None:
-    """The median distance from each changed image to its nearest other image of the sample, over
-    the median distance from each image to its nearest other image (16 x 16 gray, each image
-    centred and scaled to unit norm; ``change`` maps the stack of squares). Near 1 when the changed
-    images are as much at home in the data as the images themselves; well above 1 when the change
-    makes something the data does not hold. No label is read."""
+def _mirror(squares: np.ndarray) -> np.ndarray:
+    return squares[:, :, ::-1]
+
+
+def _invert(squares: np.ndarray) -> np.ndarray:
+    return 255.0 - squares
+
+
+LOOK_ALIKE_CHANGES = {"mirror_ratio": _mirror, "invert_ratio": _invert}  # ImageProbe's fields
+
+
+def look_alike_ratios(arrays: list[np.ndarray], changes=None) -> dict[str, float | None]:
+    """For each change (default: :data:`LOOK_ALIKE_CHANGES`), the median distance from each
+    changed image to its nearest other image of the sample, over the median distance from each
+    image to its nearest other image (16 x 16 gray, each image centred and scaled to unit norm;
+    a change maps the stack of squares). Near 1 when the changed images are as much at home in the
+    data as the images themselves; well above 1 when the change makes something the data does not
+    hold. The squares and the images' own distances are computed once for all changes; None for
+    each when the sample is too small to tell. No label is read."""
+    changes = LOOK_ALIKE_CHANGES if changes is None else changes
     if len(arrays) < MIRROR_MIN_IMAGES:  # few images are all far apart: the ratio drifts to 1
-        return None
+        return dict.fromkeys(changes)
     squares = np.stack([_as_square(a) for a in arrays])
 
     def unit(x: np.ndarray) -> np.ndarray:
@@ -77,29 +91,30 @@ def _look_alike_ratio(arrays: list[np.ndarray], change) -> float | None:
         flat = flat - flat.mean(axis=1, keepdims=True)
         return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-8)
 
-    images, changed = unit(squares), unit(change(squares))
+    images = unit(squares)
 
     def nearest(queries: np.ndarray) -> float:
         distances = np.sqrt(np.maximum(2 - 2 * queries @ images.T, 0))
         np.fill_diagonal(distances, np.inf)  # not an image itself, nor its own original
         return float(np.median(distances.min(axis=1)))
 
-    return round(nearest(changed) / max(nearest(images), 1e-8), 3)
+    own = max(nearest(images), 1e-8)
+    return {name: round(nearest(unit(change(squares))) / own, 3) for name, change in changes.items()}
 
 
 def mirror_ratio(arrays: list[np.ndarray]) -> float | None:
-    """Whether mirror images look like the others (:func:`_look_alike_ratio` of the left-right
+    """Whether mirror images look like the others (:func:`look_alike_ratios` of the left-right
     mirror): near 1 for silhouettes and shapes facing either way; well above 1 where mirroring
     makes something the data does not hold (digits, letters)."""
-    return _look_alike_ratio(arrays, lambda squares: squares[:, :, ::-1])
+    return look_alike_ratios(arrays, {"mirror": _mirror})["mirror"]
 
 
 def invert_ratio(arrays: list[np.ndarray]) -> float | None:
     """Whether images with their gray levels inverted (dark ink on light made light on dark) look
-    like the others (:func:`_look_alike_ratio` of ``255 - x``): near 1 when the data holds both
+    like the others (:func:`look_alike_ratios` of ``255 - x``): near 1 when the data holds both
     polarities (pictograms either way round, textures); well above 1 when every image has one
     (digits and letters on a dark ground, objects lit from one side)."""
-    return _look_alike_ratio(arrays, lambda squares: 255.0 - squares)
+    return look_alike_ratios(arrays, {"invert": _invert})["invert"]
 
 
 def _is_gray(pixels: np.ndarray) -> bool:
@@ -134,8 +149,7 @@ def summarise(arrays: list[np.ndarray], images: int, colour: bool = False) -> Im
         median_side=int(np.median(sides)),
         mean=[round(float(v), 3) for v in pooled.mean(axis=0)],
         std=[round(max(float(v), 1e-3), 3) for v in pooled.std(axis=0)],
-        mirror_ratio=mirror_ratio(arrays),
-        invert_ratio=invert_ratio(arrays),
+        **look_alike_ratios(arrays),
     )
 
 
