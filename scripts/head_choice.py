@@ -74,8 +74,9 @@ def study(run: Path) -> dict | None:
     assigner = Assigner(run / "checkpoints" / "last.ckpt", device="cpu")
     _, embedding, heads = representations(assigner, paths)
     k = assigner.num_clusters
-    accuracy = [round(clustering_metrics(labels, c)["acc"], 3) for c in heads]
-    nmi = [round(clustering_metrics(labels, c)["nmi"], 3) for c in heads]
+    metrics = [clustering_metrics(labels, c) for c in heads]
+    accuracy = [round(m["acc"], 3) for m in metrics]
+    nmi = [round(m["nmi"], 3) for m in metrics]
     scores = rule_scores(embedding, heads, k, int(config.get("seed") or 0))
     picks = {rule: int(np.argmax(values)) for rule, values in scores.items()}
     loss = loss_choice(run)
