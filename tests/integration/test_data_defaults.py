@@ -267,36 +267,22 @@ def test_an_inverted_view_is_one_minus_the_image_before_normalisation():
 
     from vtcc.data import small_image_view
 
-    view = small_image_view(
+    plain = dict(  # every op off but the inversion, always on
         image_size=8,
         mean=[0.0],
         std=[1.0],
         crop_scale=(1.0, 1.0),
         crop_ratio=(1.0, 1.0),
-        affine_p=0.0,
         brightness=0.0,
         contrast=0.0,
         noise_p=0.0,
         invert_p=1.0,
     )
+    view = small_image_view(**plain, affine_p=0.0)
     images = torch.rand(4, 1, 8, 8)
     assert torch.allclose(view(images), 1 - images, atol=1e-6)
     # inverted before the affine step: what a shift leaves uncovered stays 0 (black), not 1
-    shifted = small_image_view(
-        image_size=8,
-        mean=[0.0],
-        std=[1.0],
-        crop_scale=(1.0, 1.0),
-        crop_ratio=(1.0, 1.0),
-        rotation=0.0,
-        translate=0.5,
-        shear=0.0,
-        affine_p=1.0,
-        brightness=0.0,
-        contrast=0.0,
-        noise_p=0.0,
-        invert_p=1.0,
-    )
+    shifted = small_image_view(**plain, rotation=0.0, translate=0.5, shear=0.0, affine_p=1.0)
     torch.manual_seed(0)
     out = shifted(torch.ones(64, 1, 8, 8))  # inverted: all 0, so only what the shift uncovers could differ
     assert out.abs().max() < 1e-6
