@@ -133,8 +133,9 @@ def test_no_script_instantiates_a_composed_config_itself():
 
 @covers("benchmark.py")
 def test_the_benchmark_prints_figures_on_the_cpu(tmp_path):
-    """``make bench``'s default CPU mode (the digits configuration, built as vtcc-train builds it)."""
-    result = run_script("benchmark.py", "--steps", "1", cwd=tmp_path)
+    """``make bench``'s default CPU mode (the digits configuration, built as vtcc-train builds it),
+    at a batch of 32 (CI runs ``make bench`` itself at the configuration's own batch)."""
+    result = run_script("benchmark.py", "--steps", "1", "--override", "data.batch_size=32", cwd=tmp_path)
     row = printed(r"^digits\s+(\d+\.\d)\s+(\d+\.\d)\s+\d+\.\d\d\s+(\d+\.\d)", result)
     assert all(float(figure) > 0 for figure in row.groups())
     assert "FAILED" not in result.stderr
