@@ -32,20 +32,19 @@ from sklearn.metrics import adjusted_rand_score
 from vtcc.data.folder import list_images
 from vtcc.inference import Assigner
 from vtcc.metrics import clustering_metrics
-from vtcc.quality import resampled_fits, sample_index
+from vtcc.quality import head_fit_agreements, sample_index
 
 RULES = ("structure", "consensus", "both", "loss")
 
 
 def rule_scores(embedding: np.ndarray, heads: np.ndarray, k: int, seed: int) -> dict[str, list[float]]:
     """Every rule's score of every head, on the sample of images the training's choice uses."""
-    index = sample_index(len(embedding), seed)
-    fits = resampled_fits(np.asarray(embedding, dtype=np.float32)[index], k, seed)
+    against_fits = head_fit_agreements(embedding, heads, k, seed)
+    index = sample_index(len(embedding), seed)  # the sample those agreements are on
     clusters = [np.asarray(c)[index] for c in heads]
     pair = np.eye(len(clusters))
     for a, b in combinations(range(len(clusters)), 2):
         pair[a, b] = pair[b, a] = adjusted_rand_score(clusters[a], clusters[b])
-    against_fits = [[adjusted_rand_score(c, fit) for fit in fits] for c in clusters]
     others = [[pair[h, g] for g in range(len(clusters)) if g != h] for h in range(len(clusters))]
     return {
         "structure": [float(np.mean(row)) for row in against_fits],
@@ -59,7 +58,8 @@ def loss_choice(run: Path) -> int | None:
     table = run / "logs" / "metrics.csv"
     if not table.is_file():
         return None
-    chosen = [row["train/best_head"] for row in csv.DictReader(open(table)) if row.get("train/best_head")]
+    with open(table, newline="") as rows:
+        chosen = [row["train/best_head"] for row in csv.DictReader(rows) if row.get("train/best_head")]
     return int(float(chosen[-1])) if chosen else None
 
 
@@ -94,6 +94,13 @@ def study(run: Path) -> dict | None:
     }
 
 
+def rule_means(rows: list[dict]) -> str:
+    """The mean ACC of the head each rule kept, over ``rows`` (a rule without a pick is left out)."""
+    return " ".join(
+        f"{np.mean([r[f'acc_{rule}'] for r in rows if f'acc_{rule}' in r]):9.3f}" for rule in RULES
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", type=Path)
@@ -114,18 +121,10 @@ def main() -> None:
         heads = " ".join(f"{a:.3f}" for a in row["head_acc"])
         picked = " ".join(f"{row.get(f'acc_{r}', float('nan')):9.3f}" for r in RULES)
         print(f"{row['run']:28s} {heads:>36s}  {picked}")
-    print(
-        f"\n{'mean ACC of the head kept':28s} {'':>36s}  "
-        + " ".join(
-            f"{np.mean([r[f'acc_{rule}'] for r in rows if f'acc_{rule}' in r]):9.3f}" for rule in RULES
-        )
-    )
+    print(f"\n{'mean ACC of the head kept':28s} {'':>36s}  {rule_means(rows)}")
     for data in sorted({r["data"] for r in rows}):
         group = [r for r in rows if r["data"] == data]
-        means = " ".join(
-            f"{np.mean([r[f'acc_{rule}'] for r in group if f'acc_{rule}' in r]):9.3f}" for rule in RULES
-        )
-        print(f"  {data + ' (' + str(len(group)) + ' runs)':26s} {'':>36s}  {means}")
+        print(f"  {data + ' (' + str(len(group)) + ' runs)':26s} {'':>36s}  {rule_means(group)}")
     best = np.mean([max(r["head_acc"]) for r in rows])
     worst = np.mean([min(r["head_acc"]) for r in rows])
     print(f"best head {best:.3f}, worst head {worst:.3f} (mean over runs; labels only score)")

@@ -102,17 +102,22 @@ def structure_score(points: np.ndarray, clusters: np.ndarray, k: int, seed: int 
     return float(np.mean([adjusted_rand_score(clusters, fit) for fit in fits])), _halves_agree(fits)
 
 
+def head_fit_agreements(
+    points: np.ndarray, head_clusters: list[np.ndarray], k: int, seed: int = 0
+) -> list[list[float]]:
+    """ARI of each head's clusters against each k-means fit of one embedding (the fits shared),
+    on the fixed sample of at most 4,000 images that :func:`label_free_quality` uses."""
+    index = sample_index(len(points), seed)
+    fits = resampled_fits(np.asarray(points, dtype=np.float32)[index], k, seed)
+    return [[adjusted_rand_score(np.asarray(c)[index], fit) for fit in fits] for c in head_clusters]
+
+
 def head_structures(
     points: np.ndarray, head_clusters: list[np.ndarray], k: int, seed: int = 0
 ) -> list[float]:
-    """``structure`` of each head's clusters over one embedding (the k-means fits shared); computed on
-    the fixed sample of at most 4,000 images that :func:`label_free_quality` uses."""
-    index = sample_index(len(points), seed)
-    fits = resampled_fits(np.asarray(points, dtype=np.float32)[index], k, seed)
-    return [
-        float(np.mean([adjusted_rand_score(np.asarray(c)[index], fit) for fit in fits]))
-        for c in head_clusters
-    ]
+    """``structure`` of each head's clusters over one embedding: the mean of its
+    :func:`head_fit_agreements`."""
+    return [float(np.mean(row)) for row in head_fit_agreements(points, head_clusters, k, seed)]
 
 
 @torch.no_grad()
