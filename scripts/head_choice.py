@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from headroom import representations  # scripts/ is on the path when a script runs
+from headroom import representations, run_folders  # scripts/ is on the path when a script runs
 from sklearn.metrics import adjusted_rand_score
 
 from vtcc.data.folder import list_images
@@ -106,13 +106,7 @@ def main() -> None:
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--json", type=Path, default=None, help="also write one JSON row a run here")
     args = parser.parse_args()
-    runs = []
-    for path in args.paths:
-        runs += (
-            [path]
-            if (path / "config.yaml").is_file()
-            else sorted(p.parent for p in path.rglob("config.yaml"))
-        )
+    runs = run_folders(args.paths)
     rows = [row for row in map(study, runs) if row]
     if not rows:
         sys.exit("head_choice: no finished run of several heads on labelled folders found")

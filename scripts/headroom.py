@@ -38,6 +38,18 @@ def representations(assigner: Assigner, paths: list[Path]) -> tuple[np.ndarray, 
     return torch.cat(features).numpy(), torch.cat(embeddings).numpy(), torch.cat(clusters, 1).numpy()
 
 
+def run_folders(paths: list[Path]) -> list[Path]:
+    """Each path that is a run folder (it holds config.yaml), and the run folders below each other path."""
+    runs = []
+    for path in paths:
+        runs += (
+            [path]
+            if (path / "config.yaml").is_file()
+            else sorted(p.parent for p in path.rglob("config.yaml"))
+        )
+    return runs
+
+
 def unit(rows: np.ndarray) -> np.ndarray:
     return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 

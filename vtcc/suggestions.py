@@ -12,7 +12,8 @@
   applies to new images (:mod:`vtcc.curation`).
 
 So over-clustering (a K above the expected count) followed by merging the listed pairs is a
-guided path. No label is read.
+guided path; :func:`merge_clusters` walks it without a person (greedy, the top pair each time).
+No label is read.
 """
 
 from __future__ import annotations
@@ -41,11 +42,11 @@ class Suggestions:
     centroids: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)  # k -> cluster -> (k, D)
 
 
-def neighbour_shares(
+def neighbour_counts(
     embeddings: np.ndarray, clusters: np.ndarray, num_clusters: int, k: int = NEIGHBOURS, seed: int = 0
 ) -> np.ndarray:
-    """``(K, K)``: row ``a`` the share of the ``k`` nearest neighbours of cluster ``a``'s images in
-    each cluster (a random sample of :data:`SAMPLE` images beyond it)."""
+    """``(K, K)``: row ``a`` how many of the ``k`` nearest neighbours of cluster ``a``'s images lie
+    in each cluster (a random sample of :data:`SAMPLE` images beyond it)."""
     rng = np.random.default_rng(seed)
     rows = np.arange(len(clusters)) if len(clusters) <= SAMPLE else rng.choice(len(clusters), SAMPLE, False)
     k = min(k, len(rows) - 1)
@@ -55,8 +56,49 @@ def neighbour_shares(
     own = np.repeat(clusters[rows], k)
     counts = np.zeros((num_clusters, num_clusters))
     np.add.at(counts, (own, clusters[rows][neighbours.numpy().ravel()]), 1)
+    return counts
+
+
+def row_shares(counts: np.ndarray) -> np.ndarray:
+    """Each row of a count matrix over its total (a row of zeros stays zeros)."""
     totals = counts.sum(axis=1, keepdims=True)
     return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+
+
+def neighbour_shares(
+    embeddings: np.ndarray, clusters: np.ndarray, num_clusters: int, k: int = NEIGHBOURS, seed: int = 0
+) -> np.ndarray:
+    """``(K, K)``: row ``a`` the share of the ``k`` nearest neighbours of cluster ``a``'s images in
+    each cluster (a random sample of :data:`SAMPLE` images beyond it)."""
+    return row_shares(neighbour_counts(embeddings, clusters, num_clusters, k, seed))
+
+
+def merge_clusters(
+    embeddings: np.ndarray, clusters: np.ndarray, num_clusters: int, target: int, seed: int = 0
+) -> np.ndarray:
+    """Over-clustering, then merging, without a person: the pair of clusters with the highest mean
+    neighbour share (the report's first merge candidate) is merged, the shares of the merged
+    cluster recounted from the summed neighbour counts, until ``target`` clusters hold images.
+    Returns each image's cluster, numbered ``0..target-1`` in the order of the smallest old id (a
+    clustering already at or under ``target`` non-empty clusters is only renumbered)."""
+    clusters = np.asarray(clusters, np.int64)
+    counts = neighbour_counts(embeddings, clusters, num_clusters, seed=seed)
+    groups = {c: [c] for c in np.unique(clusters).tolist()}  # cluster -> the old clusters it holds
+    while len(groups) > target:
+        ids = sorted(groups)
+        shares = row_shares(counts[np.ix_(ids, ids)])
+        score = (shares + shares.T) / 2
+        np.fill_diagonal(score, -1.0)
+        a, b = np.unravel_index(int(np.argmax(score)), score.shape)  # first highest: deterministic
+        keep, gone = ids[min(a, b)], ids[max(a, b)]
+        counts[keep] += counts[gone]
+        counts[:, keep] += counts[:, gone]
+        counts[gone] = counts[:, gone] = 0
+        groups[keep] += groups.pop(gone)
+    relabel = np.zeros(num_clusters, np.int64)
+    for new, old in enumerate(sorted(groups)):
+        relabel[groups[old]] = new
+    return relabel[clusters]
 
 
 def similar_pairs(shares: np.ndarray, top: int = SHOWN) -> list[tuple[int, int, float]]:

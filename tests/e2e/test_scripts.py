@@ -231,6 +231,22 @@ def test_head_choice(tmp_path):
     assert none.returncode != 0 and "no finished run" in none.stderr  # says so, and fails
 
 
+@covers("overcluster_merge.py")
+def test_overcluster_merge(tmp_path):
+    """A run over-clustered at 4 on two kinds, each head merged down to 2, beside k-means at 2."""
+    folder = write_pngs(tmp_path / "bars")
+    overrides = ["data=folder", f"data.root={folder}", "data.batch_size=16", "num_clusters=4"]
+    train_tiny(tmp_path / "runs" / "four", *overrides, "module.num_cluster_heads=2")
+    runs = str(tmp_path / "runs")
+    result = run_script("overcluster_merge.py", runs, "--clusters", "2", "--json", "rows.jsonl", cwd=tmp_path)
+    printed(r"^four\s+4(\s+\d\.\d{3}){8}\s+\d\.\d{3} \d\.\d{3}$", result)
+    row = json.loads((tmp_path / "rows.jsonl").read_text())
+    assert row["trained_k"] == 4 and row["k"] == 2 and len(row["heads_acc"]) == 2
+    assert row["acc"] >= 0.5 and row["ward_acc"] >= 0.5  # two kinds of 16 images: ACC is at least a half
+    none = run_script("overcluster_merge.py", runs, "--clusters", "4", cwd=tmp_path, check=False)
+    assert none.returncode != 0 and "no finished run" in none.stderr  # nothing above 4 to merge: says so
+
+
 @covers("benchmark_k_selection.py")
 def test_benchmark_k_selection(tmp_path):
     args = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vtcc.suggestions import neighbour_shares, similar_pairs, suggest, suggestions_section
+from vtcc.suggestions import merge_clusters, neighbour_shares, similar_pairs, suggest, suggestions_section
 
 
 def three_groups(per_group: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -45,3 +45,24 @@ def test_the_halves_of_one_group_are_the_top_pair_and_the_two_groups_the_mixed_c
 def test_no_pair_of_clusters_that_share_no_neighbour_is_listed():
     shares = np.eye(3)
     assert similar_pairs(shares) == []
+
+
+def test_merging_joins_the_halves_of_one_group_and_keeps_separate_groups_apart():
+    """Four far-apart groups, each cut in two clusters (ids interleaved) plus an empty cluster:
+    merged to four, every group is one cluster again and no cluster holds two groups."""
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(4), 100)
+    embeddings = (np.eye(8)[groups] * 10 + rng.normal(size=(400, 8))).astype(np.float32)
+    clusters = groups * 2 + np.tile([0, 1], 200)  # group g: clusters 2g and 2g + 1, interleaved
+    merged = merge_clusters(embeddings, clusters, 9, target=4)  # cluster 8 is empty
+    assert sorted(np.unique(merged).tolist()) == [0, 1, 2, 3]
+    assert (merged == groups).all()  # numbered by the smallest old id: group g is cluster g
+
+
+def test_merging_stops_at_the_target_and_only_renumbers_below_it():
+    embeddings, clusters = three_groups()  # clusters 0, 1, 2 hold images; 3 is empty
+    merged = merge_clusters(embeddings, clusters, 4, target=2)
+    assert (merged[clusters == 1] == merged[clusters == 2]).all()  # C's halves: the top pair
+    assert merged[0] != merged[-1] and len(np.unique(merged)) == 2
+    renumbered = merge_clusters(embeddings, clusters * 2, 8, target=5)  # 3 clusters: ids 0, 2, 4
+    assert (renumbered == clusters).all()
