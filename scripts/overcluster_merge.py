@@ -1,7 +1,7 @@
 """Over-clustering, then merging, measured: a run trained at more clusters than kinds
-(`num_clusters=2K`), each head merged down to K by the report's merge candidates
-two ways: by the report's merge candidates (vtcc.suggestions.merge_clusters: the pair with the
-most shared neighbours in the run's instance embedding, again and again) and by Ward's linkage of
+(`num_clusters=2K`), each head merged down to K two ways: by the report's merge candidates
+(vtcc.suggestions.merge_clusters: the pair with the highest mean share of nearest neighbours in the
+run's instance embedding, again and again) and by Ward's linkage of
 the clusters' centroids in that embedding (L2-normalised images), scored next to k-means at K on
 the same embedding (labels only score).
 
@@ -10,8 +10,9 @@ Usage: .venv/bin/python scripts/overcluster_merge.py <runs folder or run> [...] 
 Each run folder holds checkpoints/last.ckpt and its config.yaml names the labelled image folder
 (one subfolder a class), as scripts/benchmark_folder_defaults.py leaves them (there with
 --extra num_clusters=<2K>). K is the count to merge to, given as a user gives num_clusters.
-Per run: the kept head before the merge (ACC at its own K and many-to-one ACC), after each merge
-(ACC / NMI), every head after the neighbour merge, and k-means at K on the instance embedding.
+Per run: the trained K and the clusters the kept head uses, the kept head before the merge (ACC at
+its own K and many-to-one ACC), after each merge (ACC / NMI), every head after the neighbour
+merge, and k-means at K on the instance embedding.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ def study(run: Path, target: int) -> dict | None:
         "trained_k": assigner.num_clusters,
         "k": target,
         "kept": kept,
+        "clusters_before": len(np.unique(heads[kept])),
+        "clusters_after": len(np.unique(merged[kept])),
         "acc_before": round(before["acc"], 3),
         "acc_many_to_one_before": round(before["acc_many_to_one"], 3),
         "acc": round(after[kept]["acc"], 3),
@@ -95,12 +98,12 @@ def main() -> None:
             "clusters found (train one with num_clusters=<2K>)"
         )
     print(
-        f"{'run':28s} {'K':>3s} {'ACC at K':>8s} {'many-1':>6s} {'neighbours ACC':>14s} {'NMI':>6s} "
+        f"{'run':28s} {'trained K':>9s} {'used':>4s} {'ACC at K':>8s} {'many-1':>6s} {'neighbours ACC':>14s} {'NMI':>6s} "
         f"{'Ward ACC':>8s} {'NMI':>6s} {'k-means ACC':>11s} {'NMI':>6s}  every head by neighbours"
     )
     for r in rows:
         print(
-            f"{r['run']:28s} {r['trained_k']:3d} {r['acc_before']:8.3f} {r['acc_many_to_one_before']:6.3f} "
+            f"{r['run']:28s} {r['trained_k']:9d} {r['clusters_before']:4d} {r['acc_before']:8.3f} {r['acc_many_to_one_before']:6.3f} "
             f"{r['acc']:14.3f} {r['nmi']:6.3f} {r['ward_acc']:8.3f} {r['ward_nmi']:6.3f} "
             f"{r['kmeans_acc']:11.3f} {r['kmeans_nmi']:6.3f}  " + " ".join(f"{a:.3f}" for a in r["heads_acc"])
         )

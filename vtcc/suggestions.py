@@ -79,21 +79,31 @@ def merge_clusters(
     """Over-clustering, then merging, without a person: the pair of clusters with the highest mean
     neighbour share (the report's first merge candidate) is merged, the shares of the merged
     cluster recounted from the summed neighbour counts, until ``target`` clusters hold images.
-    Returns each image's cluster, numbered ``0..target-1`` in the order of the smallest old id (a
-    clustering already at or under ``target`` non-empty clusters is only renumbered)."""
+    Pairs of equal share (most often 0: no neighbour in common) go by the cosine of their mean
+    L2-normalised embeddings, the closer first. Returns each image's cluster, numbered
+    ``0..target-1`` in the order of the smallest old id (a clustering already at or under
+    ``target`` non-empty clusters is only renumbered)."""
+    if target < 1:
+        raise ValueError(f"merge_clusters: target={target}; merge to at least 1 cluster")
     clusters = np.asarray(clusters, np.int64)
     counts = neighbour_counts(embeddings, clusters, num_clusters, seed=seed)
+    points = np.asarray(embeddings, np.float64)
+    sums = np.zeros((num_clusters, points.shape[1]))
+    np.add.at(sums, clusters, points / np.maximum(np.linalg.norm(points, axis=1, keepdims=True), 1e-12))
     groups = {c: [c] for c in np.unique(clusters).tolist()}  # cluster -> the old clusters it holds
     while len(groups) > target:
         ids = sorted(groups)
         shares = row_shares(counts[np.ix_(ids, ids)])
         score = (shares + shares.T) / 2
         np.fill_diagonal(score, -1.0)
-        a, b = np.unravel_index(int(np.argmax(score)), score.shape)  # first highest: deterministic
+        directions = sums[ids] / np.maximum(np.linalg.norm(sums[ids], axis=1, keepdims=True), 1e-12)
+        cosine = np.where(score >= score.max(), directions @ directions.T, -np.inf)  # the tied best
+        a, b = np.unravel_index(int(np.argmax(cosine)), cosine.shape)  # first highest: deterministic
         keep, gone = ids[min(a, b)], ids[max(a, b)]
         counts[keep] += counts[gone]
         counts[:, keep] += counts[:, gone]
         counts[gone] = counts[:, gone] = 0
+        sums[keep] += sums[gone]
         groups[keep] += groups.pop(gone)
     relabel = np.zeros(num_clusters, np.int64)
     for new, old in enumerate(sorted(groups)):

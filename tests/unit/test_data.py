@@ -154,6 +154,9 @@ def test_batched_and_per_image_augmentation_draw_the_same_parameter_distribution
     assert len(np.unique(batched)) > 100  # every image of a batch draws its own crop (areas are whole pixels)
     assert ks_2samp(batched, per_image).pvalue > 0.01
     assert 0.08 - 0.02 <= batched.min() and batched.max() <= 1.0 + 1e-6
+    narrower = TwinViewAugmentation(rgb_view(32, [0.5] * 3, [0.5] * 3, crop_scale=(0.2, 1.0)))
+    # a near miss the test still tells apart: no crop under 20 % of the image (KS distance ~0.13)
+    assert ks_2samp(crop_area_fractions(narrower, images, batched=True), per_image).pvalue < 0.01
     shared = TwinViewAugmentation(nn.Sequential(K.RandomResizedCrop((32, 32), same_on_batch=True)))
     assert ks_2samp(crop_area_fractions(shared, images[:300], batched=True), per_image).pvalue < 0.01
 

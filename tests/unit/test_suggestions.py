@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from vtcc.suggestions import merge_clusters, neighbour_shares, similar_pairs, suggest, suggestions_section
 
@@ -66,3 +67,27 @@ def test_merging_stops_at_the_target_and_only_renumbers_below_it():
     assert merged[0] != merged[-1] and len(np.unique(merged)) == 2
     renumbered = merge_clusters(embeddings, clusters * 2, 8, target=5)  # 3 clusters: ids 0, 2, 4
     assert (renumbered == clusters).all()
+
+
+def test_a_merged_cluster_is_scored_by_its_summed_neighbour_counts(monkeypatch):
+    """Hand-made counts: 0 and 1 merge first (share 0.48); then cluster 2, whose neighbours are
+    15 % in 0 and 15 % in 1, scores 0.16 with the merged cluster against 0.10 with 3, so it joins
+    0 and 1. Shares not recounted after the first merge (0.085 with 0) would pair 2 with 3."""
+    counts = np.array([[50, 48, 2, 0], [48, 50, 2, 0], [15, 15, 60, 10], [0, 0, 10, 90]], float)
+    monkeypatch.setattr("vtcc.suggestions.neighbour_counts", lambda *args, **kwargs: counts.copy())
+    embeddings = np.eye(4, dtype=np.float32)  # one image a cluster; the counts above decide
+    assert merge_clusters(embeddings, np.arange(4), 4, target=2).tolist() == [0, 0, 0, 1]
+
+
+def test_clusters_that_share_no_neighbour_merge_by_their_mean_direction():
+    """Three tight groups, far enough apart that no image's neighbours cross (every share 0): A
+    and B point 45 degrees apart, C at right angles to both, so A and B merge, whatever their ids
+    (A is cluster 0, C cluster 1, B cluster 2: by id alone, A would join C)."""
+    rng = np.random.default_rng(0)
+    directions = np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0.5**0.5, 0.5**0.5, 0, 0]]) * 10
+    embeddings = np.concatenate([d + 0.05 * rng.normal(size=(50, 4)) for d in directions]).astype(np.float32)
+    clusters = np.repeat([0, 1, 2], 50)
+    merged = merge_clusters(embeddings, clusters, 3, target=2)
+    assert (merged == np.repeat([0, 1, 0], 50)).all()
+    with pytest.raises(ValueError, match="target=0"):
+        merge_clusters(embeddings, clusters, 3, target=0)
