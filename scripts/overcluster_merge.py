@@ -59,8 +59,9 @@ def study(run: Path, target: int) -> dict | None:
     merged = [merge_clusters(embedding, h, assigner.num_clusters, target, seed) for h in heads]
     before = clustering_metrics(labels, heads[kept])
     after = [clustering_metrics(labels, m) for m in merged]
-    ward = clustering_metrics(labels, centroid_merge(unit(embedding), heads[kept], target))
-    kmeans = KMeans(target, n_init=10, random_state=seed).fit_predict(unit(embedding))
+    points = unit(embedding)  # the images' directions, as the neighbour search sees them
+    ward = clustering_metrics(labels, centroid_merge(points, heads[kept], target))
+    kmeans = KMeans(target, n_init=10, random_state=seed).fit_predict(points)
     reference = clustering_metrics(labels, kmeans)
     return {
         "run": run.name,

@@ -73,6 +73,11 @@ def neighbour_shares(
     return row_shares(neighbour_counts(embeddings, clusters, num_clusters, k, seed))
 
 
+def unit_rows(rows: np.ndarray) -> np.ndarray:
+    """Each row over its L2 norm (a row of zeros stays zeros)."""
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
 def merge_clusters(
     embeddings: np.ndarray, clusters: np.ndarray, num_clusters: int, target: int, seed: int = 0
 ) -> np.ndarray:
@@ -89,14 +94,14 @@ def merge_clusters(
     counts = neighbour_counts(embeddings, clusters, num_clusters, seed=seed)
     points = np.asarray(embeddings, np.float64)
     sums = np.zeros((num_clusters, points.shape[1]))
-    np.add.at(sums, clusters, points / np.maximum(np.linalg.norm(points, axis=1, keepdims=True), 1e-12))
+    np.add.at(sums, clusters, unit_rows(points))
     groups = {c: [c] for c in np.unique(clusters).tolist()}  # cluster -> the old clusters it holds
     while len(groups) > target:
         ids = sorted(groups)
         shares = row_shares(counts[np.ix_(ids, ids)])
         score = (shares + shares.T) / 2
         np.fill_diagonal(score, -1.0)
-        directions = sums[ids] / np.maximum(np.linalg.norm(sums[ids], axis=1, keepdims=True), 1e-12)
+        directions = unit_rows(sums[ids])
         cosine = np.where(score >= score.max(), directions @ directions.T, -np.inf)  # the tied best
         a, b = np.unravel_index(int(np.argmax(cosine)), cosine.shape)  # first highest: deterministic
         keep, gone = ids[min(a, b)], ids[max(a, b)]
