@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 import yaml
-from headroom import representations, run_folders  # scripts/ is on the path when a script runs
+from headroom import refuse, representations, run_folders  # scripts/ is on the path when a script runs
 from sklearn.metrics import adjusted_rand_score
 
 from vtcc.data.folder import list_images
@@ -109,7 +108,7 @@ def main() -> None:
     runs = run_folders(args.paths)
     rows = [row for row in map(study, runs) if row]
     if not rows:
-        sys.exit("head_choice: no finished run of several heads on labelled folders found")
+        refuse("head_choice: no finished run of several heads on labelled folders found")
     print(f"{'run':28s} {'heads ACC':>36s}  " + " ".join(f"{r:>9s}" for r in RULES))
     for row in rows:
         heads = " ".join(f"{a:.3f}" for a in row["head_acc"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -36,6 +37,12 @@ def representations(assigner: Assigner, paths: list[Path]) -> tuple[np.ndarray, 
         embeddings.append(network.embed(f).float().cpu())
         clusters.append(torch.stack([head(f).argmax(1) for head in network.cluster_heads]).cpu())
     return torch.cat(features).numpy(), torch.cat(embeddings).numpy(), torch.cat(clusters, 1).numpy()
+
+
+def refuse(message: str) -> NoReturn:
+    """A user mistake (a flat folder, no run to read, a bad option): one line on stderr, exit 2."""
+    print(message, file=sys.stderr)
+    raise SystemExit(2)
 
 
 def run_folders(paths: list[Path]) -> list[Path]:
@@ -64,11 +71,11 @@ def main() -> None:
     parser.add_argument("pairs", nargs="+", type=Path, help="<run folder> <image folder>, repeated")
     args = parser.parse_args()
     if len(args.pairs) % 2:
-        sys.exit("headroom: give pairs of <run folder> <labelled image folder>")
+        refuse("headroom: give pairs of <run folder> <labelled image folder>")
     for run, folder in zip(args.pairs[::2], args.pairs[1::2], strict=True):
         paths, classes, _ = list_images(folder)  # the images as training lists them
         if classes is None:
-            sys.exit(f"headroom: {folder} is a flat folder: give one subfolder per class (labels only score)")
+            refuse(f"headroom: {folder} is a flat folder: give one subfolder per class (labels only score)")
         labels = np.asarray(classes)
         assigner = Assigner(run / "checkpoints" / "last.ckpt", device="cpu")
         features, embeddings, clusters = representations(assigner, paths)

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import yaml
-from headroom import representations, run_folders, unit  # scripts/ is on the path when a script runs
+from headroom import refuse, representations, run_folders, unit  # scripts/ is on the path when a script runs
 from sklearn.cluster import AgglomerativeClustering, KMeans
 
 from vtcc.data.folder import list_images
@@ -90,11 +89,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write one JSON row a run here")
     args = parser.parse_args()
     if args.clusters < 2:
-        sys.exit(f"overcluster_merge: --clusters {args.clusters}: merge to at least 2 clusters")
+        refuse(f"overcluster_merge: --clusters {args.clusters}: merge to at least 2 clusters")
     runs = run_folders(args.paths)
     rows = [row for row in (study(run, args.clusters) for run in runs) if row]
     if not rows:
-        sys.exit(
+        refuse(
             f"overcluster_merge: no finished run on a labelled folder with more than {args.clusters} "
             "clusters found (train one with num_clusters=<2K>)"
         )

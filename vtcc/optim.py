@@ -22,11 +22,18 @@ def warmup_cosine(
     total_steps: int,
     warmup_steps: int = 0,
     min_lr_ratio: float = 0.0,
+    decay_fraction: float = 1.0,
 ) -> LambdaLR:
-    """Linear warm-up for ``warmup_steps``, then cosine decay to ``min_lr_ratio`` of the base rate."""
-    if warmup_steps < 0 or not 0.0 <= min_lr_ratio <= 1.0:
-        raise ConfigError("warmup_steps must be >= 0 and min_lr_ratio within [0, 1]")
-    return LambdaLR(optimizer, WarmupCosine(total_steps, warmup_steps, min_lr_ratio))
+    """Linear warm-up for ``warmup_steps``, then cosine decay to ``min_lr_ratio`` of the base rate
+    over the last ``decay_fraction`` of the steps after the warm-up, the base rate held before it
+    (1: the decay spans them all; 0.2: warm-up, stable, decay, the cool-down of budgeted training,
+    Hagele et al. 2024, *Scaling Laws and Compute-Optimal Training Beyond Fixed Training
+    Durations*)."""
+    if warmup_steps < 0 or not 0.0 <= min_lr_ratio <= 1.0 or not 0.0 < decay_fraction <= 1.0:
+        raise ConfigError(
+            "warmup_steps must be >= 0, min_lr_ratio within [0, 1] and decay_fraction within (0, 1]"
+        )
+    return LambdaLR(optimizer, WarmupCosine(total_steps, warmup_steps, min_lr_ratio, decay_fraction))
 
 
 class WarmupCosine:
@@ -34,10 +41,13 @@ class WarmupCosine:
     ``total_steps`` once it knows how many steps fit (the schedule then ends at the budget), and
     LambdaLR's state dict keeps its attributes, so a resumed run has the same schedule."""
 
-    def __init__(self, total_steps: int, warmup_steps: int = 0, min_lr_ratio: float = 0.0) -> None:
+    def __init__(
+        self, total_steps: int, warmup_steps: int = 0, min_lr_ratio: float = 0.0, decay_fraction: float = 1.0
+    ) -> None:
         self.total_steps = total_steps
         self.warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
         self.min_lr_ratio = min_lr_ratio
+        self.decay_fraction = decay_fraction  # kept in the state dict: a resumed run decays alike
         self.planned_total_steps = total_steps  # the first plan: a re-plan keeps its warm-up share
         self.planned_warmup_steps = self.warmup_steps
 
@@ -53,7 +63,9 @@ class WarmupCosine:
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
-        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
+        after = self.total_steps - self.warmup_steps  # steps after the warm-up; the decay takes its share
+        decay = max(1.0, self.decay_fraction * after)
+        progress = min(1.0, max(0.0, step - self.warmup_steps - (after - decay)) / decay)
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 

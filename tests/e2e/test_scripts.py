@@ -207,7 +207,7 @@ def test_headroom(tmp_path):
     for space in ("backbone features", "instance embedding"):
         printed(rf"^  k-means on the {space} \(\d+ dims, L2-normalised\): \d\.\d{{3}} / \d\.\d{{3}}$", result)
     flat = run_script("headroom.py", str(run), str(folder / "0"), cwd=tmp_path, check=False)
-    assert flat.returncode != 0 and "flat folder" in flat.stderr  # says so, and fails
+    assert flat.returncode == 2 and "flat folder" in flat.stderr  # says so, and fails
 
 
 @covers("head_choice.py")
@@ -228,7 +228,7 @@ def test_head_choice(tmp_path):
     row = json.loads((tmp_path / "rows.jsonl").read_text())
     assert set(row["picks"]) == {"structure", "consensus", "both", "loss"} and len(row["head_acc"]) == 3
     none = run_script("head_choice.py", str(folder), cwd=tmp_path, check=False)
-    assert none.returncode != 0 and "no finished run" in none.stderr  # says so, and fails
+    assert none.returncode == 2 and "no finished run" in none.stderr  # one line, a user mistake
 
 
 @covers("overcluster_merge.py")
@@ -244,7 +244,9 @@ def test_overcluster_merge(tmp_path):
     assert row["trained_k"] == 4 and row["k"] == 2 and len(row["heads_acc"]) == 2
     assert row["clusters_after"] == min(2, row["clusters_before"])  # merged down to 2, never below
     none = run_script("overcluster_merge.py", runs, "--clusters", "4", cwd=tmp_path, check=False)
-    assert none.returncode != 0 and "no finished run" in none.stderr  # nothing above 4 to merge: says so
+    assert none.returncode == 2 and "no finished run" in none.stderr  # nothing above 4 to merge: says so
+    one = run_script("overcluster_merge.py", runs, "--clusters", "1", cwd=tmp_path, check=False)
+    assert one.returncode == 2 and one.stderr.strip().endswith("merge to at least 2 clusters")
 
 
 @covers("benchmark_k_selection.py")
@@ -373,4 +375,23 @@ def test_validate_quality(tmp_path):
         )
         (run / "config.yaml").write_text("data:\n  root: bars\n")
     result = run_script("validate_quality.py", str(tmp_path / "runs"), cwd=tmp_path)
-    printed(r"^all runs \(3 runs\): Spearman\(structure, ACC\) = 1\.000$", result)
+    printed(r"^all runs \(3 runs\): Spearman\(structure, ACC\) = 1\.000, NMI 1\.000$", result)
+    printed(r"^all runs \(3 runs\): Spearman\(stability, ACC\) = 0\.500, NMI 0\.500$", result)
+    # --rescore: a real run on a labelled folder (its report's figures written here); the fake runs'
+    # data "bars" is no folder here, so they are left out
+    folder = write_pngs(tmp_path / "labelled")
+    run = train_tiny(
+        tmp_path / "real",
+        "data=folder",
+        f"data.root={folder}",
+        "data.batch_size=16",
+        "module.num_cluster_heads=2",
+    )
+    (run / "report").mkdir()
+    (run / "report" / "quality.json").write_text(json.dumps({"structure": 0.5, "stability": 0.5}))
+    (run / "final_metrics.json").write_text(json.dumps({"acc": 0.5, "nmi": 0.1}))
+    result = run_script("validate_quality.py", str(tmp_path / "runs"), str(run), "--rescore", cwd=tmp_path)
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [row["run"] for row in rows] == ["real"]
+    assert all(0.0 <= rows[0][name] <= 1.0 for name in ("structure_nmi", "neighbours", "generalization"))
+    assert -0.5 <= rows[0]["heads"] <= 1.0  # an ARI

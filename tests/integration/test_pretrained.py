@@ -49,6 +49,7 @@ def overrides(weights: Path, *extra: str) -> list[str]:
         "trainer.enable_progress_bar=false",
         "features.num_views=4",
         "features.batch_size=64",
+        "report=false",  # no test here reads it
         f"paths.log_dir={weights / 'outputs'}",
         *extra,
     ]
@@ -264,6 +265,7 @@ def test_a_vtcc_run_as_frozen_backbone_evaluates(tmp_path):
             "trainer.enable_progress_bar=false",
             "data.batch_size=256",
             "features.num_views=2",
+            "report=false",
             f"paths.log_dir={tmp_path / 'outputs'}",
         ],
         tiny=False,

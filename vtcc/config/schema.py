@@ -95,6 +95,7 @@ RANGES: tuple[tuple[str, Any], ...] = (
     # probabilities and fractions
     ("*_p", PROBABILITY),  # hflip_p, blur_p, affine_p, ...
     ("*_prob", PROBABILITY),
+    ("decay_fraction", FRACTION),  # of a schedule's steps after the warm-up
     ("*fraction*", PROBABILITY),
     ("*momentum", PROBABILITY),  # teacher_momentum; an optimiser's momentum
     ("min_lr_ratio", PROBABILITY),  # of the peak learning rate
