@@ -10,7 +10,7 @@ checkpoint on its images under the evaluation view (the kept head's clusters, on
 most 4,000 images that ``structure`` uses): ``structure_nmi`` (structure with NMI in place of ARI),
 ``neighbours`` (the share of each image's 10 nearest neighbours, cosine on the embedding, in its
 cluster, as SCAN mines them), ``generalization`` (TURTLE's linear-probe score, 5 folds) and
-``heads`` (the mean ARI between the run's cluster heads).
+``heads`` (the mean ARI between the run's cluster heads, on all its images).
 
 Usage: .venv/bin/python scripts/validate_quality.py <runs folder or run> [...] [--rescore]
 """
